@@ -1,0 +1,383 @@
+"""One live interpreter, spoken to through docs/protocol.md. The same class serves every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from thinkbox.errors import ProtocolError, SessionDead, SessionStartError
+from thinkbox.sandbox import wire
+from thinkbox.sandbox.types import (
+    DisplayData,
+    ExecutionError,
+    ExecutionResult,
+    FileInfo,
+    OutputChunk,
+    SessionConfig,
+)
+
+if TYPE_CHECKING:
+    from thinkbox.sandbox.backend import ExitInfo, KernelProcess, SandboxBackend
+
+StreamItem = OutputChunk | DisplayData | ExecutionResult
+HELLO_TIMEOUT_S = 30.0
+
+
+class Session:
+    """A persistent, isolated Python interpreter. Create with ``await backend.create_session()``."""
+
+    def __init__(self, backend: SandboxBackend, session_id: str, config: SessionConfig) -> None:
+        self.backend = backend
+        self.id = session_id
+        self.config = config
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+        self.executions = 0
+        self.hello: dict[str, Any] = {}
+        self._proc: KernelProcess | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+        self._unanswered: str | None = None
+        self._dead_reason: str | None = None
+        self._closed = False
+
+    # -- life cycle -------------------------------------------------------------------------------
+    @classmethod
+    async def open(cls, backend: SandboxBackend, config: SessionConfig) -> Session:
+        session = cls(backend, uuid.uuid4().hex[:16], config)
+        try:
+            await session._connect()
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _connect(self) -> None:
+        proc = await self.backend.spawn(self.id, self.config)
+        self._proc = proc
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=proc.sock, limit=wire.MAX_FRAME)
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                hello = await self._read_frame()
+        except (TimeoutError, SessionDead) as exc:
+            info = await self._exit_info(0.5)
+            raise SessionStartError(
+                f"the {self.backend.name} sandbox did not become ready ({exc or 'no hello within'} "
+                f"{HELLO_TIMEOUT_S:.0f} s; {info.reason or 'interpreter still running'})"
+            ) from None
+        if hello.get("type") != "hello" or hello.get("protocol") != wire.PROTOCOL_VERSION:
+            raise ProtocolError(f"expected hello for protocol {wire.PROTOCOL_VERSION}, got {hello!r}")
+        self.hello = hello
+        self._dead_reason = None
+        self._unanswered = None
+
+    def is_alive(self) -> bool:
+        return not self._closed and self._dead_reason is None and self._proc is not None
+
+    @property
+    def process(self) -> KernelProcess | None:
+        return self._proc
+
+    async def restart(self) -> None:
+        """A fresh interpreter for this session (variables are lost; the backend keeps files where it can)."""
+        async with self._lock:
+            await self._teardown()
+            self._closed = False
+            await self._connect()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._teardown()
+        await self.backend.release(self.id)
+
+    async def _teardown(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                await self._proc.kill()
+        self._reader = self._writer = None
+        self._proc = None
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def interrupt(self) -> None:
+        """Send KeyboardInterrupt to the running code (no effect when idle)."""
+        if self._proc is not None and self.is_alive():
+            self._proc.interrupt()
+
+    # -- running code -----------------------------------------------------------------------------
+    async def execute(
+        self, code: str, *, timeout: float | None = None, on_output: Callable[[OutputChunk], None] | None = None
+    ) -> ExecutionResult:
+        """Run ``code`` like a notebook cell. The result is data: errors in the code never raise."""
+        result: ExecutionResult | None = None
+        async for item in self.stream(code, timeout=timeout):
+            if isinstance(item, OutputChunk) and on_output is not None:
+                on_output(item)
+            elif isinstance(item, ExecutionResult):
+                result = item
+        assert result is not None
+        return result
+
+    async def shell(self, command: str, *, timeout: float | None = None) -> ExecutionResult:
+        """Run a shell command inside the same sandbox (cwd, files and limits of the session)."""
+        result: ExecutionResult | None = None
+        async for item in self._request({"type": "shell", "command": command}, timeout):
+            if isinstance(item, ExecutionResult):
+                result = item
+        assert result is not None
+        return result
+
+    def stream(self, code: str, *, timeout: float | None = None) -> AsyncIterator[StreamItem]:
+        """Run ``code``; yield output chunks and display data as they come, then the ExecutionResult."""
+        return self._request({"type": "execute", "code": code}, timeout)
+
+    async def _request(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[StreamItem]:
+        limits = self.config.limits
+        timeout = limits.timeout_s if timeout is None else timeout
+        async with self._lock:
+            self._check_alive()
+            await self._settle_unanswered()
+            rid = f"{self.id}-{next(self._ids)}"
+            self.executions += 1
+            started = time.perf_counter()
+            stdout: list[str] = []
+            stderr: list[str] = []
+            display: list[DisplayData] = []
+            timed_out = interrupted_by_us = False
+            self._unanswered = rid
+            await self._send({"id": rid, **body})
+            deadline = started + timeout
+            reply: dict[str, Any] | None = None
+            try:
+                while reply is None:
+                    try:
+                        async with asyncio.timeout_at(_loop_time_at(deadline)):
+                            msg = await self._read_frame()
+                    except TimeoutError:
+                        if interrupted_by_us:  # interrupted and still no answer: kill
+                            await self._kill_after_timeout()
+                            break
+                        timed_out = interrupted_by_us = True
+                        self.interrupt()
+                        deadline = time.perf_counter() + limits.kill_grace_s
+                        continue
+                    if msg.get("id") != rid:
+                        continue  # a late message of an earlier request
+                    kind = msg["type"]
+                    if kind == "stream":
+                        chunk = OutputChunk(name=msg["name"], text=msg["text"])
+                        (stdout if chunk.name == "stdout" else stderr).append(chunk.text)
+                        yield chunk
+                    elif kind == "display":
+                        item = DisplayData(mime=msg["mime"])
+                        display.append(item)
+                        yield item
+                    elif kind == "reply":
+                        reply = msg
+            except SessionDead:
+                reply = None
+            self._unanswered = None if reply is not None else self._unanswered
+            self.last_used = time.monotonic()
+            yield await self._result(reply, stdout, stderr, display, started, timed_out)
+
+    async def _result(
+        self,
+        reply: dict[str, Any] | None,
+        stdout: list[str],
+        stderr: list[str],
+        display: list[DisplayData],
+        started: float,
+        timed_out: bool,
+    ) -> ExecutionResult:
+        duration_ms = (time.perf_counter() - started) * 1000
+        if reply is None:  # the interpreter is gone
+            info = await self._exit_info(1.0)
+            self._dead_reason = self._dead_reason or info.reason or "the interpreter ended"
+            why = "it did not stop within the grace period after the timeout" if timed_out else info.reason
+            return ExecutionResult(
+                stdout="".join(stdout),
+                stderr="".join(stderr),
+                display=display,
+                error=ExecutionError(
+                    type="SandboxTimeout" if timed_out else "InterpreterDied",
+                    message=f"the interpreter was killed: {why}; its variables and imports are lost",
+                    traceback="",
+                ),
+                duration_ms=duration_ms,
+                timed_out=timed_out,
+                killed=True,
+                state_survived=False,
+            )
+        error = ExecutionError(**reply["error"]) if reply.get("status") == "error" and reply.get("error") else None
+        out, err = "".join(stdout), "".join(stderr)
+        output = reply.get("output") or {}
+        omitted = int(output.get("omitted_bytes", 0))
+        if omitted:
+            marker = f"\n[... thinkbox cut {omitted} bytes of output here (limit {self.config.limits.output_bytes}) ...]\n"
+            tail = output.get("tail") or {}
+            out = out + marker + tail.get("stdout", "")
+            if tail.get("stderr"):
+                err = err + marker + tail["stderr"]
+        interrupted = error is not None and error.type == "KeyboardInterrupt"
+        if timed_out and interrupted and error is not None:
+            error = ExecutionError(
+                type="TimeoutError",
+                message=f"execution timed out and was interrupted; variables and imports were kept",
+                traceback=error.traceback,
+            )
+        return ExecutionResult(
+            stdout=out,
+            stderr=err,
+            result=reply.get("result"),
+            display=display,
+            error=error,
+            duration_ms=float(reply.get("duration_ms", duration_ms)),
+            timed_out=timed_out,
+            interrupted=interrupted,
+            output_truncated=bool(omitted),
+            exit_status=reply.get("exit_status"),
+        )
+
+    # -- files ------------------------------------------------------------------------------------
+    async def put_file(self, path: str, data: bytes, *, mode: int | None = None) -> str:
+        """Write ``data`` to ``path`` (relative to the workspace); returns the path inside the sandbox."""
+        body: dict[str, Any] = {"type": "put_file", "path": path, "data_b64": base64.b64encode(data).decode()}
+        if mode is not None:
+            body["mode"] = mode
+        return str((await self._simple(body))["path"])
+
+    async def get_file(self, path: str) -> bytes:
+        return base64.b64decode((await self._simple({"type": "get_file", "path": path}))["data_b64"])
+
+    async def list_files(self, path: str = ".") -> list[FileInfo]:
+        return [FileInfo(**f) for f in (await self._simple({"type": "list_files", "path": path}))["files"]]
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self._simple({"type": "ping"})
+        return (time.perf_counter() - started) * 1000
+
+    async def _simple(self, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            self._check_alive()
+            await self._settle_unanswered()
+            rid = f"{self.id}-{next(self._ids)}"
+            await self._send({"id": rid, **body})
+            async with asyncio.timeout(self.config.limits.timeout_s):
+                while True:
+                    msg = await self._read_frame()
+                    if msg.get("id") == rid and msg["type"] == "reply":
+                        break
+        if msg.get("status") != "ok":
+            err = msg.get("error") or {}
+            raise _file_error(err.get("type", ""), f"{body['type']} {body.get('path', '')!r}: {err.get('message')}")
+        return msg
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise SessionDead(f"session {self.id} is closed; create a new one")
+        if self._dead_reason is not None or self._reader is None:
+            raise SessionDead(f"session {self.id} is dead ({self._dead_reason}); call restart() to continue")
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        assert self._writer is not None
+        try:
+            self._writer.write(wire.encode(msg))
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self._dead_reason = f"connection lost: {exc}"
+            raise SessionDead(f"session {self.id}: {self._dead_reason}") from None
+
+    async def _read_frame(self) -> dict[str, Any]:
+        assert self._reader is not None
+        try:
+            header = await self._reader.readexactly(4)
+            payload = await self._reader.readexactly(wire.header_length(header))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            self._dead_reason = self._dead_reason or "connection closed"
+            raise SessionDead(f"session {self.id}: the interpreter closed its connection") from None
+        except wire.FrameError as exc:
+            raise ProtocolError(str(exc)) from None
+        try:
+            return wire.decode(payload)
+        except wire.FrameError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    async def _settle_unanswered(self) -> None:
+        """An earlier request was abandoned (its caller was cancelled): interrupt it and wait for its reply."""
+        rid = self._unanswered
+        if rid is None:
+            return
+        self.interrupt()
+        try:
+            async with asyncio.timeout(self.config.limits.kill_grace_s):
+                while True:
+                    msg = await self._read_frame()
+                    if msg.get("id") == rid and msg["type"] == "reply":
+                        break
+            self._unanswered = None
+        except (TimeoutError, SessionDead):
+            await self._kill_after_timeout()
+            self._check_alive()
+
+    async def _kill_after_timeout(self) -> None:
+        self._dead_reason = "killed after it ignored the interrupt"
+        if self._proc is not None:
+            await self._proc.kill()
+
+    async def _exit_info(self, timeout: float) -> ExitInfo:
+        from thinkbox.sandbox.backend import ExitInfo
+
+        if self._proc is None:
+            return ExitInfo(None, "no interpreter")
+        try:
+            async with asyncio.timeout(timeout):
+                info = await self._proc.wait()
+        except TimeoutError:
+            return ExitInfo(None, "the connection closed but the interpreter has not exited yet")
+        if not info.reason:
+            info.reason = describe_exit(info.returncode)
+        return info
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "unknown exit"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = {"SIGKILL": " (killed: out of memory, a limit, or a kill)", "SIGSEGV": " (crashed)"}.get(name, "")
+        return f"it ended by {name}{hint}"
+    return f"it exited with status {returncode}"
+
+
+def _loop_time_at(deadline_perf: float) -> float:
+    return asyncio.get_running_loop().time() + (deadline_perf - time.perf_counter())
+
+
+def _file_error(kind: str, message: str) -> Exception:
+    if kind == "FileNotFoundError":
+        return FileNotFoundError(message)
+    if kind in ("IsADirectoryError", "NotADirectoryError", "PermissionError"):
+        return OSError(message)
+    return OSError(message)

@@ -1,0 +1,103 @@
+"""Data types of the sandbox family: configuration in, results out.
+
+Running code never raises for an error *in the code*: the error is part of :class:`ExecutionResult`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MiB = 1024 * 1024
+
+
+class Limits(BaseModel):
+    """Resource limits of one session. Defaults are safe for an agent's scratch work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(30.0, gt=0, description="Wall time of one execution before it is interrupted.")
+    kill_grace_s: float = Field(
+        2.0, gt=0, description="How long an interrupted execution may take to stop before the session is killed."
+    )
+    cpu_time_s: int = Field(3600, gt=0, description="CPU seconds the interpreter may use over its lifetime.")
+    cpu_cores: float = Field(1.0, gt=0, description="Share of CPU (in cores) the session may use (cgroup quota).")
+    memory_mib: int = Field(1024, ge=64, description="Address space of the interpreter (MemoryError past it).")
+    processes: int = Field(64, ge=4, description="Processes and threads the session may run at once.")
+    open_files: int = Field(256, ge=32, description="Open file descriptors per process.")
+    file_size_mib: int = Field(256, ge=1, description="Largest file a session may write.")
+    workspace_mib: int = Field(512, ge=1, description="Size of the workspace; filling it gives ENOSPC.")
+    tmp_mib: int = Field(256, ge=1, description="Size of the private /tmp.")
+    output_bytes: int = Field(
+        1 * MiB, ge=1024, description="stdout+stderr kept per execution; the rest is cut with a marker."
+    )
+    network: bool = Field(False, description="Reserved: sessions have no network; True is refused for now.")
+
+
+class Mount(BaseModel):
+    """A host directory made visible inside the session's workspace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Path = Field(description="Host directory (must exist).")
+    target: str = Field(description="Path inside the workspace (relative) or absolute under /workspace.")
+    read_only: bool = True
+
+
+class SessionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limits: Limits = Field(default_factory=Limits)
+    mounts: tuple[Mount, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the interpreter.")
+
+
+WORKSPACE = "/workspace"
+
+
+class OutputChunk(BaseModel):
+    """A piece of output that arrived while the code was running."""
+
+    name: Literal["stdout", "stderr"]
+    text: str
+
+
+class DisplayData(BaseModel):
+    """A rich output: a matplotlib figure, or anything with a ``_repr_*_`` method."""
+
+    mime: dict[str, str] = Field(description="MIME type -> content (base64 for image/png).")
+
+
+class ExecutionError(BaseModel):
+    type: str
+    message: str
+    traceback: str = Field(description="Formatted traceback without the engine's own frames.")
+
+
+class ExecutionResult(BaseModel):
+    """The terminal result of one execution. Always returned, never raised."""
+
+    stdout: str = ""
+    stderr: str = ""
+    result: str | None = Field(None, description="repr() of the value of the last expression, if any.")
+    display: list[DisplayData] = Field(default_factory=list)
+    error: ExecutionError | None = None
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    interrupted: bool = Field(False, description="The code was stopped with KeyboardInterrupt.")
+    killed: bool = Field(False, description="The interpreter was killed (timeout past grace, crash, exit).")
+    state_survived: bool = Field(True, description="Variables and imports are still there for the next call.")
+    output_truncated: bool = False
+    exit_status: int | None = Field(None, description="For shell commands: the command's exit status.")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.timed_out and not self.killed
+
+
+class FileInfo(BaseModel):
+    path: str
+    size: int
+    is_dir: bool
