@@ -1,0 +1,1 @@
+"""The thinking-in-code agent."""

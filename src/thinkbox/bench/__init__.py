@@ -1,0 +1,1 @@
+"""Benchmarks: ``thinkbox bench sandbox | model | reasoning``."""

@@ -1,0 +1,131 @@
+"""One typed configuration: CLI flags over ``THINKBOX_*`` environment variables over a TOML config file.
+
+Nested fields use ``__`` in environment variables: ``THINKBOX_MODEL__BASE_URL``, ``THINKBOX_SANDBOX__BACKEND``,
+``THINKBOX_SANDBOX__LIMITS__TIMEOUT_S``. The config file is ``$THINKBOX_CONFIG`` or
+``~/.config/thinkbox/config.toml``, with the same sections (``[model]``, ``[sandbox]``, ``[agent]``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from thinkbox.errors import ConfigError
+from thinkbox.sandbox.types import Limits
+
+
+def default_config_file() -> Path:
+    return Path(os.environ.get("THINKBOX_CONFIG", Path.home() / ".config" / "thinkbox" / "config.toml"))
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "thinkbox"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "thinkbox"
+
+
+class SandboxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field("zygote", description="Sandbox backend: zygote (default), bwrap, or a plugin's name.")
+    pool_size: int = Field(1, ge=0, description="Fresh sessions kept ready by the warm pool.")
+    idle_timeout_s: float = Field(900.0, gt=0, description="A leased session unused this long is closed.")
+    limits: Limits = Field(default_factory=Limits)
+
+
+class ModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["auto", "local", "openai", "scripted"] = Field(
+        "auto", description="auto: an OpenAI-compatible endpoint when base_url is set, else the local model."
+    )
+    name: str = Field(
+        "qwen2.5-coder-1.5b",
+        description="Model name: for local, qwen2.5-coder-1.5b or qwen2.5-coder-0.5b; for openai, the served model.",
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1.")
+    api_key: SecretStr | None = Field(None, description="API key for base_url (OPENAI_API_KEY is used if unset).")
+    path: Path | None = Field(None, description="A local GGUF file to use instead of the bundled model.")
+    context_tokens: int = Field(8192, ge=512, description="Context window of the local model.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the local model (default: all cores).")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(1024, ge=16, description="Most tokens in one model reply.")
+    timeout_s: float = Field(120.0, gt=0, description="Time allowed for one model reply.")
+    max_retries: int = Field(3, ge=0, description="Retries on 429/5xx/timeouts, with exponential backoff.")
+    script: Path | None = Field(None, description="For provider=scripted: a JSON file with the replies to replay.")
+
+
+class AgentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(10, ge=1, description="Model turns before the run stops.")
+    max_wall_s: float = Field(600.0, gt=0, description="Wall time of a whole run.")
+    max_consecutive_errors: int = Field(4, ge=1, description="Failed steps in a row before the run stops.")
+    max_tokens: int = Field(100_000, ge=1000, description="Prompt+completion tokens of a whole run.")
+    max_parse_retries: int = Field(2, ge=0, description="Re-asks when a reply is not a valid action.")
+    observation_chars: int = Field(4000, ge=200, description="Output fed back to the model is cut to this.")
+
+
+class Settings(BaseSettings):
+    """Every setting of thinkbox. Unknown keys are rejected."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THINKBOX_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Transcripts, figures, runs.")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Model files and build caches.")
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, default_config_file()))
+
+    def resolved_provider(self) -> Literal["local", "openai", "scripted"]:
+        if self.model.provider != "auto":
+            return self.model.provider
+        return "openai" if self.model.base_url else "local"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with ``overrides`` (from CLI flags; nested as dicts) on top. Raises ConfigError, naming the key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(
+            f"invalid configuration ({problems}). Fix the flag, the THINKBOX_* variable or {default_config_file()}"
+        ) from None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets masked (for ``thinkbox config show``)."""
+    data = settings.model_dump(mode="json")
+    if settings.model.api_key is not None:
+        key = settings.model.api_key.get_secret_value()
+        data["model"]["api_key"] = (key[:3] + "…" + key[-2:]) if len(key) > 8 else "***"
+    return data

@@ -1,0 +1,1 @@
+"""Model backends: ``get_model(settings)`` builds the one the configuration names."""
