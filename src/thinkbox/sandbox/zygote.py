@@ -1,0 +1,461 @@
+"""The default sandbox backend: sessions forked from a fork server ("zygote") that preloaded the libraries.
+
+The host side. :meth:`ZygoteBackend.start` launches ``python -m thinkbox.sandbox.zygote_server`` with a
+scrubbed environment and a control socket; :meth:`ZygoteBackend.spawn` sends it the session's socket and
+limits and gets back the pid of the session's init (pid 1 of its pid namespace). What happens inside is
+described in :mod:`thinkbox.sandbox.zygote_server`. Signals go to the init through a pidfd; the zygote
+reaps it and reports how the interpreter ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import posixpath
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from thinkbox.errors import ConfigError, SandboxError, SandboxUnavailable, SessionStartError
+from thinkbox.sandbox import cgroups, isolation
+from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
+from thinkbox.sandbox.types import WORKSPACE, SessionConfig
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+SPAWN_TIMEOUT_S = 30.0
+KILL_TIMEOUT_S = 5.0
+_INSTANCE_PREFIX = "z"
+
+
+def default_runtime_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/thinkbox")
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/thinkbox-{os.getuid()}"
+    return Path(base) / "thinkbox"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "thinkbox" / "matplotlib"
+
+
+@dataclass
+class _Pending:
+    spawned: asyncio.Future[int]
+    error: str = ""
+
+
+@dataclass
+class _Live:
+    sid: str
+    pid: int
+    pidfd: int | None
+    exited: asyncio.Future[ExitInfo]
+    returncode: int | None = None
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ZygoteKernel(KernelProcess):
+    def __init__(self, backend: ZygoteBackend, sock: socket.socket, live: _Live) -> None:
+        self.sock = sock
+        self._backend = backend
+        self._live = live
+
+    @property
+    def pid(self) -> int:
+        """Host pid of the session's init (pid 1 inside its namespace)."""
+        return self._live.pid
+
+    def _signal(self, signum: int) -> None:
+        live = self._live
+        if live.exited.done():
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if live.pidfd is not None:
+                signal.pidfd_send_signal(live.pidfd, signum)
+            else:
+                os.kill(live.pid, signum)
+
+    def interrupt(self) -> None:
+        self._signal(signal.SIGINT)
+
+    async def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        try:
+            async with asyncio.timeout(KILL_TIMEOUT_S):
+                await asyncio.shield(self._live.exited)
+        except TimeoutError:
+            log.warning(
+                "session %s: init %d did not end within %.0f s of SIGKILL",
+                self._live.sid,
+                self._live.pid,
+                KILL_TIMEOUT_S,
+            )
+
+    async def wait(self) -> ExitInfo:
+        return await asyncio.shield(self._live.exited)
+
+    def host_pids(self) -> list[int]:
+        pid = self._live.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [pid, *(int(p) for p in f.read().split())]
+        except OSError:
+            return []
+
+
+class ZygoteBackend(SandboxBackend):
+    """Sessions forked from one preloaded, single-threaded fork server (the default backend)."""
+
+    name: ClassVar[str] = "zygote"
+
+    def __init__(self, *, runtime_dir: str | Path | None = None, uid_base: int = 100000, **_: Any) -> None:
+        self.runtime_root = Path(runtime_dir) if runtime_dir is not None else default_runtime_root()
+        self.uid_base = uid_base
+        self.instance = f"{_INSTANCE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.runtime = self.runtime_root / self.instance
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ctl: socket.socket | None = None
+        self._start_lock = asyncio.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._live: dict[int, _Live] = {}
+        self._by_sid: dict[str, _Live] = {}
+        self._numbers: dict[str, int] = {}
+        self._counter = itertools.count(1)
+        self._zygote_pid: int | None = None
+        self._dead_reason: str | None = None
+        self._log_path = self.runtime / "zygote.log"
+
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            name=self.name,
+            isolation="fork server + namespaces (mnt pid net ipc uts cgroup), pivot_root, seccomp, rlimits",
+            details={"runtime": str(self.runtime), "cgroups": cgroups.unavailable_reason() or "used"},
+        )
+
+    # -- zygote life cycle ------------------------------------------------------------------------
+    def _check_platform(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SandboxUnavailable(
+                "the zygote backend needs Linux namespaces; use --backend bwrap or docker"
+            )
+        for ns in ("mnt", "pid", "net", "ipc", "uts", "cgroup"):
+            if not os.path.exists(f"/proc/self/ns/{ns}"):
+                raise SandboxUnavailable(
+                    f"the kernel has no {ns} namespaces, which the zygote backend needs; use --backend bwrap"
+                )
+
+    async def start(self) -> None:
+        if self._proc is not None and self._proc.returncode is None and self._dead_reason is None:
+            return
+        async with self._start_lock:
+            if self._proc is not None and self._proc.returncode is None and self._dead_reason is None:
+                return
+            self._check_platform()
+            await self._cleanup_previous()
+            self._remove_stale()
+            await self._launch()
+
+    def _remove_stale(self) -> None:
+        """Workspaces and cgroups of thinkbox instances whose owner process is gone."""
+
+        def owner_gone(name: str) -> bool:
+            if not name.startswith(_INSTANCE_PREFIX):
+                return False
+            pid_text = name[len(_INSTANCE_PREFIX) :].split("-", 1)[0]
+            return pid_text.isdigit() and not os.path.exists(f"/proc/{pid_text}")
+
+        with contextlib.suppress(OSError):
+            cgroups.remove_stale(owner_gone)
+        if not self.runtime_root.is_dir():
+            return
+        for inst in self.runtime_root.iterdir():
+            if inst.is_dir() and owner_gone(inst.name):
+                _remove_runtime(inst)
+
+    async def _launch(self) -> None:
+        self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.runtime / "root").mkdir(exist_ok=True)
+        (self.runtime / "ws").mkdir(exist_ok=True, mode=0o711)
+        cache = default_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "NUMEXPR_NUM_THREADS": "1",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": str(cache),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        config = {"runtime_dir": str(self.runtime), "instance": self.instance, "uid_base": self.uid_base}
+        log_file = open(self._log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child, local file
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "thinkbox.sandbox.zygote_server",
+                str(child.fileno()),
+                json.dumps(config),
+                pass_fds=[child.fileno()],
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                cwd="/",
+            )
+        finally:
+            log_file.close()
+            child.close()
+        parent.setblocking(False)
+        self._ctl = parent
+        self._dead_reason = None
+        ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._ready = ready
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_control)
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                msg = await ready
+        except TimeoutError:
+            await self._stop_zygote()
+            raise SandboxUnavailable(f"the zygote did not start within {START_TIMEOUT_S:.0f} s") from None
+        if msg.get("op") != "ready":
+            await self._stop_zygote()
+            raise SandboxUnavailable(
+                f"the zygote could not start: {msg.get('message')}; "
+                f"see {self._log_path}, or use --backend bwrap"
+            )
+        self._zygote_pid = int(msg["pid"])
+
+    def _on_control(self) -> None:
+        ctl = self._ctl
+        assert ctl is not None
+        while True:
+            try:
+                data = ctl.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                data = b""
+                log.debug("zygote control socket: %s", exc)
+            if not data:
+                self._on_zygote_gone()
+                return
+            self._dispatch(json.loads(data))
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op in ("ready", "fatal"):
+            if not self._ready.done():
+                self._ready.set_result(msg)
+        elif op == "spawned":
+            pending = self._pending.get(str(msg["sid"]))
+            if pending is not None and not pending.spawned.done():
+                pending.spawned.set_result(int(msg["pid"]))
+        elif op == "error":
+            sid = str(msg.get("sid"))
+            pending = self._pending.get(sid)
+            if pending is not None and not pending.spawned.done():
+                pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
+            live = self._by_sid.get(sid)
+            if live is not None:
+                live.error = str(msg.get("message"))
+        elif op == "status":
+            live = self._by_sid.get(str(msg["sid"]))
+            if live is not None:
+                live.returncode = int(msg["returncode"])
+        elif op == "exit":
+            live = self._live.pop(int(msg["pid"]), None)
+            if live is not None:
+                self._finish(live, int(msg["returncode"]))
+
+    def _finish(self, live: _Live, init_rc: int | None, reason: str = "") -> None:
+        if live.pidfd is not None:
+            os.close(live.pidfd)
+            live.pidfd = None
+        if self._by_sid.get(live.sid) is live:
+            del self._by_sid[live.sid]
+        rc = live.returncode if live.returncode is not None else init_rc
+        if not live.exited.done():
+            live.exited.set_result(ExitInfo(rc, live.error or reason))
+
+    def _on_zygote_gone(self) -> None:
+        if self._ctl is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+            self._ctl.close()
+            self._ctl = None
+        rc = self._proc.returncode if self._proc is not None else None
+        self._dead_reason = f"the zygote process ended (status {rc}); see {self._log_path}"
+        if not self._ready.done():
+            self._ready.set_result({"op": "fatal", "message": self._dead_reason})
+        for pending in self._pending.values():
+            if not pending.spawned.done():
+                pending.spawned.set_exception(SessionStartError(self._dead_reason))
+        for live in list(self._live.values()):  # the sessions lost their reaper: kill them
+            with contextlib.suppress(OSError):
+                if live.pidfd is not None:
+                    signal.pidfd_send_signal(live.pidfd, signal.SIGKILL)
+            self._finish(live, None, "killed because the zygote died")
+        self._live.clear()
+
+    async def _stop_zygote(self) -> None:
+        if self._ctl is not None:
+            self._on_zygote_gone()
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        self._proc = None
+
+    async def _cleanup_previous(self) -> None:
+        if self._proc is not None:
+            await self._stop_zygote()
+
+    # -- sessions ---------------------------------------------------------------------------------
+    async def spawn(self, session_id: str, config: SessionConfig) -> KernelProcess:
+        await self.start()
+        if self._ctl is None:
+            raise SessionStartError(self._dead_reason or "the zygote is not running")
+        mounts = [_check_mount(m.source, m.target, m.read_only) for m in config.mounts]
+        if config.limits.network:
+            raise ConfigError("limits.network=True is not supported by the zygote backend; set it to false")
+        n = self._numbers.setdefault(session_id, next(self._counter))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request = {
+            "op": "spawn",
+            "sid": session_id,
+            "n": n,
+            "limits": config.limits.model_dump(),
+            "mounts": mounts,
+            "env": config.env,
+        }
+        pending = _Pending(asyncio.get_running_loop().create_future())
+        self._pending[session_id] = pending
+        try:
+            await self._send_request(json.dumps(request).encode(), theirs.fileno())
+            theirs.close()
+            async with asyncio.timeout(SPAWN_TIMEOUT_S):
+                pid = await pending.spawned
+        except TimeoutError:
+            ours.close()
+            raise SessionStartError(
+                f"the zygote did not start session {session_id} in {SPAWN_TIMEOUT_S:.0f} s"
+            ) from None
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            del self._pending[session_id]
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None
+        live = _Live(session_id, pid, pidfd, asyncio.get_running_loop().create_future())
+        self._live[pid] = live
+        self._by_sid[session_id] = live
+        return ZygoteKernel(self, ours, live)
+
+    async def _send_request(self, data: bytes, fd: int) -> None:
+        for _ in range(10_000):
+            ctl = self._ctl
+            if ctl is None:
+                raise SessionStartError(self._dead_reason or "the zygote is not running")
+            try:
+                socket.send_fds(ctl, [data], [fd])
+                return
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+            except OSError as exc:
+                raise SessionStartError(f"the zygote's control socket failed: {exc}") from None
+        raise SessionStartError("the zygote is not accepting requests (control socket full)")
+
+    async def release(self, session_id: str) -> None:
+        live = self._by_sid.get(session_id)
+        if live is not None:  # still running: the session should have killed it first
+            with contextlib.suppress(OSError):
+                if live.pidfd is not None:
+                    signal.pidfd_send_signal(live.pidfd, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KILL_TIMEOUT_S):
+                    await asyncio.shield(live.exited)
+        self._numbers.pop(session_id, None)
+        await asyncio.to_thread(self._release_files, session_id)
+
+    def _release_files(self, session_id: str) -> None:
+        cg = cgroups.existing(f"{self.instance}-{session_id}")
+        if cg is not None:
+            cg.kill_all()
+            with contextlib.suppress(OSError):
+                cg.destroy()
+        ws = self.runtime / "ws" / session_id
+        if ws.exists():
+            with contextlib.suppress(OSError):
+                isolation.umount2(str(ws), isolation.MNT_DETACH)
+            shutil.rmtree(ws, ignore_errors=True)
+
+    async def aclose(self) -> None:
+        for live in list(self._live.values()):
+            with contextlib.suppress(OSError):
+                if live.pidfd is not None:
+                    signal.pidfd_send_signal(live.pidfd, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        for live in list(self._live.values()):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    await asyncio.shield(live.exited)
+        await self._stop_zygote()
+        await asyncio.to_thread(_remove_runtime, self.runtime)
+        self._numbers.clear()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        return self._zygote_pid if self._proc is not None and self._proc.returncode is None else None
+
+
+def _check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:
+    src = Path(source)
+    if not src.is_dir():
+        raise ConfigError(f"mount source {src} is not an existing directory (SessionConfig.mounts)")
+    rel = target[len(WORKSPACE) :] if target == WORKSPACE or target.startswith(WORKSPACE + "/") else target
+    if target.startswith("/") and rel == target:
+        raise ConfigError(
+            f"mount target {target!r} must be relative or under {WORKSPACE} (SessionConfig.mounts)"
+        )
+    norm = posixpath.normpath(rel.lstrip("/") or ".")
+    if norm in (".", "") or norm == ".." or norm.startswith("../"):
+        raise ConfigError(f"mount target {target!r} escapes or replaces {WORKSPACE} (SessionConfig.mounts)")
+    return {"source": str(src.resolve()), "target": norm, "read_only": read_only}
+
+
+def _remove_runtime(inst: Path) -> None:
+    """Unmount the workspaces of a runtime dir and remove it."""
+    ws_root = inst / "ws"
+    if ws_root.is_dir():
+        for ws in ws_root.iterdir():
+            with contextlib.suppress(OSError):
+                isolation.umount2(str(ws), isolation.MNT_DETACH)
+    with contextlib.suppress(OSError):
+        isolation.umount2(str(inst / "root"), isolation.MNT_DETACH)
+    shutil.rmtree(inst, ignore_errors=True)
+
+
+__all__ = ["SandboxError", "ZygoteBackend", "ZygoteKernel"]
