@@ -1,0 +1,211 @@
+"""``thinkbox exec [--timeout S] [--json] [--backend NAME] FILE|-``: run code in a fresh sandbox session.
+
+Exit status: 0 the code ran, 1 it raised, timed out or was killed, 2 the sandbox machinery failed
+(the message names what to fix), 130 cancelled with Ctrl-C before a result came back.
+
+Ctrl-C once interrupts the running code (KeyboardInterrupt inside the sandbox, the result is printed);
+twice stops waiting, kills the session and closes the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thinkbox.config import load_settings
+from thinkbox.errors import ThinkboxError
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import DisplayData, ExecutionResult, OutputChunk, SessionConfig
+
+EXIT_OK, EXIT_CODE_FAILED, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
+
+_SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg", "text/html": ".html"}
+
+
+@dataclass
+class _Run:
+    """What one ``exec`` produced, besides the ExecutionResult."""
+
+    backend: str
+    json_out: bool
+    figures_dir: Path
+    session: Session | None = None
+    interrupted: bool = False
+    session_id: str = ""
+    session_ms: float = 0.0
+    saved: list[dict[str, Any]] = field(default_factory=list)
+    result: ExecutionResult | None = None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("exec")(exec_command)
+
+
+def exec_command(
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="Python file to run, or - to read stdin.")],
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", min=0.001, help="Wall time in seconds (default: sandbox.limits.timeout_s)."
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of streaming.")
+    ] = False,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Sandbox backend (default: sandbox.backend).")
+    ] = None,
+    figures_dir: Annotated[
+        Path | None, typer.Option("--figures-dir", help="Where figures are saved (default: DATA_DIR/exec).")
+    ] = None,
+) -> None:
+    """Run Python code in a fresh, isolated session and print what it produced."""
+    try:
+        code = _read_source(source)
+        settings = load_settings()
+        limits = settings.sandbox.limits
+        if timeout is not None:
+            limits = limits.model_copy(update={"timeout_s": timeout})
+        run = _Run(
+            backend=backend or settings.sandbox.backend,
+            json_out=json_out,
+            figures_dir=figures_dir or settings.data_dir / "exec",
+        )
+        status = asyncio.run(_execute(code, run, SessionConfig(limits=limits)))
+    except ThinkboxError as exc:
+        _infra_error(exc.code, exc.message, json_out)
+        raise typer.Exit(EXIT_INFRA) from None
+    except OSError as exc:
+        _infra_error("os_error", str(exc), json_out)
+        raise typer.Exit(EXIT_INFRA) from None
+    raise typer.Exit(status)
+
+
+def _read_source(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ThinkboxError(f"cannot read {source}: {exc}") from None
+
+
+async def _execute(code: str, run: _Run, config: SessionConfig) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_sigint() -> None:
+        if run.session is not None and not run.interrupted:
+            run.interrupted = True
+            print("\nthinkbox: interrupting (Ctrl-C again to kill the session)", file=sys.stderr, flush=True)
+            run.session.interrupt()
+        else:
+            main.cancel()
+
+    backend = registry.create_backend(run.backend)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        started = time.perf_counter()
+        session = await backend.create_session(config)
+        run.session = session
+        run.session_id, run.session_ms = session.id, (time.perf_counter() - started) * 1000
+        try:
+            async for item in session.stream(code):
+                if isinstance(item, OutputChunk):
+                    if not run.json_out:
+                        stream = sys.stdout if item.name == "stdout" else sys.stderr
+                        stream.write(item.text)
+                        stream.flush()
+                elif isinstance(item, DisplayData):
+                    _show_display(item, run)
+                else:
+                    run.result = item
+        finally:
+            await session.close()
+    except asyncio.CancelledError:
+        print("thinkbox: cancelled; the session was killed", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        await backend.aclose()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    assert run.result is not None
+    _print_result(run.result, run)
+    return EXIT_OK if run.result.ok else EXIT_CODE_FAILED
+
+
+def _show_display(item: DisplayData, run: _Run) -> None:
+    """Save a rich output to a file (png > svg > html) and say where; plain text is printed as is."""
+    index = len(run.saved) + 1
+    mime = next((m for m in _SUFFIX if m in item.mime), None)
+    entry: dict[str, Any] = {"mime_types": sorted(item.mime), "path": None}
+    if mime is not None:
+        run.figures_dir.mkdir(parents=True, exist_ok=True)
+        path = run.figures_dir / f"{run.session_id}-{index}{_SUFFIX[mime]}"
+        data = item.mime[mime]
+        if mime == "image/png":
+            path.write_bytes(base64.b64decode(data))
+        else:
+            path.write_text(data, encoding="utf-8")
+        entry["path"] = str(path)
+        if not run.json_out:
+            print(f"[display {index}: {mime} saved to {path}]", file=sys.stderr, flush=True)
+    elif not run.json_out and "text/plain" in item.mime:
+        print(item.mime["text/plain"], flush=True)
+    run.saved.append(entry)
+
+
+def _print_result(result: ExecutionResult, run: _Run) -> None:
+    if run.json_out:
+        data = {
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "result": result.result,
+            "error": result.error.model_dump() if result.error else None,
+            "timed_out": result.timed_out,
+            "interrupted": result.interrupted,
+            "killed": result.killed,
+            "state_survived": result.state_survived,
+            "output_truncated": result.output_truncated,
+            "duration_ms": result.duration_ms,
+            "display_count": len(run.saved),
+            "display": run.saved,
+            "backend": run.backend,
+            "session_id": run.session_id,
+            "session_start_ms": run.session_ms,
+        }
+        print(json.dumps(data, ensure_ascii=False))
+        return
+    if result.result is not None:
+        print(result.result, flush=True)
+    if result.error is not None:
+        text = result.error.traceback or ""
+        last = f"{result.error.type}: {result.error.message}" if result.error.message else result.error.type
+        if not text.rstrip().endswith(last.rstrip()):
+            text += last + "\n"
+        sys.stderr.write(text)
+    if result.timed_out:
+        what = "the session was killed" if result.killed else "it was interrupted, its state was kept"
+        print(f"thinkbox: timed out after {result.duration_ms / 1000:.1f} s; {what}", file=sys.stderr)
+    if result.output_truncated:
+        print("thinkbox: the output was cut at sandbox.limits.output_bytes", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _infra_error(code: str, message: str, json_out: bool) -> None:
+    print(f"thinkbox exec: {message}", file=sys.stderr)
+    if json_out:
+        print(json.dumps({"error": {"type": code, "message": message}, "infrastructure_error": True}))
