@@ -1,0 +1,157 @@
+"""What a run tells the world: typed events, one JSON object each.
+
+:func:`thinkbox.agent.loop.run_agent` yields these; the CLI renders them, the transcript writer stores
+them as JSON lines, the web service streams them. Each has a ``type`` literal, so a line of JSON maps back
+to its class with :func:`parse_event`. A run yields, in order::
+
+    RunStarted
+    (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
+        [CodeStarted (OutputChunk | DisplayProduced)* ExecutionFinished]])*
+    FinalAnswer | LimitReached | RunError
+    RunFinished
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from thinkbox.sandbox.types import ExecutionResult
+
+LimitName = Literal["steps", "wall_time", "consecutive_errors", "tokens"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ts: float = Field(default_factory=time.time, description="Unix time the event was made.")
+
+
+class RunStarted(_Event):
+    type: Literal["run_started"] = "run_started"
+    run_id: str
+    question: str
+    model: str = Field(description="The model backend's name.")
+    sandbox: str = Field(description="The sandbox backend's name.")
+    files: list[str] = Field(default_factory=list, description="Files in the workspace at the start.")
+
+
+class StepStarted(_Event):
+    type: Literal["step_started"] = "step_started"
+    step: int
+
+
+class ThoughtDelta(_Event):
+    type: Literal["thought_delta"] = "thought_delta"
+    step: int
+    text: str
+
+
+class ParseFailed(_Event):
+    type: Literal["parse_failed"] = "parse_failed"
+    step: int
+    attempt: int = Field(description="1 for the first reply of the step, 2 for the first re-ask, ...")
+    error: str = Field(description="What was wrong, as told to the model.")
+    raw: str = Field(description="The reply as the model wrote it.")
+
+
+class ActionParsed(_Event):
+    type: Literal["action_parsed"] = "action_parsed"
+    step: int
+    thought: str
+    action: str
+    code: str = ""
+    final_answer: str = ""
+    repairs: list[str] = Field(default_factory=list, description="What the tolerant parser had to fix.")
+
+
+class CodeStarted(_Event):
+    type: Literal["code_started"] = "code_started"
+    step: int
+    code: str
+
+
+class OutputChunk(_Event):
+    type: Literal["output_chunk"] = "output_chunk"
+    step: int
+    name: Literal["stdout", "stderr"]
+    text: str
+
+
+class DisplayProduced(_Event):
+    type: Literal["display_produced"] = "display_produced"
+    step: int
+    mime: dict[str, str] = Field(description="MIME type -> content (base64 for images).")
+
+
+class ExecutionFinished(_Event):
+    type: Literal["execution_finished"] = "execution_finished"
+    step: int
+    result: ExecutionResult = Field(
+        description="The result; its ``display`` list is empty (each item came as a DisplayProduced event)."
+    )
+    observation: str = Field(description="What the model was told about this execution.")
+    session_restarted: bool = Field(False, description="The interpreter had died and was started again.")
+
+
+class FinalAnswer(_Event):
+    type: Literal["final_answer"] = "final_answer"
+    answer: str
+    steps: int
+    duration_s: float
+    tokens: int
+
+
+class LimitReached(_Event):
+    type: Literal["limit_reached"] = "limit_reached"
+    limit: LimitName
+    message: str = Field(description="Which limit, its value, and the setting that raises it.")
+    steps: int
+    duration_s: float
+    tokens: int
+
+
+class RunError(_Event):
+    type: Literal["run_error"] = "run_error"
+    code: str = Field(description="The ThinkboxError's stable code, e.g. model_unavailable.")
+    message: str
+    retryable: bool = False
+    steps: int = 0
+    duration_s: float = 0.0
+    tokens: int = 0
+
+
+class RunFinished(_Event):
+    type: Literal["run_finished"] = "run_finished"
+    run_id: str
+    status: Literal["answered", "limit", "error"]
+    answer: str | None = None
+    steps: int
+    duration_s: float
+    tokens: int
+
+
+Event = Annotated[
+    RunStarted
+    | StepStarted
+    | ThoughtDelta
+    | ParseFailed
+    | ActionParsed
+    | CodeStarted
+    | OutputChunk
+    | DisplayProduced
+    | ExecutionFinished
+    | FinalAnswer
+    | LimitReached
+    | RunError
+    | RunFinished,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(line: str | bytes) -> Event:
+    """One JSON line back to its event class."""
+    return EVENT_ADAPTER.validate_json(line)

@@ -1,0 +1,136 @@
+"""Every word the agent says to the model: the system prompt, observations, re-asks.
+
+Written for small local models too (Qwen2.5-Coder-1.5B processes ~150 prompt tokens/s on 2 cores), so the
+system prompt is compact (about 600 tokens) and teaches by one worked example of the loop that includes a
+failing first attempt and its fix. Measure changes with ``thinkbox bench reasoning``, not by feel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from thinkbox.sandbox.types import ExecutionResult, FileInfo
+
+SYSTEM_PROMPT = """\
+You answer questions by thinking in Python. You have a persistent Python session: variables and imports \
+stay between steps. Installed: numpy, pandas, matplotlib, openpyxl and the standard library. No internet. \
+The working directory is /workspace.
+{files}
+
+Reply with ONE JSON object and nothing else:
+{{"thought": "...", "action": "...", "code": "...", "final_answer": "..."}}
+- "execute_code": run "code" and see its output. Keep "final_answer" empty.
+- "debug_error": the same, to fix the error of the last step.
+- "provide_answer": give "final_answer". Keep "code" empty.
+
+Write code for anything computed or checked: arithmetic, money, dates, counting letters or items, data \
+files, searching, verifying a claim. Answer directly (provide_answer at once) only for greetings, opinions \
+and well-known facts.
+
+Rules:
+1. Only what you print() comes back to you: print every value you need to see.
+2. Small steps. If the code fails, fix it with debug_error.
+3. The final answer is the value computed in the last output (with units); check that they match.
+4. In JSON strings write \\n for a new line and \\" for a quote; never use triple quotes.
+
+Example.
+User: What is 15% of 2345.50?
+{{"thought": "Compute 15% of the price.", "action": "execute_code", "code": "print(round(0.15 * price, 2))", \
+"final_answer": ""}}
+User: Output:
+NameError: name 'price' is not defined
+{{"thought": "price was not defined. Define it, then compute.", "action": "debug_error", \
+"code": "price = 2345.50\\nprint(round(0.15 * price, 2))", "final_answer": ""}}
+User: Output:
+351.82
+{{"thought": "The output is 351.82.", "action": "provide_answer", "code": "", "final_answer": "351.82"}}
+User: What is the capital of France?
+{{"thought": "A well-known fact.", "action": "provide_answer", "code": "", "final_answer": "Paris"}}"""
+
+ACTION_TEMPLATE = (
+    '{"thought": "...", "action": "execute_code", "code": "...", "final_answer": ""} or '
+    '{"thought": "...", "action": "provide_answer", "code": "", "final_answer": "..."}'
+)
+
+
+def system_prompt(files: Sequence[FileInfo] = ()) -> str:
+    """The system prompt, listing the workspace's files (they are what data questions are about)."""
+    return SYSTEM_PROMPT.format(files=describe_files(files))
+
+
+def describe_files(files: Sequence[FileInfo]) -> str:
+    shown = [f for f in files if not f.is_dir and not f.path.startswith(".")]
+    if not shown:
+        return "The workspace has no files."
+    listed = ", ".join(f"{f.path} ({_size(f.size)})" for f in shown[:30])
+    more = f" and {len(shown) - 30} more" if len(shown) > 30 else ""
+    return f"Files in /workspace: {listed}{more}. Read them with pandas (read_excel, read_csv) or open()."
+
+
+def reask(problem: str) -> str:
+    """The user message after a reply that was not a valid action."""
+    return f"Your reply could not be used: {problem}. Reply with one JSON object only:\n{ACTION_TEMPLATE}"
+
+
+def observation(
+    result: ExecutionResult, *, max_chars: int, timeout_s: float, restarted: bool = False, figures: int = 0
+) -> str:
+    """What the model is told about one execution, cut to ``max_chars`` (head and tail kept)."""
+    parts: list[str] = []
+    joiner = "\n" if result.stdout and not result.stdout.endswith("\n") else ""
+    output = result.stdout + joiner + result.stderr
+    if output.strip():
+        parts.append(output.rstrip("\n"))
+    if result.result is not None:
+        parts.append(f"Value: {result.result}")
+    if figures:
+        parts.append(f"({figures} figure{'s' if figures > 1 else ''} shown to the user)")
+    if result.killed:
+        parts.append(
+            "The interpreter was killed"
+            + (f" after the {timeout_s:g} s time limit" if result.timed_out else "")
+            + ". All variables and imports are lost; files in /workspace remain."
+            + (" A fresh interpreter was started: import and define again what you need." * restarted)
+        )
+    elif result.timed_out:
+        parts.append(
+            f"The code ran longer than the {timeout_s:g} s time limit and was interrupted. Variables from "
+            "earlier steps are kept. Make the code faster or do less per step."
+        )
+    elif result.error is not None:
+        parts.append(_error_text(result))
+    if not parts:
+        parts.append("(nothing was printed: print() the values you need to see)")
+    text = cut_middle("\n".join(parts), max_chars)
+    if result.ok:
+        text += "\nIf this answers the question, reply with provide_answer and this value; else continue."
+    return "Output:\n" + text
+
+
+def _error_text(result: ExecutionResult) -> str:
+    assert result.error is not None
+    head = f"{result.error.type}: {result.error.message}"
+    lines = [line for line in result.error.traceback.strip().splitlines() if line.strip()]
+    if not lines:
+        return head
+    tail = lines[-6:]
+    if tail[-1].strip() != head.strip():
+        tail.append(head)
+    return "\n".join(tail)
+
+
+def cut_middle(text: str, max_chars: int) -> str:
+    """``text`` if it fits, else its head and tail with a marker saying how much was cut."""
+    if len(text) <= max_chars:
+        return text
+    keep = max(max_chars - 60, 20)
+    head, tail = text[: keep * 2 // 3], text[-(keep // 3) :]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters cut here ...]\n{tail}"
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / 1024 / 1024:.1f} MB"
