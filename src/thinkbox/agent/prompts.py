@@ -59,12 +59,17 @@ def system_prompt(files: Sequence[FileInfo] = ()) -> str:
 
 
 def describe_files(files: Sequence[FileInfo]) -> str:
-    shown = [f for f in files if not f.is_dir and not f.path.startswith(".")]
+    shown = [f for f in files if not f.is_dir and not is_hidden(f.path)]
     if not shown:
         return "The workspace has no files."
     listed = ", ".join(f"{f.path} ({_size(f.size)})" for f in shown[:30])
     more = f" and {len(shown) - 30} more" if len(shown) > 30 else ""
     return f"Files in /workspace: {listed}{more}. Read them with pandas (read_excel, read_csv) or open()."
+
+
+def is_hidden(path: str) -> bool:
+    """Dot files and anything under a dot directory (caches, configs) are not shown to the model."""
+    return any(part.startswith(".") for part in path.split("/"))
 
 
 def reask(problem: str) -> str:

@@ -1,0 +1,280 @@
+"""The CodeAct loop: query the model, parse its action, run the code, feed the result back, until it answers.
+
+History, as in CodeAct: the system prompt, the user's question, then per step the assistant's action (as
+JSON) and the execution result as a user message. The loop yields :mod:`thinkbox.agent.events` and never
+renders anything. It stops at the first ``provide_answer`` or at a limit of :class:`AgentSettings` (steps,
+wall time, consecutive failed steps, tokens), saying which with a ``LimitReached`` event. Failures of the
+machinery (model endpoint down, sandbox gone) end the run with a ``RunError`` event; errors *in the code*
+are observations for the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from thinkbox.agent import prompts
+from thinkbox.agent.actions import Action, action_json_schema
+from thinkbox.agent.events import (
+    ActionParsed,
+    CodeStarted,
+    DisplayProduced,
+    Event,
+    ExecutionFinished,
+    FinalAnswer,
+    LimitName,
+    LimitReached,
+    OutputChunk,
+    ParseFailed,
+    RunError,
+    RunFinished,
+    RunStarted,
+    StepStarted,
+    ThoughtDelta,
+)
+from thinkbox.agent.parse import InvalidAction, ParsedAction, ThoughtStream, parse_action
+from thinkbox.config import Settings
+from thinkbox.errors import AgentError, ThinkboxError
+from thinkbox.models.base import Message, ModelBackend, ModelEvent, ModelReply, ModelRequest, TextDelta
+from thinkbox.sandbox import types as sandbox_types
+from thinkbox.sandbox.session import Session
+
+_E = TypeVar("_E", FinalAnswer, LimitReached, RunError)
+MAX_QUESTION_CHARS = 50_000
+_RAW_KEPT_CHARS = 2000  # of an unusable reply, kept in the history so the model sees what it wrote
+
+
+def check_question(question: str) -> str:
+    """The question, stripped; :class:`AgentError` when it is empty or longer than MAX_QUESTION_CHARS."""
+    text = question.strip()
+    if not text:
+        raise AgentError('the question is empty; ask something, e.g. thinkbox ask "What is 48271 * 9173?"')
+    if len(text) > MAX_QUESTION_CHARS:
+        raise AgentError(
+            f"the question has {len(text):,} characters, more than the limit of {MAX_QUESTION_CHARS:,}; "
+            "put long material in a file and pass it with --file"
+        )
+    return text
+
+
+async def run_agent(
+    question: str,
+    *,
+    model: ModelBackend,
+    session: Session,
+    settings: Settings,
+    history: list[Message] | None = None,
+    run_id: str | None = None,
+) -> AsyncIterator[Event]:
+    """Answer ``question`` by thinking in code; yield events as they happen.
+
+    ``history``: the conversation so far (a chat); it is extended in place with this run's messages.
+    When it is empty or None, it starts with the system prompt, which lists the workspace's files.
+    """
+    run = _Run(check_question(question), model, session, settings, history if history is not None else [])
+    run.run_id = run_id or uuid.uuid4().hex[:12]
+    files = await _start_history(run)
+    yield RunStarted(run_id=run.run_id, question=run.question, model=model.name,
+                     sandbox=session.backend.name, files=files)  # fmt: skip
+    end: Event | None = None
+    try:
+        while (end := run.limit_reached()) is None:
+            run.step += 1
+            yield StepStarted(step=run.step)
+            async for event in _query(run):
+                yield event
+            if run.action is None:
+                continue
+            if not run.action.runs_code:
+                end = run.event(FinalAnswer, answer=run.action.final_answer.strip())
+                break
+            async for event in _execute(run, run.action):
+                yield event
+    except _WallTime:
+        end = run.limit("wall_time")
+    except ThinkboxError as exc:
+        end = run.event(RunError, code=exc.code, message=exc.message, retryable=exc.retryable)
+    yield end
+    yield run.finished(end)
+
+
+@dataclass
+class _Run:
+    """The state of one run; small methods keep the loop above on one screen."""
+
+    question: str
+    model: ModelBackend
+    session: Session
+    settings: Settings
+    messages: list[Message]
+    run_id: str = ""
+    step: int = 0
+    tokens: int = 0
+    errors: int = 0
+    action: Action | None = None
+    started: float = field(default_factory=time.monotonic)
+    deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+
+    def __post_init__(self) -> None:
+        self.deadline += self.settings.agent.max_wall_s
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def wall_left(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def limit_reached(self) -> LimitReached | None:
+        agent = self.settings.agent
+        if self.step >= agent.max_steps:
+            return self.limit("steps")
+        if self.wall_left <= 0:
+            return self.limit("wall_time")
+        if self.tokens >= agent.max_tokens:
+            return self.limit("tokens")
+        if self.errors >= agent.max_consecutive_errors:
+            return self.limit("consecutive_errors")
+        return None
+
+    def limit(self, name: LimitName) -> LimitReached:
+        agent = self.settings.agent
+        what = {
+            "steps": f"{agent.max_steps} steps were used (agent.max_steps, --max-steps)",
+            "wall_time": f"the run took longer than {agent.max_wall_s:g} s (agent.max_wall_s)",
+            "tokens": f"{self.tokens:,} tokens were used, more than {agent.max_tokens:,} (agent.max_tokens)",
+            "consecutive_errors": f"{self.errors} steps in a row failed (agent.max_consecutive_errors)",
+        }[name]
+        return self.event(LimitReached, limit=name, message=f"stopped without an answer: {what}")
+
+    def event(self, cls: type[_E], **fields: Any) -> _E:
+        return cls(steps=self.step, duration_s=round(self.elapsed, 3), tokens=self.tokens, **fields)
+
+    def finished(self, end: Event) -> RunFinished:
+        status = {"final_answer": "answered", "limit_reached": "limit"}.get(end.type, "error")
+        answer = end.answer if isinstance(end, FinalAnswer) else None
+        return RunFinished(run_id=self.run_id, status=status, answer=answer, steps=self.step,  # type: ignore[arg-type]
+                           duration_s=round(self.elapsed, 3), tokens=self.tokens)  # fmt: skip
+
+    def add_user(self, text: str) -> None:
+        if self.messages and self.messages[-1]["role"] == "user":
+            self.messages[-1] = {"role": "user", "content": self.messages[-1]["content"] + "\n\n" + text}
+        else:
+            self.messages.append({"role": "user", "content": text})
+
+
+async def _start_history(run: _Run) -> list[str]:
+    files = await run.session.list_files()
+    if not run.messages:
+        run.messages.append({"role": "system", "content": prompts.system_prompt(files)})
+    run.add_user(run.question)
+    return [f.path for f in files if not f.is_dir and not prompts.is_hidden(f.path)]
+
+
+async def _query(run: _Run) -> AsyncIterator[Event]:
+    """Ask the model for this step's action, re-asking up to ``max_parse_retries`` times.
+
+    Sets ``run.action`` (None when every attempt failed: the step counts as failed)."""
+    run.action, pending = None, list[Message]()
+    for attempt in range(1, run.settings.agent.max_parse_retries + 2):
+        thoughts, reply = ThoughtStream(), None
+        async for item in _until(run.model.stream(_request(run, pending)), run.deadline):
+            if isinstance(item, TextDelta):
+                if text := thoughts.feed(item.text):
+                    yield ThoughtDelta(step=run.step, text=text)
+            else:
+                reply = item
+        reply = _require_reply(reply, run.model)
+        run.tokens += reply.usage.total
+        try:
+            parsed = parse_action(reply.text)
+        except InvalidAction as exc:
+            yield ParseFailed(step=run.step, attempt=attempt, error=exc.problem, raw=reply.text)
+            pending = [{"role": "assistant", "content": reply.text[:_RAW_KEPT_CHARS]},
+                       {"role": "user", "content": prompts.reask(exc.problem)}]  # fmt: skip
+            if run.tokens >= run.settings.agent.max_tokens or run.wall_left <= 0:
+                break
+            continue
+        run.action = parsed.action
+        run.messages.append({"role": "assistant", "content": parsed.action.to_message()})
+        yield _action_event(run.step, parsed)
+        return
+    run.errors += 1
+    run.messages.extend(pending)
+
+
+def _action_event(step: int, parsed: ParsedAction) -> ActionParsed:
+    a = parsed.action
+    code, answer = (a.code, "") if a.runs_code else ("", a.final_answer)
+    repairs = list(parsed.repairs)
+    return ActionParsed(
+        step=step, thought=a.thought, action=a.action, code=code, final_answer=answer, repairs=repairs
+    )
+
+
+def _request(run: _Run, pending: list[Message]) -> ModelRequest:
+    model = run.settings.model
+    return ModelRequest(messages=[*run.messages, *pending], json_schema=action_json_schema(),
+                        max_tokens=model.max_tokens, temperature=model.temperature)  # fmt: skip
+
+
+def _require_reply(reply: ModelReply | None, model: ModelBackend) -> ModelReply:
+    if reply is None:
+        raise AgentError(f"model backend {model.name!r} ended its stream without a reply")
+    return reply
+
+
+class _WallTime(Exception):
+    """The run's wall time ran out while waiting for the model."""
+
+
+async def _until(stream: AsyncIterator[ModelEvent], deadline: float) -> AsyncIterator[ModelEvent]:
+    """``stream`` with a deadline (event-loop time) on each item; :class:`_WallTime` past it."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise _WallTime from None
+            yield item
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
+    """Run the action's code, stream what it prints, tell the model what happened."""
+    yield CodeStarted(step=run.step, code=action.code)
+    limits = run.session.config.limits
+    timeout = max(min(limits.timeout_s, run.wall_left), 0.5)
+    result: sandbox_types.ExecutionResult | None = None
+    figures = 0
+    async for item in run.session.stream(action.code, timeout=timeout):
+        if isinstance(item, sandbox_types.OutputChunk):
+            yield OutputChunk(step=run.step, name=item.name, text=item.text)
+        elif isinstance(item, sandbox_types.DisplayData):
+            figures += any(m.startswith("image/") for m in item.mime)
+            yield DisplayProduced(step=run.step, mime=item.mime)
+        else:
+            result = item
+    assert result is not None
+    restarted = result.killed
+    if restarted:
+        await run.session.restart()
+    max_chars = run.settings.agent.observation_chars
+    observation = prompts.observation(
+        result, max_chars=max_chars, timeout_s=timeout, restarted=restarted, figures=figures
+    )
+    run.add_user(observation)
+    run.errors = 0 if result.ok else run.errors + 1
+    yield ExecutionFinished(step=run.step, result=result.model_copy(update={"display": []}),
+                            observation=observation, session_restarted=restarted)  # fmt: skip

@@ -1,0 +1,64 @@
+"""Agent tests run the loop against a real sandbox: zygote, else bwrap (THINKBOX_TEST_BACKEND picks one)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thinkbox.config import Settings
+from thinkbox.errors import ThinkboxError
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import Limits, SessionConfig
+
+
+async def _first_working_backend() -> tuple[SandboxBackend | None, list[str]]:
+    wanted = os.environ.get("THINKBOX_TEST_BACKEND")
+    reasons: list[str] = []
+    for name in [wanted] if wanted else ["zygote", "bwrap"]:
+        try:
+            backend = registry.create_backend(name)
+            await backend.start()
+            return backend, reasons
+        except (ThinkboxError, ImportError, OSError) as exc:
+            reasons.append(f"{name}: {exc}")
+    return None, reasons
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[SandboxBackend]:
+    found, reasons = await _first_working_backend()
+    if found is None:
+        pytest.skip("no sandbox backend runs here: " + "; ".join(reasons))
+    try:
+        yield found
+    finally:
+        await found.aclose()
+
+
+@pytest.fixture
+def limits() -> Limits:
+    return Limits(timeout_s=10.0, kill_grace_s=1.0)
+
+
+@pytest.fixture
+async def session(backend: SandboxBackend, limits: Limits) -> AsyncIterator[Session]:
+    session = await backend.create_session(SessionConfig(limits=limits))
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+def make_settings(tmp_path: Path, **agent: Any) -> Settings:
+    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", agent=agent)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
