@@ -1,0 +1,106 @@
+"""``get_model``: the provider the settings name, built through the provider registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from chat_server import ChatServer
+
+from thinkbox.config import load_settings
+from thinkbox.errors import ConfigError
+from thinkbox.models import factory
+from thinkbox.models.base import ModelRequest, complete
+from thinkbox.models.openai_compat import OpenAICompatModel
+from thinkbox.models.retrying import RetryingModel
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("THINKBOX_") or key == "OPENAI_API_KEY":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("THINKBOX_CONFIG", str(tmp_path / "absent.toml"))
+
+
+def ask() -> ModelRequest:
+    return ModelRequest(messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_base_url_selects_openai_wrapped_in_retrying(chat_server: ChatServer) -> None:
+    settings = load_settings(model={"base_url": chat_server.base_url, "name": "test-model", "max_retries": 2})
+
+    model = factory.get_model(settings)
+
+    assert isinstance(model, RetryingModel)
+    assert isinstance(model.inner, OpenAICompatModel)
+    assert model.max_retries == 2
+    assert model.name == "openai:test-model"
+    assert (await complete(model, ask())).text == "Hello, world"
+
+
+async def test_openai_api_key_comes_from_settings_then_environment(
+    chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat_server.state.api_key = "env-key"
+    monkeypatch.setenv("OPENAI_API_KEY", "env-key")
+    settings = load_settings(model={"base_url": chat_server.base_url, "name": "test-model"})
+    assert (await complete(factory.get_model(settings), ask())).text == "Hello, world"
+
+    chat_server.state.api_key = "settings-key"
+    settings = load_settings(
+        model={"base_url": chat_server.base_url, "name": "test-model", "api_key": "settings-key"}
+    )
+    assert (await complete(factory.get_model(settings), ask())).text == "Hello, world"
+
+
+async def test_scripted_provider_replays_the_script_file(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"action": "provide_answer", "final_answer": "42"}, "second"]))
+    settings = load_settings(model={"provider": "scripted", "script": str(script)})
+
+    model = factory.get_model(settings)
+
+    assert json.loads((await complete(model, ask())).text)["final_answer"] == "42"
+    assert (await complete(model, ask())).text == "second"
+
+
+def test_scripted_provider_without_script_names_the_setting() -> None:
+    settings = load_settings(model={"provider": "scripted"})
+
+    with pytest.raises(ConfigError, match="THINKBOX_MODEL__SCRIPT"):
+        factory.get_model(settings)
+
+
+def test_openai_provider_without_base_url_names_the_setting() -> None:
+    settings = load_settings(model={"provider": "openai"})
+
+    with pytest.raises(ConfigError, match="THINKBOX_MODEL__BASE_URL"):
+        factory.get_model(settings)
+
+
+def test_missing_local_backend_explains_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(factory._BUILTIN, "local", "thinkbox.models.not_installed:LocalModel.from_settings")
+    settings = load_settings()
+    assert settings.resolved_provider() == "local"
+
+    with pytest.raises(ConfigError) as info:
+        factory.get_model(settings)
+
+    assert "scripts/setup.sh" in str(info.value)
+    assert "thinkbox model install" in str(info.value)
+
+
+def test_unknown_provider_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        factory.provider_factory("nope")
+
+    assert "THINKBOX_MODEL__PROVIDER" in str(info.value)
+    assert "local, openai, scripted" in str(info.value)
+
+
+def test_builtins_resolve_through_the_same_path_as_plugins() -> None:
+    assert factory.provider_factory("openai") == OpenAICompatModel.from_settings
+    assert set(factory.available()) >= {"openai", "local", "scripted"}
