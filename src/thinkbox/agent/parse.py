@@ -316,10 +316,13 @@ class ThoughtStream:
         fence = self._buf.find("```", self._pos)
         if fence >= 0:
             self._mode = "done"
-            out, self._pos = self._buf[self._pos : fence], fence
+            out, self._pos = self._buf[self._pos : fence].rstrip(), fence
             return out
-        safe = len(self._buf) - 2  # a fence may be starting in the last two characters
-        if safe <= self._pos:
+        # Hold back a fence that may be starting, and trailing blanks (the prose may end there).
+        end = len(self._buf) - 2
+        while end > self._pos and self._buf[end - 1].isspace():
+            end -= 1
+        if end <= self._pos:
             return ""
-        out, self._pos = self._buf[self._pos : safe], safe
+        out, self._pos = self._buf[self._pos : end], end
         return out

@@ -1,0 +1,309 @@
+"""``thinkbox ask "question"`` and ``thinkbox chat``: the agent at the terminal.
+
+Exit status of ``ask``: 0 an answer was given, 1 a limit stopped the run, 2 a configuration or
+infrastructure error (the message names what to fix), 130 Ctrl-C (the running code is interrupted, the
+session closed, nothing left running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from thinkbox.agent.conversation import Conversation
+from thinkbox.agent.events import Event, FinalAnswer, LimitReached, RunFinished
+from thinkbox.agent.loop import check_question, run_agent
+from thinkbox.cli.render import FigureSaver, Renderer, event_json
+from thinkbox.config import Settings, load_settings
+from thinkbox.errors import ConfigError, ThinkboxError
+from thinkbox.models.base import ModelBackend
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import SessionConfig
+
+EXIT_ANSWER, EXIT_LIMIT, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
+Sink = Callable[[Event], None]
+
+FilesOpt = Annotated[
+    list[Path] | None, typer.Option("--file", "-f", help="A file copied into the workspace (repeatable).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print events as JSON lines; the last is the outcome.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="Sandbox backend (sandbox.backend).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Model name (model.name), or 'scripted' to replay --script.")
+]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (model.base_url).")
+]
+StepsOpt = Annotated[
+    int | None, typer.Option("--max-steps", min=1, help="Model turns at most (agent.max_steps).")
+]
+ScriptOpt = Annotated[
+    Path | None, typer.Option("--script", help="JSON list of replies for the scripted model (model.script).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ask")(ask_command)
+    app.command("chat")(chat_command)
+
+
+def ask_command(
+    question: Annotated[str, typer.Argument(help="What to answer.")],
+    file: FilesOpt = None,
+    json_out: JsonOpt = False,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    max_steps: StepsOpt = None,
+    script: ScriptOpt = None,
+) -> None:
+    """Answer a question by writing and running Python in an isolated sandbox."""
+    console = Console(stderr=False, highlight=False)
+    try:
+        text = check_question(question)
+        files = _check_files(file or [])
+        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+        status = asyncio.run(_ask(text, files, settings, console, json_out))
+    except ThinkboxError as exc:
+        _fail(exc, json_out)
+        raise typer.Exit(EXIT_INFRA) from None
+    except KeyboardInterrupt:
+        print("thinkbox: cancelled; the code was interrupted and the session closed", file=sys.stderr)
+        raise typer.Exit(EXIT_CANCELLED) from None
+    raise typer.Exit(status)
+
+
+def chat_command(
+    file: FilesOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    max_steps: StepsOpt = None,
+    script: ScriptOpt = None,
+) -> None:
+    """A conversation: every question is answered in the same session, with the same history."""
+    console = Console(highlight=False)
+    try:
+        files = _check_files(file or [])
+        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+        with asyncio.Runner() as runner:
+            chat = runner.run(_open_chat(files, settings))
+            try:
+                _chat_loop(runner, chat, console, settings)
+            finally:
+                runner.run(chat.aclose())
+    except ThinkboxError as exc:
+        _fail(exc, False)
+        raise typer.Exit(EXIT_INFRA) from None
+    except KeyboardInterrupt:
+        print("\nthinkbox: bye", file=sys.stderr)
+        raise typer.Exit(EXIT_CANCELLED) from None
+
+
+# -- ask ------------------------------------------------------------------------------------------
+async def _ask(question: str, files: list[Path], settings: Settings, console: Console, json_out: bool) -> int:
+    run_id = uuid.uuid4().hex[:12]
+    sink = _sink(settings, console, json_out)
+    async with _Resources(settings, files) as res:
+        outcome = EXIT_INFRA
+        async for event in run_agent(
+            question, model=res.model, session=res.session, settings=settings, run_id=run_id
+        ):
+            sink(event)
+            outcome = _exit_status(event, outcome)
+        return outcome
+
+
+def _exit_status(event: Event, current: int) -> int:
+    if isinstance(event, FinalAnswer):
+        return EXIT_ANSWER
+    if isinstance(event, LimitReached):
+        return EXIT_LIMIT
+    return current
+
+
+def _sink(settings: Settings, console: Console, json_out: bool) -> Sink:
+    """Where events go: the terminal (rich, or JSON lines) and the transcript."""
+    figures = FigureSaver(settings.data_dir / "figures")
+    transcript = _transcript_sink(settings)
+    if json_out:
+
+        def emit(event: Event) -> None:
+            path = figures(event)
+            if not isinstance(event, RunFinished):  # the outcome (final_answer / limit_reached) stays last
+                print(event_json(event, path), flush=True)
+
+        show: Sink = emit
+    else:
+        show = Renderer(console, figures)
+
+    def sink(event: Event) -> None:
+        show(event)
+        if transcript is not None:
+            transcript(event)
+
+    return sink
+
+
+def _transcript_sink(settings: Settings) -> Sink | None:
+    """TRANSCRIPT HOOK: every event of a run goes to ``thinkbox.transcripts`` when that module exists."""
+    try:
+        from thinkbox import transcripts
+    except ModuleNotFoundError:
+        return None
+    writer_cls: Any = getattr(transcripts, "TranscriptWriter", None)
+    if writer_cls is None:
+        return None
+    writer = writer_cls(settings.data_dir)
+    sink: Sink = writer.write
+    return sink
+
+
+# -- resources ------------------------------------------------------------------------------------
+class _Resources:
+    """Model, sandbox backend and session for one command; closed in reverse order, also on Ctrl-C."""
+
+    def __init__(self, settings: Settings, files: list[Path]) -> None:
+        self.settings = settings
+        self.files = files
+        self.backend: SandboxBackend | None = None
+        self._session: Session | None = None
+        self._model: ModelBackend | None = None
+
+    @property
+    def model(self) -> ModelBackend:
+        assert self._model is not None
+        return self._model
+
+    @property
+    def session(self) -> Session:
+        assert self._session is not None
+        return self._session
+
+    async def __aenter__(self) -> _Resources:
+        from thinkbox.models.factory import get_model
+
+        try:
+            self._model = get_model(self.settings)
+            self.backend = registry.create_backend(self.settings.sandbox.backend)
+            self._session = await self.backend.create_session(
+                SessionConfig(limits=self.settings.sandbox.limits)
+            )
+            for path in self.files:
+                await self._session.put_file(path.name, path.read_bytes())
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.interrupt()  # a Ctrl-C during execution: stop the code first, then close
+            await session.close()
+        if self.backend is not None:
+            await self.backend.aclose()
+            self.backend = None
+        model, self._model = self._model, None
+        close = getattr(model, "aclose", None)
+        if close is not None:
+            await close()
+
+
+# -- chat -----------------------------------------------------------------------------------------
+class _Chat:
+    def __init__(self, resources: _Resources, conversation: Conversation) -> None:
+        self.resources = resources
+        self.conversation = conversation
+
+    async def aclose(self) -> None:
+        await self.resources.aclose()
+
+
+async def _open_chat(files: list[Path], settings: Settings) -> _Chat:
+    res = await _Resources(settings, files).__aenter__()
+    return _Chat(res, Conversation(model=res.model, session=res.session, settings=settings))
+
+
+def _chat_loop(runner: asyncio.Runner, chat: _Chat, console: Console, settings: Settings) -> None:
+    console.print("[dim]thinkbox chat: one session, one history. Empty line or Ctrl-D to leave.[/]")
+    while True:
+        try:
+            question = console.input("[bold green]you> [/]")
+        except EOFError:
+            return
+        if not question.strip():
+            return
+        try:
+            check_question(question)
+        except ThinkboxError as exc:
+            console.print(f"[red]{exc.message}[/]")
+            continue
+        sink = _sink(settings, console, False)
+        try:
+            runner.run(_chat_turn(chat, question, sink))
+        except KeyboardInterrupt:  # stop this answer, keep the chat
+            chat.resources.session.interrupt()
+            console.print("[yellow]interrupted[/]")
+
+
+async def _chat_turn(chat: _Chat, question: str, sink: Sink) -> None:
+    async for event in chat.conversation.ask(question):
+        sink(event)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _overrides(
+    backend: str | None, model: str | None, base_url: str | None, max_steps: int | None, script: Path | None
+) -> dict[str, Any]:
+    model_over: dict[str, Any] = {}
+    if model == "scripted" or (script is not None and model is None):
+        model_over["provider"] = "scripted"
+    elif model is not None:
+        model_over["name"] = model
+    if script is not None:
+        model_over["script"] = script
+    if base_url is not None:
+        model_over["base_url"] = base_url
+    overrides: dict[str, Any] = {}
+    if model_over:
+        overrides["model"] = model_over
+    if backend is not None:
+        overrides["sandbox"] = {"backend": backend}
+    if max_steps is not None:
+        overrides["agent"] = {"max_steps": max_steps}
+    return overrides
+
+
+def _check_files(files: list[Path]) -> list[Path]:
+    for path in files:
+        if not path.is_file():
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise ConfigError(f"--file {path}: the file {what}")
+    names = [p.name for p in files]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"--file: two files are named {', '.join(duplicates)}; rename one (they share /workspace)"
+        )
+    return files
+
+
+def _fail(exc: ThinkboxError, json_out: bool) -> None:
+    print(f"thinkbox: {exc.message}", file=sys.stderr)
+    if json_out:
+        err = {"type": "run_error", "code": exc.code, "message": exc.message, "retryable": exc.retryable}
+        print(json.dumps(err, ensure_ascii=False), flush=True)

@@ -1,0 +1,188 @@
+"""Live rendering of agent events with rich: thinking, executing, output, result, answer, summary.
+
+Each kind of content has its own look: the thought streams dim and italic, code is syntax-highlighted in a
+panel, stdout is printed raw as it arrives (stderr in red), the result of an execution is one coloured
+line, the final answer is a green panel and a stopped run a yellow one. Figures are written to files and
+their paths shown. Rendering is a consumer of events; the loop knows nothing about it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.text import Text
+
+from thinkbox.agent.events import (
+    ActionParsed,
+    CodeStarted,
+    DisplayProduced,
+    Event,
+    ExecutionFinished,
+    FinalAnswer,
+    LimitReached,
+    OutputChunk,
+    ParseFailed,
+    RunError,
+    RunFinished,
+    RunStarted,
+    StepStarted,
+    ThoughtDelta,
+)
+
+_SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg"}
+
+
+def save_figure(event: DisplayProduced, directory: Path, index: int) -> Path | None:
+    """Write the image of a display event (png, else svg) to ``directory``; None when it holds no image."""
+    mime = next((m for m in _SUFFIX if m in event.mime), None)
+    if mime is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step{event.step}-figure{index}{_SUFFIX[mime]}"
+    data = event.mime[mime]
+    if mime == "image/png":
+        path.write_bytes(base64.b64decode(data))
+    else:
+        path.write_text(data, encoding="utf-8")
+    return path
+
+
+class FigureSaver:
+    """Saves the figures of one run under ``root/<run_id>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.run_id = "run"
+        self.saved: list[Path] = []
+
+    def __call__(self, event: Event) -> Path | None:
+        if isinstance(event, RunStarted):
+            self.run_id = event.run_id
+        if not isinstance(event, DisplayProduced):
+            return None
+        path = save_figure(event, self.root / self.run_id, len(self.saved) + 1)
+        if path is not None:
+            self.saved.append(path)
+        return path
+
+
+class Renderer:
+    """Renders events to a rich Console as they come."""
+
+    def __init__(self, console: Console, figures: FigureSaver | None = None) -> None:
+        self.console = console
+        self.figures = figures
+        self._thinking = False
+        self._thought_shown = False
+        self._line_open = False  # the last thing written did not end with a newline
+        self._figure: Path | None = None
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, ThoughtDelta):
+            self._end_thought()
+        if not isinstance(event, OutputChunk | ThoughtDelta):
+            self._end_line()
+        self._figure = self.figures(event) if self.figures is not None else None
+        handler = getattr(self, f"_on_{event.type}", None)
+        if handler is not None:
+            handler(event)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _write(self, text: str, style: str = "") -> None:
+        self.console.print(Text(text, style=style, end=""), end="", soft_wrap=True, highlight=False)
+        if text:
+            self._line_open = not text.endswith("\n")
+
+    def _end_line(self) -> None:
+        if self._line_open:
+            self.console.print()
+            self._line_open = False
+
+    def _end_thought(self) -> None:
+        if self._thinking:
+            self._thinking = False
+            self._end_line()
+
+    # -- events -----------------------------------------------------------------------------------
+    def _on_run_started(self, e: RunStarted) -> None:
+        files = f" · files: {', '.join(e.files)}" if e.files else ""
+        self.console.print(Text(f"thinkbox · model {e.model} · sandbox {e.sandbox}{files}", style="dim"))
+
+    def _on_step_started(self, e: StepStarted) -> None:
+        self._thought_shown = False
+        self.console.rule(Text(f"step {e.step}", style="bold"), style="grey50")
+
+    def _on_thought_delta(self, e: ThoughtDelta) -> None:
+        if not self._thinking:
+            self._thinking = self._thought_shown = True
+            self._write("thinking ", "bold magenta")
+        self._write(e.text, "dim italic")
+
+    def _on_parse_failed(self, e: ParseFailed) -> None:
+        self.console.print(
+            Text(f"! reply {e.attempt} not understood: {e.error}", style="yellow"), soft_wrap=True
+        )
+
+    def _on_action_parsed(self, e: ActionParsed) -> None:
+        if e.thought and not self._thought_shown:
+            self.console.print(Text("thinking ", style="bold magenta") + Text(e.thought, style="dim italic"))
+        if e.repairs:
+            self.console.print(Text(f"(repaired: {'; '.join(e.repairs)})", style="dim"))
+
+    def _on_code_started(self, e: CodeStarted) -> None:
+        code = Syntax(e.code, "python", theme="ansi_dark", background_color="default", word_wrap=True)
+        self.console.print(Panel(code, title="executing", title_align="left", border_style="cyan"))
+
+    def _on_output_chunk(self, e: OutputChunk) -> None:
+        self._write(e.text, "red" if e.name == "stderr" else "")
+
+    def _on_display_produced(self, e: DisplayProduced) -> None:
+        if self._figure is not None:
+            self.console.print(Text(f"figure saved: {self._figure}", style="blue"))
+
+    def _on_execution_finished(self, e: ExecutionFinished) -> None:
+        r = e.result
+        seconds = f"{r.duration_ms / 1000:.2f} s"
+        if r.result is not None:
+            self.console.print(Text("value ", style="bold") + Text(r.result))
+        if r.killed:
+            note = "; a fresh interpreter was started" if e.session_restarted else ""
+            self.console.print(
+                Text(f"✗ interpreter killed after {seconds}, variables lost{note}", style="red")
+            )
+        elif r.timed_out:
+            self.console.print(
+                Text(f"⏱ interrupted at the time limit ({seconds}); variables kept", style="yellow")
+            )
+        elif r.error is not None:
+            self.console.print(Text(f"✗ {r.error.type}: {r.error.message}", style="bold red"), soft_wrap=True)
+        else:
+            self.console.print(Text(f"✓ ran in {seconds}", style="green"))
+
+    def _on_final_answer(self, e: FinalAnswer) -> None:
+        body = Text(e.answer, style="bold")
+        self.console.print(Panel(body, title="answer", title_align="left", border_style="green"))
+
+    def _on_limit_reached(self, e: LimitReached) -> None:
+        self.console.print(Panel(Text(e.message), title="stopped", title_align="left", border_style="yellow"))
+
+    def _on_run_error(self, e: RunError) -> None:
+        self.console.print(Text(f"error ({e.code}): {e.message}", style="bold red"), soft_wrap=True)
+
+    def _on_run_finished(self, e: RunFinished) -> None:
+        steps = f"{e.steps} step{'s' if e.steps != 1 else ''}"
+        line = f"{steps} · {e.duration_s:.1f} s · {e.tokens:,} tokens · run {e.run_id}"
+        self.console.print(Text(line, style="dim"))
+
+
+def event_json(event: Event, figure: Path | None = None) -> str:
+    """One JSON line for ``--json``; a saved figure's path is added as ``saved_to``."""
+    data = event.model_dump(mode="json")
+    if figure is not None:
+        data["saved_to"] = str(figure)
+    return json.dumps(data, ensure_ascii=False)
