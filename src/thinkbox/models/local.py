@@ -1,0 +1,330 @@
+"""The embedded local model: a GGUF file run on the CPU by llama.cpp (``llama-cpp-python``).
+
+One :class:`LocalModel` owns one ``Llama`` instance and one worker thread. Requests are queued behind an
+``asyncio.Lock``, so concurrent agent runs share the model instead of loading a second copy (two model
+processes on 2 cores slow each other badly). Generation runs in the worker thread; each token is handed
+back to the event loop with ``call_soon_threadsafe``, so the loop never blocks.
+
+Prompts are rendered with the model's own chat template (read from the GGUF) and tokenized here, which
+lets the backend report how much of the prompt was already in the KV cache: llama.cpp keeps the tokens of
+the last request and only evaluates what follows their longest common prefix. Across the turns of one run
+the chat only grows, so each turn evaluates just the new messages; a new run reuses the shared
+system-prompt prefix left by the previous one.
+
+``ModelRequest.json_schema`` is enforced with a GBNF grammar compiled from the schema (cached per schema);
+``max_tokens`` bounds every reply so a looping model cannot run forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinkbox.config import Settings
+from thinkbox.errors import ConfigError, ModelError, ModelTimeout, ModelUnavailable
+from thinkbox.models.base import Message, ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
+from thinkbox.models.install import locate_model
+
+RUNTIME_HINT = "install the runtime with scripts/install_llama.sh (or `pip install 'thinkbox[local]'`)"
+
+
+@dataclass
+class _Done:
+    reply: ModelReply
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
+_Item = TextDelta | _Done | _Failed
+
+
+class LocalModel:
+    """A :class:`~thinkbox.models.base.ModelBackend` over one in-process llama.cpp model."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        context_tokens: int = 8192,
+        threads: int | None = None,
+        timeout_s: float = 120.0,
+        max_tokens: int = 1024,
+        name: str | None = None,
+    ) -> None:
+        self.name = f"local:{name or model_path.stem}"
+        self.model_path = model_path
+        self.context_tokens = context_tokens
+        self.threads = threads or os.cpu_count() or 1
+        self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._grammars: dict[str, Any] = {}
+        self._pending_text = ""
+        self._last: tuple[str, list[int]] | None = None
+        """Text and tokens of the last evaluated sequence (prompt + reply): the reply keeps its own tokens."""
+        self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkbox-llama")
+        self.load_s: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalModel:
+        """Build from ``settings.model``; raises ConfigError when the model file or runtime is missing."""
+        path = locate_model(settings)
+        _import_llama()
+        m = settings.model
+        return cls(
+            path,
+            context_tokens=m.context_tokens,
+            threads=m.threads,
+            timeout_s=m.timeout_s,
+            max_tokens=m.max_tokens,
+            name=m.name if m.path is None else path.stem,
+        )
+
+    # ------------------------------------------------------------------ loading
+
+    async def load(self) -> None:
+        """Load the weights now (otherwise the first request does it)."""
+        async with self._lock:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._ensure_loaded)
+
+    def _ensure_loaded(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        llama_cpp = _import_llama()
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        started = time.perf_counter()
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.context_tokens,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                verbose=False,
+            )
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ModelUnavailable(
+                f"llama.cpp could not load {self.model_path} ({exc}): check the file with "
+                "`thinkbox model status`, reinstall it with `thinkbox model install`",
+                retryable=False,
+            ) from exc
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ConfigError(
+                f"{self.model_path} has no chat template in its metadata: use an instruction-tuned GGUF "
+                "(setting model.path)"
+            )
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=_token_text(llm, llm.token_eos()),
+            bos_token=_token_text(llm, llm.token_bos()),
+        )
+        self._llm = llm
+        self.load_s = time.perf_counter() - started
+        return llm
+
+    def close(self) -> None:
+        """Free the model and its thread. The object is unusable afterwards."""
+        llm, self._llm = self._llm, None
+        self._executor.shutdown(wait=True)
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.close()
+
+    # ------------------------------------------------------------------ serving
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: _Item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        async with self._lock:
+            job = loop.run_in_executor(self._executor, self._generate, request, emit, cancel)
+            deadline = loop.time() + self.timeout_s
+            try:
+                while True:
+                    remaining = deadline - loop.time()
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=max(remaining, 0.0))
+                    except TimeoutError:
+                        raise ModelTimeout(
+                            f"the local model gave no complete reply within {self.timeout_s:.0f} s "
+                            "(setting model.timeout_s; or lower model.max_tokens)"
+                        ) from None
+                    if isinstance(item, TextDelta):
+                        yield item
+                    elif isinstance(item, _Done):
+                        yield item.reply
+                        return
+                    else:
+                        raise item.error
+            finally:
+                cancel.set()  # stops generation at the next token if the consumer left early
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(job)
+
+    def _generate(
+        self, request: ModelRequest, emit: Callable[[_Item], None], cancel: threading.Event
+    ) -> None:
+        """Worker thread: evaluate the prompt, sample, emit deltas, then one reply (or the failure)."""
+        try:
+            emit(_Done(self._generate_blocking(request, emit, cancel)))
+        except ModelError as exc:
+            emit(_Failed(exc))
+        except ConfigError as exc:
+            emit(_Failed(exc))
+        except (ValueError, RuntimeError, OSError) as exc:
+            emit(_Failed(ModelError(f"the local model failed: {exc}")))
+
+    def _generate_blocking(
+        self, request: ModelRequest, emit: Callable[[_Item], None], cancel: threading.Event
+    ) -> ModelReply:
+        llm = self._ensure_loaded()
+        tokens = self.tokenize_chat(request.messages)
+        if len(tokens) >= self.context_tokens - 16:
+            raise ModelError(
+                f"the prompt has {len(tokens)} tokens, more than the local model's context of "
+                f"{self.context_tokens} allows: raise model.context_tokens or shorten the history"
+            )
+        cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        cached = min(cached, len(tokens) - 1)  # llama.cpp re-evaluates at least the last prompt token
+        grammar = self._grammar(request.json_schema) if request.json_schema is not None else None
+        max_tokens = max(1, min(request.max_tokens, self.max_tokens, self.context_tokens - len(tokens)))
+        sampled = 0
+
+        def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
+            nonlocal sampled
+            sampled += 1
+            return cancel.is_set()
+
+        import llama_cpp
+
+        pieces: list[str] = []
+        finish = "stop"
+        for chunk in llm.create_completion(
+            prompt=tokens,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            stop=list(request.stop) or None,
+            grammar=grammar,
+            stream=True,
+            stopping_criteria=llama_cpp.StoppingCriteriaList([stop_when_cancelled]),
+        ):
+            choice = chunk["choices"][0]
+            text = choice.get("text") or ""
+            if text:
+                pieces.append(text)
+                emit(TextDelta(text))
+            if choice.get("finish_reason"):
+                finish = str(choice["finish_reason"])
+        if cancel.is_set():
+            finish = "cancelled"
+        self._remember(tokens, llm)
+        return ModelReply(
+            text="".join(pieces),
+            usage=Usage(prompt_tokens=len(tokens), completion_tokens=sampled, cached_tokens=max(cached, 0)),
+            finish_reason=finish,
+            constrained=grammar is not None,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def tokenize_chat(self, messages: list[Message]) -> list[int]:
+        """The chat rendered with the model's own template (generation prompt added), as tokens.
+
+        When the chat continues the last request (its prompt and the reply the model generated), the
+        tokens the model actually produced are kept instead of re-tokenizing the reply's text: a reply
+        sampled under a grammar is often tokenized differently from its canonical form, which would
+        break the KV-cache prefix right after the previous prompt.
+        """
+        llm = self._ensure_loaded()
+        text: str = self._formatter(messages=list(messages)).prompt
+        if self._last is not None and text.startswith(self._last[0]):
+            prefix_text, prefix_tokens = self._last
+            rest: list[int] = llm.tokenize(
+                text[len(prefix_text) :].encode("utf-8"), add_bos=False, special=True
+            )
+            self._pending_text = text
+            return [*prefix_tokens, *rest]
+        self._pending_text = text
+        tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return tokens
+
+    def _remember(self, prompt_tokens: list[int], llm: Any) -> None:
+        """Record the evaluated sequence (prompt + generated tokens) and its text for the next request."""
+        evaluated: list[int] = llm.input_ids[: llm.n_tokens].tolist()
+        if evaluated[: len(prompt_tokens)] != prompt_tokens:
+            self._last = None
+            return
+        generated = evaluated[len(prompt_tokens) :]
+        try:
+            reply_text = bytes(llm.detokenize(generated, prev_tokens=prompt_tokens)).decode("utf-8")
+        except UnicodeDecodeError:
+            self._last = None
+            return
+        self._last = (self._pending_text + reply_text, evaluated)
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema)  # property order matters: the grammar emits them in this order
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            try:
+                grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise ModelError(f"the local model cannot enforce this JSON schema: {exc}") from exc
+            if len(self._grammars) >= 16:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = grammar
+        return grammar
+
+    def reset_cache(self) -> None:
+        """Forget the evaluated tokens (the next request evaluates its whole prompt). For benchmarks."""
+        self._last = None
+        if self._llm is not None:
+            self._llm.reset()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _token_text(llm: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return bytes(llm.detokenize([token], special=True)).decode("utf-8", errors="ignore")
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError(
+            f"the local model runtime llama-cpp-python is not installed: {RUNTIME_HINT}"
+        ) from exc
+    except OSError as exc:  # the shared library failed to load
+        raise ConfigError(f"the llama.cpp library failed to load ({exc}): {RUNTIME_HINT}") from exc
+    return llama_cpp
