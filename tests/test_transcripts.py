@@ -79,7 +79,7 @@ def test_each_event_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
     run = answered_run()
 
     writer.write(run[0])
-    assert writer.path == tmp_path / "run1abc.jsonl"
+    assert writer.path == tmp_path / "runs" / "run1abc.jsonl"
     assert [e["type"] for e in read_events(writer.path)] == ["run_started"]  # not closed, already there
     writer.write(run[1])
     assert len(writer.path.read_text().splitlines()) == 2
@@ -101,18 +101,34 @@ def test_plain_dict_events_are_accepted_and_a_missing_type_is_refused(tmp_path: 
         writer.write({"question": "no type"})
     writer.close()
 
-    assert writer.path == tmp_path / "given.jsonl"
+    assert writer.path == tmp_path / "runs" / "given.jsonl"
     assert read_events(writer.path)[0]["question"] == "q"
 
 
 def test_run_id_cannot_escape_the_runs_folder(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    with TranscriptWriter(runs) as writer:
+    with TranscriptWriter(tmp_path / "data") as writer:
         writer.write({"type": "run_started", "run_id": "../../evil"})
 
     assert writer.path is not None
-    assert writer.path.parent == runs
+    assert writer.path.parent == tmp_path / "data" / "runs"
     assert not (tmp_path / "evil.jsonl").exists()
+
+
+def test_each_run_of_a_chat_gets_its_own_file(tmp_path: Path) -> None:
+    with TranscriptWriter(tmp_path) as writer:
+        for event in [*answered_run("first", "q1"), *answered_run("second", "q2")]:
+            writer.write(event)
+
+    assert sorted(s.question for s in list_runs(tmp_path)) == ["q1", "q2"]
+    assert len(read_events(find_run(tmp_path, "second"))) == len(answered_run())
+
+
+def test_a_writer_given_a_run_id_keeps_every_event_in_one_file(tmp_path: Path) -> None:
+    with TranscriptWriter(tmp_path, run_id="chat1") as writer:
+        for event in [*answered_run("first", "q1"), *answered_run("second", "q2")]:
+            writer.write(event)
+
+    assert [s.run_id for s in list_runs(tmp_path)] == ["chat1"]
 
 
 async def test_tee_writes_events_while_passing_them_on(tmp_path: Path) -> None:
@@ -182,6 +198,7 @@ def test_list_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
 
 def test_runs_live_under_the_data_dir(tmp_path: Path) -> None:
     assert runs_dir(Settings(data_dir=tmp_path)) == tmp_path / "runs"
+    assert runs_dir(tmp_path) == tmp_path / "runs"
 
 
 def test_notebook_has_thoughts_code_outputs_images_errors_and_the_answer(tmp_path: Path) -> None:

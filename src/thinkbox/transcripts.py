@@ -2,14 +2,17 @@
 
 Writing::
 
-    with TranscriptWriter(runs_dir(settings)) as transcript:
+    with TranscriptWriter(settings.data_dir) as transcript:
         async for event in run_agent(...):
             transcript.write(event)          # or: async for event in transcript.tee(run_agent(...))
 
 An event is anything with ``.model_dump(mode="json")`` (the agent's pydantic events,
 :mod:`thinkbox.agent.events`) or a plain dict, with a ``type`` field. Each line is written and flushed as
 the event arrives, so a run stopped with Ctrl-C keeps everything up to that moment. The file is named after
-the ``run_id`` of the first event that carries one (``run_started``), or a fresh id.
+the ``run_id`` of the ``run_started`` event; a writer given no id starts a new file at each new run (each
+question of a chat is a run of its own).
+
+Every function takes the data directory (``settings.data_dir``); transcripts live in its ``runs`` folder.
 
 Reading: :func:`list_runs` (newest first), :func:`find_run` (an id or a unique prefix of one),
 :func:`read_events` (tolerates a torn last line) and :func:`summarize`.
@@ -48,8 +51,9 @@ EventLike = _Dumpable | dict[str, Any]
 E = TypeVar("E")
 
 
-def runs_dir(settings: Settings) -> Path:
-    return settings.data_dir / "runs"
+def runs_dir(data_dir: Settings | Path) -> Path:
+    """``<data_dir>/runs`` (given the settings or the data directory)."""
+    return (data_dir.data_dir if isinstance(data_dir, Settings) else data_dir) / "runs"
 
 
 def new_run_id() -> str:
@@ -70,10 +74,14 @@ def event_dict(event: EventLike) -> dict[str, Any]:
 
 
 class TranscriptWriter:
-    """Appends one run's events to ``<directory>/<run_id>.jsonl``, one flushed line per event."""
+    """Appends run events to ``<data_dir>/runs/<run_id>.jsonl``, one flushed line per event.
 
-    def __init__(self, directory: Path, run_id: str | None = None) -> None:
-        self.directory = directory
+    With ``run_id`` every event goes to that one file; without, each ``run_started`` with a new id starts
+    the file of that run."""
+
+    def __init__(self, data_dir: Path, run_id: str | None = None) -> None:
+        self.directory = runs_dir(data_dir)
+        self.fixed_id = run_id is not None
         self.run_id = _safe_id(run_id) if run_id else None
         self._file: IO[str] | None = None
 
@@ -84,10 +92,13 @@ class TranscriptWriter:
 
     def write(self, event: EventLike) -> None:
         data = event_dict(event)
+        given = data.get("run_id") if data["type"] == "run_started" else None
+        if not self.fixed_id and isinstance(given, str) and given and _safe_id(given) != self.run_id:
+            self.close()
+            self.run_id = _safe_id(given)
         if self._file is None:
             if self.run_id is None:
-                given = data.get("run_id")
-                self.run_id = _safe_id(given) if isinstance(given, str) and given else new_run_id()
+                self.run_id = new_run_id()
             self.directory.mkdir(parents=True, exist_ok=True)
             assert self.path is not None
             self._file = self.path.open("a", encoding="utf-8")
@@ -208,16 +219,18 @@ def _status_of(event: dict[str, Any], current: str) -> str:
     return {"final_answer": "answered", "limit_reached": "limit", "run_error": "error"}[kind]
 
 
-def list_runs(directory: Path) -> list[RunSummary]:
+def list_runs(data_dir: Path) -> list[RunSummary]:
     """Every stored run, newest first."""
+    directory = runs_dir(data_dir)
     if not directory.is_dir():
         return []
     summaries = [summarize(p) for p in directory.glob(f"*{SUFFIX}") if p.is_file()]
     return sorted(summaries, key=lambda s: s.started, reverse=True)
 
 
-def find_run(directory: Path, run_id: str) -> Path:
+def find_run(data_dir: Path, run_id: str) -> Path:
     """The transcript of ``run_id`` or of the one run whose id starts with it."""
+    directory = runs_dir(data_dir)
     exact = directory / f"{_safe_id(run_id)}{SUFFIX}"
     if run_id and exact.is_file():
         return exact
