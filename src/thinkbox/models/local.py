@@ -76,6 +76,7 @@ class LocalModel:
         self._last: tuple[str, list[int]] | None = None
         """Text and tokens of the last evaluated sequence (prompt + reply): the reply keeps its own tokens."""
         self._lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkbox-llama")
         self.load_s: float | None = None
 
@@ -98,8 +99,15 @@ class LocalModel:
 
     async def load(self) -> None:
         """Load the weights now (otherwise the first request does it)."""
-        async with self._lock:
+        async with self._queue_lock():
             await asyncio.get_running_loop().run_in_executor(self._executor, self._ensure_loaded)
+
+    def _queue_lock(self) -> asyncio.Lock:
+        """The lock that queues requests; a new one if the model is reused from another event loop."""
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     def _ensure_loaded(self) -> Any:
         if self._llm is not None:
@@ -155,7 +163,7 @@ class LocalModel:
         def emit(item: _Item) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        async with self._lock:
+        async with self._queue_lock():
             job = loop.run_in_executor(self._executor, self._generate, request, emit, cancel)
             deadline = loop.time() + self.timeout_s
             try:
