@@ -79,8 +79,17 @@ class Context:
 
 
 def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):
-        ctl.send(json.dumps(msg).encode())
+    """One packet to the host. The socket stays non-blocking: its O_NONBLOCK flag is shared with every
+    forked process, so a child must never flip it (the zygote would block in recv)."""
+    data = json.dumps(msg).encode()
+    for _ in range(1000):
+        try:
+            ctl.send(data)
+            return
+        except BlockingIOError:
+            select.select([], [ctl.fileno()], [], 0.1)
+        except OSError:
+            return
 
 
 def _reason(exc: BaseException) -> str:
@@ -318,7 +327,6 @@ class Server:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 os.close(self.wake_r)
                 os.close(self.wake_w)
-                self.ctl.setblocking(True)
                 sess = socket.socket(fileno=fds[0])
                 _close_other_fds({0, 1, 2, self.ctl.fileno(), sess.fileno()})
                 _session_a(self.ctx, self.ctl, sess, req)
