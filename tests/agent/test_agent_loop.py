@@ -1,0 +1,238 @@
+"""The CodeAct loop end to end: the scripted model against a real sandbox session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+from conftest import make_settings
+
+from thinkbox.agent.conversation import Conversation
+from thinkbox.agent.events import (
+    ActionParsed,
+    Event,
+    ExecutionFinished,
+    FinalAnswer,
+    LimitReached,
+    OutputChunk,
+    ParseFailed,
+    RunError,
+    RunFinished,
+    RunStarted,
+    ThoughtDelta,
+    parse_event,
+)
+from thinkbox.agent.loop import run_agent
+from thinkbox.config import Settings
+from thinkbox.models.scripted import ScriptedModel
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import Limits, SessionConfig
+
+
+def code(text: str, thought: str = "compute", action: str = "execute_code") -> dict[str, str]:
+    return {"thought": thought, "action": action, "code": text, "final_answer": ""}
+
+
+def answer(text: str, thought: str = "done") -> dict[str, str]:
+    return {"thought": thought, "action": "provide_answer", "code": "", "final_answer": text}
+
+
+async def collect(events: AsyncIterator[Event]) -> list[Event]:
+    return [event async for event in events]
+
+
+def of(events: list[Event], cls: type[Any]) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+async def test_compound_interest_recovers_from_a_name_error_and_answers(
+    session: Session, settings: Settings
+) -> None:
+    model = ScriptedModel(
+        [
+            code("amount = principal * (1 + rate / 2) ** (2 * years)\nprint(round(amount - principal, 2))"),
+            code(
+                "principal, rate, years = 15000, 0.06, 6\n"
+                "amount = principal * (1 + rate / 2) ** (2 * years)\n"
+                "print(round(amount - principal, 2))",
+                thought="principal was not defined; define the inputs first",
+                action="debug_error",
+            ),
+            answer("6386.41", thought="The output is 6386.41."),
+        ]
+    )
+    question = "Calculate compound interest at 15k premium, 6% interest compounded semi annually for 6 years"
+    events = await collect(run_agent(question, model=model, session=session, settings=settings))
+
+    first, second = of(events, ExecutionFinished)
+    assert first.result.error.type == "NameError"
+    assert "NameError: name 'principal' is not defined" in first.observation
+    assert second.result.stdout == "6386.41\n"
+    assert [c.text for c in of(events, OutputChunk)] == ["6386.41\n"]
+    final = of(events, FinalAnswer)[0]
+    assert (final.answer, final.steps) == ("6386.41", 3)
+    assert events[-1] == RunFinished(
+        ts=events[-1].ts, run_id=events[0].run_id, status="answered", answer="6386.41", steps=3,
+        duration_s=events[-1].duration_s, tokens=final.tokens,
+    )  # fmt: skip
+    assert "".join(d.text for d in of(events, ThoughtDelta) if d.step == 2) == second_thought(model)
+    # History as in CodeAct: system, question, then the action JSON and the result as a user message.
+    roles = [m["role"] for m in model.requests[2].messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert model.requests[2].messages[1]["content"] == question
+    assert json.loads(model.requests[2].messages[2]["content"])["action"] == "execute_code"
+    assert "NameError" in model.requests[2].messages[3]["content"]
+    assert "6386.41" in model.requests[2].messages[5]["content"]
+    assert model.requests[0].json_schema is not None
+    for event in events:  # every event survives a JSON round trip
+        assert parse_event(event.model_dump_json()) == event
+
+
+def second_thought(model: ScriptedModel) -> str:
+    return str(json.loads(model.replies[1])["thought"])
+
+
+async def test_a_question_about_an_xlsx_file(session: Session, settings: Settings, tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["item", "price"])
+    for item, price in [("pen", 1.25), ("book", 12.5), ("lamp", 30.0), ("cup", 4.75)]:
+        sheet.append([item, price])
+    book.save(tmp_path / "transactions.xlsx")
+    await session.put_file("transactions.xlsx", (tmp_path / "transactions.xlsx").read_bytes())
+    model = ScriptedModel(
+        [
+            code("import pandas as pd\ndf = pd.read_excel('transactions.xlsx')\nprint(df['price'].sum())"),
+            answer("48.5"),
+        ]
+    )
+    events = await collect(
+        run_agent("What is the total of the price column?", model=model, session=session, settings=settings)
+    )
+    assert of(events, RunStarted)[0].files == ["transactions.xlsx"]
+    assert "transactions.xlsx" in model.requests[0].messages[0]["content"]
+    assert of(events, ExecutionFinished)[0].result.stdout.strip() == "48.5"
+    assert of(events, FinalAnswer)[0].answer == "48.5"
+
+
+async def test_a_question_about_a_csv_file(session: Session, settings: Settings) -> None:
+    await session.put_file("sales.csv", b"region,units\nnorth,120\nsouth,80\nnorth,30\n")
+    model = ScriptedModel(
+        [
+            code(
+                "import pandas as pd\nprint(pd.read_csv('sales.csv').groupby('region')['units'].sum()['north'])"
+            ),
+            answer("150 units"),
+        ]
+    )
+    events = await collect(
+        run_agent("Units sold in the north?", model=model, session=session, settings=settings)
+    )
+    assert of(events, ExecutionFinished)[0].result.stdout.strip() == "150"
+    assert of(events, FinalAnswer)[0].answer == "150 units"
+
+
+async def test_a_chat_reuses_a_variable_from_an_earlier_question(
+    session: Session, settings: Settings
+) -> None:
+    model = ScriptedModel(
+        [
+            code("product = 48271 * 9173\nprint(product)"),
+            answer("442789883"),
+            code("print(product + 1)", thought="product is still defined"),
+            answer("442789884"),
+        ]
+    )
+    chat = Conversation(model=model, session=session, settings=settings)
+    first = await collect(chat.ask("What is 48271 * 9173?"))
+    second = await collect(chat.ask("And one more than that?"))
+    assert of(first, FinalAnswer)[0].answer == "442789883"
+    assert of(second, ExecutionFinished)[0].result.stdout == "442789884\n"
+    assert chat.answers == ["442789883", "442789884"]
+    later = [m["content"] for m in model.requests[2].messages]
+    assert later[1] == "What is 48271 * 9173?" and later[-1] == "And one more than that?"
+    assert [m["role"] for m in model.requests[2].messages].count("system") == 1
+
+
+async def test_an_unparseable_reply_is_re_asked_with_the_reason(session: Session, settings: Settings) -> None:
+    model = ScriptedModel(["I think the answer is 3", answer("3")])
+    events = await collect(run_agent("r in strawberry?", model=model, session=session, settings=settings))
+    failed = of(events, ParseFailed)[0]
+    assert (failed.step, failed.attempt, failed.raw) == (1, 1, "I think the answer is 3")
+    reask = model.requests[1].messages[-1]["content"]
+    assert "contains no JSON object" in reask and '"action": "provide_answer"' in reask
+    assert of(events, FinalAnswer)[0].answer == "3"
+    # The garbage is not kept in the history once a valid action came.
+    assert "I think" not in json.dumps(chat_history_after(model))
+
+
+def chat_history_after(model: ScriptedModel) -> list[Any]:
+    return list(model.requests[-1].messages[:2])
+
+
+async def test_long_output_is_cut_to_head_and_tail_for_the_model(session: Session, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, observation_chars=500)
+    model = ScriptedModel([code("print('A' * 3000 + 'END')"), answer("done")])
+    events = await collect(run_agent("print a lot", model=model, session=session, settings=settings))
+    observation = of(events, ExecutionFinished)[0].observation
+    assert "characters cut here" in observation
+    assert observation.count("A") < 600 and "END" in observation
+    assert of(events, ExecutionFinished)[0].result.stdout.startswith("A" * 3000)
+
+
+async def test_a_model_failure_ends_the_run_with_a_run_error(session: Session, settings: Settings) -> None:
+    model = ScriptedModel([code("x = 1")])
+    events = await collect(run_agent("anything", model=model, session=session, settings=settings))
+    error = of(events, RunError)[0]
+    assert error.code == "model_error" and "ran out of replies" in error.message
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "error"
+
+
+async def test_hanging_code_is_interrupted_and_the_model_is_told(
+    backend: SandboxBackend, settings: Settings
+) -> None:
+    session = await backend.create_session(SessionConfig(limits=Limits(timeout_s=1.0, kill_grace_s=1.0)))
+    try:
+        model = ScriptedModel(
+            [
+                code("kept = 7\nwhile True:\n    pass"),
+                code("print(kept * 6)", thought="kept survived"),
+                answer("42"),
+            ]
+        )
+        events = await collect(run_agent("hang", model=model, session=session, settings=settings))
+    finally:
+        await session.close()
+    hung, after = of(events, ExecutionFinished)
+    assert hung.result.timed_out and not hung.result.killed
+    assert "interrupted" in hung.observation and "Variables from earlier steps are kept" in hung.observation
+    assert after.result.stdout == "42\n"
+    assert of(events, FinalAnswer)[0].answer == "42"
+
+
+async def test_code_that_ignores_the_interrupt_is_killed_and_the_session_restarted(
+    backend: SandboxBackend, settings: Settings
+) -> None:
+    session = await backend.create_session(SessionConfig(limits=Limits(timeout_s=1.0, kill_grace_s=0.5)))
+    stubborn = "import time\nlost = 1\nwhile True:\n    try:\n        time.sleep(5)\n    except KeyboardInterrupt:\n        pass"
+    try:
+        model = ScriptedModel([code(stubborn), code("print('lost' in globals())"), answer("restarted")])
+        events = await collect(run_agent("stubborn", model=model, session=session, settings=settings))
+    finally:
+        await session.close()
+    killed, after = of(events, ExecutionFinished)
+    assert killed.result.killed and killed.session_restarted
+    assert "All variables and imports are lost" in killed.observation
+    assert "A fresh interpreter was started" in killed.observation
+    assert after.result.stdout == "False\n"
+
+
+async def test_an_action_parsed_event_names_the_repairs(session: Session, settings: Settings) -> None:
+    model = ScriptedModel(["```json\n" + json.dumps(answer("9")) + "\n```"])
+    events = await collect(run_agent("q", model=model, session=session, settings=settings))
+    assert of(events, ActionParsed)[0].repairs == ["code fence around the JSON"]
