@@ -4,8 +4,45 @@ from __future__ import annotations
 
 import typer
 
-bench_app = typer.Typer(help="Measure thinkbox: the sandbox engine, the model, reasoning.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Measure thinkbox: the sandbox engine, the model, reasoning.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    quick: bool = typer.Option(False, "--quick", help="Fewer samples: finishes in under a minute."),
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    backends: str = typer.Option(
+        "zygote,bwrap", "--backends", help="Comma-separated; the first is measured in full."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+) -> None:
+    """Warm pool, fresh sessions, round trip, memory and a burst of 100, side by side against bwrap."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from thinkbox.bench.sandbox import render, run_sandbox_bench
+    from thinkbox.errors import ThinkboxError
+
+    names = [n.strip() for n in backends.split(",") if n.strip()]
+    err = Console(stderr=True)
+    try:
+        report = asyncio.run(run_sandbox_bench(quick=quick, backends=names, progress=lambda m: err.log(m)))
+    except ThinkboxError as exc:
+        print(f"thinkbox bench sandbox: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    data = report.model_dump_json(indent=2)
+    if out:
+        Path(out).write_text(data + "\n", encoding="utf-8")
+    if json_out:
+        print(data)
+    else:
+        render(report, Console())
