@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
@@ -30,8 +31,9 @@ async def _first_working_backend() -> tuple[SandboxBackend | None, list[str]]:
     return None, reasons
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def backend() -> AsyncIterator[SandboxBackend]:
+    """One backend for the whole agent suite (it starts in 2-3 s here); tests mark loop_scope="session"."""
     found, reasons = await _first_working_backend()
     if found is None:
         pytest.skip("no sandbox backend runs here: " + "; ".join(reasons))
@@ -46,7 +48,7 @@ def limits() -> Limits:
     return Limits(timeout_s=10.0, kill_grace_s=1.0)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def session(backend: SandboxBackend, limits: Limits) -> AsyncIterator[Session]:
     session = await backend.create_session(SessionConfig(limits=limits))
     try:

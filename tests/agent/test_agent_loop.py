@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-from conftest import make_settings
+import pytest
 
+from conftest import make_settings
 from thinkbox.agent.conversation import Conversation
 from thinkbox.agent.events import (
     ActionParsed,
     Event,
     ExecutionFinished,
     FinalAnswer,
-    LimitReached,
     OutputChunk,
     ParseFailed,
     RunError,
@@ -31,6 +31,8 @@ from thinkbox.models.scripted import ScriptedModel
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import Limits, SessionConfig
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def code(text: str, thought: str = "compute", action: str = "execute_code") -> dict[str, str]:
@@ -124,16 +126,15 @@ async def test_a_question_about_a_csv_file(session: Session, settings: Settings)
     await session.put_file("sales.csv", b"region,units\nnorth,120\nsouth,80\nnorth,30\n")
     model = ScriptedModel(
         [
-            code(
-                "import pandas as pd\nprint(pd.read_csv('sales.csv').groupby('region')['units'].sum()['north'])"
-            ),
+            code("import pandas as pd\nsales = pd.read_csv('sales.csv')"),
+            code("print(sales.groupby('region')['units'].sum()['north'])"),
             answer("150 units"),
         ]
     )
     events = await collect(
         run_agent("Units sold in the north?", model=model, session=session, settings=settings)
     )
-    assert of(events, ExecutionFinished)[0].result.stdout.strip() == "150"
+    assert of(events, ExecutionFinished)[1].result.stdout.strip() == "150"
     assert of(events, FinalAnswer)[0].answer == "150 units"
 
 
@@ -219,7 +220,11 @@ async def test_code_that_ignores_the_interrupt_is_killed_and_the_session_restart
     backend: SandboxBackend, settings: Settings
 ) -> None:
     session = await backend.create_session(SessionConfig(limits=Limits(timeout_s=1.0, kill_grace_s=0.5)))
-    stubborn = "import time\nlost = 1\nwhile True:\n    try:\n        time.sleep(5)\n    except KeyboardInterrupt:\n        pass"
+    stubborn = (
+        "import time\nlost = 1\nwhile True:\n    try:\n        time.sleep(5)\n"
+        "    except KeyboardInterrupt:\n        pass"
+    )
+
     try:
         model = ScriptedModel([code(stubborn), code("print('lost' in globals())"), answer("restarted")])
         events = await collect(run_agent("stubborn", model=model, session=session, settings=settings))

@@ -49,7 +49,7 @@ def test_a_python_block_with_braces_is_code_not_json() -> None:
 
 
 def test_python_triple_quoted_string_inside_json_is_repaired() -> None:
-    raw = '{"thought": "t", "action": "execute_code", "code": """rate = 0.06\nprint(f"{rate:.2f}")""", "final_answer": ""}'
+    raw = '{"thought": "t", "action": "execute_code", "code": """rate = 0.06\nprint(f"{rate:.2f}")"""}'
     parsed = parse_action(raw)
     assert parsed.action.code == 'rate = 0.06\nprint(f"{rate:.2f}")'
     assert "Python triple-quoted string inside the JSON" in parsed.repairs
