@@ -356,7 +356,9 @@ def _summarize(report: SandboxBench) -> None:
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.1f} ms"
+    if value < 1:
+        return f"{value * 1000:.0f} µs"
+    return f"{value:.1f} ms" if value < 100 else f"{value:,.0f} ms"
 
 
 def _pair(a: float | None, b: float | None) -> str:
@@ -371,7 +373,10 @@ def render(report: SandboxBench, console: Console) -> None:
     """Print the run as a side-by-side table, the ratios and the targets."""
     measured = [f for f in report.backends.values() if f.available]
     table = Table(
-        title=f"thinkbox sandbox benchmark{' (--quick)' if report.quick else ''}", title_justify="left"
+        title=f"thinkbox sandbox benchmark{' (--quick)' if report.quick else ''}",
+        title_justify="left",
+        caption="every session has numpy, pandas and matplotlib imported",
+        caption_justify="left",
     )
     table.add_column("measurement")
     for figures in measured:
@@ -383,22 +388,22 @@ def render(report: SandboxBench, console: Console) -> None:
 
     primary_only = [f.name == report.primary for f in measured]
     row(
-        "session from warm pool: acquire p50 / p99",
+        "warm pool: acquire p50 / p99",
         [_pair(report.warm_acquire_ms_p50, report.warm_acquire_ms_p99) if p else "-" for p in primary_only],
         _times(report.warm_vs_bwrap_x, "faster"),
     )
     row(
-        "fresh session (numpy, pandas, matplotlib imported) p50 / p99",
+        "fresh session p50 / p99",
         [_pair(f.session_ms_p50, f.session_ms_p99) for f in measured],
         _times(report.fresh_vs_bwrap_x, "faster"),
     )
     row(
-        "round trip of 1+1 p50",
+        "round trip of 1+1, p50",
         [_ms(f.roundtrip_ms_p50) for f in measured],
         _times(_ratio(report.bwrap_roundtrip_ms_p50, report.roundtrip_ms_p50), "faster"),
     )
     row(
-        "memory per idle session (PSS)",
+        "PSS per idle session",
         ["-" if f.pss_mib is None else f"{f.pss_mib:.1f} MiB" for f in measured],
         _times(report.pss_vs_bwrap_x, "smaller"),
     )
@@ -407,7 +412,7 @@ def render(report: SandboxBench, console: Console) -> None:
         burst = f"{report.burst100_s:.2f} s"
         if report.burst_sessions != BURST:
             burst += f" ({report.burst_sessions} of {BURST} ready)"
-    row(f"{BURST} sessions requested at once: all ready", [burst if p else "-" for p in primary_only])
+    row(f"{BURST} sessions at once: all ready", [burst if p else "-" for p in primary_only])
     console.print(table)
 
     for figures in report.backends.values():

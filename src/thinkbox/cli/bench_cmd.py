@@ -35,7 +35,9 @@ def bench_sandbox(
     names = [n.strip() for n in backends.split(",") if n.strip()]
     err = Console(stderr=True)
     try:
-        report = asyncio.run(run_sandbox_bench(quick=quick, backends=names, progress=lambda m: err.log(m)))
+        report = asyncio.run(
+            run_sandbox_bench(quick=quick, backends=names, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+        )
     except ThinkboxError as exc:
         print(f"thinkbox bench sandbox: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -1,0 +1,56 @@
+"""``thinkbox bench sandbox --quick --json``: one real run, figures as numbers, written to --out too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+THINKBOX = Path(sys.executable).parent / "thinkbox"
+NUMERIC_KEYS = (
+    "warm_acquire_ms_p50",
+    "warm_acquire_ms_p99",
+    "fresh_session_ms_p50",
+    "fresh_session_ms_p99",
+    "bwrap_session_ms_p50",
+    "roundtrip_ms_p50",
+    "session_pss_mib",
+    "burst100_s",
+    "fresh_vs_bwrap_x",
+    "warm_vs_bwrap_x",
+)
+TARGET_KEYS = (
+    "warm_acquire_p50_le_1ms",
+    "fresh_session_p50_le_15ms",
+    "fresh_session_30x_faster_than_bwrap",
+    "roundtrip_p50_le_0_5ms",
+    "session_pss_le_15mib",
+    "burst100_le_1s",
+)
+
+
+def test_quick_json_run_reports_every_figure_as_a_number(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [str(THINKBOX), "bench", "sandbox", "--quick", "--json", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    unavailable = {
+        n: b["reason"] for n, b in data["backends"].items() if not b["available"] and n != "docker"
+    }
+    if unavailable:
+        pytest.skip(f"backends not runnable here: {unavailable}")
+    for key in NUMERIC_KEYS:
+        assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
+    assert data["burst_sessions"] == 100
+    assert set(TARGET_KEYS) <= set(data["targets"])
+    assert all(isinstance(v, bool) for v in data["targets"].values())
+    assert data["duration_s"] < 60
+    assert json.loads(out.read_text()) == data
