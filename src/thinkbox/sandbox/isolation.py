@@ -1,7 +1,8 @@
 """Thin ctypes wrappers over the Linux calls the zygote needs and Python 3.11 lacks.
 
-unshare, mount, umount2, pivot_root, sethostname and prctl (NO_NEW_PRIVS, child subreaper, death signal,
-capability bounding set). Each raises ``OSError`` with the call and its arguments in the message.
+unshare, setns, mount, umount2, pivot_root, sethostname, capset and prctl (NO_NEW_PRIVS, child
+subreaper, death signal, capability bounding set). Each raises ``OSError`` naming the call and its
+arguments.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
@@ -73,6 +75,10 @@ def bind(source: str, target: str, *, read_only: bool, recursive: bool = False) 
     mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
     flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
     mount(None, target, None, flags)
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")
 
 
 def umount2(target: str, flags: int = 0) -> None:

@@ -134,6 +134,7 @@ class ZygoteBackend(SandboxBackend):
         self._live: dict[int, _Live] = {}
         self._by_sid: dict[str, _Live] = {}
         self._numbers: dict[str, int] = {}
+        self._releasing: dict[str, asyncio.Future[None]] = {}
         self._counter = itertools.count(1)
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
@@ -189,6 +190,7 @@ class ZygoteBackend(SandboxBackend):
     async def _launch(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.runtime / "root").mkdir(exist_ok=True)
+        (self.runtime / "template").mkdir(exist_ok=True)
         (self.runtime / "ws").mkdir(exist_ok=True, mode=0o711)
         cache = default_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
@@ -237,10 +239,7 @@ class ZygoteBackend(SandboxBackend):
             raise SandboxUnavailable(f"the zygote did not start within {START_TIMEOUT_S:.0f} s") from None
         if msg.get("op") != "ready":
             await self._stop_zygote()
-            raise SandboxUnavailable(
-                f"the zygote could not start: {msg.get('message')}; "
-                f"see {self._log_path}, or use --backend bwrap"
-            )
+            raise SandboxUnavailable(f"{msg.get('message')}; see {self._log_path}, or use --backend bwrap")
         self._zygote_pid = int(msg["pid"])
 
     def _on_control(self) -> None:
@@ -261,29 +260,37 @@ class ZygoteBackend(SandboxBackend):
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        sid = str(msg.get("sid"))
         if op in ("ready", "fatal"):
             if not self._ready.done():
                 self._ready.set_result(msg)
         elif op == "spawned":
-            pending = self._pending.get(str(msg["sid"]))
+            pending = self._pending.get(sid)
             if pending is not None and not pending.spawned.done():
                 pending.spawned.set_result(int(msg["pid"]))
         elif op == "error":
-            sid = str(msg.get("sid"))
-            pending = self._pending.get(sid)
-            if pending is not None and not pending.spawned.done():
-                pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
             live = self._by_sid.get(sid)
             if live is not None:
                 live.error = str(msg.get("message"))
+                return
+            pending = self._pending.get(sid)
+            if pending is not None and not pending.spawned.done():
+                if msg.get("no_process"):
+                    pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
+                else:
+                    pending.error = str(msg.get("message"))
         elif op == "status":
-            live = self._by_sid.get(str(msg["sid"]))
+            live = self._by_sid.get(sid)
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
             live = self._live.pop(int(msg["pid"]), None)
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
+        elif op == "released":
+            waiter = self._releasing.pop(sid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _finish(self, live: _Live, init_rc: int | None, reason: str = "") -> None:
         if live.pidfd is not None:
@@ -369,18 +376,21 @@ class ZygoteBackend(SandboxBackend):
             pidfd: int | None = os.pidfd_open(pid)
         except OSError:
             pidfd = None
-        live = _Live(session_id, pid, pidfd, asyncio.get_running_loop().create_future())
+        live = _Live(session_id, pid, pidfd, asyncio.get_running_loop().create_future(), error=pending.error)
         self._live[pid] = live
         self._by_sid[session_id] = live
         return ZygoteKernel(self, ours, live)
 
-    async def _send_request(self, data: bytes, fd: int) -> None:
+    async def _send_request(self, data: bytes, fd: int | None) -> None:
         for _ in range(10_000):
             ctl = self._ctl
             if ctl is None:
                 raise SessionStartError(self._dead_reason or "the zygote is not running")
             try:
-                socket.send_fds(ctl, [data], [fd])
+                if fd is None:
+                    ctl.send(data)
+                else:
+                    socket.send_fds(ctl, [data], [fd])
                 return
             except BlockingIOError:
                 await asyncio.sleep(0.001)
@@ -398,19 +408,20 @@ class ZygoteBackend(SandboxBackend):
                 async with asyncio.timeout(KILL_TIMEOUT_S):
                     await asyncio.shield(live.exited)
         self._numbers.pop(session_id, None)
-        await asyncio.to_thread(self._release_files, session_id)
-
-    def _release_files(self, session_id: str) -> None:
+        if self._ctl is not None:  # the workspace is mounted in the zygote's mount namespace
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._releasing[session_id] = waiter
+            try:
+                await self._send_request(json.dumps({"op": "release", "sid": session_id}).encode(), None)
+                async with asyncio.timeout(KILL_TIMEOUT_S):
+                    await waiter
+            except (TimeoutError, SessionStartError):
+                log.warning("session %s: the zygote did not confirm the workspace release", session_id)
+            finally:
+                self._releasing.pop(session_id, None)
         cg = cgroups.existing(f"{self.instance}-{session_id}")
         if cg is not None:
-            cg.kill_all()
-            with contextlib.suppress(OSError):
-                cg.destroy()
-        ws = self.runtime / "ws" / session_id
-        if ws.exists():
-            with contextlib.suppress(OSError):
-                isolation.umount2(str(ws), isolation.MNT_DETACH)
-            shutil.rmtree(ws, ignore_errors=True)
+            await asyncio.to_thread(_remove_cgroup, cg)
 
     async def aclose(self) -> None:
         for live in list(self._live.values()):
@@ -444,6 +455,12 @@ def _check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:
     if norm in (".", "") or norm == ".." or norm.startswith("../"):
         raise ConfigError(f"mount target {target!r} escapes or replaces {WORKSPACE} (SessionConfig.mounts)")
     return {"source": str(src.resolve()), "target": norm, "read_only": read_only}
+
+
+def _remove_cgroup(cg: cgroups.Cgroup) -> None:
+    cg.kill_all()
+    with contextlib.suppress(OSError):
+        cg.destroy()
 
 
 def _remove_runtime(inst: Path) -> None:

@@ -1,23 +1,32 @@
 """The fork server: ``python -m thinkbox.sandbox.zygote_server CONTROL_FD CONFIG_JSON``.
 
-Started by :class:`thinkbox.sandbox.zygote.ZygoteBackend` with a scrubbed environment. It imports numpy,
-pandas and matplotlib once, freezes the heap for the garbage collector, and then serves spawn requests on
-the control socket (``AF_UNIX``/``SOCK_SEQPACKET``: one JSON message per packet; a spawn request carries
-the session's socket as ``SCM_RIGHTS``). It stays single-threaded. Per session::
+Started by :class:`thinkbox.sandbox.zygote.ZygoteBackend` with a scrubbed environment. At start it
+enters a private mount namespace (a slave of the host's, so host mounts still show up; unprivileged: a
+user namespace first), imports numpy, pandas and matplotlib once, builds the read-only **template root**
+(tmpfs + read-only binds of /usr, the Python installation, the venv, a few /etc files, device nodes),
+freezes its heap for the garbage collector, and serves requests on the control socket (``AF_UNIX``
+``SOCK_SEQPACKET``: one JSON message per packet; a spawn request carries the session's socket as
+``SCM_RIGHTS``). It stays single-threaded. Per session, two forks::
 
-    zygote ──fork──▶ A  host namespaces, root: cgroup, workspace tmpfs, unshare(mnt pid net ipc uts cgroup)
-                     └──fork──▶ B  pid 1 of the new pid namespace: minimal root, pivot_root, then tiny init
-                                └──fork──▶ C  drops privileges, rlimits, seccomp, kernel.serve()
+    zygote ─unshare(pid), fork─▶ B  pid 1 of a new pid namespace, root: cgroup, workspace tmpfs (in the
+                                    zygote's mount namespace, so it survives a restart), unshare(mnt net
+                                    ipc uts cgroup), recursive bind of the template, proc, /tmp, /run,
+                                    /workspace, pivot_root; then a tiny init
+                                    └──fork──▶ C  drops privileges, rlimits, seccomp, kernel.serve()
 
-A reports B's host pid and exits; the zygote (a child subreaper) adopts and reaps B and reports its end.
-B reports C's exit status, then exits, which tears down the whole pid namespace. A step that fails sends
-``{"op": "error"}`` with the reason on the control socket. Messages to the host::
+B forwards SIGINT to C, reports how C ended and exits with it, which tears down the pid namespace.
+Messages to the host::
 
-    {"op": "ready", "pid": ...}                     once, after the preload
-    {"op": "spawned", "sid": ..., "pid": B}         from A
-    {"op": "error", "sid": ..., "message": ...}     from A, B or C (setup failed)
-    {"op": "status", "sid": ..., "returncode": rc}  from B: how C ended
-    {"op": "exit", "pid": B, "returncode": rc}      from the zygote: B was reaped
+    {"op": "ready", "pid": ...}                       once, after the preload
+    {"op": "fatal", "message": ...}                   the zygote could not start
+    {"op": "spawned", "sid": ..., "pid": B}           B's host pid (from the zygote, right after the fork)
+    {"op": "error", "sid": ..., "message": ...}       B or C: setup failed (the process then exits)
+    {"op": "status", "sid": ..., "returncode": rc}    B: how C ended
+    {"op": "exit", "pid": B, "returncode": rc}        the zygote reaped B
+    {"op": "released", "sid": ...}                    the workspace of a closed session is gone
+
+Requests from the host: ``{"op": "spawn", "sid", "n", "limits", "mounts", "env"}`` (+ 1 fd) and
+``{"op": "release", "sid"}``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import gc
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -36,9 +46,8 @@ from typing import Any
 from thinkbox.sandbox import cgroups, isolation, kernel, rlimits, seccomp
 from thinkbox.sandbox.types import Limits
 
-NAMESPACES = (
+SESSION_NAMESPACES = (
     isolation.CLONE_NEWNS
-    | isolation.CLONE_NEWPID
     | isolation.CLONE_NEWNET
     | isolation.CLONE_NEWIPC
     | isolation.CLONE_NEWUTS
@@ -49,33 +58,73 @@ _NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
 
 
 class Context:
-    """What every session's setup needs, computed once in the zygote before any fork."""
+    """What every session's setup needs, prepared once in the zygote before any fork."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.runtime = str(config["runtime_dir"])
         self.instance = str(config["instance"])
+        self.template = os.path.join(self.runtime, "template")
         self.root_mnt = os.path.join(self.runtime, "root")
-        self.privileged = os.geteuid() == 0
-        self.host_uid, self.host_gid = os.getuid(), os.getgid()
+        self.ws_root = os.path.join(self.runtime, "ws")
+        self.privileged = os.geteuid() == 0 and not config.get("in_userns", False)
         self.uid_base = int(config.get("uid_base", 100000))
         self.last_cap = isolation.last_capability()
-        self.ro_binds: list[tuple[str, str]] = []
-        self.symlinks: list[tuple[str, str]] = []
+        self.filter = seccomp.build_filter()
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+    def build_template(self) -> None:
+        """The read-only skeleton every session's root is a recursive bind of."""
+        t = self.template
+        isolation.mount("tmpfs", t, "tmpfs", _NOSUID_NODEV, "size=1m,mode=0755")
+        binds: list[tuple[str, str]] = [("/usr", "/usr")]
         for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
             path = "/" + top
             if os.path.islink(path):
-                self.symlinks.append((os.readlink(path), path))
+                os.symlink(os.readlink(path), t + path)
             elif os.path.isdir(path):
-                self.ro_binds.append((path, path))
-        self.ro_binds.append(("/usr", "/usr"))
+                binds.append((path, path))
         for extra in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/ssl/certs"):
             if os.path.exists(extra):
-                self.ro_binds.append((os.path.realpath(extra), extra))
-        for prefix in {os.path.realpath(sys.base_prefix), sys.prefix}:
+                binds.append((os.path.realpath(extra), extra))
+        for prefix in sorted({os.path.realpath(sys.base_prefix), sys.prefix}):
             if not prefix.startswith("/usr/"):
-                self.ro_binds.append((os.path.realpath(prefix), prefix))
-        self.filter = seccomp.build_filter()
-        self.env_extra = dict(config.get("env") or {})
+                binds.append((os.path.realpath(prefix), prefix))
+        for src, dst in binds:
+            _bind_into(t, src, dst, read_only=True)
+        files = {
+            "/etc/hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+            "/etc/hostname": "sandbox\n",
+            "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+        }
+        for path, text in files.items():
+            with open(t + path, "w") as f:
+                f.write(text)
+        for name in ("passwd", "group"):
+            os.symlink(f"/run/{name}", f"{t}/etc/{name}")
+        for d in ("proc", "tmp", "run", "workspace", "dev/shm"):
+            os.makedirs(f"{t}/{d}", exist_ok=True)
+        for name in DEVICES:
+            open(f"{t}/dev/{name}", "w").close()
+            isolation.mount(f"/dev/{name}", f"{t}/dev/{name}", None, isolation.MS_BIND)
+        for name, target in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ):
+            os.symlink(target, f"{t}/dev/{name}")
+        flags = isolation.MS_REMOUNT | isolation.MS_BIND | isolation.MS_RDONLY | _NOSUID_NODEV
+        isolation.mount(None, t, None, flags)
+
+
+def _bind_into(root: str, src: str, dst: str, *, read_only: bool) -> None:
+    target = root + dst
+    if os.path.isdir(src):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "w").close()
+    isolation.bind(src, target, read_only=read_only, recursive=True)
 
 
 def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
@@ -96,122 +145,58 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# -- A: host side of one session ----------------------------------------------------------------------
-def _session_a(ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any]) -> None:
-    sid = str(req["sid"])
-    limits = Limits.model_validate(req["limits"])
-    uid = gid = ctx.uid_base + int(req["n"])
-    workspace = os.path.join(ctx.runtime, "ws", sid)
-    try:
-        if ctx.privileged:
-            cg = cgroups.Cgroup.create(f"{ctx.instance}-{sid}", limits)
-            if cg is not None:
-                cg.add(0)
-            os.makedirs(workspace, mode=0o700, exist_ok=True)
-            if not os.path.ismount(workspace):
-                opts = f"size={limits.workspace_mib}m,mode=0700,uid={uid},gid={gid}"
-                isolation.mount("tmpfs", workspace, "tmpfs", _NOSUID_NODEV, opts)
-            isolation.unshare(NAMESPACES)
-        else:
-            isolation.unshare(NAMESPACES | isolation.CLONE_NEWUSER)
-            isolation.write_id_maps(ctx.host_uid, ctx.host_gid)
-            uid = gid = 0
-        pid = os.fork()
-    except BaseException as exc:
-        _send(ctl, {"op": "error", "sid": sid, "message": f"session setup failed: {_reason(exc)}"})
-        os._exit(1)
-    if pid == 0:
-        _session_b(ctx, ctl, sess, req, limits, uid, gid, workspace)
-    _send(ctl, {"op": "spawned", "sid": sid, "pid": pid})
-    os._exit(0)
-
-
 # -- B: pid 1 of the session's pid namespace ----------------------------------------------------------
-def _build_root(
-    ctx: Context, req: dict[str, Any], limits: Limits, uid: int, gid: int, workspace: str
-) -> None:
+def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) -> None:
+    sid = str(req["sid"])
+    workspace = os.path.join(ctx.ws_root, sid)
+    if ctx.privileged:
+        cg = cgroups.Cgroup.create(f"{ctx.instance}-{sid}", limits)
+        if cg is not None:
+            cg.add(0)
+    os.makedirs(workspace, mode=0o700, exist_ok=True)
+    if not os.path.ismount(workspace):  # a restart keeps the mounted workspace and its files
+        opts = f"size={limits.workspace_mib}m,mode=0700,uid={uid},gid={uid}"
+        isolation.mount("tmpfs", workspace, "tmpfs", _NOSUID_NODEV, opts)
+    isolation.unshare(SESSION_NAMESPACES)
     r = ctx.root_mnt
     isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_PRIVATE)
-    isolation.mount("tmpfs", r, "tmpfs", _NOSUID_NODEV, "size=4m,mode=0755")
-    for src, dst in ctx.ro_binds:
-        target = r + dst
-        if os.path.isdir(src):
-            os.makedirs(target, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            open(target, "w").close()
-        isolation.bind(src, target, read_only=True)
-    for link, path in ctx.symlinks:
-        os.symlink(link, r + path)
-    os.makedirs(r + "/etc", exist_ok=True)
-    files = {
-        "/etc/passwd": f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{gid}:sandbox:/workspace:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        "/etc/group": f"root:x:0:\nsandbox:x:{gid}:\nnogroup:x:65534:\n",
-        "/etc/hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
-        "/etc/hostname": "sandbox\n",
-    }
-    for path, text in files.items():
-        with open(r + path, "w") as f:
-            f.write(text)
-    os.mkdir(r + "/proc")
+    isolation.mount(ctx.template, r, None, isolation.MS_BIND | isolation.MS_REC)
     isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC)
     isolation.bind(r + "/proc/sys", r + "/proc/sys", read_only=True, recursive=True)
-    os.mkdir(r + "/dev")
-    isolation.mount(
-        "tmpfs", r + "/dev", "tmpfs", isolation.MS_NOSUID | isolation.MS_NOEXEC, "size=64k,mode=0755"
-    )
-    for name in DEVICES:
-        open(f"{r}/dev/{name}", "w").close()
-        isolation.mount(f"/dev/{name}", f"{r}/dev/{name}", None, isolation.MS_BIND)
-    for name, target in (
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ):
-        os.symlink(target, f"{r}/dev/{name}")
-    os.mkdir(r + "/dev/shm")
-    isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
-    os.mkdir(r + "/tmp")
     isolation.mount("tmpfs", r + "/tmp", "tmpfs", _NOSUID_NODEV, f"size={limits.tmp_mib}m,mode=1777")
-    ws = r + "/workspace"
-    os.mkdir(ws)
-    if ctx.privileged:
-        isolation.bind(workspace, ws, read_only=False)
-    else:
-        isolation.mount("tmpfs", ws, "tmpfs", _NOSUID_NODEV, f"size={limits.workspace_mib}m,mode=0700")
+    isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
+    isolation.mount("tmpfs", r + "/run", "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=64k,mode=0755")
+    with open(r + "/run/passwd", "w") as f:
+        f.write(
+            f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}:sandbox:/workspace:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        )
+    with open(r + "/run/group", "w") as f:
+        f.write(f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")
+    isolation.bind(workspace, r + "/workspace", read_only=False)
     for m in req.get("mounts", ()):
-        target = ws + "/" + m["target"]
+        target = f"{r}/workspace/{m['target']}"
         os.makedirs(target, exist_ok=True)
         isolation.bind(m["source"], target, read_only=bool(m["read_only"]), recursive=True)
     os.chdir(r)
     isolation.pivot_root(".", ".")
     isolation.umount2(".", isolation.MNT_DETACH)
     os.chdir("/")
-    isolation.mount(None, "/", None, isolation.MS_REMOUNT | isolation.MS_RDONLY | _NOSUID_NODEV)
     isolation.sethostname("sandbox")
 
 
-def _session_b(
-    ctx: Context,
-    ctl: socket.socket,
-    sess: socket.socket,
-    req: dict[str, Any],
-    limits: Limits,
-    uid: int,
-    gid: int,
-    workspace: str,
-) -> None:
+def _session_b(ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any]) -> None:
     sid = str(req["sid"])
     try:
-        _build_root(ctx, req, limits, uid, gid, workspace)
+        limits = Limits.model_validate(req["limits"])
+        uid = ctx.uid_base + int(req["n"]) if ctx.privileged else 0
+        _setup_session(ctx, req, limits, uid)
         child = os.fork()
     except BaseException as exc:
-        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox root setup failed: {_reason(exc)}"})
+        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
         os._exit(1)
     if child == 0:
-        _session_c(ctx, ctl, sess, req, limits, uid, gid)
+        _session_c(ctx, ctl, sess, req, limits, uid)
     sess.close()
 
     def forward(signum: int, frame: object) -> None:
@@ -220,7 +205,7 @@ def _session_b(
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    while True:
+    while True:  # a tiny init: reap everything, end with the interpreter
         try:
             pid, status = os.wait()
         except ChildProcessError:
@@ -233,13 +218,7 @@ def _session_b(
 
 # -- C: the interpreter -------------------------------------------------------------------------------
 def _session_c(
-    ctx: Context,
-    ctl: socket.socket,
-    sess: socket.socket,
-    req: dict[str, Any],
-    limits: Limits,
-    uid: int,
-    gid: int,
+    ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any], limits: Limits, uid: int
 ) -> None:
     sid = str(req["sid"])
     try:
@@ -248,7 +227,7 @@ def _session_c(
         isolation.drop_bounding_set(ctx.last_cap)
         if ctx.privileged:
             os.setgroups([])
-            os.setresgid(gid, gid, gid)
+            os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
         isolation.clear_capabilities()
         isolation.set_no_new_privs()
@@ -272,7 +251,6 @@ class Server:
     def __init__(self, ctl: socket.socket, ctx: Context) -> None:
         self.ctl = ctl
         self.ctx = ctx
-        self.setup_pids: dict[int, str] = {}
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -309,31 +287,48 @@ class Server:
             try:
                 req = json.loads(data)
             except ValueError:
-                for fd in fds:
-                    os.close(fd)
+                req = {}
+            op = req.get("op")
+            if op == "spawn" and len(fds) == 1:
+                self.spawn(req, fds[0])
                 continue
-            self.spawn(req, fds)
-
-    def spawn(self, req: dict[str, Any], fds: list[int]) -> None:
-        if req.get("op") != "spawn" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            _send(self.ctl, {"op": "error", "sid": req.get("sid"), "message": f"bad zygote request {req!r}"})
+            if op == "release":
+                self.release(str(req["sid"]))
+            else:
+                msg = f"bad zygote request {req!r}"
+                _send(self.ctl, {"op": "error", "sid": req.get("sid"), "message": msg, "no_process": True})
+
+    def spawn(self, req: dict[str, Any], fd: int) -> None:
+        sid = str(req["sid"])
+        try:
+            isolation.unshare(isolation.CLONE_NEWPID)
+        except OSError as exc:
+            os.close(fd)
+            msg = f"no new pid namespace: {_reason(exc)}"
+            _send(self.ctl, {"op": "error", "sid": sid, "message": msg, "no_process": True})
             return
         pid = os.fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os.close(self.wake_r)
-                os.close(self.wake_w)
-                sess = socket.socket(fileno=fds[0])
+                sess = socket.socket(fileno=fd)
                 _close_other_fds({0, 1, 2, self.ctl.fileno(), sess.fileno()})
-                _session_a(self.ctx, self.ctl, sess, req)
+                _session_b(self.ctx, self.ctl, sess, req)
             finally:
                 os._exit(1)
-        os.close(fds[0])
-        self.setup_pids[pid] = str(req["sid"])
+        isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
+        os.close(fd)
+        _send(self.ctl, {"op": "spawned", "sid": sid, "pid": pid})
+
+    def release(self, sid: str) -> None:
+        workspace = os.path.join(self.ctx.ws_root, sid)
+        with contextlib.suppress(OSError):
+            isolation.umount2(workspace, isolation.MNT_DETACH)
+        shutil.rmtree(workspace, ignore_errors=True)
+        _send(self.ctl, {"op": "released", "sid": sid})
 
     def reap(self) -> None:
         while True:
@@ -343,17 +338,10 @@ class Server:
                 return
             if pid == 0:
                 return
-            rc = os.waitstatus_to_exitcode(status)
-            sid = self.setup_pids.pop(pid, None)
-            if sid is None:
-                _send(self.ctl, {"op": "exit", "pid": pid, "returncode": rc})
-            elif rc not in (0, 1):  # 1: A reported its own error
-                _send(
-                    self.ctl, {"op": "error", "sid": sid, "message": f"session setup process ended with {rc}"}
-                )
+            _send(self.ctl, {"op": "exit", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
     def shutdown(self) -> None:
-        """The host went away: kill every session (they are all our children, or adopted ones)."""
+        """The host went away: kill every session (each one's init is our child)."""
         with contextlib.suppress(OSError), open(f"/proc/self/task/{os.getpid()}/children") as f:
             for pid in f.read().split():
                 with contextlib.suppress(OSError):
@@ -368,14 +356,26 @@ def _close_other_fds(keep: set[int]) -> None:
                 os.close(fd)
 
 
+def _enter_private_namespaces(config: dict[str, Any]) -> None:
+    if os.geteuid() != 0:  # unprivileged: become root of an own user namespace first
+        uid, gid = os.getuid(), os.getgid()
+        isolation.unshare(isolation.CLONE_NEWUSER | isolation.CLONE_NEWNS)
+        isolation.write_id_maps(uid, gid)
+        config["in_userns"] = True
+    else:
+        isolation.unshare(isolation.CLONE_NEWNS)
+    isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
+
+
 def main(argv: list[str]) -> None:
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(argv[1]))
     config = json.loads(argv[2])
     isolation.set_death_signal(signal.SIGKILL)
-    isolation.set_child_subreaper()
     try:
+        _enter_private_namespaces(config)
         kernel.preload()
         ctx = Context(config)
+        ctx.build_template()
     except BaseException as exc:
         _send(ctl, {"op": "fatal", "message": f"the zygote could not start: {_reason(exc)}"})
         raise
