@@ -151,7 +151,7 @@ class Renderer:
         if r.result is not None:
             self.console.print(Text("value ", style="bold") + Text(r.result))
         if r.killed:
-            note = "; a fresh interpreter was started" if e.session_restarted else ""
+            note = "; restarted" if e.session_restarted else ""
             self.console.print(
                 Text(f"✗ interpreter killed after {seconds}, variables lost{note}", style="red")
             )
