@@ -48,3 +48,43 @@ def bench_sandbox(
         print(data)
     else:
         render(report, Console())
+
+
+@bench_app.command("model")
+def bench_model(
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    runs: int = typer.Option(4, "--runs", min=0, help="Agent runs per reference question (0: speed only)."),
+    name: str | None = typer.Option(None, "--name", help="Catalogue model (default: model.name)."),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Sampling temperature of the question runs (default: model.temperature)."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+) -> None:
+    """The local model: prompt and generation tokens/s, memory, turn-3 latency with and without KV-cache
+    reuse, and the four reference questions through the agent loop."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from thinkbox.bench.model import render, run_model_bench
+    from thinkbox.config import load_settings
+    from thinkbox.errors import ThinkboxError
+
+    err = Console(stderr=True)
+    try:
+        settings = load_settings(**({"model": {"name": name}} if name else {}))
+        report = asyncio.run(
+            run_model_bench(settings, runs=runs, temperature=temperature, progress=lambda m: err.log(m))
+        )
+    except ThinkboxError as exc:
+        print(f"thinkbox bench model: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    data = report.model_dump_json(indent=2)
+    if out:
+        Path(out).write_text(data + "\n", encoding="utf-8")
+    if json_out:
+        print(data)
+    else:
+        render(report)

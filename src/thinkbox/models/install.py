@@ -275,6 +275,7 @@ def assemble(
                 )
         if not has_gguf_magic(tmp):
             raise ConfigError(f"the parts of {dest.name} do not form a GGUF file (wrong magic bytes)")
+        tmp.chmod(0o644)  # mkstemp creates 0600; the model is not a secret
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

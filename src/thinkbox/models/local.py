@@ -145,6 +145,10 @@ class LocalModel:
         self.load_s = time.perf_counter() - started
         return llm
 
+    async def aclose(self) -> None:
+        """Free the model once the request in progress (if any) has finished."""
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
         """Free the model and its thread. The object is unusable afterwards."""
         llm, self._llm = self._llm, None
