@@ -1,0 +1,70 @@
+"""Real sandbox backends for the conformance, escape and hostile-code suites.
+
+``sandbox_backend`` is parametrized over every registered backend that can run here (THINKBOX_TEST_BACKEND
+narrows it to one name); a backend that cannot start here is skipped with its reason. One backend instance
+serves a whole test module, on the module's event loop: such modules set
+``pytestmark = pytest.mark.asyncio(loop_scope="module")``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from thinkbox.errors import ThinkboxError
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+
+BACKENDS = (
+    [os.environ["THINKBOX_TEST_BACKEND"]] if os.environ.get("THINKBOX_TEST_BACKEND") else ["zygote", "bwrap"]
+)
+
+
+async def start_backend(name: str) -> SandboxBackend:
+    """A started backend, or a skip that says why ``name`` cannot run here."""
+    try:
+        backend = registry.create_backend(name)
+        await backend.start()
+    except (ThinkboxError, ImportError, OSError) as exc:
+        pytest.skip(f"the {name} backend cannot run here: {exc}")
+    return backend
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=BACKENDS)
+async def sandbox_backend(request: pytest.FixtureRequest) -> AsyncIterator[SandboxBackend]:
+    backend = await start_backend(request.param)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+def process_tree() -> Callable[[], set[int]]:
+    """Call it to get the pids of every live process below this test process (the sandboxes included)."""
+    return descendants
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Host pids of every live (non-zombie) process below ``pid`` (default: this test process)."""
+    found: set[int] = set()
+    todo = [pid or os.getpid()]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
