@@ -143,7 +143,7 @@ class Renderer:
 
     def _on_display_produced(self, e: DisplayProduced) -> None:
         if self._figure is not None:
-            self.console.print(Text(f"figure saved: {self._figure}", style="blue"))
+            self.console.print(Text(f"figure saved: {self._figure}", style="blue"), soft_wrap=True)
 
     def _on_execution_finished(self, e: ExecutionFinished) -> None:
         r = e.result

@@ -1,0 +1,191 @@
+"""``thinkbox ask`` and ``thinkbox chat`` with the scripted model and a real sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from thinkbox.cli.app import app
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {
+        "THINKBOX_DATA_DIR": str(tmp_path / "data"),
+        "THINKBOX_CONFIG": str(tmp_path / "no-config.toml"),
+    }
+    if os.environ.get("THINKBOX_TEST_BACKEND"):
+        values["THINKBOX_SANDBOX__BACKEND"] = os.environ["THINKBOX_TEST_BACKEND"]
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def script(tmp_path: Path, *replies: Any) -> str:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(list(replies)), encoding="utf-8")
+    return str(path)
+
+
+CODE = {"thought": "multiply", "action": "execute_code", "code": "print(48271 * 9173)", "final_answer": ""}
+ANSWER = {"thought": "done", "action": "provide_answer", "code": "", "final_answer": "442789883"}
+
+
+def ask(*args: str) -> Any:
+    return CliRunner().invoke(app, ["ask", *args])
+
+
+def test_ask_json_prints_events_and_ends_with_the_final_answer(tmp_path: Path, env: dict[str, str]) -> None:
+    result = ask("--json", "--model", "scripted", "--script", script(tmp_path, CODE, ANSWER), "48271 * 9173?")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["type"] == "run_started"
+    assert any(e["type"] == "output_chunk" and e["text"] == "442789883\n" for e in lines)
+    last = lines[-1]
+    assert (last["type"], last["answer"], last["steps"]) == ("final_answer", "442789883", 2)
+    assert last["tokens"] > 0 and last["duration_s"] >= 0
+
+
+def test_ask_exits_1_with_a_limit_event_last(tmp_path: Path, env: dict[str, str]) -> None:
+    replies = [CODE] * 3
+    result = ask(
+        "--json", "--max-steps", "2", "--model", "scripted", "--script", script(tmp_path, *replies), "q"
+    )
+    assert result.exit_code == 1, result.output
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert (last["type"], last["limit"], last["steps"]) == ("limit_reached", "steps", 2)
+
+
+def test_ask_renders_answer_and_summary_and_copies_files(tmp_path: Path, env: dict[str, str]) -> None:
+    data = tmp_path / "numbers.csv"
+    data.write_text("n\n1\n2\n3\n", encoding="utf-8")
+    code = {**CODE, "code": "import pandas as pd\nprint(pd.read_csv('numbers.csv')['n'].sum())"}
+    answer = {**ANSWER, "final_answer": "6"}
+    result = ask(
+        "--file", str(data), "--model", "scripted", "--script", script(tmp_path, code, answer), "sum?"
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "files: numbers.csv" in out
+    assert "╭─ executing" in out and "╭─ answer" in out
+    assert "\n6\n" in out
+    assert "2 steps ·" in out and "tokens · run " in out
+
+
+def test_ask_saves_figures_and_shows_their_paths(tmp_path: Path, env: dict[str, str]) -> None:
+    plot = {**CODE, "code": "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"}
+    result = ask("--model", "scripted", "--script", script(tmp_path, plot, ANSWER), "plot it")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("figure saved: "))
+    path = Path(line.removeprefix("figure saved: "))
+    assert path.is_relative_to(Path(env["THINKBOX_DATA_DIR"]) / "figures")
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--file", "/no/such/file.xlsx", "q"], "--file /no/such/file.xlsx: the file does not exist"),
+        (["  "], "the question is empty"),
+        (["x" * 60_000], "more than the limit of 50,000"),
+        (["--model", "scripted", "q"], "THINKBOX_MODEL__SCRIPT (or --script)"),
+        (["--backend", "nope", "--script", "x.json", "q"], "cannot read the model script"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(args: list[str], message: str, env: dict[str, str]) -> None:
+    result = ask(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_unknown_sandbox_backend_names_the_setting(tmp_path: Path, env: dict[str, str]) -> None:
+    result = ask("--json", "--backend", "nope", "--script", script(tmp_path, ANSWER), "q")
+    assert result.exit_code == 2
+    assert "THINKBOX_SANDBOX__BACKEND" in result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["type"] == "run_error"
+
+
+def test_chat_answers_follow_up_questions_in_one_session(tmp_path: Path, env: dict[str, str]) -> None:
+    replies = [
+        {**CODE, "code": "x = 48271 * 9173\nprint(x)"},
+        ANSWER,
+        {**CODE, "code": "print(x + 1)"},
+        {**ANSWER, "final_answer": "442789884"},
+    ]
+    result = CliRunner().invoke(
+        app,
+        ["chat", "--model", "scripted", "--script", script(tmp_path, *replies)],
+        input="48271 * 9173?\nplus one?\n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "442789883" in result.stdout and "442789884" in result.stdout
+    assert "NameError" not in result.stdout
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, env: dict[str, str]) -> None:
+    hang = {**CODE, "code": "import time\nprint('started', flush=True)\ntime.sleep(60)"}
+    cmd = [sys.executable, "-c", "from thinkbox.cli.app import main; main()", "ask", "--json"]
+    cmd += ["--model", "scripted", "--script", script(tmp_path, hang, ANSWER), "hang please"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line).get("text") == "started\n":
+                break
+        else:
+            pytest.fail(f"the code never started: {proc.stderr.read() if proc.stderr else ''}")
+        tree = _descendants(proc.pid)
+        assert tree, "the sandbox runs in child processes of the CLI"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        status = proc.wait(timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert status == 130
+    assert elapsed < 10
+    assert proc.stderr is not None and "cancelled" in proc.stderr.read()
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in tree if _alive(p)]
