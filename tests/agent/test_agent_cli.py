@@ -53,6 +53,9 @@ def test_ask_json_prints_events_and_ends_with_the_final_answer(tmp_path: Path, e
     last = lines[-1]
     assert (last["type"], last["answer"], last["steps"]) == ("final_answer", "442789883", 2)
     assert last["tokens"] > 0 and last["duration_s"] >= 0
+    transcript = Path(env["THINKBOX_DATA_DIR"]) / "runs" / f"{lines[0]['run_id']}.jsonl"
+    stored = [json.loads(line) for line in transcript.read_text(encoding="utf-8").splitlines()]
+    assert [e["type"] for e in stored] == [e["type"] for e in lines] + ["run_finished"]
 
 
 def test_ask_exits_1_with_a_limit_event_last(tmp_path: Path, env: dict[str, str]) -> None:

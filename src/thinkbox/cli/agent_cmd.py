@@ -29,6 +29,7 @@ from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import SessionConfig
+from thinkbox.transcripts import TranscriptWriter
 
 EXIT_ANSWER, EXIT_LIMIT, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
 Sink = Callable[[Event], None]
@@ -99,7 +100,8 @@ def chat_command(
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
-                _chat_loop(runner, chat, console, settings)
+                with TranscriptWriter(settings.data_dir) as transcript:
+                    _chat_loop(runner, chat, console, _sink(settings, console, False, transcript))
             finally:
                 runner.run(chat.aclose())
     except ThinkboxError as exc:
@@ -113,15 +115,17 @@ def chat_command(
 # -- ask ------------------------------------------------------------------------------------------
 async def _ask(question: str, files: list[Path], settings: Settings, console: Console, json_out: bool) -> int:
     run_id = uuid.uuid4().hex[:12]
-    sink = _sink(settings, console, json_out)
-    async with _Resources(settings, files) as res:
-        outcome = EXIT_INFRA
-        async for event in run_agent(
-            question, model=res.model, session=res.session, settings=settings, run_id=run_id
-        ):
-            sink(event)
-            outcome = _exit_status(event, outcome)
-        return outcome
+    with TranscriptWriter(settings.data_dir) as transcript:
+        sink = _sink(settings, console, json_out, transcript)
+        async with _Resources(settings, files) as res:
+            outcome = EXIT_INFRA
+            events = run_agent(
+                question, model=res.model, session=res.session, settings=settings, run_id=run_id
+            )
+            async for event in events:
+                sink(event)
+                outcome = _exit_status(event, outcome)
+            return outcome
 
 
 def _exit_status(event: Event, current: int) -> int:
@@ -132,10 +136,9 @@ def _exit_status(event: Event, current: int) -> int:
     return current
 
 
-def _sink(settings: Settings, console: Console, json_out: bool) -> Sink:
-    """Where events go: the terminal (rich, or JSON lines) and the transcript."""
+def _sink(settings: Settings, console: Console, json_out: bool, transcript: TranscriptWriter) -> Sink:
+    """Where events go: the terminal (rich, or JSON lines) and the run's transcript."""
     figures = FigureSaver(settings.data_dir / "figures")
-    transcript = _transcript_sink(settings)
     if json_out:
 
         def emit(event: Event) -> None:
@@ -148,24 +151,9 @@ def _sink(settings: Settings, console: Console, json_out: bool) -> Sink:
         show = Renderer(console, figures)
 
     def sink(event: Event) -> None:
+        transcript.write(event)
         show(event)
-        if transcript is not None:
-            transcript(event)
 
-    return sink
-
-
-def _transcript_sink(settings: Settings) -> Sink | None:
-    """TRANSCRIPT HOOK: every event of a run goes to ``thinkbox.transcripts`` when that module exists."""
-    try:
-        from thinkbox import transcripts
-    except ModuleNotFoundError:
-        return None
-    writer_cls: Any = getattr(transcripts, "TranscriptWriter", None)
-    if writer_cls is None:
-        return None
-    writer = writer_cls(settings.data_dir)
-    sink: Sink = writer.write
     return sink
 
 
@@ -238,7 +226,7 @@ async def _open_chat(files: list[Path], settings: Settings) -> _Chat:
     return _Chat(res, Conversation(model=res.model, session=res.session, settings=settings))
 
 
-def _chat_loop(runner: asyncio.Runner, chat: _Chat, console: Console, settings: Settings) -> None:
+def _chat_loop(runner: asyncio.Runner, chat: _Chat, console: Console, sink: Sink) -> None:
     console.print("[dim]thinkbox chat: one session, one history. Empty line or Ctrl-D to leave.[/]")
     while True:
         try:
@@ -252,7 +240,6 @@ def _chat_loop(runner: asyncio.Runner, chat: _Chat, console: Console, settings: 
         except ThinkboxError as exc:
             console.print(f"[red]{exc.message}[/]")
             continue
-        sink = _sink(settings, console, False)
         try:
             runner.run(_chat_turn(chat, question, sink))
         except KeyboardInterrupt:  # stop this answer, keep the chat
