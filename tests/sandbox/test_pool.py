@@ -143,6 +143,7 @@ async def test_leased_session_idle_past_timeout_is_reaped(backend: SandboxBacken
     async with SessionPool(backend, size=0, idle_timeout_s=0.3, check_interval_s=0.05) as pool:
         idle = await pool.acquire()
         busy = await pool.acquire()
+        await busy.execute("x = 1")
         async with asyncio.timeout(WAIT_S):
             while pool.stats().reaped_idle == 0:
                 await busy.execute("x = 1")
