@@ -138,6 +138,7 @@ class ZygoteBackend(SandboxBackend):
         self._counter = itertools.count(1)
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._log_path = self.runtime / "zygote.log"
 
     def info(self) -> BackendInfo:
@@ -231,6 +232,7 @@ class ZygoteBackend(SandboxBackend):
         ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._ready = ready
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_control)
+        self._watcher = asyncio.create_task(self._watch(self._proc))
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 msg = await ready
@@ -301,6 +303,14 @@ class ZygoteBackend(SandboxBackend):
         rc = live.returncode if live.returncode is not None else init_rc
         if not live.exited.done():
             live.exited.set_result(ExitInfo(rc, live.error or reason))
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """The sessions' inits keep the control socket open, so the zygote's end is seen here."""
+        await proc.wait()
+        if proc is self._proc and self._ctl is not None:
+            self._on_control()  # what the zygote said before it died
+            if self._ctl is not None:
+                self._on_zygote_gone()
 
     def _on_zygote_gone(self) -> None:
         if self._ctl is not None:
@@ -434,6 +444,8 @@ class ZygoteBackend(SandboxBackend):
                 async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
                     await asyncio.shield(live.exited)
         await self._stop_zygote()
+        prefix = self.instance + "-"
+        await asyncio.to_thread(cgroups.remove_stale, lambda name: name.startswith(prefix))
         await asyncio.to_thread(_remove_runtime, self.runtime)
         self._numbers.clear()
 

@@ -1,0 +1,290 @@
+"""The zygote backend, for real: isolation, workspace, restart, hostile code, life cycle of the fork server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from conftest import descendants, start_backend
+from thinkbox.errors import ConfigError, SessionDead, SessionStartError
+from thinkbox.sandbox import cgroups
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import Limits, Mount, SessionConfig
+from thinkbox.sandbox.zygote import ZygoteBackend
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def backend() -> AsyncIterator[ZygoteBackend]:
+    started = await start_backend("zygote")
+    assert isinstance(started, ZygoteBackend)
+    try:
+        yield started
+    finally:
+        await started.aclose()
+
+
+async def run(session: Session, code: str) -> str:
+    result = await session.execute(code)
+    assert result.error is None, result.error
+    return result.stdout
+
+
+async def test_state_persists_and_preloaded_libraries_import_instantly(backend: ZygoteBackend) -> None:
+    async with await backend.create_session() as s:
+        await run(s, "x = 41")
+        started = time.perf_counter()
+        result = await s.execute("import numpy, pandas, matplotlib.pyplot as plt\nx + 1")
+        elapsed = time.perf_counter() - started
+        assert result.result == "42"
+        assert elapsed < 0.5, f"imports took {elapsed:.3f} s: the libraries were not preloaded"
+
+
+async def test_two_sessions_get_different_random_streams(backend: ZygoteBackend) -> None:
+    code = "import random, numpy\nprint(random.random(), numpy.random.rand())"
+    async with await backend.create_session() as a, await backend.create_session() as b:
+        out_a, out_b = await run(a, code), await run(b, code)
+    first, second = out_a.split(), out_b.split()
+    assert first[0] != second[0] and first[1] != second[1]
+
+
+async def test_each_session_runs_as_its_own_uid_without_privileges(backend: ZygoteBackend) -> None:
+    code = (
+        "import os\nst = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+        "print(os.getuid(), os.getgid(), st['CapEff'].strip(), st['CapBnd'].strip(), st['NoNewPrivs'].strip(),"
+        " st['Seccomp'].strip(), os.getgroups())"
+    )
+    async with await backend.create_session() as a, await backend.create_session() as b:
+        out_a, out_b = (await run(a, code)).split(), (await run(b, code)).split()
+    assert out_a[0] != out_b[0]
+    for out in (out_a, out_b):
+        assert int(out[0]) >= 100000 and out[0] == out[1]
+        assert out[2:6] == ["0000000000000000", "0000000000000000", "1", "2"]
+        assert out[6] == "[]"
+
+
+async def test_connecting_to_a_host_loopback_listener_fails(backend: ZygoteBackend) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        async with await backend.create_session() as s:
+            result = await s.execute(
+                f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)"
+            )
+            assert result.error is not None and result.error.type in ("ConnectionRefusedError", "OSError")
+            out = await run(
+                s, "print([l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]])"
+            )
+            assert out.strip() == "['lo']"
+    finally:
+        server.close()
+
+
+async def test_host_files_are_invisible(backend: ZygoteBackend) -> None:
+    code = (
+        "import os\n"
+        "for p in ('/etc/shadow', '/work/main/README.md', '/root/.bashrc', '/home', '/sys', '/run/thinkbox'):\n"
+        "    print(p, os.path.exists(p))\n"
+        "print(sorted(os.listdir('/root')), sorted(os.listdir('/work/main')), sorted(os.listdir('/')))"
+    )
+    async with await backend.create_session() as s:
+        out = await run(s, code)
+    for line in out.splitlines()[:-1]:
+        assert line.endswith("False"), line
+    assert "['.pyenv'] ['.venv']" in out.splitlines()[-1]
+
+
+async def test_root_is_read_only_and_workspace_tmp_are_writable(backend: ZygoteBackend) -> None:
+    async with await backend.create_session() as s:
+        result = await s.execute("open('/usr/evil', 'w')")
+        assert result.error is not None and "Read-only" in result.error.message
+        result = await s.execute("open('/etc/evil', 'w')")
+        assert result.error is not None
+        out = await run(
+            s, "import os\nopen('a.txt','w').write('x'); open('/tmp/b','w').write('y'); print(os.getcwd())"
+        )
+        assert out.strip() == "/workspace"
+
+
+async def test_full_workspace_gives_enospc(backend: ZygoteBackend) -> None:
+    config = SessionConfig(limits=Limits(workspace_mib=4))
+    async with await backend.create_session(config) as s:
+        result = await s.execute("open('big', 'wb').write(b'x' * (16 * 1024 * 1024))")
+    assert result.error is not None and "No space left" in result.error.message
+
+
+async def test_host_directories_mount_read_only_and_read_write(
+    backend: ZygoteBackend, tmp_path: Path
+) -> None:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    rw.chmod(0o777)
+    (ro / "data.txt").write_text("from host")
+    config = SessionConfig(
+        mounts=(Mount(source=ro, target="in"), Mount(source=rw, target="/workspace/out", read_only=False))
+    )
+    async with await backend.create_session(config) as s:
+        assert (await run(s, "print(open('in/data.txt').read())")).strip() == "from host"
+        result = await s.execute("open('in/new.txt', 'w')")
+        assert result.error is not None and "Read-only" in result.error.message
+        await run(s, "open('out/result.txt', 'w').write('from sandbox')")
+        result = await s.execute("import os\nos.listdir('in/..//../..')")
+        assert result.result is not None and "main" not in result.result
+    assert (rw / "result.txt").read_text() == "from sandbox"
+    assert sorted(p.name for p in ro.iterdir()) == ["data.txt"]
+
+
+@pytest.mark.parametrize("target", ["..", "../etc", "/etc", "/workspace", "a/../../b"])
+async def test_mount_targets_outside_the_workspace_are_refused(
+    backend: ZygoteBackend, tmp_path: Path, target: str
+) -> None:
+    with pytest.raises(ConfigError, match="mount target"):
+        await backend.create_session(SessionConfig(mounts=(Mount(source=tmp_path, target=target),)))
+
+
+async def test_restart_keeps_files_and_loses_variables(backend: ZygoteBackend) -> None:
+    async with await backend.create_session() as s:
+        await run(s, "v = 7\nopen('kept.txt', 'w').write('still here')")
+        await s.restart()
+        result = await s.execute("v")
+        assert result.error is not None and result.error.type == "NameError"
+        assert await s.get_file("kept.txt") == b"still here"
+
+
+async def test_closed_session_workspace_and_cgroup_are_removed(backend: ZygoteBackend) -> None:
+    s = await backend.create_session()
+    await run(s, "open('f', 'w').write('x')")
+    sid = s.id
+    await s.close()
+    assert not (backend.runtime / "ws" / sid).exists()
+    assert cgroups.existing(f"{backend.instance}-{sid}") is None
+
+
+async def test_hostile_code_gets_a_clear_result_and_the_backend_keeps_serving(backend: ZygoteBackend) -> None:
+    cases = {
+        "import os\nos._exit(3)": "status 3",
+        "import ctypes\nctypes.string_at(0)": "SIGSEGV",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)": "SIGKILL",
+    }
+    for code, reason in cases.items():
+        async with await backend.create_session() as s:
+            result = await s.execute(code)
+            assert result.killed and not result.state_survived
+            assert result.error is not None and reason in result.error.message, result.error
+            assert not s.is_alive()
+    async with await backend.create_session() as s:
+        assert (await s.execute("6 * 7")).result == "42"
+
+
+async def test_secrets_in_the_engine_environment_are_not_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THINKBOX_TEST_SECRET", "hunter2-secret-value")
+    own = await start_backend("zygote")
+    assert isinstance(own, ZygoteBackend)
+    try:
+        async with await own.create_session() as s:
+            code = (
+                "import os, glob\nfound = [k for k, v in os.environ.items() if 'hunter2' in v]\n"
+                "for p in glob.glob('/proc/*/environ'):\n"
+                "    try:\n        found += [p] if b'hunter2' in open(p, 'rb').read() else []\n"
+                "    except OSError:\n        pass\nprint(found)"
+            )
+            assert (await run(s, code)).strip() == "[]"
+        assert own.zygote_pid is not None
+        assert b"hunter2" not in Path(f"/proc/{own.zygote_pid}/environ").read_bytes()
+    finally:
+        await own.aclose()
+
+
+async def test_no_process_outlives_close_and_aclose() -> None:
+    before = descendants()
+    own = await start_backend("zygote")
+    assert isinstance(own, ZygoteBackend)
+    sessions = [await own.create_session() for _ in range(3)]
+    for s in sessions:
+        await run(s, "import subprocess\np = subprocess.Popen(['sleep', '600'])")
+    zygote_pid = own.zygote_pid
+    assert zygote_pid is not None
+    assert len(descendants(zygote_pid)) >= 9  # 3 x (init, interpreter, sleep)
+    await sessions[0].close()
+    assert len(descendants(zygote_pid)) == 6
+    await own.aclose()
+    assert descendants() - before == set()
+    assert not own.runtime.exists()
+    assert cgroups.remove_stale(lambda name: name.startswith(own.instance)) == []
+
+
+async def test_kill_ends_the_whole_session_and_reports_it(backend: ZygoteBackend) -> None:
+    async with await backend.create_session() as s:
+        await run(s, "import subprocess\np = subprocess.Popen(['sleep', '600'])")
+        proc = s.process
+        assert proc is not None
+        pids = proc.host_pids()
+        assert len(pids) == 2
+        await proc.kill()
+        info = await proc.wait()
+        assert info.returncode is not None
+        await asyncio.sleep(0.05)
+        assert all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in pids)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+async def test_a_dead_zygote_is_reported_and_start_relaunches_it() -> None:
+    own = await start_backend("zygote")
+    assert isinstance(own, ZygoteBackend)
+    try:
+        s = await own.create_session()
+        assert own.zygote_pid is not None
+        os.kill(own.zygote_pid, 9)
+        await asyncio.sleep(0.3)  # the backend notices the closed control socket and kills the orphans
+        try:
+            result = await s.execute("1 + 1")
+            assert result.killed and not result.state_survived
+        except SessionDead as exc:
+            assert "connection" in str(exc)
+        assert not s.is_alive()
+        async with await own.create_session() as fresh:
+            assert (await fresh.execute("1 + 1")).result == "2"
+        await s.close()
+    finally:
+        await own.aclose()
+
+
+async def test_a_failing_setup_step_names_its_reason(backend: ZygoteBackend, tmp_path: Path) -> None:
+    first = await backend.spawn("clash-test", SessionConfig())
+    async with Session(backend, "clash-test", SessionConfig()) as s:
+        s._proc = first
+        s._reader, s._writer = await asyncio.open_unix_connection(sock=first.sock)
+        await s._read_frame()  # hello
+        s.hello = {"type": "hello"}
+        await run(s, "open('clash', 'w').write('a file where a mount should go')")
+        await s._teardown()
+        config = SessionConfig(mounts=(Mount(source=tmp_path, target="clash"),))
+        s.config = config
+        with pytest.raises(SessionStartError, match="sandbox setup failed"):
+            await s._connect()
+
+
+async def test_many_sessions_requested_at_once_all_become_ready(backend: ZygoteBackend) -> None:
+    sessions = await asyncio.gather(*(backend.create_session() for _ in range(30)))
+    try:
+        results = await asyncio.gather(*(s.execute("import os\nos.getuid()") for s in sessions))
+        assert len({r.result for r in results}) == 30
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
