@@ -14,6 +14,7 @@ Measured in one process, one model instance (as the agent uses it):
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
@@ -84,6 +85,10 @@ class ModelBenchReport(BaseModel):
     turn3_s_cached: float
     turn3_s_uncached: float
     turn3_speedup: float
+    load_avg: tuple[float, float] = Field(
+        (0.0, 0.0),
+        description="1-minute load average at the start and the end: other work skews the figures.",
+    )
     questions: dict[str, QuestionScore] = Field(default_factory=dict)
 
 
@@ -160,7 +165,7 @@ async def measure_speed(model: LocalModel, *, temperature: float, say: Progress)
             "content": "Write a Python function that parses an ISO date, with a docstring and tests.",
         },
     ]
-    reply, first, total = await _timed(model, ModelRequest(messages=speed_chat, max_tokens=160))
+    reply, first, total = await _timed(model, ModelRequest(messages=speed_chat, max_tokens=128))
     evaluated = reply.usage.prompt_tokens - reply.usage.cached_tokens
     prompt_tok_s = evaluated / first
     gen_tok_s = (reply.usage.completion_tokens - 1) / max(total - first, 1e-6)
@@ -247,10 +252,10 @@ async def run_model_bench(
 ) -> ModelBenchReport:
     say = progress or (lambda _msg: None)
     temp = settings.model.temperature if temperature is None else temperature
-    if temp != settings.model.temperature:
-        settings = settings.model_copy(
-            update={"model": settings.model.model_copy(update={"temperature": temp})}
-        )
+    # a measurement, not a user waiting: on a loaded machine a reply may take minutes
+    update = {"temperature": temp, "timeout_s": max(settings.model.timeout_s, 900.0)}
+    settings = settings.model_copy(update={"model": settings.model.model_copy(update=update)})
+    load_before = os.getloadavg()[0]
     model = LocalModel.from_settings(settings)
     try:
         say(f"loading {model.model_path}")
@@ -265,6 +270,7 @@ async def run_model_bench(
             temperature=temp,
             load_s=round(model.load_s or 0.0, 2),
             rss_mib=round(rss_mib(), 1),
+            load_avg=(round(load_before, 2), round(os.getloadavg()[0], 2)),
             questions=scores,
             **{k: v for k, v in speed.items() if k in ModelBenchReport.model_fields},
         )
@@ -279,7 +285,7 @@ def render(report: ModelBenchReport, print_line: Callable[[str], None] = print) 
     )
     print_line(f"prompt       {r.prompt_tok_s} tok/s  ({r.prompt_tokens} tokens from an empty cache)")
     print_line(f"generation   {r.gen_tok_s} tok/s  ({r.gen_tokens} tokens)")
-    print_line(f"memory       {r.rss_mib:.0f} MiB RSS")
+    print_line(f"memory       {r.rss_mib:.0f} MiB RSS   (load average {r.load_avg[0]} -> {r.load_avg[1]})")
     print_line(
         f"turn 3       {r.turn3_s_cached} s with KV-cache reuse ({r.turn3_cached_tokens}/"
         f"{r.turn3_prompt_tokens} prompt tokens cached), {r.turn3_s_uncached} s without: x{r.turn3_speedup}"
