@@ -47,7 +47,7 @@ async def test_a_script_file_may_be_a_json_list_or_json_lines(tmp_path: Path) ->
         assert texts[0] == "plain text" and json.loads(texts[1])["final_answer"] == "1"
 
 
-def test_a_missing_or_broken_script_names_the_setting(tmp_path: Path) -> None:
+async def test_a_missing_or_broken_script_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="THINKBOX_MODEL__SCRIPT"):
         ScriptedModel.from_file(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
