@@ -213,9 +213,13 @@ ACTION_SCHEMA = {
 
 
 @pytest.fixture(scope="module")
-def local_model() -> Iterator[object]:
+def local_model(request: pytest.FixtureRequest) -> Iterator[object]:
     from thinkbox.models.local import LocalModel
 
+    if "model" not in (request.config.option.markexpr or ""):
+        pytest.skip(
+            "runs the real local model: select it with `pytest -m model` (one model process at a time)"
+        )
     try:
         model = LocalModel.from_settings(load_settings(model={"name": TEST_MODEL, "context_tokens": 2048}))
     except ConfigError as exc:
@@ -275,7 +279,7 @@ async def test_json_schema_constrains_the_reply(local_model: object) -> None:
     )
     reply = await complete(local_model, request)
     assert reply.constrained and reply.finish_reason == "stop"
-    action = json.loads(reply.text, strict=False)
+    action = json.loads(reply.text)  # strict: no raw control characters inside strings
     assert set(action) == {"thought", "code", "final_answer"}
     assert all(isinstance(v, str) for v in action.values())
 
@@ -328,3 +332,14 @@ async def test_a_consumer_that_leaves_early_stops_generation(local_model: object
     after_close = await complete(local_model, ModelRequest(messages=chat("Say ok."), max_tokens=4))
     assert after_close.text
     assert time.perf_counter() - started < 15  # 400 tokens would take far longer on this machine
+
+
+def test_schema_grammar_forbids_raw_newlines_in_strings() -> None:
+    pytest.importorskip("llama_cpp", reason="the llama-cpp-python runtime is not installed")
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from thinkbox.models.local import strict_strings
+
+    gbnf = strict_strings(json_schema_to_gbnf(json.dumps(ACTION_SCHEMA)))
+    (char_rule,) = [line for line in gbnf.splitlines() if line.startswith("char ::=")]
+    assert char_rule.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] |')

@@ -297,10 +297,10 @@ class LocalModel:
         key = json.dumps(schema)  # property order matters: the grammar emits them in this order
         grammar = self._grammars.get(key)
         if grammar is None:
-            from llama_cpp.llama_grammar import LlamaGrammar
+            from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
             try:
-                grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+                grammar = LlamaGrammar.from_string(strict_strings(json_schema_to_gbnf(key)), verbose=False)
             except (ValueError, RuntimeError, KeyError, TypeError) as exc:
                 raise ModelError(f"the local model cannot enforce this JSON schema: {exc}") from exc
             if len(self._grammars) >= 16:
@@ -313,6 +313,19 @@ class LocalModel:
         self._last = None
         if self._llm is not None:
             self._llm.reset()
+
+
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def strict_strings(gbnf: str) -> str:
+    """The grammar with JSON strings that cannot hold raw control characters.
+
+    llama-cpp-python's schema converter lets a string contain a raw newline, which ``json.loads`` rejects;
+    models write code into strings, so they do it often. Here they must write ``\\n``, as JSON requires.
+    """
+    return gbnf.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
