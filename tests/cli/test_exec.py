@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,73 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "absent.py" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _ctrl_c(backend: str, code: str, presses: int) -> tuple[int, str, list[int]]:
+    """Run code, press Ctrl-C ``presses`` times: SIGINT to the process group, as a terminal does."""
+    proc = subprocess.Popen(
+        [str(THINKBOX), "exec", "--backend", backend, "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(code)
+    proc.stdin.close()
+    assert proc.stdout.readline() == "started\n"
+    tree = _descendants(proc.pid)
+    for _ in range(presses):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+    returncode = proc.wait(timeout=30)
+    stderr = proc.stderr.read()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return returncode, stderr, [pid for pid in tree if _alive(pid)]
+
+
+def test_ctrl_c_interrupts_the_code_and_leaves_no_process(backend: str) -> None:
+    code = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+    returncode, stderr, left = _ctrl_c(backend, code, presses=1)
+    assert returncode == 1
+    assert "KeyboardInterrupt" in stderr
+    assert left == []
+
+
+def test_second_ctrl_c_kills_code_that_ignores_the_interrupt(backend: str) -> None:
+    code = (
+        "import time\nprint('started', flush=True)\n"
+        "while True:\n    try:\n        time.sleep(60)\n    except KeyboardInterrupt:\n        pass\n"
+    )
+    returncode, stderr, left = _ctrl_c(backend, code, presses=2)
+    assert returncode == 130, stderr
+    assert "cancelled" in stderr
+    assert left == []
