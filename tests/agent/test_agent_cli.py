@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -101,7 +102,7 @@ def test_ask_saves_figures_and_shows_their_paths(tmp_path: Path, env: dict[str, 
         (["  "], "the question is empty"),
         (["x" * 60_000], "more than the limit of 50,000"),
         (["--model", "scripted", "q"], "THINKBOX_MODEL__SCRIPT (or --script)"),
-        (["--backend", "nope", "--script", "x.json", "q"], "cannot read the model script"),
+        (["--script", "no-such-script.json", "q"], "cannot read the model script"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args: list[str], message: str, env: dict[str, str]) -> None:
@@ -192,3 +193,32 @@ def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, 
     while any(_alive(p) for p in tree) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in tree if _alive(p)]
+
+
+def _chat_server_class() -> Any:
+    """The OpenAI-protocol test server of tests/models (a real HTTP server on 127.0.0.1)."""
+    path = Path(__file__).parents[1] / "models" / "chat_server.py"
+    spec = importlib.util.spec_from_file_location("agent_tests_chat_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.ChatServer
+
+
+def test_ask_through_an_openai_compatible_endpoint(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with _chat_server_class()() as server:
+        reply = json.dumps(ANSWER)
+        server.state.reply = [reply[i : i + 7] for i in range(0, len(reply), 7)]
+        result = ask("--json", "--base-url", server.base_url, "--model", "test-model", "48271 * 9173?")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout.splitlines()[-1])["answer"] == "442789883"
+        sent = server.state.requests[-1]
+        assert sent["model"] == "test-model" and sent["messages"][0]["role"] == "system"
+        wrong = ask("--json", "--base-url", server.base_url, "--model", "no-such-model", "q")
+    assert wrong.exit_code == 2, wrong.output
+    last = json.loads(wrong.stdout.splitlines()[-1])
+    assert last["type"] == "run_error" and "no-such-model" in last["message"]

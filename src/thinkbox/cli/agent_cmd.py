@@ -8,6 +8,7 @@ session closed, nothing left running).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -179,17 +180,21 @@ class _Resources:
         return self._session
 
     async def __aenter__(self) -> _Resources:
+        """The model is built (imports, weights) in a thread while the sandbox starts."""
         from thinkbox.models.factory import get_model
 
+        self.backend = registry.create_backend(self.settings.sandbox.backend)
+        model = asyncio.ensure_future(asyncio.to_thread(get_model, self.settings))
         try:
-            self._model = get_model(self.settings)
-            self.backend = registry.create_backend(self.settings.sandbox.backend)
             self._session = await self.backend.create_session(
                 SessionConfig(limits=self.settings.sandbox.limits)
             )
             for path in self.files:
-                await self._session.put_file(path.name, path.read_bytes())
+                await self._session.put_file(path.name, _read(path))
+            self._model = await model
         except BaseException:
+            with contextlib.suppress(BaseException):
+                self._model = self._model or await model
             await self.aclose()
             raise
         return self
@@ -287,6 +292,13 @@ def _check_files(files: list[Path]) -> list[Path]:
             f"--file: two files are named {', '.join(duplicates)}; rename one (they share /workspace)"
         )
     return files
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--file {path}: cannot read it ({exc.strerror})") from None
 
 
 def _fail(exc: ThinkboxError, json_out: bool) -> None:
