@@ -30,7 +30,8 @@ and well-known facts.
 Rules:
 1. Only what you print() comes back to you: print every value you need to see.
 2. Small steps. If the code fails, fix it with debug_error.
-3. The final answer is the value computed in the last output (with units); check that they match.
+3. Answer exactly what was asked, with the value computed in the last output (and units); check \
+that they match.
 4. In JSON strings write \\n for a new line and \\" for a quote; never use triple quotes.
 
 Example.

@@ -1,0 +1,74 @@
+"""What the model is told: the system prompt and the observations of executions."""
+
+from __future__ import annotations
+
+import json
+
+from thinkbox.agent.parse import parse_action
+from thinkbox.agent.prompts import cut_middle, observation, system_prompt
+from thinkbox.sandbox.types import ExecutionError, ExecutionResult, FileInfo
+
+
+def test_system_prompt_lists_workspace_files_but_not_hidden_ones() -> None:
+    files = [
+        FileInfo(path="transactions.xlsx", size=5300, is_dir=False),
+        FileInfo(path="data", size=0, is_dir=True),
+        FileInfo(path="data/b.csv", size=12, is_dir=False),
+        FileInfo(path=".config/matplotlib/x", size=1, is_dir=False),
+    ]
+    prompt = system_prompt(files)
+    assert "Files in /workspace: transactions.xlsx (5.2 KB), data/b.csv (12 B)." in prompt
+    assert ".config" not in prompt
+    assert "The workspace has no files." in system_prompt([])
+
+
+def test_system_prompt_is_compact_and_teaches_the_loop() -> None:
+    prompt = system_prompt([])
+    assert len(prompt) < 2100  # ~500 tokens of Qwen2.5: ~3.3 s of prompt processing on 2 cores
+    for needed in ("numpy, pandas, matplotlib, openpyxl", "print()", "debug_error", "well-known facts"):
+        assert needed in prompt
+    # Every example reply in the prompt is itself a valid action, in the constrained form.
+    replies = [line for line in prompt.splitlines() if line.startswith('{"thought"') and '"..."' not in line]
+    actions = [parse_action(line).action.action for line in replies]
+    assert actions == ["execute_code", "debug_error", "provide_answer", "provide_answer"]
+    assert all(parse_action(line).repairs == () for line in replies)
+    assert all(set(json.loads(line)) == {"thought", "action", "code", "final_answer"} for line in replies)
+
+
+def test_observation_of_output_value_and_success() -> None:
+    text = observation(ExecutionResult(stdout="6386.41\n", result="6386.41"), max_chars=1000, timeout_s=30)
+    assert text.startswith("Output:\n6386.41\nValue: 6386.41\n")
+    assert "provide_answer" in text
+
+
+def test_observation_of_an_error_ends_with_the_exception_line() -> None:
+    error = ExecutionError(
+        type="NameError",
+        message="name 'x' is not defined",
+        traceback='Traceback (most recent call last):\n  File "<cell-1>", line 1\n'
+        "NameError: name 'x' is not defined\n",
+    )
+    text = observation(ExecutionResult(error=error), max_chars=1000, timeout_s=30)
+    assert text.endswith("NameError: name 'x' is not defined")
+    assert "provide_answer" not in text
+
+
+def test_observation_when_nothing_was_printed_asks_for_print() -> None:
+    assert "print() the values you need" in observation(ExecutionResult(), max_chars=1000, timeout_s=30)
+
+
+def test_observation_says_whether_state_survived_a_timeout() -> None:
+    interrupted = observation(ExecutionResult(timed_out=True, interrupted=True), max_chars=1000, timeout_s=5)
+    assert "longer than the 5 s time limit and was interrupted" in interrupted and "are kept" in interrupted
+    killed = ExecutionResult(timed_out=True, killed=True, state_survived=False)
+    text = observation(killed, max_chars=1000, timeout_s=5, restarted=True)
+    assert "killed after the 5 s time limit" in text and "lost" in text and "fresh interpreter" in text
+
+
+def test_cut_middle_keeps_head_and_tail_with_a_marker() -> None:
+    text = "".join(f"line {i}\n" for i in range(1000))
+    cut = cut_middle(text, 300)
+    assert len(cut) <= 300
+    assert cut.startswith("line 0\n") and cut.endswith("line 999\n")
+    assert "characters cut here" in cut
+    assert cut_middle("short", 300) == "short"
