@@ -59,6 +59,14 @@ def test_code_from_a_file_runs_and_saves_figures(backend: str, tmp_path: Path) -
     assert str(png) in proc.stderr
 
 
+def test_rich_value_is_printed_once_as_text(backend: str, tmp_path: Path) -> None:
+    code = "import pandas as pd\npd.DataFrame({'col': [7]})\n"
+    proc = _exec("--backend", backend, "--figures-dir", str(tmp_path), "-", stdin=code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("col") == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_json_carries_output_value_error_and_timing(backend: str, tmp_path: Path) -> None:
     proc = _exec(
         "--json", "--backend", backend, "--figures-dir", str(tmp_path), "-", stdin="print('out')\n2 * 21"

@@ -45,6 +45,7 @@ class _Run:
     session_id: str = ""
     session_ms: float = 0.0
     saved: list[dict[str, Any]] = field(default_factory=list)
+    pending_text: list[str] = field(default_factory=list)
     result: ExecutionResult | None = None
 
 
@@ -124,6 +125,8 @@ async def _execute(code: str, run: _Run, config: SessionConfig) -> int:
         run.session_id, run.session_ms = session.id, (time.perf_counter() - started) * 1000
         try:
             async for item in session.stream(code):
+                if isinstance(item, DisplayData):
+                    _flush_text(run)
                 if isinstance(item, OutputChunk):
                     if not run.json_out:
                         stream = sys.stdout if item.name == "stdout" else sys.stderr
@@ -148,9 +151,15 @@ async def _execute(code: str, run: _Run, config: SessionConfig) -> int:
 
 
 def _show_display(item: DisplayData, run: _Run) -> None:
-    """Save a rich output to a file (png > svg > html) and say where; plain text is printed as is."""
+    """Save an image (png > svg) to a file and say where; html without a text form goes to a file too.
+
+    A text-only display is printed when the next display arrives, or at the end unless it is the value
+    of the last expression (printed as the result anyway).
+    """
     index = len(run.saved) + 1
     mime = next((m for m in _SUFFIX if m in item.mime), None)
+    if mime == "text/html" and "text/plain" in item.mime:
+        mime = None
     entry: dict[str, Any] = {"mime_types": sorted(item.mime), "path": None}
     if mime is not None:
         run.figures_dir.mkdir(parents=True, exist_ok=True)
@@ -163,9 +172,17 @@ def _show_display(item: DisplayData, run: _Run) -> None:
         entry["path"] = str(path)
         if not run.json_out:
             print(f"[display {index}: {mime} saved to {path}]", file=sys.stderr, flush=True)
-    elif not run.json_out and "text/plain" in item.mime:
-        print(item.mime["text/plain"], flush=True)
+    elif "text/plain" in item.mime:
+        entry["text"] = item.mime["text/plain"]
+        run.pending_text.append(item.mime["text/plain"])
     run.saved.append(entry)
+
+
+def _flush_text(run: _Run, skip: str | None = None) -> None:
+    for text in run.pending_text:
+        if not run.json_out and text != skip:
+            print(text, flush=True)
+    run.pending_text.clear()
 
 
 def _print_result(result: ExecutionResult, run: _Run) -> None:
@@ -189,6 +206,7 @@ def _print_result(result: ExecutionResult, run: _Run) -> None:
         }
         print(json.dumps(data, ensure_ascii=False))
         return
+    _flush_text(run, skip=result.result)
     if result.result is not None:
         print(result.result, flush=True)
     if result.error is not None:
