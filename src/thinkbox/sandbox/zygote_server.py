@@ -47,11 +47,7 @@ from thinkbox.sandbox import cgroups, isolation, kernel, rlimits, seccomp
 from thinkbox.sandbox.types import Limits
 
 SESSION_NAMESPACES = (
-    isolation.CLONE_NEWNS
-    | isolation.CLONE_NEWNET
-    | isolation.CLONE_NEWIPC
-    | isolation.CLONE_NEWUTS
-    | isolation.CLONE_NEWCGROUP
+    isolation.CLONE_NEWNS | isolation.CLONE_NEWNET | isolation.CLONE_NEWIPC | isolation.CLONE_NEWUTS
 )
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
@@ -146,13 +142,9 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- B: pid 1 of the session's pid namespace ----------------------------------------------------------
-def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) -> None:
+def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int, go_fd: int) -> None:
     sid = str(req["sid"])
     workspace = os.path.join(ctx.ws_root, sid)
-    if ctx.privileged:
-        cg = cgroups.Cgroup.create(f"{ctx.instance}-{sid}", limits)
-        if cg is not None:
-            cg.add(0)
     os.makedirs(workspace, mode=0o700, exist_ok=True)
     if not os.path.ismount(workspace):  # a restart keeps the mounted workspace and its files
         opts = f"size={limits.workspace_mib}m,mode=0700,uid={uid},gid={uid}"
@@ -178,6 +170,12 @@ def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) 
         target = f"{r}/workspace/{m['target']}"
         os.makedirs(target, exist_ok=True)
         isolation.bind(m["source"], target, read_only=bool(m["read_only"]), recursive=True)
+    # The zygote moves B into the session's cgroup meanwhile (a cgroup migration waits for an RCU grace
+    # period, so it overlaps with the mounts above); the cgroup namespace is rooted where B is then.
+    if os.read(go_fd, 1) != b"1":
+        raise OSError(0, "the zygote could not move the session into its cgroup")
+    os.close(go_fd)
+    isolation.unshare(isolation.CLONE_NEWCGROUP)
     os.chdir(r)
     isolation.pivot_root(".", ".")
     isolation.umount2(".", isolation.MNT_DETACH)
@@ -185,12 +183,13 @@ def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) 
     isolation.sethostname("sandbox")
 
 
-def _session_b(ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any]) -> None:
+def _session_b(
+    ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any], limits: Limits, go_fd: int
+) -> None:
     sid = str(req["sid"])
     try:
-        limits = Limits.model_validate(req["limits"])
         uid = ctx.uid_base + int(req["n"]) if ctx.privileged else 0
-        _setup_session(ctx, req, limits, uid)
+        _setup_session(ctx, req, limits, uid, go_fd)
         child = os.fork()
     except BaseException as exc:
         _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
@@ -302,26 +301,45 @@ class Server:
 
     def spawn(self, req: dict[str, Any], fd: int) -> None:
         sid = str(req["sid"])
+        cg: cgroups.Cgroup | None = None
         try:
+            limits = Limits.model_validate(req["limits"])
+            if self.ctx.privileged:
+                cg = cgroups.Cgroup.create(f"{self.ctx.instance}-{sid}", limits)
             isolation.unshare(isolation.CLONE_NEWPID)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             os.close(fd)
-            msg = f"no new pid namespace: {_reason(exc)}"
+            if cg is not None:
+                with contextlib.suppress(OSError):
+                    cg.destroy()
+            msg = f"session setup failed in the zygote: {_reason(exc)}"
             _send(self.ctl, {"op": "error", "sid": sid, "message": msg, "no_process": True})
             return
+        go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 sess = socket.socket(fileno=fd)
-                _close_other_fds({0, 1, 2, self.ctl.fileno(), sess.fileno()})
-                _session_b(self.ctx, self.ctl, sess, req)
+                _close_other_fds({0, 1, 2, self.ctl.fileno(), sess.fileno(), go_r})
+                _session_b(self.ctx, self.ctl, sess, req, limits, go_r)
             finally:
                 os._exit(1)
         isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
         os.close(fd)
+        os.close(go_r)
         _send(self.ctl, {"op": "spawned", "sid": sid, "pid": pid})
+        go = b"1"
+        if cg is not None:
+            try:
+                cg.add(pid)
+            except OSError as exc:
+                go = b"0"
+                msg = f"could not move the session into its cgroup: {_reason(exc)}"
+                _send(self.ctl, {"op": "error", "sid": sid, "message": msg})
+        os.write(go_w, go)
+        os.close(go_w)
 
     def release(self, sid: str) -> None:
         workspace = os.path.join(self.ctx.ws_root, sid)
