@@ -222,3 +222,37 @@ def test_ask_through_an_openai_compatible_endpoint(
     assert wrong.exit_code == 2, wrong.output
     last = json.loads(wrong.stdout.splitlines()[-1])
     assert last["type"] == "run_error" and "no-such-model" in last["message"]
+
+
+def test_ctrl_c_in_chat_stops_that_answer_and_the_chat_goes_on(tmp_path: Path, env: dict[str, str]) -> None:
+    hang = {**CODE, "code": "kept = 41\nimport time\nprint('started', flush=True)\ntime.sleep(60)"}
+    after = {**CODE, "code": "print(kept + 1)"}
+    replies = [hang, after, {**ANSWER, "final_answer": "forty-two"}]
+    cmd = [sys.executable, "-c", "from thinkbox.cli.app import main; main()", "chat"]
+    cmd += ["--model", "scripted", "--script", script(tmp_path, *replies)]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env, "COLUMNS": "100"},
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("hang please\n")
+        proc.stdin.flush()
+        for line in proc.stdout:
+            if line.strip() == "started":
+                break
+        else:
+            pytest.fail("the code never started")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate("and now?\n\n", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "interrupted" in out
+    assert "42" in out and "forty-two" in out  # the variable from before the interrupt is still there
