@@ -150,6 +150,16 @@ def _agent_chat() -> tuple[list[Message], list[str]]:
     return messages, observations
 
 
+def _as_history(reply: str) -> str:
+    """The reply as the agent loop keeps it in the history (its canonical action JSON)."""
+    from thinkbox.agent.parse import InvalidAction, parse_action
+
+    try:
+        return parse_action(reply).action.to_message()
+    except InvalidAction:
+        return reply
+
+
 async def measure_speed(model: LocalModel, *, temperature: float, say: Progress) -> dict[str, Any]:
     from thinkbox.agent.actions import action_json_schema
 
@@ -178,7 +188,7 @@ async def measure_speed(model: LocalModel, *, temperature: float, say: Progress)
             model, ModelRequest(chat, json_schema=schema, max_tokens=256, temperature=temperature)
         )
         chat += [
-            {"role": "assistant", "content": r.text},
+            {"role": "assistant", "content": _as_history(r.text)},
             {"role": "user", "content": observations[turn]},
         ]
     turn3 = ModelRequest(chat, json_schema=schema, max_tokens=256, temperature=0.0)
