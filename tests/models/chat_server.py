@@ -8,6 +8,7 @@ queued status codes, a wrong key, unknown models, refused request fields, a dela
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class ChatServerState:
     """Pause before the response headers."""
     chunk_delay_s: float = 0.0
     """Pause before each streamed chunk."""
+    drop_after: int | None = None
+    """Close the connection, mid-stream, after this many content chunks."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     models_calls: int = 0
 
@@ -111,6 +114,12 @@ class ChatServer:
                     self._json(200, _completion(body, text))
 
             def _stream(self, body: dict[str, Any]) -> None:
+                try:
+                    self._stream_chunks(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+                    self.close_connection = True
+
+            def _stream_chunks(self, body: dict[str, Any]) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -132,7 +141,13 @@ class ChatServer:
 
                 first = {"role": "assistant", "content": ""}
                 send({**base, "choices": [{"index": 0, "delta": first, "finish_reason": None}]})
-                for piece in state.reply:
+                for index, piece in enumerate(state.reply):
+                    if state.drop_after is not None and index >= state.drop_after:
+                        state.drop_after = None
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
                     send(
                         {
                             **base,

@@ -114,6 +114,13 @@ async def test_wrong_key_is_auth_error_naming_the_key_setting(chat_server: ChatS
     assert info.value.retryable is False
 
 
+async def test_forbidden_is_auth_error_too(chat_server: ChatServer) -> None:
+    chat_server.state.faults = [403]
+
+    with pytest.raises(ModelAuthError, match="THINKBOX_MODEL__API_KEY"):
+        await complete(model_for(chat_server), ask())
+
+
 async def test_right_key_is_sent_as_bearer_token(chat_server: ChatServer) -> None:
     chat_server.state.api_key = "right-key"
 
@@ -135,6 +142,16 @@ async def test_unknown_model_is_not_found_naming_the_setting_and_the_served_mode
     assert "'no-such-model'" in message
     assert "other-model, test-model" in message
     assert chat_server.state.models_calls == 1
+
+
+async def test_base_url_missing_v1_is_not_found_pointing_at_the_base_url(chat_server: ChatServer) -> None:
+    root = chat_server.base_url.removesuffix("/v1")
+
+    with pytest.raises(ModelNotFound) as info:
+        await complete(OpenAICompatModel(base_url=root, model="test-model"), ask())
+
+    assert "THINKBOX_MODEL__BASE_URL" in str(info.value)
+    assert "/v1" in str(info.value)
 
 
 def closed_port() -> int:
@@ -173,6 +190,35 @@ async def test_stream_that_stalls_between_chunks_times_out(chat_server: ChatServ
 
     with pytest.raises(ModelTimeout):
         await complete(model_for(chat_server, timeout_s=0.3), ask())
+
+
+async def test_reply_that_keeps_dribbling_past_the_timeout_is_cut(chat_server: ChatServer) -> None:
+    chat_server.state.chunk_delay_s = 0.15
+    chat_server.state.reply = ["a"] * 20
+    deltas: list[str] = []
+    started = time.monotonic()
+
+    with pytest.raises(ModelTimeout, match="still writing"):
+        async for event in model_for(chat_server, timeout_s=0.5).stream(ask()):
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+
+    assert 0 < len(deltas) < 20
+    assert time.monotonic() - started < 1.5
+
+
+async def test_connection_dropped_mid_stream_is_retryable_unavailable(chat_server: ChatServer) -> None:
+    chat_server.state.drop_after = 2
+    deltas: list[str] = []
+
+    with pytest.raises(ModelUnavailable) as info:
+        async for event in model_for(chat_server).stream(ask()):
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+
+    assert deltas == ["Hel", "lo"]
+    assert info.value.retryable is True
+    assert "THINKBOX_MODEL__BASE_URL" in str(info.value)
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

@@ -94,7 +94,7 @@ class OpenAICompatModel:
         response = await self._open(client, request)
         pieces: list[str] = []
         usage = Usage()
-        finish_reason = "stop"
+        finish_reason: str | None = None
         try:
             async for chunk in response:
                 if chunk.usage is not None:
@@ -121,6 +121,12 @@ class OpenAICompatModel:
             raise
         finally:
             await response.close()
+        if finish_reason is None:  # the connection closed before the server said the reply was complete
+            raise ModelUnavailable(
+                f"the model endpoint {self.base_url} closed the stream before the reply was complete; "
+                f"check the server (and {_BASE_URL} if a proxy is in between)",
+                retryable=True,
+            )
         yield ModelReply(
             text="".join(pieces),
             usage=usage,
