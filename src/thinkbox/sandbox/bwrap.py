@@ -69,6 +69,22 @@ _SANDBOX_ENV = {
     "MKL_NUM_THREADS": "1",
 }
 _PR_SET_PDEATHSIG = 1
+_PROC_HIDDEN = ("sys", "irq", "bus", "fs", "acpi", "scsi", "driver", "tty", "sysvipc", "pressure")
+"""/proc directories hidden under an empty read-only tmpfs. bwrap maps the session's uid to the caller's:
+when the engine runs as root that is kernel uid 0, for which files such as /proc/sys/kernel/core_pattern
+or /proc/irq/*/smp_affinity are writable without any capability (bwrap leaves them exposed because their
+directories are not writable)."""
+_PROC_COVERS = [
+    arg
+    for name in _PROC_HIDDEN
+    if os.path.isdir(f"/proc/{name}")
+    for arg in ("--size", "4096", "--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}")
+] + [
+    arg
+    for name in ("mtrr",)
+    if os.path.exists(f"/proc/{name}")
+    for arg in ("--ro-bind", "/dev/null", f"/proc/{name}")
+]
 
 
 def _propagated(code: int | None) -> int | None:
@@ -368,7 +384,7 @@ class BwrapBackend(SandboxBackend):
         for key, value in _SANDBOX_ENV.items():
             argv += ["--setenv", key, value]
         argv += self._base_args
-        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--proc", "/proc", *_PROC_COVERS, "--dev", "/dev"]
         argv += ["--size", str(limits.tmp_mib * MiB), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
         argv += ["--size", str(limits.workspace_mib * MiB), "--tmpfs", WORKSPACE]
         argv += ["--size", str(limits.tmp_mib * MiB), "--tmpfs", "/tmp", "--dir", MPL_DIR]
