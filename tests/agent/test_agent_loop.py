@@ -241,3 +241,15 @@ async def test_an_action_parsed_event_names_the_repairs(session: Session, settin
     model = ScriptedModel(["```json\n" + json.dumps(answer("9")) + "\n```"])
     events = await collect(run_agent("q", model=model, session=session, settings=settings))
     assert of(events, ActionParsed)[0].repairs == ["code fence around the JSON"]
+
+
+async def test_history_keeps_a_clean_reply_verbatim_and_drops_a_guess(
+    session: Session, settings: Settings
+) -> None:
+    compact = '{"thought":"t","action":"execute_code","code":"print(2)","final_answer":""}'
+    guessing = json.dumps({**code("print(3)"), "final_answer": "probably 3"})
+    model = ScriptedModel([compact, guessing, answer("3")])
+    await collect(run_agent("q", model=model, session=session, settings=settings))
+    history = model.requests[2].messages
+    assert history[2]["content"] == compact  # as generated: a local model's KV cache matches it
+    assert json.loads(history[4]["content"])["final_answer"] == ""  # the early guess is not shown back

@@ -11,6 +11,8 @@ are observations for the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -194,18 +196,37 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
         try:
             parsed = parse_action(reply.text)
         except InvalidAction as exc:
-            yield ParseFailed(step=run.step, attempt=attempt, error=exc.problem, raw=reply.text)
+            problem = exc.problem + _cut_note(reply, run)
+            yield ParseFailed(step=run.step, attempt=attempt, error=problem, raw=reply.text)
             pending = [{"role": "assistant", "content": reply.text[:_RAW_KEPT_CHARS]},
-                       {"role": "user", "content": prompts.reask(exc.problem)}]  # fmt: skip
+                       {"role": "user", "content": prompts.reask(problem)}]  # fmt: skip
             if run.tokens >= run.settings.agent.max_tokens or run.wall_left <= 0:
                 break
             continue
         run.action = parsed.action
-        run.messages.append({"role": "assistant", "content": parsed.action.to_message()})
+        run.messages.append({"role": "assistant", "content": _history_text(reply.text, parsed)})
         yield _action_event(run.step, parsed)
         return
     run.errors += 1
     run.messages.extend(pending)
+
+
+def _cut_note(reply: ModelReply, run: _Run) -> str:
+    if reply.finish_reason != "length":
+        return ""
+    return f" (the reply reached the limit of {run.settings.model.max_tokens} tokens: write less)"
+
+
+def _history_text(text: str, parsed: ParsedAction) -> str:
+    """The reply as written when it is already the canonical action (a local model's KV cache then
+    matches the history token for token); else the canonical JSON, so a repaired form or a guessed
+    ``final_answer`` written while coding is not shown back to the model."""
+    canonical = parsed.action.to_message()
+    if not parsed.repairs:
+        with contextlib.suppress(ValueError):
+            if json.loads(text, strict=False) == json.loads(canonical):
+                return text.strip()
+    return canonical
 
 
 def _action_event(step: int, parsed: ParsedAction) -> ActionParsed:
