@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from thinkbox.config import SandboxSettings
 from thinkbox.errors import SessionDead, ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.pool import SessionPool
+from thinkbox.sandbox.types import Limits
 
 WAIT_S = 60.0
 
@@ -180,3 +182,11 @@ async def test_max_sessions_caps_what_the_pool_starts(backend: SandboxBackend) -
         async with asyncio.timeout(WAIT_S):
             await pool.wait_full()
         await pool.release(b)
+
+
+async def test_pool_from_settings_uses_pool_size_idle_timeout_and_limits(backend: SandboxBackend) -> None:
+    settings = SandboxSettings(pool_size=1, idle_timeout_s=42, limits=Limits(timeout_s=7))
+    async with SessionPool.from_settings(backend, settings) as pool:
+        assert pool.size == 1 and pool.idle_timeout_s == 42
+        (session,) = pool.ready_sessions()
+        assert session.config.limits.timeout_s == 7

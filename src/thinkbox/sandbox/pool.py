@@ -30,11 +30,15 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from thinkbox.errors import SandboxError, SessionStartError, ThinkboxError
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import SessionConfig
+
+if TYPE_CHECKING:
+    from thinkbox.config import SandboxSettings
 
 _MAX_BACKOFF_S = 30.0
 
@@ -97,6 +101,16 @@ class SessionPool:
         self._backoff_s = 0.0
         self._created = self._warm = self._cold = self._replaced = self._reaped = self._failures = 0
         self._last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, backend: SandboxBackend, settings: SandboxSettings) -> SessionPool:
+        """A pool sized and timed by ``[sandbox]`` settings (pool_size, idle_timeout_s, limits)."""
+        return cls(
+            backend,
+            size=settings.pool_size,
+            config=SessionConfig(limits=settings.limits),
+            idle_timeout_s=settings.idle_timeout_s,
+        )
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self, *, wait: bool = True) -> None:
