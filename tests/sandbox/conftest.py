@@ -9,7 +9,8 @@ serves a whole test module, on the module's event loop: such modules set
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,29 @@ async def start_backend(name: str) -> SandboxBackend:
     return backend
 
 
+SECRET_PREFIX = "tbcanary"
+SECRET_VAR = "THINKBOX_TEST_PLANTED_SECRET"
+
+
+@pytest.fixture(scope="module")
+def planted_secret() -> Iterator[str]:
+    """A secret in this process's environment from BEFORE any backend is created; no session may see it."""
+    secret = SECRET_PREFIX + secrets.token_hex(16)
+    old = os.environ.get(SECRET_VAR)
+    os.environ[SECRET_VAR] = secret
+    try:
+        yield secret
+    finally:
+        if old is None:
+            os.environ.pop(SECRET_VAR, None)
+        else:
+            os.environ[SECRET_VAR] = old
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=BACKENDS)
-async def sandbox_backend(request: pytest.FixtureRequest) -> AsyncIterator[SandboxBackend]:
+async def sandbox_backend(
+    request: pytest.FixtureRequest, planted_secret: str
+) -> AsyncIterator[SandboxBackend]:
     backend = await start_backend(request.param)
     try:
         yield backend
