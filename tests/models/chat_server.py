@@ -25,7 +25,8 @@ class ChatServerState:
     faults: list[int] = field(default_factory=list)
     """Status codes answered (in order) before the next requests succeed."""
     refuse: set[str] = field(default_factory=set)
-    """Request fields answered with 400: ``json_schema``, ``json_object``, ``stream_options``."""
+    """Request fields answered with 400: ``json_schema``, ``strict`` (a strict json_schema), ``json_object``,
+    ``stream_options``."""
     vague_400: bool = False
     """Refusals say only "bad request" instead of naming the field."""
     delay_s: float = 0.0
@@ -99,8 +100,10 @@ class ChatServer:
                     self._error(404, f"The model `{body.get('model')}` does not exist", "model_not_found")
                     return
                 fmt = (body.get("response_format") or {}).get("type")
+                strict = bool((body.get("response_format") or {}).get("json_schema", {}).get("strict"))
                 for name, present in (
                     ("json_schema", fmt == "json_schema"),
+                    ("strict", fmt == "json_schema" and strict),
                     ("json_object", fmt == "json_object"),
                     ("stream_options", "stream_options" in body),
                 ):

@@ -49,7 +49,32 @@ async def test_json_schema_is_sent_as_response_format_and_reply_marked_constrain
     fmt = chat_server.state.requests[0]["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["schema"] == SCHEMA
+    assert fmt["json_schema"]["strict"] is True
     assert reply.constrained is True
+
+
+def sent_formats(server: ChatServer) -> list[str | None]:
+    """The response_format of each request: its type, with ``/loose`` for a non-strict json_schema."""
+    kinds: list[str | None] = []
+    for body in server.state.requests:
+        fmt = body.get("response_format") or {}
+        loose = fmt.get("type") == "json_schema" and not fmt["json_schema"]["strict"]
+        kinds.append(f"{fmt['type']}/loose" if loose else fmt.get("type"))
+    return kinds
+
+
+async def test_strict_schema_refused_falls_back_to_the_same_schema_not_strict(
+    chat_server: ChatServer,
+) -> None:
+    chat_server.state.refuse = {"strict"}
+    model = model_for(chat_server)
+
+    reply = await complete(model, ask(schema=SCHEMA))
+    await complete(model, ask(schema=SCHEMA))
+
+    assert sent_formats(chat_server) == ["json_schema", "json_schema/loose", "json_schema/loose"]
+    assert chat_server.state.requests[-1]["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert reply.constrained is False
 
 
 async def test_rejected_json_schema_falls_back_to_json_object_and_remembers(chat_server: ChatServer) -> None:
@@ -59,8 +84,7 @@ async def test_rejected_json_schema_falls_back_to_json_object_and_remembers(chat
     first = await complete(model, ask(schema=SCHEMA))
     second = await complete(model, ask(schema=SCHEMA))
 
-    formats = [(r.get("response_format") or {}).get("type") for r in chat_server.state.requests]
-    assert formats == ["json_schema", "json_object", "json_object"]
+    assert sent_formats(chat_server) == ["json_schema", "json_schema/loose", "json_object", "json_object"]
     assert first.text == second.text == "Hello, world"
     assert first.constrained is False
     assert model.format_level == "json_object"
@@ -72,8 +96,7 @@ async def test_server_without_any_response_format_falls_back_to_none(chat_server
 
     reply = await complete(model_for(chat_server), ask(schema=SCHEMA))
 
-    formats = [(r.get("response_format") or {}).get("type") for r in chat_server.state.requests]
-    assert formats == ["json_schema", "json_object", None]
+    assert sent_formats(chat_server) == ["json_schema", "json_schema/loose", "json_object", None]
     assert reply.text == "Hello, world"
     assert chat_server.state.requests[-1]["stream_options"] == {"include_usage": True}
 

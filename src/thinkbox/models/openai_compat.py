@@ -6,8 +6,9 @@ a :mod:`thinkbox.errors` ``ModelError`` whose message names the setting that fix
 
 Servers differ in what they accept. A request asks for the most it can use (usage in the stream,
 ``response_format`` with the JSON schema) and, when the server answers 400 about it, steps down
-(``json_schema`` -> ``json_object`` -> no format; usage -> no usage). What worked is remembered for the
-next requests of the same model object.
+(strict ``json_schema`` -> non-strict ``json_schema`` -> ``json_object`` -> no format; usage -> no usage).
+OpenAI's strict mode refuses schemas with ``anyOf`` at the root, which vLLM and llama.cpp enforce happily,
+hence the non-strict step. What worked is remembered for the next requests of the same model object.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta
 PLACEHOLDER_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, and the SDK insists on one."""
 
-FormatLevel = Literal["json_schema", "json_object", "none"]
-_FORMAT_LADDER: tuple[FormatLevel, ...] = ("json_schema", "json_object", "none")
+FormatLevel = Literal["json_schema", "json_schema_loose", "json_object", "none"]
+_FORMAT_LADDER: tuple[FormatLevel, ...] = ("json_schema", "json_schema_loose", "json_object", "none")
 
 _BASE_URL = "THINKBOX_MODEL__BASE_URL"
 _API_KEY = "THINKBOX_MODEL__API_KEY"
@@ -173,10 +174,11 @@ class OpenAICompatModel:
             kwargs["stop"] = list(request.stop)
         if usage:
             kwargs["stream_options"] = {"include_usage": True}
-        if request.json_schema is not None and level == "json_schema":
+        if request.json_schema is not None and level in ("json_schema", "json_schema_loose"):
+            strict = level == "json_schema"
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "reply", "schema": request.json_schema, "strict": True},
+                "json_schema": {"name": "reply", "schema": request.json_schema, "strict": strict},
             }
         elif request.json_schema is not None and level == "json_object":
             kwargs["response_format"] = {"type": "json_object"}
@@ -247,9 +249,8 @@ def _step_down(message: str, level: FormatLevel, usage: bool) -> tuple[FormatLev
     """What to ask for next after a 400 ``message``; None when there is nothing left to drop."""
     text = message.lower()
     about_usage = "stream_options" in text or "include_usage" in text
-    about_format = any(
-        w in text for w in ("response_format", "json_schema", "json_object", "schema", "grammar")
-    )
+    format_words = ("response_format", "json_schema", "json_object", "schema", "grammar", "strict")
+    about_format = any(w in text for w in format_words)
     weaker = _FORMAT_LADDER[_FORMAT_LADDER.index(level) + 1] if level != "none" else None
     if about_usage and usage:
         return level, False
