@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from thinkbox.bench.sandbox import _times, p50, p99
+
 THINKBOX = Path(sys.executable).parent / "thinkbox"
 NUMERIC_KEYS = (
     "warm_acquire_ms_p50",
@@ -54,3 +56,17 @@ def test_quick_json_run_reports_every_figure_as_a_number(tmp_path: Path) -> None
     assert all(isinstance(v, bool) for v in data["targets"].values())
     assert data["duration_s"] < 60
     assert json.loads(out.read_text()) == data
+
+
+def test_percentiles_are_median_and_nearest_rank_99th() -> None:
+    values = [float(v) for v in range(1, 201)]
+    assert p50(values) == 100.5
+    assert p99(values) == 198.0
+    assert p99([3.0, 1.0, 2.0]) == 3.0
+    assert p50([]) is None and p99([]) is None
+
+
+def test_ratios_below_one_read_the_other_way_round() -> None:
+    assert _times(46.2, "faster than bwrap") == "46x faster than bwrap"
+    assert _times(0.5, "faster") == "2.0x slower"
+    assert _times(None, "faster") == ""

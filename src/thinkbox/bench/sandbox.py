@@ -365,8 +365,17 @@ def _pair(a: float | None, b: float | None) -> str:
     return "-" if a is None else f"{_ms(a)} / {_ms(b)}"
 
 
+_OPPOSITE = {"faster": "slower", "smaller": "larger"}
+
+
 def _times(ratio: float | None, what: str) -> str:
-    return "" if ratio is None else f"{ratio:,.0f}x {what}" if ratio >= 10 else f"{ratio:.1f}x {what}"
+    """``41x faster``; a ratio below 1 reads the other way round (``1.5x slower``)."""
+    if ratio is None:
+        return ""
+    if ratio < 1:
+        first, _, rest = what.partition(" ")
+        ratio, what = 1 / ratio, " ".join(filter(None, (_OPPOSITE.get(first, first), rest)))
+    return f"{ratio:,.0f}x {what}" if ratio >= 10 else f"{ratio:.1f}x {what}"
 
 
 def render(report: SandboxBench, console: Console) -> None:
