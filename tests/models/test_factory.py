@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from chat_server import ChatServer
+from chat_server import ChatServer, closed_port
 
 from thinkbox.config import load_settings
 from thinkbox.errors import ConfigError
@@ -82,7 +84,8 @@ def test_openai_provider_without_base_url_names_the_setting() -> None:
 
 
 def test_missing_local_backend_explains_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(factory._BUILTIN, "local", "thinkbox.models.not_installed:LocalModel.from_settings")
+    table = {**factory.available(), "local": "thinkbox.models.not_installed:LocalModel.from_settings"}
+    monkeypatch.setattr(factory, "available", lambda: table)
     settings = load_settings()
     assert settings.resolved_provider() == "local"
 
@@ -104,3 +107,36 @@ def test_unknown_provider_lists_the_known_ones() -> None:
 def test_builtins_resolve_through_the_same_path_as_plugins() -> None:
     assert factory.provider_factory("openai") == OpenAICompatModel.from_settings
     assert set(factory.available()) >= {"openai", "local", "scripted"}
+
+
+def ask_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``thinkbox ask`` in a real process, on the first sandbox backend that starts here."""
+    thinkbox = str(Path(sys.executable).parent / "thinkbox")
+    failures = []
+    for backend in ["zygote", "bwrap"]:
+        done = subprocess.run(
+            [thinkbox, "ask", "--backend", backend, *args, "What is 6*7?"],
+            capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        )  # fmt: skip
+        if "sandbox" not in done.stderr and "zygote" not in done.stderr:
+            return done
+        failures.append(f"{backend}: {done.stderr.strip()[:200]}")
+    pytest.skip("no sandbox runs here: " + "; ".join(failures))
+
+
+def test_ask_against_a_closed_port_exits_2_naming_the_base_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+
+    done = ask_cli("--base-url", url, "--model", "m")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "THINKBOX_MODEL__BASE_URL" in done.stdout + done.stderr
+    assert url in done.stdout + done.stderr
+
+
+def test_ask_with_a_wrong_model_name_exits_2_listing_the_served_models(chat_server: ChatServer) -> None:
+    done = ask_cli("--base-url", chat_server.base_url, "--model", "gpt-nope")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "THINKBOX_MODEL__NAME" in done.stdout + done.stderr
+    assert "other-model, test-model" in done.stdout + done.stderr

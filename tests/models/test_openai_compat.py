@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
-from chat_server import ChatServer
+from chat_server import ChatServer, closed_port
 
 from thinkbox.errors import ModelAuthError, ModelError, ModelNotFound, ModelTimeout, ModelUnavailable
 from thinkbox.models.base import ModelReply, ModelRequest, TextDelta, complete
@@ -175,12 +174,6 @@ async def test_base_url_missing_v1_is_not_found_pointing_at_the_base_url(chat_se
 
     assert "THINKBOX_MODEL__BASE_URL" in str(info.value)
     assert "/v1" in str(info.value)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_connection_refused_is_unavailable_naming_the_base_url_and_not_retried() -> None:

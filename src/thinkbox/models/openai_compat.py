@@ -215,7 +215,8 @@ class OpenAICompatModel:
             )
         if isinstance(exc, openai.RateLimitError):
             return ModelUnavailable(
-                f"the model endpoint {self.base_url} is rate limiting (HTTP 429: {_server_message(exc)})",
+                f"the model endpoint {self.base_url} is rate limiting (HTTP 429: {_server_message(exc)}); "
+                "THINKBOX_MODEL__MAX_RETRIES sets how often thinkbox retries",
                 retryable=True,
             )
         if isinstance(exc, openai.APIStatusError):
