@@ -23,7 +23,14 @@ import openai
 from openai import AsyncOpenAI
 
 from thinkbox.config import Settings
-from thinkbox.errors import ModelAuthError, ModelError, ModelNotFound, ModelTimeout, ModelUnavailable
+from thinkbox.errors import (
+    ConfigError,
+    ModelAuthError,
+    ModelError,
+    ModelNotFound,
+    ModelTimeout,
+    ModelUnavailable,
+)
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 
 PLACEHOLDER_KEY = "not-needed"
@@ -65,8 +72,6 @@ class OpenAICompatModel:
     def from_settings(cls, settings: Settings) -> OpenAICompatModel:
         m = settings.model
         if not m.base_url:
-            from thinkbox.errors import ConfigError
-
             raise ConfigError(
                 "the openai provider needs an endpoint: set THINKBOX_MODEL__BASE_URL "
                 "(e.g. https://api.openai.com/v1 or http://localhost:11434/v1)"
