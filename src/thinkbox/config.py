@@ -66,6 +66,9 @@ class ModelSettings(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="Time allowed for one model reply.")
     max_retries: int = Field(3, ge=0, description="Retries on 429/5xx/timeouts, with exponential backoff.")
     script: Path | None = Field(None, description="For provider=scripted: a JSON file with the replies to replay.")
+    record: Path | None = Field(
+        None, description="Append every model request and reply to this JSON-lines file (a replayable script)."
+    )
 
 
 class AgentSettings(BaseModel):

@@ -16,6 +16,7 @@ from thinkbox.errors import ConfigError
 from thinkbox.models import factory
 from thinkbox.models.base import ModelRequest, complete
 from thinkbox.models.openai_compat import OpenAICompatModel
+from thinkbox.models.recording import scripted_replies
 from thinkbox.models.retrying import RetryingModel
 
 
@@ -140,3 +141,16 @@ def test_ask_with_a_wrong_model_name_exits_2_listing_the_served_models(chat_serv
     assert done.returncode == 2, done.stdout + done.stderr
     assert "THINKBOX_MODEL__NAME" in done.stdout + done.stderr
     assert "other-model, test-model" in done.stdout + done.stderr
+
+
+async def test_record_setting_writes_each_call_to_a_replayable_file(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["one", "two"]))
+    record = tmp_path / "calls.jsonl"
+    settings = load_settings(model={"provider": "scripted", "script": str(script), "record": str(record)})
+
+    model = factory.get_model(settings)
+    await complete(model, ask())
+    await complete(model, ask())
+
+    assert scripted_replies(record) == ["one", "two"]

@@ -20,6 +20,7 @@ from typing import cast
 from thinkbox.config import Settings
 from thinkbox.errors import ConfigError
 from thinkbox.models.base import ModelBackend
+from thinkbox.models.recording import RecordingModel
 from thinkbox.models.retrying import RetryingModel
 
 GROUP = "thinkbox.model_backends"
@@ -71,9 +72,12 @@ def create_model(name: str, settings: Settings) -> ModelBackend:
 
 
 def get_model(settings: Settings) -> ModelBackend:
-    """The backend ``settings`` name, wrapped in :class:`RetryingModel` where retrying can help."""
+    """The backend ``settings`` name, wrapped in :class:`RetryingModel` where retrying can help, and in
+    :class:`RecordingModel` when ``model.record`` names a file."""
     provider = settings.resolved_provider()
     model = create_model(provider, settings)
+    if settings.model.record is not None:
+        model = RecordingModel(model, settings.model.record)
     if provider in _NOT_RETRIED or settings.model.max_retries == 0:
         return model
     return RetryingModel(model, max_retries=settings.model.max_retries)

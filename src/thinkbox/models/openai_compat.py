@@ -115,7 +115,7 @@ class OpenAICompatModel:
                 if asyncio.get_running_loop().time() > deadline:
                     raise ModelTimeout(
                         f"the model at {self.base_url} was still writing after {self.timeout_s:g}s; "
-                        f"raise {_TIMEOUT} or lower max_tokens"
+                        f"raise {_TIMEOUT} or lower THINKBOX_MODEL__MAX_TOKENS"
                     )
         except ModelError:
             raise
