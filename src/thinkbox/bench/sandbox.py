@@ -63,12 +63,21 @@ class Samples(BaseModel):
     roundtrip: int
     pss_sessions: int
     burst: int
+    budget_s: float | None = Field(
+        default=None, description="Time after which fresh-session sampling stops early."
+    )
 
     @classmethod
     def for_mode(cls, quick: bool) -> Samples:
         if quick:
             return cls(
-                fresh=20, warm_acquire=40, baseline_fresh=3, roundtrip=200, pss_sessions=4, burst=BURST
+                fresh=20,
+                warm_acquire=40,
+                baseline_fresh=3,
+                roundtrip=200,
+                pss_sessions=4,
+                burst=BURST,
+                budget_s=8.0,
             )
         return cls(fresh=60, warm_acquire=200, baseline_fresh=10, roundtrip=1000, pss_sessions=8, burst=BURST)
 
@@ -79,6 +88,7 @@ class BackendFigures(BaseModel):
     reason: str = Field("", description="Why the backend was not measured (when unavailable).")
     session_ms_p50: float | None = None
     session_ms_p99: float | None = None
+    session_samples: int = 0
     roundtrip_ms_p50: float | None = None
     pss_mib: float | None = None
     errors: list[str] = Field(default_factory=list)
@@ -152,12 +162,24 @@ async def _close_all(sessions: Sequence[Session]) -> None:
 
 
 async def _fresh_sessions(
-    backend: SandboxBackend, config: SessionConfig, n: int, warmup: int, errors: list[str]
+    backend: SandboxBackend,
+    config: SessionConfig,
+    n: int,
+    *,
+    warmup: int,
+    errors: list[str],
+    budget_s: float | None = None,
 ) -> list[float]:
-    """Start ``n`` sessions one after another; times to ready. Sessions are closed after the batch."""
+    """Start ``n`` sessions one after another; times to ready. Sessions are closed in batches of 10.
+
+    With ``budget_s``, sampling stops early (after at least 3 samples) once that much time is spent.
+    """
     times: list[float] = []
     batch: list[Session] = []
+    began = time.perf_counter()
     for i in range(warmup + n):
+        if budget_s is not None and len(times) >= 3 and time.perf_counter() - began > budget_s:
+            break
         started = time.perf_counter()
         try:
             session = await backend.create_session(config)
@@ -175,30 +197,33 @@ async def _fresh_sessions(
     return times
 
 
-async def _roundtrip(backend: SandboxBackend, config: SessionConfig, n: int) -> list[float]:
-    async with await backend.create_session(config) as session:
-        for _ in range(min(50, n)):
-            await session.execute("1+1")
-        times = []
-        for _ in range(n):
-            started = time.perf_counter()
-            result = await session.execute("1+1")
-            times.append((time.perf_counter() - started) * 1000)
-            if result.result != "2":
-                raise ThinkboxError(f"1+1 gave {result.result!r} on {backend.name}: {result.error}")
+async def _roundtrip(session: Session, n: int) -> list[float]:
+    for _ in range(min(50, n)):  # warm-up
+        await session.execute("1+1")
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        result = await session.execute("1+1")
+        times.append((time.perf_counter() - started) * 1000)
+        if result.result != "2":
+            raise ThinkboxError(f"1+1 gave {result.result!r} in {session.backend.name}: {result.error}")
     return times
 
 
-async def _pss(backend: SandboxBackend, config: SessionConfig, n: int) -> float | None:
+async def _roundtrip_and_pss(
+    backend: SandboxBackend, config: SessionConfig, n_sessions: int, n_roundtrips: int
+) -> tuple[list[float], float | None]:
+    """Round trips of ``1+1`` on one session, then the median PSS of ``n_sessions`` live, idle sessions."""
     sessions: list[Session] = []
     try:
-        for _ in range(n):
+        for _ in range(n_sessions):
             session = await backend.create_session(config)
             sessions.append(session)
             await session.execute("1+1")
+        times = await _roundtrip(sessions[0], n_roundtrips)
         await asyncio.sleep(0.3)  # let the sessions settle into idle
         values = [v for v in (session_pss_mib(s) for s in sessions) if v is not None]
-        return p50(values)
+        return times, p50(values)
     finally:
         await _close_all(sessions)
 
@@ -300,14 +325,16 @@ async def _measure_backend(
     primary = figures.name == report.primary
     n_fresh = samples.fresh if primary else samples.baseline_fresh
     say(f"{figures.name}: {n_fresh} fresh sessions")
-    fresh = await _fresh_sessions(backend, config, n_fresh, warmup=2 if primary else 1, errors=figures.errors)
+    fresh = await _fresh_sessions(
+        backend, config, n_fresh, warmup=2 if primary else 1, errors=figures.errors, budget_s=samples.budget_s
+    )
+    figures.session_samples = len(fresh)
     figures.session_ms_p50, figures.session_ms_p99 = p50(fresh), p99(fresh)
     n_rt = samples.roundtrip if primary else max(50, samples.roundtrip // 4)
-    say(f"{figures.name}: {n_rt} round trips of 1+1")
-    figures.roundtrip_ms_p50 = p50(await _roundtrip(backend, config, n_rt))
     n_pss = samples.pss_sessions if primary else 2
-    say(f"{figures.name}: PSS of {n_pss} idle sessions")
-    figures.pss_mib = await _pss(backend, config, n_pss)
+    say(f"{figures.name}: {n_rt} round trips of 1+1, then PSS of {n_pss} idle sessions")
+    roundtrips, figures.pss_mib = await _roundtrip_and_pss(backend, config, n_pss, n_rt)
+    figures.roundtrip_ms_p50 = p50(roundtrips)
     if not primary:
         return
     say(f"{figures.name}: {samples.warm_acquire} acquires from a warm pool")
@@ -445,9 +472,9 @@ def render(report: SandboxBench, console: Console) -> None:
         targets.add_row(TARGETS[key], "[green]pass[/green]" if ok else "[red]fail[/red]")
     console.print(targets)
     s = report.samples
+    fresh = ", ".join(f"{f.session_samples} ({f.name})" for f in measured)
     console.print(
-        f"samples: fresh {s.fresh} ({report.primary}), {s.baseline_fresh} (others), warm acquire "
-        f"{s.warm_acquire}, round trip {s.roundtrip}, PSS over {s.pss_sessions} live sessions, "
-        f"burst {s.burst}; "
+        f"samples: fresh {fresh}, warm acquire {s.warm_acquire}, round trip {s.roundtrip}, "
+        f"PSS over {s.pss_sessions} live sessions, burst {s.burst}; "
         f"{report.duration_s:.1f} s on {report.machine.get('cpus')} CPUs"
     )
