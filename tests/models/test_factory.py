@@ -154,3 +154,25 @@ async def test_record_setting_writes_each_call_to_a_replayable_file(tmp_path: Pa
     await complete(model, ask())
 
     assert scripted_replies(record) == ["one", "two"]
+
+
+async def test_a_plugin_registered_by_entry_point_is_found_and_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "echo_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[thinkbox.model_backends]\necho = echo_plugin:EchoModel.build\n")
+    (tmp_path / "echo_plugin.py").write_text(
+        "from thinkbox.models.scripted import ScriptedModel\n"
+        "class EchoModel:\n"
+        "    @classmethod\n"
+        "    def build(cls, settings):\n"
+        "        return ScriptedModel(['echo:' + settings.model.name], name='echo')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert factory.available()["echo"] == "echo_plugin:EchoModel.build"
+    model = factory.create_model("echo", load_settings(model={"name": "x"}))
+
+    assert (await complete(model, ask())).text == "echo:x"
