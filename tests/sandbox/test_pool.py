@@ -190,3 +190,16 @@ async def test_pool_from_settings_uses_pool_size_idle_timeout_and_limits(backend
         assert pool.size == 1 and pool.idle_timeout_s == 42
         (session,) = pool.ready_sessions()
         assert session.config.limits.timeout_s == 7
+
+
+async def test_refill_starts_at_most_refill_concurrency_sessions_at_once(backend: SandboxBackend) -> None:
+    async with SessionPool(backend, size=3, refill_concurrency=1) as pool:
+        taken = [await pool.acquire() for _ in range(3)]
+        most = 0
+        async with asyncio.timeout(WAIT_S):
+            while pool.stats().ready < 3:
+                most = max(most, pool.stats().starting)
+                await asyncio.sleep(0.005)
+        assert most == 1
+        for session in taken:
+            await pool.release(session)
