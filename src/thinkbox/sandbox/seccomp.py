@@ -12,7 +12,9 @@ Used by the zygote (:func:`load` in the session's process) and by bwrap (:func:`
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import socket
 from typing import IO, Any
 
@@ -147,3 +149,39 @@ def export_bpf(fileobj: IO[Any]) -> None:
     """Write the compiled BPF program to ``fileobj`` (a real file: ``bwrap --seccomp FD`` reads it)."""
     fileobj.flush()
     build_filter().export_bpf(fileobj)
+
+
+def compile_program() -> bytes:
+    """The filter as libseccomp compiles it (BPF bytes), to install many times with :func:`load_program`.
+
+    libseccomp regenerates the program on every ``seccomp_load``; a fork server compiles it once.
+    """
+    fd = os.memfd_create("thinkbox-seccomp", os.MFD_CLOEXEC)
+    with os.fdopen(fd, "w+b") as f:
+        build_filter().export_bpf(f)
+        f.seek(0)
+        return f.read()
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+
+
+def load_program(program: bytes) -> None:
+    """Install a program from :func:`compile_program` in the calling thread (NO_NEW_PRIVS set first)."""
+    if not program or len(program) % 8:
+        raise ValueError("not a compiled seccomp program (its length must be a positive multiple of 8)")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    calls = ((_PR_SET_NO_NEW_PRIVS, 1), (_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog)))
+    for call in calls:
+        args = [ctypes.c_ulong(a) for a in call] + [ctypes.c_ulong(0)] * (5 - len(call))
+        if libc.prctl(*args) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl{call[:2]} (seccomp): {os.strerror(err)}")

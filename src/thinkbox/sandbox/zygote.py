@@ -122,7 +122,11 @@ class ZygoteBackend(SandboxBackend):
 
     name: ClassVar[str] = "zygote"
 
-    def __init__(self, *, runtime_dir: str | Path | None = None, uid_base: int = 100000, **_: Any) -> None:
+    def __init__(
+        self, *, runtime_dir: str | Path | None = None, uid_base: int = 100000, embryos: int = 2, **_: Any
+    ) -> None:
+        """``embryos``: forked, not yet specialized sessions the fork server keeps ready (0: on demand)."""
+        self.embryos = embryos
         self.runtime_root = Path(runtime_dir) if runtime_dir is not None else default_runtime_root()
         self.uid_base = uid_base
         self.instance = f"{_INSTANCE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -207,7 +211,12 @@ class ZygoteBackend(SandboxBackend):
             "MPLCONFIGDIR": str(cache),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        config = {"runtime_dir": str(self.runtime), "instance": self.instance, "uid_base": self.uid_base}
+        config = {
+            "runtime_dir": str(self.runtime),
+            "instance": self.instance,
+            "uid_base": self.uid_base,
+            "embryos": self.embryos,
+        }
         log_file = open(self._log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child, local file
         try:
             self._proc = await asyncio.create_subprocess_exec(

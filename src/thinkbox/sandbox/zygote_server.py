@@ -65,7 +65,7 @@ class Context:
         self.privileged = os.geteuid() == 0 and not config.get("in_userns", False)
         self.uid_base = int(config.get("uid_base", 100000))
         self.last_cap = isolation.last_capability()
-        self.filter = seccomp.build_filter()
+        self.seccomp_program = seccomp.compile_program()
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def build_template(self) -> None:
@@ -142,22 +142,62 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- B: pid 1 of the session's pid namespace ----------------------------------------------------------
-def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int, go_fd: int) -> None:
+def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
+    """Prepare everything that does not depend on the request, fork C, wait for the request."""
+    try:
+        isolation.unshare(SESSION_NAMESPACES)
+        r = ctx.root_mnt
+        # slave, not private: workspaces the zygote mounts later still show up here
+        isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
+        isolation.mount(ctx.template, r, None, isolation.MS_BIND | isolation.MS_REC)
+        isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC)
+        isolation.bind(r + "/proc/sys", r + "/proc/sys", read_only=True, recursive=True)
+        isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
+        isolation.mount(
+            "tmpfs", r + "/run", "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=64k,mode=0755"
+        )
+        to_c, from_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        child = os.fork()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    if child == 0:
+        chan.close()
+        to_c.close()
+        _embryo_c(ctx, ctl, from_b)
+    from_b.close()
+    try:
+        data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
+    except OSError:
+        data, fds = b"", []
+    if not data or len(fds) != 1:  # the zygote is gone or discarded this embryo
+        os._exit(0)
+    req = json.loads(data)
     sid = str(req["sid"])
-    workspace = os.path.join(ctx.ws_root, sid)
-    os.makedirs(workspace, mode=0o700, exist_ok=True)
-    if not os.path.ismount(workspace):  # a restart keeps the mounted workspace and its files
-        opts = f"size={limits.workspace_mib}m,mode=0700,uid={uid},gid={uid}"
-        isolation.mount("tmpfs", workspace, "tmpfs", _NOSUID_NODEV, opts)
-    isolation.unshare(SESSION_NAMESPACES)
+    try:
+        limits = Limits.model_validate(req["limits"])
+        _specialize_root(ctx, req, limits, _session_uid(ctx, req))
+        socket.send_fds(to_c, [data], fds)
+        os.close(fds[0])
+        go = chan.recv(16)
+        to_c.send(go)
+        if go != b"go":
+            raise OSError(0, "the zygote could not move the session into its cgroup")
+    except BaseException as exc:
+        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
+        os._exit(1)
+    chan.close()
+    to_c.close()
+    _init(ctl, sid, child)
+
+
+def _session_uid(ctx: Context, req: dict[str, Any]) -> int:
+    return ctx.uid_base + int(req["n"]) if ctx.privileged else 0
+
+
+def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) -> None:
     r = ctx.root_mnt
-    isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_PRIVATE)
-    isolation.mount(ctx.template, r, None, isolation.MS_BIND | isolation.MS_REC)
-    isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC)
-    isolation.bind(r + "/proc/sys", r + "/proc/sys", read_only=True, recursive=True)
     isolation.mount("tmpfs", r + "/tmp", "tmpfs", _NOSUID_NODEV, f"size={limits.tmp_mib}m,mode=1777")
-    isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
-    isolation.mount("tmpfs", r + "/run", "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=64k,mode=0755")
     with open(r + "/run/passwd", "w") as f:
         f.write(
             f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}:sandbox:/workspace:/bin/sh\n"
@@ -165,38 +205,20 @@ def _setup_session(ctx: Context, req: dict[str, Any], limits: Limits, uid: int, 
         )
     with open(r + "/run/group", "w") as f:
         f.write(f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")
-    isolation.bind(workspace, r + "/workspace", read_only=False)
+    isolation.bind(os.path.join(ctx.ws_root, str(req["sid"])), r + "/workspace", read_only=False)
     for m in req.get("mounts", ()):
         target = f"{r}/workspace/{m['target']}"
         os.makedirs(target, exist_ok=True)
         isolation.bind(m["source"], target, read_only=bool(m["read_only"]), recursive=True)
-    # The zygote moves B into the session's cgroup meanwhile (a cgroup migration waits for an RCU grace
-    # period, so it overlaps with the mounts above); the cgroup namespace is rooted where B is then.
-    if os.read(go_fd, 1) != b"1":
-        raise OSError(0, "the zygote could not move the session into its cgroup")
-    os.close(go_fd)
-    isolation.unshare(isolation.CLONE_NEWCGROUP)
     os.chdir(r)
-    isolation.pivot_root(".", ".")
+    isolation.pivot_root(".", ".")  # moves the root of C (same mount namespace) as well
     isolation.umount2(".", isolation.MNT_DETACH)
     os.chdir("/")
     isolation.sethostname("sandbox")
 
 
-def _session_b(
-    ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any], limits: Limits, go_fd: int
-) -> None:
-    sid = str(req["sid"])
-    try:
-        uid = ctx.uid_base + int(req["n"]) if ctx.privileged else 0
-        _setup_session(ctx, req, limits, uid, go_fd)
-        child = os.fork()
-    except BaseException as exc:
-        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
-        os._exit(1)
-    if child == 0:
-        _session_c(ctx, ctl, sess, req, limits, uid)
-    sess.close()
+def _init(ctl: socket.socket, sid: str, child: int) -> None:
+    """A tiny init: forward SIGINT to the interpreter, reap everything, end with the interpreter."""
 
     def forward(signum: int, frame: object) -> None:
         with contextlib.suppress(OSError):
@@ -204,7 +226,7 @@ def _session_b(
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    while True:  # a tiny init: reap everything, end with the interpreter
+    while True:
         try:
             pid, status = os.wait()
         except ChildProcessError:
@@ -216,6 +238,24 @@ def _session_b(
 
 
 # -- C: the interpreter -------------------------------------------------------------------------------
+def _embryo_c(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
+    try:
+        data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
+        if not data or len(fds) != 1:
+            os._exit(0)
+        go = chan.recv(16)
+        if go != b"go":
+            os._exit(1)
+        chan.close()
+        req = json.loads(data)
+        sess = socket.socket(fileno=fds[0])
+        limits = Limits.model_validate(req["limits"])
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    _session_c(ctx, ctl, sess, req, limits, _session_uid(ctx, req))
+
+
 def _session_c(
     ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any], limits: Limits, uid: int
 ) -> None:
@@ -223,6 +263,7 @@ def _session_c(
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        isolation.unshare(isolation.CLONE_NEWCGROUP)  # rooted at the session's cgroup, where C is now
         isolation.drop_bounding_set(ctx.last_cap)
         if ctx.privileged:
             os.setgroups([])
@@ -232,7 +273,7 @@ def _session_c(
         isolation.set_no_new_privs()
         rlimits.apply(limits)
         os.chdir("/workspace")
-        ctx.filter.load()
+        seccomp.load_program(ctx.seccomp_program)
     except BaseException as exc:
         _send(ctl, {"op": "error", "sid": sid, "message": f"dropping privileges failed: {_reason(exc)}"})
         os._exit(1)
@@ -246,10 +287,21 @@ def _session_c(
 
 
 # -- the server loop ----------------------------------------------------------------------------------
+class Embryo:
+    """A forked, unspecialized session (B with its C) waiting for a request, like Android's USAP pool."""
+
+    def __init__(self, pid: int, chan: socket.socket) -> None:
+        self.pid = pid
+        self.chan = chan
+
+
 class Server:
-    def __init__(self, ctl: socket.socket, ctx: Context) -> None:
+    def __init__(self, ctl: socket.socket, ctx: Context, embryos: int) -> None:
         self.ctl = ctl
         self.ctx = ctx
+        self.target = embryos
+        self.embryos: list[Embryo] = []
+        self.unused: set[int] = set()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -260,8 +312,9 @@ class Server:
         self.ctl.setblocking(False)
         _send(self.ctl, {"op": "ready", "pid": os.getpid()})
         while True:
+            timeout = 0.0 if len(self.embryos) < self.target else None
             try:
-                ready, _, _ = select.select([self.ctl.fileno(), self.wake_r], [], [])
+                ready, _, _ = select.select([self.ctl.fileno(), self.wake_r], [], [], timeout)
             except InterruptedError:
                 continue
             if self.wake_r in ready:
@@ -272,6 +325,9 @@ class Server:
             if self.ctl.fileno() in ready and not self.serve_requests():
                 self.shutdown()
                 return
+            if not ready and len(self.embryos) < self.target:  # idle: prepare the next session
+                with contextlib.suppress(OSError):
+                    self.embryos.append(self.make_embryo())
 
     def serve_requests(self) -> bool:
         while True:
@@ -299,6 +355,28 @@ class Server:
                 msg = f"bad zygote request {req!r}"
                 _send(self.ctl, {"op": "error", "sid": req.get("sid"), "message": msg, "no_process": True})
 
+    def make_embryo(self) -> Embryo:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            isolation.unshare(isolation.CLONE_NEWPID)
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _close_other_fds({0, 1, 2, self.ctl.fileno(), theirs.fileno()})
+                _embryo_b(self.ctx, self.ctl, theirs)
+            finally:
+                os._exit(1)
+        isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
+        theirs.close()
+        self.unused.add(pid)
+        return Embryo(pid, ours)
+
     def spawn(self, req: dict[str, Any], fd: int) -> None:
         sid = str(req["sid"])
         cg: cgroups.Cgroup | None = None
@@ -306,7 +384,16 @@ class Server:
             limits = Limits.model_validate(req["limits"])
             if self.ctx.privileged:
                 cg = cgroups.Cgroup.create(f"{self.ctx.instance}-{sid}", limits)
-            isolation.unshare(isolation.CLONE_NEWPID)
+            self.mount_workspace(sid, limits, _session_uid(self.ctx, req))
+            embryo = self.embryos.pop(0) if self.embryos else self.make_embryo()
+            self.unused.discard(embryo.pid)
+            try:
+                socket.send_fds(embryo.chan, [json.dumps(req).encode()], [fd])
+            except OSError:  # that embryo died meanwhile: make a fresh one
+                embryo.chan.close()
+                embryo = self.make_embryo()
+                self.unused.discard(embryo.pid)
+                socket.send_fds(embryo.chan, [json.dumps(req).encode()], [fd])
         except (OSError, ValueError) as exc:
             os.close(fd)
             if cg is not None:
@@ -315,31 +402,30 @@ class Server:
             msg = f"session setup failed in the zygote: {_reason(exc)}"
             _send(self.ctl, {"op": "error", "sid": sid, "message": msg, "no_process": True})
             return
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                sess = socket.socket(fileno=fd)
-                _close_other_fds({0, 1, 2, self.ctl.fileno(), sess.fileno(), go_r})
-                _session_b(self.ctx, self.ctl, sess, req, limits, go_r)
-            finally:
-                os._exit(1)
-        isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
         os.close(fd)
-        os.close(go_r)
-        _send(self.ctl, {"op": "spawned", "sid": sid, "pid": pid})
-        go = b"1"
-        if cg is not None:
+        _send(self.ctl, {"op": "spawned", "sid": sid, "pid": embryo.pid})
+        go = b"go"
+        if cg is not None:  # meanwhile B mounts and pivots (a migration waits for an RCU grace period)
             try:
-                cg.add(pid)
+                cg.add(embryo.pid)
+                with open(f"/proc/{embryo.pid}/task/{embryo.pid}/children") as f:
+                    for child in f.read().split():
+                        cg.add(int(child))
             except OSError as exc:
-                go = b"0"
+                go = b"no"
                 msg = f"could not move the session into its cgroup: {_reason(exc)}"
                 _send(self.ctl, {"op": "error", "sid": sid, "message": msg})
-        os.write(go_w, go)
-        os.close(go_w)
+        with contextlib.suppress(OSError):
+            embryo.chan.send(go)
+        embryo.chan.close()
+
+    def mount_workspace(self, sid: str, limits: Limits, uid: int) -> None:
+        """A size-limited tmpfs in the zygote's mount namespace: it outlives B, so a restart keeps it."""
+        workspace = os.path.join(self.ctx.ws_root, sid)
+        os.makedirs(workspace, mode=0o700, exist_ok=True)
+        if not os.path.ismount(workspace):
+            opts = f"size={limits.workspace_mib}m,mode=0700,uid={uid},gid={uid}"
+            isolation.mount("tmpfs", workspace, "tmpfs", _NOSUID_NODEV, opts)
 
     def release(self, sid: str) -> None:
         workspace = os.path.join(self.ctx.ws_root, sid)
@@ -356,6 +442,12 @@ class Server:
                 return
             if pid == 0:
                 return
+            if pid in self.unused:  # an embryo died before use
+                self.unused.discard(pid)
+                for e in [e for e in self.embryos if e.pid == pid]:
+                    e.chan.close()
+                    self.embryos.remove(e)
+                continue
             _send(self.ctl, {"op": "exit", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
     def shutdown(self) -> None:
@@ -383,6 +475,9 @@ def _enter_private_namespaces(config: dict[str, Any]) -> None:
     else:
         isolation.unshare(isolation.CLONE_NEWNS)
     isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
+    ws_root = os.path.join(str(config["runtime_dir"]), "ws")
+    isolation.mount(ws_root, ws_root, None, isolation.MS_BIND)
+    isolation.mount(None, ws_root, None, isolation.MS_SHARED)  # workspaces propagate into embryos
 
 
 def main(argv: list[str]) -> None:
@@ -399,7 +494,7 @@ def main(argv: list[str]) -> None:
         raise
     gc.collect()
     gc.freeze()
-    Server(ctl, ctx).run()
+    Server(ctl, ctx, int(config.get("embryos", 2))).run()
 
 
 if __name__ == "__main__":
