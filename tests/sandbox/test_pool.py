@@ -15,7 +15,7 @@ from thinkbox.errors import SessionDead, ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.pool import SessionPool
-from thinkbox.sandbox.types import Limits
+from thinkbox.sandbox.types import Limits, Mount, SessionConfig
 
 WAIT_S = 60.0
 
@@ -203,3 +203,13 @@ async def test_refill_starts_at_most_refill_concurrency_sessions_at_once(backend
         assert most == 1
         for session in taken:
             await pool.release(session)
+
+
+async def test_pool_that_cannot_start_a_session_fails_loudly_and_leaves_no_task(
+    backend: SandboxBackend, tmp_path: Path
+) -> None:
+    broken = SessionConfig(mounts=(Mount(source=tmp_path / "absent", target="data"),))
+    pool = SessionPool(backend, size=2, config=broken)
+    with pytest.raises(ThinkboxError):
+        await pool.start()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("thinkbox-pool")]

@@ -123,17 +123,20 @@ class SessionPool:
         if self._started:
             return
         self._started = True
-        await self.backend.start()
-        self._check_task = asyncio.create_task(self._check_loop(), name="thinkbox-pool-check")
-        if self.size == 0:
-            return
-        if wait:
-            # the first session is started here so a broken backend fails loudly, not in the background
-            session = await self._create()
-            self._put_ready(session)
-        self._kick()
-        if wait:
-            await self.wait_full()
+        try:
+            await self.backend.start()
+            self._check_task = asyncio.create_task(self._check_loop(), name="thinkbox-pool-check")
+            if self.size == 0:
+                return
+            if wait:
+                # the first session is started here so a broken backend fails loudly, not in the background
+                self._put_ready(await self._create())
+            self._kick()
+            if wait:
+                await self.wait_full()
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         """Close every session the pool started (ready and leased) and stop its background tasks."""
