@@ -106,7 +106,14 @@ class ZygoteKernel(KernelProcess):
             )
 
     async def wait(self) -> ExitInfo:
-        return await asyncio.shield(self._live.exited)
+        live = self._live
+        if live.error and not live.exited.done():  # a failed setup step: the process is ending anyway
+            try:
+                async with asyncio.timeout(0.2):
+                    return await asyncio.shield(live.exited)
+            except TimeoutError:
+                return ExitInfo(None, live.error)
+        return await asyncio.shield(live.exited)
 
     def host_pids(self) -> list[int]:
         pid = self._live.pid
