@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -157,17 +160,13 @@ def test_a_real_ask_is_stored_listed_and_exported(env: dict[str, str], tmp_path:
     script.write_text(json.dumps(replies))
     thinkbox = [str(Path(sys.executable).parent / "thinkbox")]
 
-    failures = []
-    for backend in ["zygote", "bwrap"]:  # the first sandbox that runs here
-        ask = subprocess.run(
-            [*thinkbox, "ask", "--backend", backend, "--script", str(script), "What is the rate in percent?"],
-            capture_output=True, text=True, timeout=120, env=os.environ.copy(),
-        )  # fmt: skip
-        if ask.returncode != 2:
-            break
-        failures.append(f"{backend}: {ask.stderr.strip()[:200]}")
-    else:
-        pytest.skip("no sandbox runs here: " + "; ".join(failures))
+    backend = asyncio.run(_first_sandbox())
+    if backend is None:
+        pytest.skip("no sandbox backend starts here")
+    ask = subprocess.run(
+        [*thinkbox, "ask", "--backend", backend, "--script", str(script), "What is the rate in percent?"],
+        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )  # fmt: skip
     assert ask.returncode == 0, ask.stderr
 
     listed = runner.invoke(app, ["runs", "list", "--json"])
@@ -182,3 +181,49 @@ def test_a_real_ask_is_stored_listed_and_exported(env: dict[str, str], tmp_path:
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].outputs[0].ename == "NameError"
     assert code[1].outputs[0].text == "6.0\n"
+
+
+async def _first_sandbox() -> str | None:
+    from thinkbox.errors import ThinkboxError
+    from thinkbox.sandbox import registry
+
+    for name in ["zygote", "bwrap"]:
+        try:
+            backend = registry.create_backend(name)
+            await backend.start()
+        except (ThinkboxError, ImportError, OSError):
+            continue
+        await backend.aclose()
+        return name
+    return None
+
+
+def test_ctrl_c_during_a_run_keeps_its_transcript_up_to_that_moment(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    backend = asyncio.run(_first_sandbox())
+    if backend is None:
+        pytest.skip("no sandbox backend starts here")
+    script = tmp_path / "script.json"
+    code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
+    script.write_text(
+        json.dumps([{"thought": "wait", "action": "execute_code", "code": code, "final_answer": ""}])
+    )
+    thinkbox = str(Path(sys.executable).parent / "thinkbox")
+    ask = subprocess.Popen(
+        [thinkbox, "ask", "--backend", backend, "--script", str(script), "Wait a minute?"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    runs = Path(env["THINKBOX_DATA_DIR"]) / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any('"started' in p.read_text() for p in runs.glob("*.jsonl")):
+        time.sleep(0.1)
+    ask.send_signal(signal.SIGINT)
+    ask.communicate(timeout=30)
+
+    listed = runner.invoke(app, ["runs", "list", "--json"])
+    (row,) = [json.loads(line) for line in listed.output.splitlines()]
+    assert (row["question"], row["status"], row["answer"]) == ("Wait a minute?", "incomplete", None)
+    events = [json.loads(line) for line in Path(row["path"]).read_text().splitlines()]
+    assert [e["type"] for e in events][-2:] == ["code_started", "output_chunk"]
+    assert events[-1]["text"] == "started\n"
