@@ -14,7 +14,7 @@ import pytest_asyncio
 from conftest import start_backend
 from thinkbox.sandbox import cgroups, rlimits, seccomp
 from thinkbox.sandbox.types import Limits, MiB, SessionConfig
-from thinkbox.sandbox.zygote import ZygoteBackend
+from thinkbox.sandbox.zygote import ZygoteBackend, ZygoteKernel
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -160,10 +160,10 @@ async def test_session_cgroup_carries_the_limits(backend: ZygoteBackend) -> None
         pytest.skip(f"cgroups are not usable here: {cgroups.unavailable_reason()}")
     limits = Limits(memory_mib=300, processes=33, cpu_cores=0.5)
     async with await backend.create_session(SessionConfig(limits=limits)) as s:
-        cg = cgroups.existing(f"{backend.instance}-{s.id}")
-        assert cg is not None
         proc = s.process
-        assert proc is not None
+        assert isinstance(proc, ZygoteKernel) and proc.cgroup_name is not None
+        cg = cgroups.existing(proc.cgroup_name)
+        assert cg is not None
         assert set(proc.host_pids()) <= set(cg.pids())
         if layout.version == 1:
             values = {p.parent.parent.name: p for p in cg.dirs}

@@ -168,9 +168,12 @@ async def test_closed_session_workspace_and_cgroup_are_removed(backend: ZygoteBa
     s = await backend.create_session()
     await run(s, "open('f', 'w').write('x')")
     sid = s.id
+    assert s.process is not None
+    name = getattr(s.process, "cgroup_name", None)
+    assert (name is None) == (cgroups.layout() is None)
     await s.close()
     assert not (backend.runtime / "ws" / sid).exists()
-    assert cgroups.existing(f"{backend.instance}-{sid}") is None
+    assert name is None or cgroups.existing(name) is None
 
 
 async def test_hostile_code_gets_a_clear_result_and_the_backend_keeps_serving(backend: ZygoteBackend) -> None:

@@ -143,32 +143,36 @@ class Cgroup:
         if lay is None:
             log.debug("cgroup limits not used: %s", unavailable_reason())
             return None
-        memory = (limits.memory_mib + MEMORY_BACKSTOP_MIB) * MiB
-        quota = max(1000, int(limits.cpu_cores * CPU_PERIOD_US))
         dirs = [parent / name for parent in lay.parents.values()]
         for d in dirs:
             d.mkdir(exist_ok=True)
         cg = cls(name, dirs, lay.version)
         try:
-            if lay.version == 2:
-                d = dirs[0]
-                _write(d / "memory.max", str(memory))
-                with contextlib.suppress(FileNotFoundError):
-                    _write(d / "memory.swap.max", "0")
-                _write(d / "pids.max", str(limits.processes))
-                with contextlib.suppress(FileNotFoundError):
-                    _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-            else:
-                by_ctl = dict(zip(lay.parents, dirs, strict=True))
-                _write(by_ctl["memory"] / "memory.limit_in_bytes", str(memory))
-                _write(by_ctl["pids"] / "pids.max", str(limits.processes))
-                if "cpu" in by_ctl:
-                    _write(by_ctl["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                    _write(by_ctl["cpu"] / "cpu.cfs_quota_us", str(quota))
+            cg.set_limits(limits)
         except OSError:
             cg.destroy()
             raise
         return cg
+
+    def set_limits(self, limits: Limits) -> None:
+        """Write ``limits`` (memory backstop, pids.max, CPU quota) into the cgroup."""
+        memory = (limits.memory_mib + MEMORY_BACKSTOP_MIB) * MiB
+        quota = max(1000, int(limits.cpu_cores * CPU_PERIOD_US))
+        if self.version == 2:
+            d = self.dirs[0]
+            _write(d / "memory.max", str(memory))
+            with contextlib.suppress(FileNotFoundError):
+                _write(d / "memory.swap.max", "0")
+            _write(d / "pids.max", str(limits.processes))
+            with contextlib.suppress(FileNotFoundError):
+                _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            return
+        by_ctl = {d.parent.parent.name: d for d in self.dirs}
+        _write(by_ctl["memory"] / "memory.limit_in_bytes", str(memory))
+        _write(by_ctl["pids"] / "pids.max", str(limits.processes))
+        if "cpu" in by_ctl:
+            _write(by_ctl["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(by_ctl["cpu"] / "cpu.cfs_quota_us", str(quota))
 
     def add(self, pid: int) -> None:
         """Move ``pid`` (0: the caller) into the cgroup; its future children follow."""

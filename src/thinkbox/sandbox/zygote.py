@@ -55,6 +55,7 @@ def default_cache_dir() -> Path:
 class _Pending:
     spawned: asyncio.Future[int]
     error: str = ""
+    cgroup: str | None = None
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _Live:
     exited: asyncio.Future[ExitInfo]
     returncode: int | None = None
     error: str = ""
+    cgroup: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +90,11 @@ class ZygoteKernel(KernelProcess):
                 signal.pidfd_send_signal(live.pidfd, signum)
             else:
                 os.kill(live.pid, signum)
+
+    @property
+    def cgroup_name(self) -> str | None:
+        """Name of the session's cgroup under the ``thinkbox`` parent (None without cgroups)."""
+        return self._live.cgroup
 
     def interrupt(self) -> None:
         self._signal(signal.SIGINT)
@@ -285,6 +292,7 @@ class ZygoteBackend(SandboxBackend):
         elif op == "spawned":
             pending = self._pending.get(sid)
             if pending is not None and not pending.spawned.done():
+                pending.cgroup = msg.get("cgroup")
                 pending.spawned.set_result(int(msg["pid"]))
         elif op == "error":
             live = self._by_sid.get(sid)
@@ -402,7 +410,8 @@ class ZygoteBackend(SandboxBackend):
             pidfd: int | None = os.pidfd_open(pid)
         except OSError:
             pidfd = None
-        live = _Live(session_id, pid, pidfd, asyncio.get_running_loop().create_future(), error=pending.error)
+        exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
+        live = _Live(session_id, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
         self._live[pid] = live
         self._by_sid[session_id] = live
         return ZygoteKernel(self, ours, live)
@@ -445,9 +454,6 @@ class ZygoteBackend(SandboxBackend):
                 log.warning("session %s: the zygote did not confirm the workspace release", session_id)
             finally:
                 self._releasing.pop(session_id, None)
-        cg = cgroups.existing(f"{self.instance}-{session_id}")
-        if cg is not None:
-            await asyncio.to_thread(_remove_cgroup, cg)
 
     async def aclose(self) -> None:
         for live in list(self._live.values()):
@@ -483,12 +489,6 @@ def _check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:
     if norm in (".", "") or norm == ".." or norm.startswith("../"):
         raise ConfigError(f"mount target {target!r} escapes or replaces {WORKSPACE} (SessionConfig.mounts)")
     return {"source": str(src.resolve()), "target": norm, "read_only": read_only}
-
-
-def _remove_cgroup(cg: cgroups.Cgroup) -> None:
-    cg.kill_all()
-    with contextlib.suppress(OSError):
-        cg.destroy()
 
 
 def _remove_runtime(inst: Path) -> None:

@@ -142,10 +142,12 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- B: pid 1 of the session's pid namespace ----------------------------------------------------------
-def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
+def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
     """Prepare everything that does not depend on the request, fork C, wait for the request."""
     try:
-        isolation.unshare(SESSION_NAMESPACES)
+        if cg is not None:  # a cgroup migration waits for an RCU grace period: done ahead of the request
+            cg.add(0)
+        isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
         r = ctx.root_mnt
         # slave, not private: workspaces the zygote mounts later still show up here
         isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
@@ -179,10 +181,6 @@ def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
         _specialize_root(ctx, req, limits, _session_uid(ctx, req))
         socket.send_fds(to_c, [data], fds)
         os.close(fds[0])
-        go = chan.recv(16)
-        to_c.send(go)
-        if go != b"go":
-            raise OSError(0, "the zygote could not move the session into its cgroup")
     except BaseException as exc:
         _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
         os._exit(1)
@@ -243,9 +241,6 @@ def _embryo_c(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
         data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
         if not data or len(fds) != 1:
             os._exit(0)
-        go = chan.recv(16)
-        if go != b"go":
-            os._exit(1)
         chan.close()
         req = json.loads(data)
         sess = socket.socket(fileno=fds[0])
@@ -263,7 +258,6 @@ def _session_c(
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        isolation.unshare(isolation.CLONE_NEWCGROUP)  # rooted at the session's cgroup, where C is now
         isolation.drop_bounding_set(ctx.last_cap)
         if ctx.privileged:
             os.setgroups([])
@@ -290,9 +284,10 @@ def _session_c(
 class Embryo:
     """A forked, unspecialized session (B with its C) waiting for a request, like Android's USAP pool."""
 
-    def __init__(self, pid: int, chan: socket.socket) -> None:
+    def __init__(self, pid: int, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
         self.pid = pid
         self.chan = chan
+        self.cgroup = cg
 
 
 class Server:
@@ -302,6 +297,8 @@ class Server:
         self.target = embryos
         self.embryos: list[Embryo] = []
         self.unused: set[int] = set()
+        self.cgroups: dict[int, cgroups.Cgroup] = {}
+        self.counter = 0
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -356,12 +353,20 @@ class Server:
                 _send(self.ctl, {"op": "error", "sid": req.get("sid"), "message": msg, "no_process": True})
 
     def make_embryo(self) -> Embryo:
+        cg = None
+        if self.ctx.privileged:
+            self.counter += 1
+            cg = cgroups.Cgroup.create(
+                f"{self.ctx.instance}-{os.getpid()}e{self.counter}", Limits.model_validate({})
+            )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             isolation.unshare(isolation.CLONE_NEWPID)
         except OSError:
             ours.close()
             theirs.close()
+            if cg is not None:
+                cg.destroy()
             raise
         pid = os.fork()
         if pid == 0:
@@ -369,55 +374,47 @@ class Server:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _close_other_fds({0, 1, 2, self.ctl.fileno(), theirs.fileno()})
-                _embryo_b(self.ctx, self.ctl, theirs)
+                _embryo_b(self.ctx, self.ctl, theirs, cg)
             finally:
                 os._exit(1)
         isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
         theirs.close()
         self.unused.add(pid)
-        return Embryo(pid, ours)
+        if cg is not None:
+            self.cgroups[pid] = cg
+        return Embryo(pid, ours, cg)
 
     def spawn(self, req: dict[str, Any], fd: int) -> None:
         sid = str(req["sid"])
-        cg: cgroups.Cgroup | None = None
+        data = json.dumps(req).encode()
         try:
             limits = Limits.model_validate(req["limits"])
-            if self.ctx.privileged:
-                cg = cgroups.Cgroup.create(f"{self.ctx.instance}-{sid}", limits)
             self.mount_workspace(sid, limits, _session_uid(self.ctx, req))
-            embryo = self.embryos.pop(0) if self.embryos else self.make_embryo()
-            self.unused.discard(embryo.pid)
+            embryo = self.take_embryo()
+            if embryo.cgroup is not None:
+                embryo.cgroup.set_limits(limits)
             try:
-                socket.send_fds(embryo.chan, [json.dumps(req).encode()], [fd])
+                socket.send_fds(embryo.chan, [data], [fd])
             except OSError:  # that embryo died meanwhile: make a fresh one
                 embryo.chan.close()
-                embryo = self.make_embryo()
-                self.unused.discard(embryo.pid)
-                socket.send_fds(embryo.chan, [json.dumps(req).encode()], [fd])
+                embryo = self.take_embryo(fresh=True)
+                if embryo.cgroup is not None:
+                    embryo.cgroup.set_limits(limits)
+                socket.send_fds(embryo.chan, [data], [fd])
         except (OSError, ValueError) as exc:
             os.close(fd)
-            if cg is not None:
-                with contextlib.suppress(OSError):
-                    cg.destroy()
             msg = f"session setup failed in the zygote: {_reason(exc)}"
             _send(self.ctl, {"op": "error", "sid": sid, "message": msg, "no_process": True})
             return
         os.close(fd)
-        _send(self.ctl, {"op": "spawned", "sid": sid, "pid": embryo.pid})
-        go = b"go"
-        if cg is not None:  # meanwhile B mounts and pivots (a migration waits for an RCU grace period)
-            try:
-                cg.add(embryo.pid)
-                with open(f"/proc/{embryo.pid}/task/{embryo.pid}/children") as f:
-                    for child in f.read().split():
-                        cg.add(int(child))
-            except OSError as exc:
-                go = b"no"
-                msg = f"could not move the session into its cgroup: {_reason(exc)}"
-                _send(self.ctl, {"op": "error", "sid": sid, "message": msg})
-        with contextlib.suppress(OSError):
-            embryo.chan.send(go)
         embryo.chan.close()
+        cgroup = embryo.cgroup.name if embryo.cgroup is not None else None
+        _send(self.ctl, {"op": "spawned", "sid": sid, "pid": embryo.pid, "cgroup": cgroup})
+
+    def take_embryo(self, fresh: bool = False) -> Embryo:
+        embryo = self.embryos.pop(0) if self.embryos and not fresh else self.make_embryo()
+        self.unused.discard(embryo.pid)
+        return embryo
 
     def mount_workspace(self, sid: str, limits: Limits, uid: int) -> None:
         """A size-limited tmpfs in the zygote's mount namespace: it outlives B, so a restart keeps it."""
@@ -442,6 +439,10 @@ class Server:
                 return
             if pid == 0:
                 return
+            cg = self.cgroups.pop(pid, None)
+            if cg is not None:  # the pid namespace is gone with its init: the cgroup is empty
+                with contextlib.suppress(OSError):
+                    cg.destroy()
             if pid in self.unused:  # an embryo died before use
                 self.unused.discard(pid)
                 for e in [e for e in self.embryos if e.pid == pid]:
