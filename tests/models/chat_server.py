@@ -31,6 +31,8 @@ class ChatServerState:
     """Refusals say only "bad request" instead of naming the field."""
     delay_s: float = 0.0
     """Pause before the response headers."""
+    delays: list[float] = field(default_factory=list)
+    """Pauses (in order) before the headers of the next requests; ``delay_s`` after them."""
     chunk_delay_s: float = 0.0
     """Pause before each streamed chunk."""
     drop_after: int | None = None
@@ -88,8 +90,9 @@ class ChatServer:
                     self._error(404, f"no route {self.path}")
                     return
                 state.requests.append(body)
-                if state.delay_s:
-                    time.sleep(state.delay_s)
+                delay = state.delays.pop(0) if state.delays else state.delay_s
+                if delay:
+                    time.sleep(delay)
                 if not self._authorized():
                     return
                 if state.faults:

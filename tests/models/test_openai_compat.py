@@ -262,6 +262,16 @@ async def test_429_then_success_is_retried_by_retrying_model(chat_server: ChatSe
     assert len(chat_server.state.requests) == 3
 
 
+async def test_a_timed_out_try_is_retried_and_the_next_answers(chat_server: ChatServer) -> None:
+    chat_server.state.delays = [1.0]
+    model = RetryingModel(model_for(chat_server, timeout_s=0.3), max_retries=2, base_delay=0.01)
+
+    reply = await complete(model, ask())
+
+    assert reply.text == "Hello, world"
+    assert model.retries == 1
+
+
 async def test_sdk_does_not_retry_on_its_own(chat_server: ChatServer) -> None:
     chat_server.state.faults = [503]
 
