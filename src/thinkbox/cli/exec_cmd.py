@@ -125,8 +125,6 @@ async def _execute(code: str, run: _Run, config: SessionConfig) -> int:
         run.session_id, run.session_ms = session.id, (time.perf_counter() - started) * 1000
         try:
             async for item in session.stream(code):
-                if isinstance(item, DisplayData):
-                    _flush_text(run)
                 if isinstance(item, OutputChunk):
                     if not run.json_out:
                         stream = sys.stdout if item.name == "stdout" else sys.stderr
@@ -156,6 +154,7 @@ def _show_display(item: DisplayData, run: _Run) -> None:
     A text-only display is printed when the next display arrives, or at the end unless it is the value
     of the last expression (printed as the result anyway).
     """
+    _flush_text(run)
     index = len(run.saved) + 1
     mime = next((m for m in _SUFFIX if m in item.mime), None)
     if mime == "text/html" and "text/plain" in item.mime:
