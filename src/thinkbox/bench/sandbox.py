@@ -293,6 +293,7 @@ async def run_sandbox_bench(
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
     }
     for name in names:
         say(f"{name}: starting the backend")
@@ -310,6 +311,7 @@ async def run_sandbox_bench(
             say(f"{name}: closing")
             await backend.aclose()
     _summarize(report)
+    report.machine["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     report.duration_s = time.perf_counter() - began
     return report
 
@@ -476,5 +478,6 @@ def render(report: SandboxBench, console: Console) -> None:
     console.print(
         f"samples: fresh {fresh}, warm acquire {s.warm_acquire}, round trip {s.roundtrip}, "
         f"PSS over {s.pss_sessions} live sessions, burst {s.burst}; "
-        f"{report.duration_s:.1f} s on {report.machine.get('cpus')} CPUs"
+        f"{report.duration_s:.1f} s on {report.machine.get('cpus')} CPUs, load average "
+        f"{report.machine.get('loadavg_1m_at_start')} -> {report.machine.get('loadavg_1m_at_end')}"
     )
