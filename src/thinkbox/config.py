@@ -60,7 +60,7 @@ class ModelSettings(BaseModel):
     api_key: SecretStr | None = Field(None, description="API key for base_url (OPENAI_API_KEY is used if unset).")
     path: Path | None = Field(None, description="A local GGUF file to use instead of the bundled model.")
     context_tokens: int = Field(8192, ge=512, description="Context window of the local model.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for the local model (default: all cores).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the local model (default: cores - 1).")
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16, description="Most tokens in one model reply.")
     timeout_s: float = Field(120.0, gt=0, description="Time allowed for one model reply.")
