@@ -269,11 +269,14 @@ async def _open_backend(name: str) -> tuple[SandboxBackend | None, str]:
         return None, f"no {name!r} backend is registered (entry point group {registry.GROUP})"
     try:
         backend = registry.create_backend(name)
-        await backend.start()
     except ThinkboxError as exc:
         return None, str(exc)
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+    try:
+        await backend.start()
+    except (ThinkboxError, OSError) as exc:
+        with contextlib.suppress(ThinkboxError, OSError):
+            await backend.aclose()
+        return None, str(exc) if isinstance(exc, ThinkboxError) else f"{type(exc).__name__}: {exc}"
     return backend, ""
 
 
