@@ -70,3 +70,15 @@ def test_ratios_below_one_read_the_other_way_round() -> None:
     assert _times(46.2, "faster than bwrap") == "46x faster than bwrap"
     assert _times(0.5, "faster") == "2.0x slower"
     assert _times(None, "faster") == ""
+
+
+def test_unusable_primary_backend_exits_2_naming_it() -> None:
+    proc = subprocess.run(
+        [str(THINKBOX), "bench", "sandbox", "--quick", "--json", "--backends", "no-such-backend"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "no-such-backend" in proc.stderr
+    assert json.loads(proc.stdout)["backends"]["no-such-backend"]["available"] is False

@@ -48,6 +48,10 @@ def bench_sandbox(
         print(data)
     else:
         render(report, Console())
+    primary = report.backends[report.primary]
+    if not primary.available:
+        print(f"thinkbox bench sandbox: {primary.name} cannot run here: {primary.reason}", file=sys.stderr)
+        raise typer.Exit(2)
 
 
 @bench_app.command("model")
