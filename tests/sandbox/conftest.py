@@ -66,8 +66,8 @@ async def sandbox_backend(
 
 
 @pytest.fixture
-def process_tree() -> Callable[[], set[int]]:
-    """Call it to get the pids of every live process below this test process (the sandboxes included)."""
+def process_tree() -> Callable[..., set[int]]:
+    """``process_tree(pid=None)``: pids of every live process below ``pid`` (default: this test process)."""
     return descendants
 
 
