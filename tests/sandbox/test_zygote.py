@@ -243,6 +243,10 @@ async def test_kill_ends_the_whole_session_and_reports_it(backend: ZygoteBackend
         assert all(_is_zombie(pid) for pid in pids)
 
 
+def _exists(path: str) -> bool:
+    return os.path.lexists(path)
+
+
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -290,6 +294,22 @@ async def test_a_failing_setup_step_names_its_reason(backend: ZygoteBackend, tmp
         s.config = config
         with pytest.raises(SessionStartError, match="sandbox setup failed"):
             await s._connect()
+
+
+async def test_a_symlink_planted_in_the_workspace_does_not_redirect_a_mount(
+    backend: ZygoteBackend, tmp_path: Path
+) -> None:
+    first = await backend.spawn("symlink-test", SessionConfig())
+    async with Session(backend, "symlink-test", SessionConfig()) as s:
+        s._proc = first
+        s._reader, s._writer = await asyncio.open_unix_connection(sock=first.sock)
+        await s._read_frame()  # hello
+        await run(s, "import os\nos.symlink('/etc', 'data')")
+        await s._teardown()
+        s.config = SessionConfig(mounts=(Mount(source=tmp_path, target="data/planted"),))
+        with pytest.raises(SessionStartError, match="not a plain directory"):
+            await s._connect()
+    assert not _exists("/etc/planted")
 
 
 async def test_many_sessions_requested_at_once_all_become_ready(backend: ZygoteBackend) -> None:

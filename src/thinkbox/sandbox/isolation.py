@@ -7,6 +7,7 @@ arguments.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -173,3 +174,32 @@ def write_id_maps(uid: int, gid: int) -> None:
         f.write(f"0 {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
         f.write(f"0 {gid} 1")
+
+
+def open_beneath(base: str, relative: str) -> int:
+    """An ``O_PATH`` fd of directory ``base/relative``, created as needed, never following a symlink.
+
+    Mount targets inside a workspace the sandbox could write must not be resolved through its symlinks
+    (``data -> /etc`` would put a mount, or a new directory, on the host). Mount on ``/proc/self/fd/N``.
+    """
+    fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in relative.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                raise OSError(0, f"mount target {relative!r} climbs out with '..'")
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"mount target {relative!r}: {part!r} is not a plain directory"
+                ) from None
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

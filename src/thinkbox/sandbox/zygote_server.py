@@ -204,10 +204,17 @@ def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int
     with open(r + "/run/group", "w") as f:
         f.write(f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")
     isolation.bind(os.path.join(ctx.ws_root, str(req["sid"])), r + "/workspace", read_only=False)
-    for m in req.get("mounts", ()):
-        target = f"{r}/workspace/{m['target']}"
-        os.makedirs(target, exist_ok=True)
-        isolation.bind(m["source"], target, read_only=bool(m["read_only"]), recursive=True)
+    for m in req.get("mounts", ()):  # the workspace is the sandbox's: never follow its symlinks
+        fd = isolation.open_beneath(r + "/workspace", m["target"])
+        try:
+            isolation.mount(m["source"], f"/proc/self/fd/{fd}", None, isolation.MS_BIND | isolation.MS_REC)
+        finally:
+            os.close(fd)
+        # the path was just checked component by component, and no sandbox code runs meanwhile
+        flags = isolation.MS_BIND | isolation.MS_REMOUNT | _NOSUID_NODEV
+        isolation.mount(
+            None, f"{r}/workspace/{m['target']}", None, flags | (isolation.MS_RDONLY * m["read_only"])
+        )
     os.chdir(r)
     isolation.pivot_root(".", ".")  # moves the root of C (same mount namespace) as well
     isolation.umount2(".", isolation.MNT_DETACH)
