@@ -6,20 +6,29 @@ user namespace first), imports numpy, pandas and matplotlib once, builds the rea
 (tmpfs + read-only binds of /usr, the Python installation, the venv, a few /etc files, device nodes),
 freezes its heap for the garbage collector, and serves requests on the control socket (``AF_UNIX``
 ``SOCK_SEQPACKET``: one JSON message per packet; a spawn request carries the session's socket as
-``SCM_RIGHTS``). It stays single-threaded. Per session, two forks::
+``SCM_RIGHTS``). It stays single-threaded.
 
-    zygote ─unshare(pid), fork─▶ B  pid 1 of a new pid namespace, root: cgroup, workspace tmpfs (in the
-                                    zygote's mount namespace, so it survives a restart), unshare(mnt net
-                                    ipc uts cgroup), recursive bind of the template, proc, /tmp, /run,
-                                    /workspace, pivot_root; then a tiny init
-                                    └──fork──▶ C  drops privileges, rlimits, seccomp, kernel.serve()
+Sessions are prepared ahead of the request as **embryos** (like Android's USAP pool; ``embryos`` in the
+config, refilled whenever the server is idle; 0 = only on demand)::
 
-B forwards SIGINT to C, reports how C ended and exits with it, which tears down the pid namespace.
-Messages to the host::
+    zygote ─unshare(pid), fork─▶ B  pid 1 of a new pid namespace, root: joins its own cgroup (a migration
+                                    waits for an RCU grace period, so it is done now), unshare(mnt net ipc
+                                    uts cgroup), recursive bind of the template, proc, /dev/shm, /run
+                                    └──fork──▶ C  waits for its request
+    request: zygote writes the session's limits into B's cgroup, mounts the size-limited workspace tmpfs
+             in its own mount namespace (it propagates into B's, and outlives B, so a restart keeps the
+             files) and hands the request + the session socket to B;
+             B: /tmp, /run/passwd, binds the workspace and the caller's mounts (opened beneath the
+             workspace, never through its symlinks), pivot_root (which moves C's root too), hands the
+             request to C, then becomes a tiny init;
+             C: drops privileges (own uid, no capabilities, NO_NEW_PRIVS), rlimits, seccomp, kernel.serve().
+
+B forwards SIGINT to C, reports how C ended and exits with it, which tears down the pid namespace; the
+zygote reaps B and removes its cgroup. Messages to the host::
 
     {"op": "ready", "pid": ...}                       once, after the preload
     {"op": "fatal", "message": ...}                   the zygote could not start
-    {"op": "spawned", "sid": ..., "pid": B}           B's host pid (from the zygote, right after the fork)
+    {"op": "spawned", "sid": ..., "pid": B, "cgroup": name}   B's host pid and its cgroup
     {"op": "error", "sid": ..., "message": ...}       B or C: setup failed (the process then exits)
     {"op": "status", "sid": ..., "returncode": rc}    B: how C ended
     {"op": "exit", "pid": B, "returncode": rc}        the zygote reaped B
@@ -212,9 +221,9 @@ def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int
             os.close(fd)
         # the path was just checked component by component, and no sandbox code runs meanwhile
         flags = isolation.MS_BIND | isolation.MS_REMOUNT | _NOSUID_NODEV
-        isolation.mount(
-            None, f"{r}/workspace/{m['target']}", None, flags | (isolation.MS_RDONLY * m["read_only"])
-        )
+        if m["read_only"]:
+            flags |= isolation.MS_RDONLY
+        isolation.mount(None, f"{r}/workspace/{m['target']}", None, flags)
     os.chdir(r)
     isolation.pivot_root(".", ".")  # moves the root of C (same mount namespace) as well
     isolation.umount2(".", isolation.MNT_DETACH)
