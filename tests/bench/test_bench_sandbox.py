@@ -52,6 +52,8 @@ def test_quick_json_run_reports_every_figure_as_a_number(tmp_path: Path) -> None
     for key in NUMERIC_KEYS:
         assert isinstance(data[key], int | float) and data[key] > 0, (key, data[key])
     assert data["burst_sessions"] == 100
+    assert data["backends"]["zygote"]["libraries_preloaded"] is True
+    assert data["backends"]["bwrap"]["libraries_preloaded"] is True
     assert set(TARGET_KEYS) <= set(data["targets"])
     assert all(isinstance(v, bool) for v in data["targets"].values())
     assert data["duration_s"] < 60

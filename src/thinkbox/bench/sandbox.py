@@ -89,6 +89,7 @@ class BackendFigures(BaseModel):
     session_ms_p50: float | None = None
     session_ms_p99: float | None = None
     session_samples: int = 0
+    libraries_preloaded: bool | None = None
     roundtrip_ms_p50: float | None = None
     pss_mib: float | None = None
     errors: list[str] = Field(default_factory=list)
@@ -210,20 +211,31 @@ async def _roundtrip(session: Session, n: int) -> list[float]:
     return times
 
 
+_PRELOAD_CHECK = "import sys; all(m in sys.modules for m in ('numpy', 'pandas', 'matplotlib.pyplot'))"
+
+
 async def _roundtrip_and_pss(
-    backend: SandboxBackend, config: SessionConfig, n_sessions: int, n_roundtrips: int
-) -> tuple[list[float], float | None]:
-    """Round trips of ``1+1`` on one session, then the median PSS of ``n_sessions`` live, idle sessions."""
+    backend: SandboxBackend,
+    config: SessionConfig,
+    figures: BackendFigures,
+    n_sessions: int,
+    n_roundtrips: int,
+) -> list[float]:
+    """Round trips of ``1+1`` on one session, then the median PSS of ``n_sessions`` live, idle sessions.
+
+    Also checks that the sessions had numpy, pandas and matplotlib imported before the user's code ran.
+    """
     sessions: list[Session] = []
     try:
         for _ in range(n_sessions):
             session = await backend.create_session(config)
             sessions.append(session)
             await session.execute("1+1")
+        figures.libraries_preloaded = (await sessions[0].execute(_PRELOAD_CHECK)).result == "True"
         times = await _roundtrip(sessions[0], n_roundtrips)
         await asyncio.sleep(0.3)  # let the sessions settle into idle
-        values = [v for v in (session_pss_mib(s) for s in sessions) if v is not None]
-        return times, p50(values)
+        figures.pss_mib = p50([v for v in (session_pss_mib(s) for s in sessions) if v is not None])
+        return times
     finally:
         await _close_all(sessions)
 
@@ -338,8 +350,9 @@ async def _measure_backend(
     n_rt = samples.roundtrip if primary else max(50, samples.roundtrip // 4)
     n_pss = samples.pss_sessions if primary else 2
     say(f"{figures.name}: {n_rt} round trips of 1+1, then PSS of {n_pss} idle sessions")
-    roundtrips, figures.pss_mib = await _roundtrip_and_pss(backend, config, n_pss, n_rt)
-    figures.roundtrip_ms_p50 = p50(roundtrips)
+    figures.roundtrip_ms_p50 = p50(await _roundtrip_and_pss(backend, config, figures, n_pss, n_rt))
+    if not figures.libraries_preloaded:
+        report.notes.append(f"{figures.name}: sessions start without numpy/pandas/matplotlib imported")
     if not primary:
         return
     say(f"{figures.name}: {samples.warm_acquire} acquires from a warm pool")
