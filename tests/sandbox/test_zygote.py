@@ -229,6 +229,25 @@ async def test_no_process_outlives_close_and_aclose() -> None:
     assert cgroups.remove_stale(lambda name: name.startswith(own.instance)) == []
 
 
+async def test_start_removes_what_a_crashed_engine_left_behind() -> None:
+    stale = "z999999999-dead00"  # an instance whose owner pid cannot exist
+    own = ZygoteBackend()
+    (own.runtime_root / stale / "ws" / "s1").mkdir(parents=True, exist_ok=True)
+    cg = cgroups.Cgroup.create(f"{stale}-s1", Limits()) if cgroups.layout() is not None else None
+    foreign = own.runtime_root / "not-ours"
+    foreign.mkdir(parents=True, exist_ok=True)
+    try:
+        await own.start()
+        assert not (own.runtime_root / stale).exists()
+        assert cgroups.existing(f"{stale}-s1") is None
+        assert foreign.exists()
+    finally:
+        await own.aclose()
+        foreign.rmdir()
+        if cg is not None and cgroups.existing(cg.name) is not None:
+            cg.destroy()
+
+
 async def test_kill_ends_the_whole_session_and_reports_it(backend: ZygoteBackend) -> None:
     async with await backend.create_session() as s:
         await run(s, "import subprocess\np = subprocess.Popen(['sleep', '600'])")

@@ -3,7 +3,8 @@
 The host side. :meth:`ZygoteBackend.start` launches ``python -m thinkbox.sandbox.zygote_server`` with a
 scrubbed environment and a control socket; :meth:`ZygoteBackend.spawn` sends it the session's socket and
 limits and gets back the pid of the session's init (pid 1 of its pid namespace). What happens inside is
-described in :mod:`thinkbox.sandbox.zygote_server`. Signals go to the init through a pidfd; the zygote
+described in :mod:`thinkbox.sandbox.zygote_server` (sessions are forked ahead of time as
+"embryos" and specialized per request). Signals go to the init through a pidfd; the zygote
 reaps it and reports how the interpreter ended.
 """
 
