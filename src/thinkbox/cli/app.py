@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "thinkbox.cli.runs_cmd",  # runs list | show | export
     "thinkbox.cli.config_cmd",  # config show
     "thinkbox.cli.model_cmd",  # model status | path | install
+    "thinkbox.cli.image_cmd",  # image build
 )
 
 for _name in _COMMAND_MODULES:

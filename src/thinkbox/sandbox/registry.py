@@ -16,6 +16,7 @@ GROUP = "thinkbox.sandbox_backends"
 _BUILTIN = {
     "zygote": "thinkbox.sandbox.zygote:ZygoteBackend",
     "bwrap": "thinkbox.sandbox.bwrap:BwrapBackend",
+    "docker": "thinkbox.sandbox.docker_backend:DockerBackend",
 }
 
 
