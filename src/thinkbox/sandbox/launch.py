@@ -1,5 +1,8 @@
 """Start a kernel in a freshly exec'd interpreter: ``python -m thinkbox.sandbox.launch FD OPTIONS_JSON``.
 
+``FD`` is an inherited, connected socket; a path instead (docker) is a Unix socket the host listens on,
+connected to before the preload so the host learns at once that the interpreter started.
+
 Used by backends that exec a new interpreter per session (bwrap, docker) rather than forking the zygote.
 Stdlib only, like the kernel: inside a sandbox only the kernel's own files are present.
 """
@@ -12,13 +15,17 @@ import sys
 
 
 def main(argv: list[str]) -> None:
-    fd = int(argv[1])
+    target = argv[1]
     options = json.loads(argv[2]) if len(argv) > 2 else {}
+    if target.isdigit():
+        sock = socket.socket(fileno=int(target))
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(target)
     from thinkbox.sandbox import kernel
 
     if options.get("preload", True):
         kernel.preload()
-    sock = socket.socket(fileno=fd)
     kernel.serve(sock, options)
 
 
