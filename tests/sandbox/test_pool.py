@@ -213,3 +213,13 @@ async def test_pool_that_cannot_start_a_session_fails_loudly_and_leaves_no_task(
     with pytest.raises(ThinkboxError):
         await pool.start()
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("thinkbox-pool")]
+
+
+async def test_pooled_session_used_behind_the_pools_back_is_not_handed_out(backend: SandboxBackend) -> None:
+    async with SessionPool(backend, size=1, check_interval_s=3600) as pool:
+        (tampered,) = pool.ready_sessions()
+        await tampered.execute("leak = 1")
+        async with pool.lease() as session:
+            assert session.id != tampered.id
+            assert (await session.execute("'leak' in globals()")).result == "False"
+        assert not tampered.is_alive()

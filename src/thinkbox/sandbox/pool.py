@@ -55,7 +55,7 @@ class PoolStats:
     acquired_warm: int
     acquired_cold: int
     replaced_dead: int
-    """Pooled sessions found dead and replaced."""
+    """Pooled sessions found dead (or already used through ready_sessions()) and replaced."""
     reaped_idle: int
     """Leased sessions closed because they were idle too long."""
     refill_failures: int
@@ -172,7 +172,7 @@ class SessionPool:
             await self.start(wait=False)
         while self._ready:
             session = self._ready.popleft()
-            if _looks_alive(session):
+            if session.executions == 0 and _looks_alive(session):
                 self._lease(session)
                 self._warm += 1
                 self._kick()
@@ -317,7 +317,7 @@ class SessionPool:
             return
         alive: deque[Session] = deque()
         for session in self._ready:
-            if _looks_alive(session):
+            if session.executions == 0 and _looks_alive(session):
                 alive.append(session)
             else:
                 self._replaced += 1
