@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from thinkbox.errors import SandboxUnavailable
 from thinkbox.sandbox import conformance
 from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.bwrap import BwrapBackend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -112,3 +116,9 @@ async def test_run_sandbox_conformance_reports_results_as_data(
     assert [(r.name, r.passed) for r in results] == [("cwd_is_the_workspace", True), ("always_fails", False)]
     assert results[1].detail == "a behaviour this backend lacks"
     assert results[0].duration_ms > 0
+
+
+async def test_bwrap_backend_without_bubblewrap_says_how_to_install_it(tmp_path: Path) -> None:
+    backend = BwrapBackend(bwrap=str(tmp_path / "no-bwrap-here"))
+    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+        await backend.start()

@@ -6,8 +6,9 @@ Each session is a fresh interpreter (``python -m thinkbox.sandbox.launch``) star
 - every namespace unshared (no network), a user namespace with a distinct uid per session, no capabilities,
   NO_NEW_PRIVS, the seccomp filter of :mod:`thinkbox.sandbox.seccomp` (``--seccomp FD``);
 - a read-only root made of ``/usr`` (and the merged-usr links), the Python installation and the virtualenv
-  at their own paths, ``/etc/ld.so.cache``, ``/etc/alternatives`` and a private copy of the kernel's five
-  stdlib-only files; never the host ``/``, ``/root``, ``/home``, ``/run`` or the project directory;
+  at their own paths, ``/etc/ld.so.cache``, ``/etc/alternatives``, ``/etc/fonts`` and a private copy of the
+  kernel's five stdlib-only files; never the host ``/``, ``/root``, ``/home``, ``/run`` or the project
+  directory;
 - a size-limited tmpfs as ``/workspace`` (disk fill ends in ENOSPC), a private ``/tmp`` and ``/dev/shm``,
   and the caller's :class:`~thinkbox.sandbox.types.Mount` s under ``/workspace``;
 - rlimits and a cgroup (:mod:`~thinkbox.sandbox.rlimits`, :mod:`~thinkbox.sandbox.cgroups`) applied to
@@ -348,7 +349,7 @@ class BwrapBackend(SandboxBackend):
                 continue
             args += ["--ro-bind", real, real]
             seen.append(real)
-        for path in ("/etc/ld.so.cache", "/etc/alternatives"):
+        for path in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/fonts"):
             args += ["--ro-bind-try", path, path]
         args += ["--ro-bind", str(self._runtime), RUNTIME_MOUNT]
         return args
