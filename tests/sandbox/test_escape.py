@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -627,6 +628,38 @@ out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["readonly", "shared", "sibling.txt"]
     hard = shared / "hard"
     assert not hard.exists() or hard.stat().st_ino != Path("/etc/passwd").stat().st_ino
+
+
+async def test_no_setuid_or_setgid_program_can_be_planted_in_a_read_write_mount(
+    sandbox_backend: SandboxBackend, tmp_path: Path
+) -> None:
+    session = await _new_session(
+        sandbox_backend, mounts=(Mount(source=tmp_path, target="data", read_only=False),)
+    )
+    try:
+        code = """
+import os, shutil
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = 'done'
+    except OSError as e:
+        out[name] = type(e).__name__
+attempt('copy', lambda: shutil.copy('/bin/sh', 'data/sh'))
+attempt('chmod u+s', lambda: os.chmod('data/sh', 0o4755))
+attempt('chmod g+s', lambda: os.chmod('data/sh', 0o2755))
+attempt('fchmod', lambda: os.fchmod(os.open('data/sh', os.O_RDONLY), 0o6755))
+attempt('create setuid', lambda: os.close(os.open('data/new', os.O_CREAT | os.O_WRONLY, 0o4755)))
+attempt('shell chmod', lambda: os.system('chmod 4755 data/sh; cp -p /bin/su data/su 2>/dev/null'))
+out
+"""
+        await _report(session, code)
+    finally:
+        await session.close()
+    for path in tmp_path.iterdir():
+        mode = path.lstat().st_mode
+        assert not mode & (stat.S_ISUID | stat.S_ISGID), f"{path.name} is {oct(mode)} on the host"
 
 
 async def test_mount_targets_outside_the_workspace_are_refused(

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import logging
 import os
@@ -32,11 +33,12 @@ import posixpath
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
 from thinkbox.sandbox import cgroups, rlimits
@@ -93,6 +95,27 @@ def _propagated(code: int | None) -> int | None:
     if code is not None and 128 < code < 128 + 65:
         return -(code - 128)
     return code
+
+
+_MODE_ARG = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2, "open": 2, "openat": 3, "creat": 1}
+_MODE_ARG |= {"mknod": 1, "mknodat": 2}
+
+
+def _export_nosuid_bpf(fileobj: IO[bytes]) -> None:
+    """A second filter: no setuid/setgid bits. The session's files are owned by the engine's kernel uid
+    (root when the engine is root), so a setuid file written to a read-write mount would be a setuid-root
+    program on the host. ``openat2`` (mode inside a struct) answers ENOSYS, so libc falls back to openat."""
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(sc.ALLOW)
+    for name, arg in _MODE_ARG.items():
+        for bit in (stat.S_ISUID, stat.S_ISGID):
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                f.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        f.add_rule(sc.ERRNO(errno.ENOSYS), "openat2")
+    fileobj.flush()
+    f.export_bpf(fileobj)
 
 
 class BwrapKernel(KernelProcess):
@@ -306,6 +329,8 @@ class BwrapBackend(SandboxBackend):
 
                 with open(runtime / "seccomp.bpf", "wb") as f:
                     seccomp.export_bpf(f)
+                with open(runtime / "nosuid.bpf", "wb") as f:
+                    _export_nosuid_bpf(f)
             except (ImportError, OSError, RuntimeError) as exc:
                 raise SandboxUnavailable(
                     f"the seccomp filter could not be built ({exc}); install libseccomp "
@@ -393,8 +418,9 @@ class BwrapBackend(SandboxBackend):
             if name.endswith(".json"):
                 argv += ["--file", str(fd), f"{MPL_DIR}/{name}"]
         argv += [*mount_args, "--remount-ro", "/", "--chdir", WORKSPACE]
-        if "seccomp.bpf" in files:
-            argv += ["--seccomp", str(files["seccomp.bpf"])]
+        for name in ("seccomp.bpf", "nosuid.bpf"):
+            if name in files:
+                argv += ["--add-seccomp-fd", str(files[name])]
         return argv
 
     # -- sessions ---------------------------------------------------------------------------------
@@ -417,7 +443,10 @@ class BwrapBackend(SandboxBackend):
         files: dict[str, int] = {}
         try:
             assert self._runtime is not None
-            for path in ([self._runtime / "seccomp.bpf"] if self._use_seccomp else []) + self._mpl_files:
+            filters = (
+                [self._runtime / "seccomp.bpf", self._runtime / "nosuid.bpf"] if self._use_seccomp else []
+            )
+            for path in filters + self._mpl_files:
                 files[path.name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             argv = self._argv(self._uid_base + self._seq % 40000, limits, mount_args, files)
             argv += ["--json-status-fd", str(status_w), self._python, "-m", "thinkbox.sandbox.launch"]
