@@ -154,6 +154,9 @@ def _reason(exc: BaseException) -> str:
 def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
     """Prepare everything that does not depend on the request, fork C, wait for the request."""
     try:
+        # The zygote dies (so did the engine): the session too. Had it died before this line, the
+        # request channel would be closed and the embryo would exit at the request instead.
+        isolation.set_death_signal(signal.SIGKILL)
         if cg is not None:  # a cgroup migration waits for an RCU grace period: done ahead of the request
             cg.add(0)
         isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
