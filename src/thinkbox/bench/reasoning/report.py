@@ -1,0 +1,241 @@
+"""From per-item results to the report: accuracy with a Wilson 95 % interval, code use, steps, tokens, time.
+
+Summary figures (percentage points, None when an arm is missing):
+
+- ``code_minus_direct_pp``: mean over the computation families (kind ``compute`` and ``code``) of
+  accuracy(code) - accuracy(direct);
+- ``router_worst_gap_pp``: the largest shortfall of the router below the better of direct and code on any
+  family, controls included (the target is <= 2; negative means the router beat both everywhere).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+Z95 = 1.959964
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``correct / n`` (0..1); (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class ItemResult(BaseModel):
+    """One arm on one item: the cached unit (one JSON line of results.jsonl)."""
+
+    key: str
+    family: str
+    kind: str
+    arm: str
+    seed: int
+    difficulty: int
+    index: int
+    model: str
+    question: str
+    expected: str
+    answer: str | None
+    correct: bool
+    code_ran: bool
+    steps: int
+    tokens: int
+    wall_s: float
+    stop: str
+    route: str | None = None
+
+
+class ArmStats(BaseModel):
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int
+    correct: int
+    code_rate: float = Field(description="Share of items where code was run.")
+    mean_steps: float
+    mean_tokens: float
+    mean_s: float
+    no_answer: int = Field(description="Items where the agent stopped at a limit without an answer.")
+    routed_code: float | None = Field(None, description="Router only: share of items routed to code.")
+
+
+class Summary(BaseModel):
+    code_minus_direct_pp: float | None
+    router_worst_gap_pp: float | None
+    router_worst_family: str | None
+    code_minus_direct_by_family_pp: dict[str, float]
+    router_gap_by_family_pp: dict[str, float]
+
+
+class Report(BaseModel):
+    model: str
+    seed: int
+    n: int
+    difficulty: int
+    arms: list[str]
+    router: str
+    kinds: dict[str, str]
+    families: dict[str, dict[str, ArmStats]]
+    summary: Summary
+    wall_s: float
+    command: str = ""
+
+
+def arm_stats(results: list[ItemResult]) -> ArmStats:
+    n = len(results)
+    correct = sum(r.correct for r in results)
+    low, high = wilson(correct, n)
+    routed = [r.route for r in results if r.route is not None and r.arm.startswith("router")]
+
+    def mean(values: list[float]) -> float:
+        return round(statistics.fmean(values), 3) if values else 0.0
+
+    return ArmStats(
+        accuracy=round(correct / n, 4) if n else 0.0,
+        ci_low=round(low, 4),
+        ci_high=round(high, 4),
+        n=n,
+        correct=correct,
+        code_rate=round(sum(r.code_ran for r in results) / n, 4) if n else 0.0,
+        mean_steps=mean([r.steps for r in results]),
+        mean_tokens=mean([r.tokens for r in results]),
+        mean_s=mean([r.wall_s for r in results]),
+        no_answer=sum(r.answer is None for r in results),
+        routed_code=round(sum("code" in r for r in routed) / len(routed), 4) if routed else None,
+    )
+
+
+def summarize(families: dict[str, dict[str, ArmStats]], kinds: dict[str, str]) -> Summary:
+    diffs: dict[str, float] = {}
+    gaps: dict[str, float] = {}
+    for family, by_arm in families.items():
+        direct, code, router = by_arm.get("direct"), by_arm.get("code"), by_arm.get("router")
+        if direct and code and kinds.get(family) != "control":
+            diffs[family] = round((code.accuracy - direct.accuracy) * 100, 2)
+        if router and (direct or code):
+            best = max(a.accuracy for a in (direct, code) if a is not None)
+            gaps[family] = round((best - router.accuracy) * 100, 2)
+    worst = max(gaps, key=lambda f: gaps[f]) if gaps else None
+    return Summary(
+        code_minus_direct_pp=round(statistics.fmean(diffs.values()), 2) if diffs else None,
+        router_worst_gap_pp=gaps[worst] if worst else None,
+        router_worst_family=worst,
+        code_minus_direct_by_family_pp=diffs,
+        router_gap_by_family_pp=gaps,
+    )
+
+
+def build_report(
+    results: list[ItemResult],
+    *,
+    model: str,
+    seed: int,
+    n: int,
+    difficulty: int,
+    arms: list[str],
+    router: str,
+    families: list[str],
+    wall_s: float,
+    command: str = "",
+) -> Report:
+    table: dict[str, dict[str, ArmStats]] = {}
+    kinds: dict[str, str] = {}
+    for family in families:
+        rows = [r for r in results if r.family == family]
+        if rows:
+            kinds[family] = rows[0].kind
+        table[family] = {arm: arm_stats(got) for arm in arms if (got := [r for r in rows if r.arm == arm])}
+    return Report(
+        model=model,
+        seed=seed,
+        n=n,
+        difficulty=difficulty,
+        arms=arms,
+        router=router,
+        kinds=kinds,
+        families=table,
+        summary=summarize(table, kinds),
+        wall_s=round(wall_s, 1),
+        command=command,
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f}"
+
+
+def markdown(report: Report, chart: str | None = "chart.png") -> str:
+    lines = [
+        f"# thinkbox bench reasoning: {report.model}",
+        "",
+        f"Seed {report.seed}, {report.n} items per family, difficulty {report.difficulty}, router design "
+        f"`{report.router}`, wall time {report.wall_s:.0f} s.",
+    ]
+    if report.command:
+        lines += ["", f"Command: `{report.command}`"]
+    lines += [
+        "",
+        "| family | kind | arm | accuracy % | 95 % interval | n | code used % | steps | tokens | s/item |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for family, by_arm in report.families.items():
+        for arm, s in by_arm.items():
+            lines.append(
+                f"| {family} | {report.kinds.get(family, '')} | {arm} | {_pct(s.accuracy)} | "
+                f"{_pct(s.ci_low)}-{_pct(s.ci_high)} | {s.n} | {_pct(s.code_rate)} | {s.mean_steps:.1f} | "
+                f"{s.mean_tokens:.0f} | {s.mean_s:.1f} |"
+            )
+    sm = report.summary
+
+    def pp(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:+.1f} points"
+
+    lines += [
+        "",
+        f"- code - direct, mean over computation families: {pp(sm.code_minus_direct_pp)}",
+        f"- router, worst shortfall below the better of direct and code: {pp(sm.router_worst_gap_pp)}"
+        + (f" ({sm.router_worst_family})" if sm.router_worst_family else ""),
+    ]
+    if chart:
+        lines += ["", f"![accuracy by family and arm]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(report: Report, path: Path) -> None:
+    """Grouped bars: accuracy per family and arm, with the Wilson intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [f for f in report.families if report.families[f]]
+    arms = report.arms
+    width = 0.8 / max(len(arms), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(families) + 2), 4.2))
+    for i, arm in enumerate(arms):
+        xs, ys, lo, hi = [], [], [], []
+        for j, family in enumerate(families):
+            s = report.families[family].get(arm)
+            if s is None:
+                continue
+            xs.append(j + (i - (len(arms) - 1) / 2) * width)
+            ys.append(s.accuracy * 100)
+            lo.append((s.accuracy - s.ci_low) * 100)
+            hi.append((s.ci_high - s.accuracy) * 100)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=arm)
+    ax.set_xticks(range(len(families)), families, rotation=30, ha="right")
+    ax.set_ylabel("accuracy %  (95 % Wilson interval)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{report.model}: direct vs code vs router")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,90 @@
+"""Router designs: per question, decide whether thinking in code helps. ``--router`` picks one.
+
+- ``classify``: one short, constrained model call labels the question ``code`` or ``direct``; the item
+  then goes to that arm. Costs a few tokens; the label is visible in the results (``route``).
+- ``agent``: the agent with its usual system prompt, which allows ``provide_answer`` at step 1: the model
+  decides inside the loop.
+- ``verify``: answer directly first, then the agent sees that answer and checks it with code when the
+  question needs computation (else it repeats it). Costs both arms.
+
+The default is :data:`DEFAULT_ROUTER`; see the README for the numbers behind the choice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from thinkbox.bench.reasoning import arms
+from thinkbox.bench.reasoning.arms import ArmContext, Outcome
+from thinkbox.bench.reasoning.tasks import Item
+from thinkbox.errors import ConfigError
+from thinkbox.models.base import ModelRequest, complete
+
+CLASSIFY_PROMPT = """\
+Decide how the question below should be answered. Reply "code" if getting it right needs exact \
+computation: arithmetic with big or many numbers, counting letters or items, dates and times, data in a \
+file, sorting, searching, optimising, or writing and testing a program. Reply "direct" if it asks for a \
+well-known fact, a word or its form, an opinion, or anything a person answers from memory.
+
+Question: {question}
+
+Reply with one JSON object: {{"route": "code"}} or {{"route": "direct"}}."""
+
+ROUTE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"route": {"type": "string", "enum": ["code", "direct"]}},
+    "required": ["route"],
+    "additionalProperties": False,
+}
+
+VERIFY_TEMPLATE = (
+    "{question}\n\n(An answer given from memory, without code, was: {answer}. If the question needs "
+    "computation, check that answer with code and give the checked answer; if not, give it as it is.)"
+)
+
+
+async def classify(item: Item, ctx: ArmContext) -> Outcome:
+    started = time.monotonic()
+    request = ModelRequest(
+        messages=[{"role": "user", "content": CLASSIFY_PROMPT.format(question=item.question)}],
+        json_schema=ROUTE_SCHEMA,
+        max_tokens=16,
+        temperature=ctx.settings.model.temperature,
+    )
+    reply = await complete(ctx.model, request)
+    route = "code" if "code" in reply.text.lower() else "direct"
+    outcome = await (arms.code(item, ctx) if route == "code" else arms.direct(item, ctx))
+    outcome.route = route
+    outcome.steps += 1
+    outcome.tokens += reply.usage.total
+    outcome.wall_s = time.monotonic() - started
+    return outcome
+
+
+async def agent(item: Item, ctx: ArmContext) -> Outcome:
+    return await arms.agent(item, ctx)
+
+
+async def verify(item: Item, ctx: ArmContext) -> Outcome:
+    started = time.monotonic()
+    first = await arms.direct(item, ctx)
+    question = VERIFY_TEMPLATE.format(question=item.question, answer=(first.answer or "")[:500])
+    outcome = await arms.agent(item, ctx, question=question)
+    outcome.route = "verify:code" if outcome.code_ran else "verify:direct"
+    outcome.steps += first.steps
+    outcome.tokens += first.tokens
+    outcome.wall_s = time.monotonic() - started
+    return outcome
+
+
+RouterFn = Callable[[Item, ArmContext], Awaitable[Outcome]]
+ROUTERS: dict[str, RouterFn] = {"classify": classify, "agent": agent, "verify": verify}
+DEFAULT_ROUTER = "classify"
+
+
+def get_router(name: str) -> RouterFn:
+    if name not in ROUTERS:
+        raise ConfigError(f"unknown router design {name!r}; fix --router: one of {', '.join(ROUTERS)}")
+    return ROUTERS[name]

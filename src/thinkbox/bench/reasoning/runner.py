@@ -1,0 +1,246 @@
+"""Run the arms over the families' items, cache each result, write the report.
+
+Every (family, difficulty, arm, seed, index, model) result is one JSON line in ``<out>/results.jsonl``,
+appended as soon as it is scored, so an interrupted run resumes where it stopped: items already there are
+not asked again. A failure of the machinery (model endpoint down, sandbox gone) stops the run with the
+error; run the same command again to resume.
+
+Items run one at a time against the local model (two model calls at once on a small machine only slow
+each other) and ``jobs`` at a time against a remote endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from thinkbox.bench.reasoning import arms, router
+from thinkbox.bench.reasoning.arms import ArmContext, Outcome
+from thinkbox.bench.reasoning.report import ItemResult, Report, build_report, markdown, write_chart
+from thinkbox.bench.reasoning.tasks import Family, Item, get_family
+from thinkbox.config import Settings
+from thinkbox.errors import ConfigError, ThinkboxError
+from thinkbox.models.base import ModelBackend
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.pool import SessionPool
+from thinkbox.sandbox.types import ExecutionResult, SessionConfig
+
+Progress = Callable[[str], None]
+ARMS = ("direct", "code", "router")
+DEFAULT_FAMILIES = (
+    "products",
+    "decimal_arithmetic",
+    "letter_counting",
+    "calendar_arithmetic",
+    "time_intervals",
+    "shortest_path",
+    "count_primes",
+    "gsm_symbolic",
+    "number_sorting",
+    "base_conversion",
+    "humaneval",
+    "csv_stats",
+    "tsp",
+    "knapsack",
+    "loan",
+    "recall",
+    "wording",
+)
+QUICK_FAMILIES = ("products", "letter_counting", "csv_stats", "recall")
+QUICK_N = 3
+
+
+class BenchConfig(BaseModel):
+    """What to run. The same fields are the command's flags."""
+
+    families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES))
+    n: int = Field(20, ge=1, description="Items per family.")
+    seed: int = 0
+    difficulty: int = Field(2, ge=1, le=3)
+    arms: list[str] = Field(default_factory=lambda: list(ARMS))
+    router: str = router.DEFAULT_ROUTER
+    jobs: int = Field(1, ge=1, description="Items at once (forced to 1 for the local model).")
+    out: Path = Path("bench-reasoning")
+    humaneval_timeout_s: float = Field(10.0, gt=0)
+
+    def arm_key(self, arm: str) -> str:
+        return f"router:{self.router}" if arm == "router" else arm
+
+
+class SandboxChecker:
+    """Runs a program in a fresh session of the pool (HumanEval's tests)."""
+
+    def __init__(self, pool: SessionPool) -> None:
+        self.pool = pool
+
+    async def run(self, code: str, *, timeout_s: float) -> ExecutionResult:
+        async with self.pool.lease() as session:
+            return await session.execute(code, timeout=timeout_s)
+
+
+def load_cache(path: Path) -> dict[str, ItemResult]:
+    """Results already in ``path`` by key; a line cut short by a kill is skipped."""
+    cached: dict[str, ItemResult] = {}
+    if not path.exists():
+        return cached
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValidationError, ValueError):
+            result = ItemResult.model_validate_json(line)
+            cached[result.key] = result
+    return cached
+
+
+def item_key(item: Item, arm_key: str, config: BenchConfig, model: str) -> str:
+    return f"{item.family}/d{config.difficulty}/{arm_key}/s{config.seed}/{item.index}/{model}"
+
+
+async def answer(arm: str, item: Item, ctx: ArmContext, config: BenchConfig) -> Outcome:
+    if arm == "direct":
+        return await arms.direct(item, ctx)
+    if arm == "code":
+        return await arms.code(item, ctx)
+    return await router.get_router(config.router)(item, ctx)
+
+
+def check_config(config: BenchConfig) -> dict[str, Family]:
+    """The families by name; ConfigError naming the flag for a bad arm, router or family."""
+    unknown = [a for a in config.arms if a not in ARMS]
+    if unknown or not config.arms:
+        raise ConfigError(f"unknown arm(s) {', '.join(unknown) or '(none)'}; fix --arms: {','.join(ARMS)}")
+    router.get_router(config.router)
+    return {name: get_family(name) for name in config.families}
+
+
+async def run_reasoning_bench(
+    config: BenchConfig,
+    settings: Settings,
+    *,
+    model: ModelBackend | None = None,
+    backend: SandboxBackend | None = None,
+    progress: Progress | None = None,
+    command: str = "",
+) -> Report:
+    """Run (or resume) the benchmark; write results.jsonl, report.json, report.md and chart.png to ``out``.
+
+    ``model`` / ``backend``: given ones are used and left open (tests); else they are built from
+    ``settings`` and closed at the end."""
+    say = progress or (lambda _m: None)
+    families = check_config(config)
+    jobs = config.jobs
+    if model is None:
+        from thinkbox.models.factory import get_model
+
+        if settings.resolved_provider() == "local" and jobs > 1:
+            say("the local model answers one item at a time: --jobs 1")
+            jobs = 1
+        model = get_model(settings)
+    own_backend = backend is None
+    if backend is None:
+        backend = registry.create_backend(settings.sandbox.backend)
+    config.out.mkdir(parents=True, exist_ok=True)
+    results_path = config.out / "results.jsonl"
+    cached = load_cache(results_path)
+    started = time.monotonic()
+    work: list[tuple[Family, Item, str, str]] = []
+    for family in families.values():
+        for item in family.items(config.n, config.seed, config.difficulty):
+            for arm in config.arms:
+                work.append((family, item, arm, item_key(item, config.arm_key(arm), config, model.name)))
+    todo = [w for w in work if w[3] not in cached]
+    say(f"{len(work)} runs, {len(work) - len(todo)} cached, {len(todo)} to do ({model.name}, jobs {jobs})")
+    pool = SessionPool(backend, size=min(jobs, 2), config=SessionConfig(limits=settings.sandbox.limits))
+    lock = asyncio.Lock()
+    done = 0
+    try:
+        await pool.start()
+        ctx = ArmContext(model=model, settings=settings, pool=pool)
+        checker = SandboxChecker(pool)
+
+        async def one(family: Family, item: Item, arm: str, key: str) -> None:
+            nonlocal done
+            outcome = await answer(arm, item, ctx, config)
+            correct = await family.score(item, outcome.answer or "", checker) if outcome.answer else False
+            result = ItemResult(
+                key=key,
+                family=item.family,
+                kind=family.kind,
+                arm=arm,
+                seed=config.seed,
+                difficulty=config.difficulty,
+                index=item.index,
+                model=model.name,
+                question=item.question,
+                expected=item.expected,
+                answer=outcome.answer,
+                correct=correct,
+                code_ran=outcome.code_ran,
+                steps=outcome.steps,
+                tokens=outcome.tokens,
+                wall_s=round(outcome.wall_s, 3),
+                stop=outcome.stop,
+                route=outcome.route,
+            )
+            async with lock:
+                with results_path.open("a", encoding="utf-8") as f:
+                    f.write(result.model_dump_json() + "\n")
+                cached[key] = result
+                done += 1
+            mark = "right" if correct else "wrong"
+            say(f"[{done}/{len(todo)}] {item.family} #{item.index} {arm}: {mark} ({outcome.wall_s:.1f} s)")
+
+        if jobs == 1:
+            for w in todo:
+                await one(*w)
+        else:
+            await _parallel(todo, one, jobs)
+    finally:
+        await pool.aclose()
+        if own_backend:
+            await backend.aclose()
+    report = build_report(
+        [cached[w[3]] for w in work],
+        model=model.name,
+        seed=config.seed,
+        n=config.n,
+        difficulty=config.difficulty,
+        arms=config.arms,
+        router=config.router,
+        families=list(families),
+        wall_s=time.monotonic() - started,
+        command=command,
+    )
+    write_outputs(report, config.out)
+    return report
+
+
+async def _parallel(todo: list[tuple[Family, Item, str, str]], one: Callable[..., object], jobs: int) -> None:
+    gate = asyncio.Semaphore(jobs)
+
+    async def gated(w: tuple[Family, Item, str, str]) -> None:
+        async with gate:
+            await one(*w)  # type: ignore[misc]
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for w in todo:
+                group.create_task(gated(w))
+    except* ThinkboxError as eg:
+        raise eg.exceptions[0] from None
+
+
+def write_outputs(report: Report, out: Path) -> None:
+    (out / "report.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_chart(report, out / "chart.png")
+    (out / "report.md").write_text(markdown(report), encoding="utf-8")
+
+
+def summary_json(report: Report) -> str:
+    """The report as JSON: ``families`` -> {family: {arm: {...}}}, ``summary``, and the run's settings."""
+    return json.dumps(report.model_dump(mode="json"), indent=2)

@@ -1,0 +1,141 @@
+"""Task families: where the questions come from and how an answer is scored.
+
+A family makes ``n`` items from a seed at a difficulty (1 easy, 2 medium, 3 hard) and scores an answer
+against its own ground truth. Families, by where that truth comes from:
+
+- reasoning-gym generators with reasoning-gym's own scorers (``gym.py``); any reasoning-gym dataset name
+  works, the ten listed in :data:`GYM_FAMILIES` have a tuned difficulty table;
+- HumanEval (``humaneval.py``): completions are run with the dataset's tests inside a sandbox session;
+- generated families with exact answers computed here (``generated.py``): statistics over a CSV placed in
+  the workspace, TSP against brute force, 0/1 knapsack, loan amortisation;
+- controls where code should not help (``controls.py``): recall and wording questions.
+
+:func:`get_family` resolves a name; :func:`clean_answer` is the one normalisation every arm's answer gets
+before scoring, so no arm is favoured by a lenient reading.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from thinkbox.errors import ConfigError
+from thinkbox.sandbox.types import ExecutionResult
+
+Kind = Literal["compute", "code", "control"]
+"""compute: the answer needs computation; code: the answer is a program; control: code should not help."""
+
+DIFFICULTIES = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One question with its ground truth."""
+
+    family: str
+    index: int
+    question: str
+    expected: str
+    """The reference answer, as shown in reports."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Files placed in the workspace (the code arms) or inlined in the prompt (the direct arm)."""
+    data: Any = None
+    """What the scorer needs besides ``expected`` (a reasoning-gym entry, a HumanEval problem)."""
+
+
+class Checker(Protocol):
+    """Runs a program in a fresh sandbox session (HumanEval's tests): never in the host process."""
+
+    async def run(self, code: str, *, timeout_s: float) -> ExecutionResult: ...
+
+
+class Family(Protocol):
+    name: str
+    kind: Kind
+
+    def items(self, n: int, seed: int, difficulty: int) -> list[Item]:
+        """``n`` items, the same for the same ``seed`` and ``difficulty``."""
+        ...
+
+    async def score(self, item: Item, answer: str, checker: Checker) -> bool:
+        """Whether ``answer`` (as the model wrote it) is right."""
+        ...
+
+
+def check_difficulty(difficulty: int) -> int:
+    if difficulty not in DIFFICULTIES:
+        raise ConfigError(f"difficulty {difficulty} is not one of 1, 2, 3; fix --difficulty")
+    return difficulty
+
+
+def own_families() -> dict[str, Family]:
+    """thinkbox's own families (not reasoning-gym) by name."""
+    from thinkbox.bench.reasoning import controls, generated, humaneval
+
+    table: list[Family] = [
+        humaneval.HumanEval(),
+        generated.CsvStats(),
+        generated.Tsp(),
+        generated.Knapsack(),
+        generated.Loan(),
+        controls.Recall(),
+        controls.Wording(),
+    ]
+    return {f.name: f for f in table}
+
+
+def get_family(name: str) -> Family:
+    """A family by name: thinkbox's own, else any reasoning-gym dataset. ConfigError names the fix."""
+    own = own_families()
+    if name in own:
+        return own[name]
+    from thinkbox.bench.reasoning import gym
+
+    if name in gym.dataset_names():
+        return gym.GymFamily(name)
+    raise ConfigError(
+        f"unknown task family {name!r}; fix --families: use thinkbox's own ({', '.join(sorted(own))}) "
+        "or a reasoning-gym dataset name (listed by: python -c "
+        "'import reasoning_gym; print(sorted(reasoning_gym.factory.DATASETS))')"
+    )
+
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*\n?(.*?)```", re.S)
+_LEAD = re.compile(r"^(?:final answer|the answer is|answer)\s*[:=]?\s*", re.I)
+_LAST_ANSWER_IS = re.compile(r"(?:final answer|answer is)\s*[:=]?\s*(.+)$", re.I | re.S)
+
+
+def clean_answer(text: str) -> str:
+    """The answer with wrapping removed: code fences, backticks, 'Answer:' and a trailing full stop.
+
+    Applied to every arm's answer before scoring (HumanEval extracts code itself)."""
+    text = text.strip()
+    fenced = _FENCE.findall(text)
+    if fenced:
+        text = fenced[-1].strip()
+    if (m := _LAST_ANSWER_IS.search(text)) and "\n" not in m.group(1).strip():
+        text = m.group(1)
+    text = _LEAD.sub("", text.strip()).strip().strip("`*").strip()
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
+    return text
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in ``text`` (commas as thousands separators), or None."""
+    found = _NUMBER.findall(clean_answer(text).replace("$", ""))
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def number_matches(answer: str, expected: float, tolerance: float = 0.0) -> bool:
+    value = last_number(answer)
+    return value is not None and abs(value - expected) <= tolerance + 1e-9
