@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -246,6 +247,37 @@ async def test_start_removes_what_a_crashed_engine_left_behind() -> None:
         foreign.rmdir()
         if cg is not None and cgroups.existing(cg.name) is not None:
             cg.destroy()
+
+
+ENGINE_THAT_CRASHES = """
+import asyncio, os
+from thinkbox.sandbox.zygote import ZygoteBackend
+
+async def main():
+    backend = ZygoteBackend()
+    session = await backend.create_session()
+    await session.execute("import subprocess; subprocess.Popen(['sleep', '300'])")
+    asyncio.get_running_loop().create_task(session.execute("while True: pass"))
+    await asyncio.sleep(0.3)
+    print(backend.zygote_pid, *session.process.host_pids(), flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+async def test_sessions_die_with_a_crashed_engine() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ENGINE_THAT_CRASHES, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    pids = [int(p) for p in out.split()]
+    assert len(pids) == 3  # the zygote, the session's init and its interpreter (busy in a loop)
+    for _ in range(50):
+        if all(_is_zombie(pid) for pid in pids):
+            break
+        await asyncio.sleep(0.1)
+    assert all(_is_zombie(pid) for pid in pids)
 
 
 async def test_kill_ends_the_whole_session_and_reports_it(backend: ZygoteBackend) -> None:
