@@ -92,3 +92,65 @@ def bench_model(
         print(data)
     else:
         render(report)
+
+
+@bench_app.command("reasoning")
+def bench_reasoning(
+    model: str | None = typer.Option(None, "--model", help="Model name (default: model.name)."),
+    families: str | None = typer.Option(
+        None, "--families", help="Comma-separated: thinkbox's own families or any reasoning-gym dataset."
+    ),
+    n: int | None = typer.Option(None, "--n", min=1, help="Items per family (default 20; --quick: 3)."),
+    seed: int = typer.Option(0, "--seed"),
+    difficulty: int = typer.Option(2, "--difficulty", min=1, max=3, help="1 easy, 2 medium, 3 hard."),
+    arms: str = typer.Option("direct,code,router", "--arms", help="Comma-separated: direct, code, router."),
+    router: str = typer.Option("classify", "--router", help="Router design: classify, agent, verify."),
+    jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
+    out: str = typer.Option(
+        "bench-reasoning", "--out", help="Results cache, report.md, report.json, chart.png."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    quick: bool = typer.Option(False, "--quick", help="3 items of 4 families: a check in minutes."),
+) -> None:
+    """Thinking in code against direct answers, per task family, and a router that picks per question.
+    Results are cached per item under --out: run the same command again to resume."""
+    import asyncio
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from thinkbox.bench.reasoning.runner import (
+        DEFAULT_FAMILIES,
+        QUICK_FAMILIES,
+        QUICK_N,
+        BenchConfig,
+        run_reasoning_bench,
+        summary_json,
+    )
+    from thinkbox.config import load_settings
+    from thinkbox.errors import ThinkboxError
+
+    err = Console(stderr=True)
+    chosen = families.split(",") if families else list(QUICK_FAMILIES if quick else DEFAULT_FAMILIES)
+    try:
+        settings = load_settings(**({"model": {"name": model}} if model else {}))
+        config = BenchConfig(
+            families=[f.strip() for f in chosen if f.strip()], n=n or (QUICK_N if quick else 20), seed=seed,
+            difficulty=difficulty, arms=[a.strip() for a in arms.split(",") if a.strip()], router=router,
+            jobs=jobs, out=Path(out),
+        )  # fmt: skip
+        report = asyncio.run(
+            run_reasoning_bench(config, settings, progress=lambda m: err.log(m),
+                                command=shlex.join(["thinkbox", "bench", "reasoning", *sys.argv[3:]]))
+        )  # fmt: skip
+    except ThinkboxError as exc:
+        print(
+            f"thinkbox bench reasoning: {exc} (cached results are kept: run again to resume)", file=sys.stderr
+        )
+        raise typer.Exit(2) from None
+    if json_out:
+        print(summary_json(report))
+    else:
+        print((Path(out) / "report.md").read_text(encoding="utf-8"))
