@@ -343,3 +343,14 @@ def test_schema_grammar_forbids_raw_newlines_in_strings() -> None:
     gbnf = strict_strings(json_schema_to_gbnf(json.dumps(ACTION_SCHEMA)))
     (char_rule,) = [line for line in gbnf.splitlines() if line.startswith("char ::=")]
     assert char_rule.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
+
+
+@pytest.mark.model
+async def test_a_new_chat_reuses_the_shared_system_prompt(local_model: object) -> None:
+    from thinkbox.models.local import LocalModel
+
+    assert isinstance(local_model, LocalModel)
+    await complete(local_model, ModelRequest(messages=chat("Say one."), max_tokens=4))
+    other = await complete(local_model, ModelRequest(messages=chat("Say two, please."), max_tokens=4))
+    system_tokens = len(local_model.tokenize_chat(chat("")[:1]))
+    assert other.usage.cached_tokens >= system_tokens - 8  # the system prompt was not evaluated again

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkbox.config import Settings
-from thinkbox.errors import ConfigError, ModelError, ModelTimeout, ModelUnavailable
+from thinkbox.errors import ConfigError, ModelError, ModelTimeout, ModelUnavailable, ThinkboxError
 from thinkbox.models.base import Message, ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 from thinkbox.models.install import locate_model
 
@@ -198,12 +198,10 @@ class LocalModel:
         """Worker thread: evaluate the prompt, sample, emit deltas, then one reply (or the failure)."""
         try:
             emit(_Done(self._generate_blocking(request, emit, cancel)))
-        except ModelError as exc:
+        except ThinkboxError as exc:
             emit(_Failed(exc))
-        except ConfigError as exc:
-            emit(_Failed(exc))
-        except (ValueError, RuntimeError, OSError) as exc:
-            emit(_Failed(ModelError(f"the local model failed: {exc}")))
+        except Exception as exc:  # never leave the consumer waiting: every failure becomes a ModelError
+            emit(_Failed(ModelError(f"the local model failed: {type(exc).__name__}: {exc}")))
 
     def _generate_blocking(
         self, request: ModelRequest, emit: Callable[[_Item], None], cancel: threading.Event
