@@ -11,8 +11,10 @@ the last request and only evaluates what follows their longest common prefix. Ac
 the chat only grows, so each turn evaluates just the new messages; a new run reuses the shared
 system-prompt prefix left by the previous one.
 
-``ModelRequest.json_schema`` is enforced with a GBNF grammar compiled from the schema (cached per schema);
-``max_tokens`` bounds every reply so a looping model cannot run forever.
+``ModelRequest.json_schema`` is enforced with a GBNF grammar compiled from the schema (cached per schema,
+strings made strictly JSON-valid); the token loop in :mod:`thinkbox.models.local_decode` checks it on the
+most likely candidates first. ``max_tokens`` bounds every reply so a looping model cannot run forever.
+Threads default to cores - 1: see :func:`default_threads`.
 """
 
 from __future__ import annotations
