@@ -154,6 +154,7 @@ class ZygoteBackend(SandboxBackend):
         self._by_sid: dict[str, _Live] = {}
         self._numbers: dict[str, int] = {}
         self._releasing: dict[str, asyncio.Future[None]] = {}
+        self._embryos: set[int] = set()
         self._counter = itertools.count(1)
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
@@ -290,7 +291,10 @@ class ZygoteBackend(SandboxBackend):
         if op in ("ready", "fatal"):
             if not self._ready.done():
                 self._ready.set_result(msg)
+        elif op == "embryo":
+            self._embryos.add(int(msg["pid"]))
         elif op == "spawned":
+            self._embryos.discard(int(msg["pid"]))
             pending = self._pending.get(sid)
             if pending is not None and not pending.spawned.done():
                 pending.cgroup = msg.get("cgroup")
@@ -311,6 +315,7 @@ class ZygoteBackend(SandboxBackend):
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
+            self._embryos.discard(int(msg["pid"]))
             live = self._live.pop(int(msg["pid"]), None)
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
@@ -471,6 +476,21 @@ class ZygoteBackend(SandboxBackend):
         await asyncio.to_thread(cgroups.remove_stale, lambda name: name.startswith(prefix))
         await asyncio.to_thread(_remove_runtime, self.runtime)
         self._numbers.clear()
+
+    def idle_pids(self) -> set[int]:
+        """Host pids of the prepared, not yet used sessions (an init and its interpreter each).
+
+        They come and go as the fork server refills its pool: a leak check should leave them out.
+        """
+        found: set[int] = set()
+        for pid in self._embryos:
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    found.update(int(p) for p in f.read().split())
+                found.add(pid)
+            except OSError:
+                continue
+        return found
 
     @property
     def zygote_pid(self) -> int | None:

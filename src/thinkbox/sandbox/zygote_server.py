@@ -33,6 +33,7 @@ zygote reaps B and removes its cgroup. Messages to the host::
     {"op": "status", "sid": ..., "returncode": rc}    B: how C ended
     {"op": "exit", "pid": B, "returncode": rc}        the zygote reaped B
     {"op": "released", "sid": ...}                    the workspace of a closed session is gone
+    {"op": "embryo", "pid": B}                        a prepared, unused session (for idle_pids())
 
 Requests from the host: ``{"op": "spawn", "sid", "n", "limits", "mounts", "env"}`` (+ 1 fd) and
 ``{"op": "release", "sid"}``.
@@ -399,6 +400,7 @@ class Server:
         isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
         theirs.close()
         self.unused.add(pid)
+        _send(self.ctl, {"op": "embryo", "pid": pid})
         if cg is not None:
             self.cgroups[pid] = cg
         return Embryo(pid, ours, cg)
@@ -467,7 +469,6 @@ class Server:
                 for e in [e for e in self.embryos if e.pid == pid]:
                     e.chan.close()
                     self.embryos.remove(e)
-                continue
             _send(self.ctl, {"op": "exit", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
     def shutdown(self) -> None:
