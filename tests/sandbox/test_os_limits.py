@@ -78,6 +78,19 @@ async def test_raw_and_netlink_sockets_give_permission_error(
 
 
 @in_module_loop
+async def test_setuid_and_setgid_bits_are_refused(backend: ZygoteBackend) -> None:
+    code = (
+        "import os\nopen('f', 'w').close()\nout = []\n"
+        "for mode in (0o4755, 0o2755, 0o755):\n"
+        "    try:\n        os.chmod('f', mode)\n        out.append('ok')\n"
+        "    except PermissionError:\n        out.append('EPERM')\nout"
+    )
+    async with await backend.create_session() as s:
+        result = await s.execute(code)
+    assert result.result == "['EPERM', 'EPERM', 'ok']", result
+
+
+@in_module_loop
 async def test_clone3_answers_enosys_so_threads_and_subprocesses_still_work(backend: ZygoteBackend) -> None:
     code = (
         "import ctypes, subprocess, threading\nlibc = ctypes.CDLL(None, use_errno=True)\n"

@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import socket
+import stat
 from typing import IO, Any
 
 import pyseccomp as sc
@@ -140,6 +141,38 @@ def build_filter() -> sc.SyscallFilter:
     return f
 
 
+# Where each call takes the mode whose setuid/setgid bits are refused by build_nosuid_filter().
+MODE_ARGUMENT = {
+    "chmod": 1,
+    "fchmod": 1,
+    "fchmodat": 2,
+    "fchmodat2": 2,
+    "open": 2,
+    "openat": 3,
+    "creat": 1,
+    "mknod": 1,
+    "mknodat": 2,
+}
+
+
+def build_nosuid_filter() -> sc.SyscallFilter:
+    """A second filter: no setuid/setgid bits on any file the sandbox creates or changes.
+
+    A session's files belong to its kernel uid, which outside the sandbox is a real user (the engine's
+    own user in unprivileged mode): a setuid file left in a read-write host mount would be a way into that
+    user for anyone on the host. ``openat2`` (its mode sits in a struct) answers ENOSYS, so libc falls
+    back to ``openat``. libseccomp takes one comparison per argument, hence a separate filter.
+    """
+    f = sc.SyscallFilter(sc.ALLOW)
+    for name, arg in MODE_ARGUMENT.items():
+        if _known(name):
+            for bit in (stat.S_ISUID, stat.S_ISGID):
+                f.add_rule(_EPERM, name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
+    if _known("openat2"):
+        f.add_rule(sc.ERRNO(errno.ENOSYS), "openat2")
+    return f
+
+
 def load() -> None:
     """Install the filter in the calling process (sets NO_NEW_PRIVS first; irreversible)."""
     build_filter().load()
@@ -151,14 +184,13 @@ def export_bpf(fileobj: IO[Any]) -> None:
     build_filter().export_bpf(fileobj)
 
 
-def compile_program() -> bytes:
-    """The filter as libseccomp compiles it (BPF bytes), to install many times with :func:`load_program`.
-
-    libseccomp regenerates the program on every ``seccomp_load``; a fork server compiles it once.
-    """
+def compile_program(flt: sc.SyscallFilter | None = None) -> bytes:
+    """A filter (default :func:`build_filter`) as libseccomp compiles it (BPF bytes), to install many
+    times with :func:`load_program`: libseccomp regenerates the program on every ``seccomp_load``, a fork
+    server compiles it once."""
     fd = os.memfd_create("thinkbox-seccomp", os.MFD_CLOEXEC)
     with os.fdopen(fd, "w+b") as f:
-        build_filter().export_bpf(f)
+        (flt or build_filter()).export_bpf(f)
         f.seek(0)
         return f.read()
 

@@ -75,7 +75,10 @@ class Context:
         self.privileged = os.geteuid() == 0 and not config.get("in_userns", False)
         self.uid_base = int(config.get("uid_base", 100000))
         self.last_cap = isolation.last_capability()
-        self.seccomp_program = seccomp.compile_program()
+        self.seccomp_programs = [
+            seccomp.compile_program(),
+            seccomp.compile_program(seccomp.build_nosuid_filter()),
+        ]
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def build_template(self) -> None:
@@ -287,7 +290,8 @@ def _session_c(
         isolation.set_no_new_privs()
         rlimits.apply(limits)
         os.chdir("/workspace")
-        seccomp.load_program(ctx.seccomp_program)
+        for program in ctx.seccomp_programs:
+            seccomp.load_program(program)
     except BaseException as exc:
         _send(ctl, {"op": "error", "sid": sid, "message": f"dropping privileges failed: {_reason(exc)}"})
         os._exit(1)
