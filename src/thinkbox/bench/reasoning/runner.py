@@ -68,7 +68,6 @@ class BenchConfig(BaseModel):
     router: str = router.DEFAULT_ROUTER
     jobs: int = Field(1, ge=1, description="Items at once (forced to 1 for the local model).")
     out: Path = Path("bench-reasoning")
-    humaneval_timeout_s: float = Field(10.0, gt=0)
 
     def arm_key(self, arm: str) -> str:
         return f"router:{self.router}" if arm == "router" else arm
@@ -86,11 +85,16 @@ class SandboxChecker:
 
 
 def load_cache(path: Path) -> dict[str, ItemResult]:
-    """Results already in ``path`` by key; a line cut short by a kill is skipped."""
+    """Results already in ``path`` by key; a line cut short by a kill is skipped (and ended, so that the
+    next result appended starts on a line of its own)."""
     cached: dict[str, ItemResult] = {}
     if not path.exists():
         return cached
-    for line in path.read_text(encoding="utf-8").splitlines():
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        with path.open("a", encoding="utf-8") as f:
+            f.write("\n")
+    for line in text.splitlines():
         with contextlib.suppress(ValidationError, ValueError):
             result = ItemResult.model_validate_json(line)
             cached[result.key] = result

@@ -1,0 +1,258 @@
+"""``thinkbox bench reasoning`` end to end with the scripted model and a real sandbox (zygote, else bwrap;
+THINKBOX_TEST_BACKEND picks one): the report's arithmetic on a family where code wins and one where it
+loses, resuming after an interruption, and HumanEval completions checked inside the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from thinkbox.bench.reasoning.humaneval import HumanEval, problems
+from thinkbox.bench.reasoning.router import ROUTE_SCHEMA
+from thinkbox.bench.reasoning.runner import (
+    BenchConfig,
+    SandboxChecker,
+    item_key,
+    load_cache,
+    run_reasoning_bench,
+)
+from thinkbox.bench.reasoning.tasks import Item, get_family
+from thinkbox.config import Settings
+from thinkbox.errors import ThinkboxError
+from thinkbox.models.scripted import ScriptedModel
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.pool import SessionPool
+from thinkbox.sandbox.types import Limits, SessionConfig
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+Z = 1.959964
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def backend() -> AsyncIterator[SandboxBackend]:
+    wanted = os.environ.get("THINKBOX_TEST_BACKEND")
+    reasons = []
+    for name in [wanted] if wanted else ["zygote", "bwrap"]:
+        try:
+            found = registry.create_backend(name)
+            await found.start()
+            break
+        except (ThinkboxError, ImportError, OSError) as exc:
+            reasons.append(f"{name}: {exc}")
+    else:
+        pytest.skip("no sandbox backend runs here: " + "; ".join(reasons))
+    try:
+        yield found
+    finally:
+        await found.aclose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        cache_dir=tmp_path / "cache",
+        sandbox={"limits": Limits(timeout_s=10.0, kill_grace_s=1.0)},  # type: ignore[arg-type]
+    )
+
+
+# -- scripted replies: products is a family where the scripted code arm wins, recall one where it loses --
+def run_code(code: str) -> dict[str, str]:
+    return {"thought": "compute", "action": "execute_code", "code": code, "final_answer": ""}
+
+
+def give(answer: str) -> dict[str, str]:
+    return {"thought": "done", "action": "provide_answer", "code": "", "final_answer": answer}
+
+
+def replies_for(item: Item, arm: str) -> list[Any]:
+    if item.family == "products":
+        match = re.search(r"multiplication: ([\d *]+)\.", item.question)
+        assert match, item.question
+        code_replies = [run_code(f"print({match.group(1)})"), give(item.expected)]
+        if arm == "direct":
+            return [item.expected if item.index == 0 else "12345"]  # right once in three
+        if arm == "code":
+            return code_replies
+        return [{"route": "code"}, *code_replies]
+    code_replies = [run_code("print('I will look it up')"), give("Atlantis")]  # recall: code loses
+    if arm == "direct":
+        return [f"{item.expected}."]
+    if arm == "code":
+        return code_replies
+    if item.index == 2:  # the router sends one control question the wrong way
+        return [{"route": "code"}, *code_replies]
+    return [{"route": "direct"}, item.expected]
+
+
+def script(config: BenchConfig, skip: set[str] | None = None) -> list[Any]:
+    replies: list[Any] = []
+    for name in config.families:
+        for item in get_family(name).items(config.n, config.seed, config.difficulty):
+            for arm in config.arms:
+                if skip and item_key(item, config.arm_key(arm), config, "scripted") in skip:
+                    continue
+                replies.extend(replies_for(item, arm))
+    return replies
+
+
+def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z / (1 + Z * Z / n) * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+async def test_report_shows_code_winning_on_computation_and_losing_on_a_control(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(
+        families=["products", "recall"], n=3, arms=["direct", "code", "router"], out=tmp_path / "o"
+    )
+    model = ScriptedModel(script(config))
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.remaining == 0
+    products, recall = report.families["products"], report.families["recall"]
+    assert [products[a].correct for a in ("direct", "code", "router")] == [1, 3, 3]
+    assert [recall[a].correct for a in ("direct", "code", "router")] == [3, 0, 2]
+    assert products["direct"].accuracy == pytest.approx(1 / 3, abs=1e-4)
+    assert (products["direct"].ci_low, products["direct"].ci_high) == pytest.approx(
+        wilson_by_hand(1, 3), abs=1e-4
+    )
+    assert (
+        products["code"].ci_low == pytest.approx(3 / (3 + Z * Z), abs=1e-4)
+        and products["code"].ci_high == 1.0
+    )
+    assert recall["code"].ci_low == 0.0 and recall["code"].ci_high == pytest.approx(
+        Z * Z / (3 + Z * Z), abs=1e-4
+    )
+    # code use, steps: direct is one call; code runs code then answers; the router adds its classification
+    assert [products[a].code_rate for a in ("direct", "code", "router")] == [0.0, 1.0, 1.0]
+    assert recall["router"].code_rate == pytest.approx(1 / 3, abs=1e-4)
+    assert [products[a].mean_steps for a in ("direct", "code", "router")] == [1.0, 2.0, 3.0]
+    assert recall["router"].mean_steps == pytest.approx(7 / 3, abs=1e-3)
+    assert all(s.mean_tokens > 0 for s in (*products.values(), *recall.values()))
+    assert products["code"].mean_s > products["direct"].mean_s >= 0  # the code arm starts a sandbox session
+    # summary: code - direct over computation families only; the router's worst shortfall is on recall
+    assert report.summary.code_minus_direct_pp == pytest.approx(200 / 3, abs=0.01)
+    assert report.summary.router_worst_gap_pp == pytest.approx(100 / 3, abs=0.01)
+    assert report.summary.router_worst_family == "recall"
+
+    # the direct arm had no tools; the router's classification was constrained; the code really ran
+    first_direct = model.requests[0]
+    assert first_direct.json_schema is None and "12345" not in first_direct.messages[-1]["content"]
+    assert any(r.json_schema == ROUTE_SCHEMA for r in model.requests)
+    lines = [json.loads(x) for x in (config.out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 18
+    code_product = next(x for x in lines if x["family"] == "products" and x["arm"] == "code")
+    assert code_product["steps"] == 2 and code_product["code_ran"] and code_product["correct"]
+    observed = " ".join(m["content"] for r in model.requests for m in r.messages if m["role"] == "user")
+    a, b = re.findall(r"multiplication: (\d+) \* (\d+)\.", code_product["question"])[0]
+    assert f"Output:\n{int(a) * int(b)}" in observed
+
+    data = json.loads((config.out / "report.json").read_text())
+    assert set(data["families"]["products"]["code"]) >= {"accuracy", "n", "code_rate", "mean_steps", "mean_s"}
+    assert set(data["summary"]) >= {"code_minus_direct_pp", "router_worst_gap_pp"}
+    assert (config.out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (config.out / "report.md").read_text()
+    assert "| products | compute | code | 100 | 44-100 | 3 | 100 |" in md
+    assert "+66.7 points" in md and "+33.3 points (recall)" in md
+
+
+async def test_an_interrupted_run_resumes_from_its_cached_items(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(families=["products"], n=4, arms=["direct", "code"], out=tmp_path / "o")
+    results = config.out / "results.jsonl"
+    slow = ScriptedModel(script(config), delay_s=0.02)
+    written: list[str] = []
+    three = asyncio.Event()
+
+    def progress(message: str) -> None:
+        written.extend([message] if message.startswith("[") else [])
+        if len(written) >= 3:
+            three.set()
+
+    task = asyncio.create_task(
+        run_reasoning_bench(config, settings, model=slow, backend=backend, progress=progress)
+    )
+    async with asyncio.timeout(60):
+        await three.wait()
+    task.cancel()  # as Ctrl-C would, halfway
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with results.open("a") as f:
+        f.write('{"key": "products/d2/code/s0/3/scri')  # a line cut short by a kill
+    cached = {json.loads(line)["key"] for line in results.read_text().splitlines()[:-1]}
+    assert 3 <= len(cached) < 8
+
+    rest = ScriptedModel(script(config, skip=cached))
+    report = await run_reasoning_bench(config, settings, model=rest, backend=backend)
+
+    assert rest.remaining == 0 and len(rest.requests) < len(script(config))
+    assert report.families["products"]["direct"].n == 4 and report.families["products"]["code"].n == 4
+    assert report.families["products"]["code"].correct == 4
+    assert len(load_cache(results)) == 8
+
+
+# -- HumanEval: completions run inside the sandbox --------------------------------------------------------
+@pytest_asyncio.fixture(loop_scope="session")
+async def checker(backend: SandboxBackend) -> AsyncIterator[SandboxChecker]:
+    pool = SessionPool(backend, size=1, config=SessionConfig(limits=Limits(timeout_s=10.0, kill_grace_s=1.0)))
+    await pool.start()
+    try:
+        yield SandboxChecker(pool)
+    finally:
+        await pool.aclose()
+
+
+def humaneval_item(task: str = "HumanEval/0") -> Item:
+    problem = next(p for p in problems() if p["task_id"] == task)
+    return Item(family="humaneval", index=0, question=problem["prompt"], expected=task, data=problem)
+
+
+async def test_a_correct_humaneval_completion_passes_in_the_sandbox(checker: SandboxChecker) -> None:
+    item = humaneval_item()
+    family = HumanEval()
+    assert await family.score(item, item.data["prompt"] + item.data["canonical_solution"], checker)
+    body_only = f"```python\n{item.data['canonical_solution']}```"
+    assert await family.score(item, body_only, checker)
+
+
+async def test_a_wrong_humaneval_completion_fails(checker: SandboxChecker) -> None:
+    item = humaneval_item()
+    assert not await HumanEval().score(item, "    return False\n", checker)
+    assert not await HumanEval().score(item, "def has_close_elements(:\n", checker)
+
+
+async def test_an_endless_humaneval_completion_times_out(checker: SandboxChecker) -> None:
+    item = humaneval_item()
+    started = time.monotonic()
+    assert not await HumanEval(timeout_s=1.5).score(item, "    while True:\n        pass\n", checker)
+    assert time.monotonic() - started < 15
+
+
+async def test_humaneval_completions_never_touch_the_host(checker: SandboxChecker) -> None:
+    item = humaneval_item()
+    marker = Path(f"/tmp/thinkbox-humaneval-{uuid.uuid4().hex}")
+    pid = os.getpid()
+    answer = (
+        "import os\n"
+        f"open({str(marker)!r}, 'w').write('escaped')\n"
+        f"assert os.getpid() != {pid}\n" + item.data["prompt"] + item.data["canonical_solution"]
+    )
+    assert await HumanEval().score(item, answer, checker)  # it ran, and passed, somewhere else
+    assert not await asyncio.to_thread(marker.exists)
