@@ -137,21 +137,32 @@ class Cgroup:
         self.version = version
 
     @classmethod
+    def named(cls, name: str) -> Cgroup | None:
+        """The (maybe not yet created) cgroup ``thinkbox/<name>``; None where cgroups are unusable."""
+        lay = layout()
+        if lay is None:
+            return None
+        return cls(name, [parent / name for parent in lay.parents.values()], lay.version)
+
+    def make(self, limits: Limits) -> None:
+        """Create the directories (if needed) and write ``limits``."""
+        for d in self.dirs:
+            d.mkdir(exist_ok=True)
+        try:
+            self.set_limits(limits)
+        except OSError:
+            self.destroy()
+            raise
+
+    @classmethod
     def create(cls, name: str, limits: Limits) -> Cgroup | None:
         """Create ``thinkbox/<name>`` with ``limits``; None (reason in the log) where cgroups are unusable."""
         lay = layout()
         if lay is None:
             log.debug("cgroup limits not used: %s", unavailable_reason())
             return None
-        dirs = [parent / name for parent in lay.parents.values()]
-        for d in dirs:
-            d.mkdir(exist_ok=True)
-        cg = cls(name, dirs, lay.version)
-        try:
-            cg.set_limits(limits)
-        except OSError:
-            cg.destroy()
-            raise
+        cg = cls(name, [parent / name for parent in lay.parents.values()], lay.version)
+        cg.make(limits)
         return cg
 
     def set_limits(self, limits: Limits) -> None:

@@ -15,12 +15,12 @@ config, refilled whenever the server is idle; 0 = only on demand)::
                                     waits for an RCU grace period, so it is done now), unshare(mnt net ipc
                                     uts cgroup), recursive bind of the template, proc, /dev/shm, /run
                                     └──fork──▶ C  waits for its request
-    request: zygote writes the session's limits into B's cgroup, mounts the size-limited workspace tmpfs
-             in its own mount namespace (it propagates into B's, and outlives B, so a restart keeps the
-             files) and hands the request + the session socket to B;
-             B: /tmp, /run/passwd, binds the workspace and the caller's mounts (opened beneath the
-             workspace, never through its symlinks), pivot_root (which moves C's root too), hands the
-             request to C, then becomes a tiny init;
+    request: zygote mounts the size-limited workspace tmpfs in its own mount namespace (it propagates
+             into B's, and outlives B, so a restart keeps the files) and hands the request + the
+             session socket to B;
+             B: writes the session's limits into its cgroup, /tmp, /run/passwd, binds the workspace and
+             the caller's mounts (opened beneath the workspace, never through its symlinks), pivot_root
+             (which moves C's root too), hands the request to C, then becomes a tiny init;
              C: drops privileges (own uid, no capabilities, NO_NEW_PRIVS), rlimits, seccomp, kernel.serve().
 
 B forwards SIGINT to C, reports how C ended and exits with it, which tears down the pid namespace; the
@@ -162,6 +162,7 @@ def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups
         # request channel would be closed and the embryo would exit at the request instead.
         isolation.set_death_signal(signal.SIGKILL)
         if cg is not None:  # a cgroup migration waits for an RCU grace period: done ahead of the request
+            cg.make(Limits.model_validate({}))
             cg.add(0)
         isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
         r = ctx.root_mnt
@@ -194,6 +195,8 @@ def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups
     sid = str(req["sid"])
     try:
         limits = Limits.model_validate(req["limits"])
+        if cg is not None:
+            cg.set_limits(limits)
         _specialize_root(ctx, req, limits, _session_uid(ctx, req))
         socket.send_fds(to_c, [data], fds)
         os.close(fds[0])
@@ -378,19 +381,15 @@ class Server:
 
     def make_embryo(self) -> Embryo:
         cg = None
-        if self.ctx.privileged:
+        if self.ctx.privileged:  # B creates it (off this loop); its name is known here to remove it
             self.counter += 1
-            cg = cgroups.Cgroup.create(
-                f"{self.ctx.instance}-{os.getpid()}e{self.counter}", Limits.model_validate({})
-            )
+            cg = cgroups.Cgroup.named(f"{self.ctx.instance}-{os.getpid()}e{self.counter}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             isolation.unshare(isolation.CLONE_NEWPID)
         except OSError:
             ours.close()
             theirs.close()
-            if cg is not None:
-                cg.destroy()
             raise
         pid = os.fork()
         if pid == 0:
@@ -416,15 +415,11 @@ class Server:
             limits = Limits.model_validate(req["limits"])
             self.mount_workspace(sid, limits, _session_uid(self.ctx, req))
             embryo = self.take_embryo()
-            if embryo.cgroup is not None:
-                embryo.cgroup.set_limits(limits)
             try:
                 socket.send_fds(embryo.chan, [data], [fd])
             except OSError:  # that embryo died meanwhile: make a fresh one
                 embryo.chan.close()
                 embryo = self.take_embryo(fresh=True)
-                if embryo.cgroup is not None:
-                    embryo.cgroup.set_limits(limits)
                 socket.send_fds(embryo.chan, [data], [fd])
         except (OSError, ValueError) as exc:
             os.close(fd)
