@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from thinkbox.bench.reasoning.arms import CODE_HINT
 from thinkbox.bench.reasoning.humaneval import HumanEval, problems
 from thinkbox.bench.reasoning.router import ROUTE_SCHEMA
 from thinkbox.bench.reasoning.runner import (
@@ -86,15 +87,15 @@ def replies_for(item: Item, arm: str) -> list[Any]:
             return [item.expected if item.index == 0 else "12345"]  # right once in three
         if arm == "code":
             return code_replies
-        return [{"route": "code"}, *code_replies]
+        return [{"route": "code"}]  # the code arm's result is reused (temperature 0)
     code_replies = [run_code("print('I will look it up')"), give("Atlantis")]  # recall: code loses
     if arm == "direct":
         return [f"{item.expected}."]
     if arm == "code":
         return code_replies
     if item.index == 2:  # the router sends one control question the wrong way
-        return [{"route": "code"}, *code_replies]
-    return [{"route": "direct"}, item.expected]
+        return [{"route": "code"}]
+    return [{"route": "direct"}]
 
 
 def script(config: BenchConfig, skip: set[str] | None = None) -> list[Any]:
@@ -256,3 +257,27 @@ async def test_humaneval_completions_never_touch_the_host(checker: SandboxChecke
     )
     assert await HumanEval().score(item, answer, checker)  # it ran, and passed, somewhere else
     assert not await asyncio.to_thread(marker.exists)
+
+
+@pytest.mark.parametrize(
+    ("design", "first"),
+    [("classify", [{"route": "code"}]), ("agent", []), ("verify", ["12345"])],
+)
+async def test_each_router_design_reaches_code_by_its_own_path(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path, design: str, first: list[Any]
+) -> None:
+    config = BenchConfig(families=["products"], n=1, arms=["router"], router=design, out=tmp_path / "o")
+    item = get_family("products").items(1, 0, 2)[0]
+    model = ScriptedModel([*first, *replies_for(item, "code")])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    stats = report.families["products"]["router"]
+    assert model.remaining == 0 and stats.correct == 1 and stats.code_rate == 1.0
+    assert stats.mean_steps == 2 + len(first)
+    agent_system = model.requests[len(first)].messages[0]["content"]
+    # classify hands the item to the code arm; agent and verify leave the choice to the agent
+    assert (CODE_HINT in agent_system) == (design == "classify")
+    if design == "verify":
+        assert "was: 12345" in model.requests[1].messages[-1]["content"]
+    result = next(iter(load_cache(config.out / "results.jsonl").values()))
+    assert result.key.startswith(f"products/d2/router:{design}/") and result.route is not None

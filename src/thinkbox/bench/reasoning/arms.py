@@ -12,6 +12,7 @@ raises :class:`~thinkbox.errors.ThinkboxError`: the runner stops, and what was d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from thinkbox.agent import prompts
@@ -50,11 +51,18 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+Earlier = Callable[[Item, str], "Outcome | None"]
+"""What an arm (``direct`` or ``code``) already gave for an item in this run, if it is known."""
+
+
 @dataclass
 class ArmContext:
     model: ModelBackend
     settings: Settings
     pool: SessionPool
+    earlier: Earlier | None = None
+    """Set by the runner when decoding is greedy (temperature 0): the same request then gives the same
+    answer, so a router may take an arm's result instead of asking again."""
 
 
 class RunFailed(ThinkboxError):

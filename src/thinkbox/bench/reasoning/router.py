@@ -1,7 +1,9 @@
 """Router designs: per question, decide whether thinking in code helps. ``--router`` picks one.
 
 - ``classify``: one short, constrained model call labels the question ``code`` or ``direct``; the item
-  then goes to that arm. Costs a few tokens; the label is visible in the results (``route``).
+  then goes to that arm. Costs a few tokens; the label is visible in the results (``route``). With greedy
+  decoding (temperature 0) and that arm already run on the item, its result is taken as it is (the same
+  request gives the same answer) and its time is added to the router's.
 - ``agent``: the agent with its usual system prompt, which allows ``provide_answer`` at step 1: the model
   decides inside the loop.
 - ``verify``: answer directly first, then the agent sees that answer and checks it with code when the
@@ -12,6 +14,7 @@ The default is :data:`DEFAULT_ROUTER`; see the README for the numbers behind the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,11 +58,17 @@ async def classify(item: Item, ctx: ArmContext) -> Outcome:
     )
     reply = await complete(ctx.model, request)
     route = "code" if "code" in reply.text.lower() else "direct"
-    outcome = await (arms.code(item, ctx) if route == "code" else arms.direct(item, ctx))
+    classify_s = time.monotonic() - started
+    known = ctx.earlier(item, route) if ctx.earlier is not None else None
+    if known is not None:  # greedy decoding: the arm would answer exactly as it did
+        outcome = dataclasses.replace(known, notes=[*known.notes, f"{route} arm's result reused"])
+        outcome.wall_s += classify_s
+    else:
+        outcome = await (arms.code(item, ctx) if route == "code" else arms.direct(item, ctx))
+        outcome.wall_s = time.monotonic() - started
     outcome.route = route
     outcome.steps += 1
     outcome.tokens += reply.usage.total
-    outcome.wall_s = time.monotonic() - started
     return outcome
 
 

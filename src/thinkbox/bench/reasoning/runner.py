@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from thinkbox.bench.reasoning import arms, router
-from thinkbox.bench.reasoning.arms import ArmContext, Outcome
+from thinkbox.bench.reasoning.arms import ArmContext, Earlier, Outcome
 from thinkbox.bench.reasoning.report import ItemResult, Report, build_report, markdown, write_chart
 from thinkbox.bench.reasoning.tasks import Family, Item, get_family
 from thinkbox.config import Settings
@@ -155,7 +155,7 @@ async def run_reasoning_bench(
     work: list[tuple[Family, Item, str, str]] = []
     for family in families.values():
         for item in family.items(config.n, config.seed, config.difficulty):
-            for arm in config.arms:
+            for arm in sorted(config.arms, key=ARMS.index):  # the router after the arms it may reuse
                 work.append((family, item, arm, item_key(item, config.arm_key(arm), config, model.name)))
     todo = [w for w in work if w[3] not in cached]
     say(f"{len(work)} runs, {len(work) - len(todo)} cached, {len(todo)} to do ({model.name}, jobs {jobs})")
@@ -165,6 +165,8 @@ async def run_reasoning_bench(
     try:
         await pool.start()
         ctx = ArmContext(model=model, settings=settings, pool=pool)
+        if settings.model.temperature == 0:
+            ctx.earlier = _earlier(cached, config, model.name)
         checker = SandboxChecker(pool)
 
         async def one(family: Family, item: Item, arm: str, key: str) -> None:
@@ -222,6 +224,17 @@ async def run_reasoning_bench(
     )
     write_outputs(report, config.out)
     return report
+
+
+def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str) -> Earlier:
+    def earlier(item: Item, arm: str) -> Outcome | None:
+        r = cached.get(item_key(item, arm, config, model))
+        if r is None:
+            return None
+        return Outcome(answer=r.answer, code_ran=r.code_ran, steps=r.steps, tokens=r.tokens, wall_s=r.wall_s,
+                       stop=r.stop, route=arm)  # fmt: skip
+
+    return earlier
 
 
 async def _parallel(todo: list[tuple[Family, Item, str, str]], one: Callable[..., object], jobs: int) -> None:
