@@ -15,20 +15,23 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from docker_engine import backend_options, docker_engine  # noqa: F401  (docker's own engine)
 
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 
 BACKENDS = (
-    [os.environ["THINKBOX_TEST_BACKEND"]] if os.environ.get("THINKBOX_TEST_BACKEND") else ["zygote", "bwrap"]
+    [os.environ["THINKBOX_TEST_BACKEND"]]
+    if os.environ.get("THINKBOX_TEST_BACKEND")
+    else ["zygote", "bwrap", "docker", "docker+runsc"]
 )
 
 
-async def start_backend(name: str) -> SandboxBackend:
+async def start_backend(name: str, **options: object) -> SandboxBackend:
     """A started backend, or a skip that says why ``name`` cannot run here."""
     try:
-        backend = registry.create_backend(name)
+        backend = registry.create_backend(name, **options)
         await backend.start()
     except (ThinkboxError, ImportError, OSError) as exc:
         pytest.skip(f"the {name} backend cannot run here: {exc}")
@@ -58,7 +61,10 @@ def planted_secret() -> Iterator[str]:
 async def sandbox_backend(
     request: pytest.FixtureRequest, planted_secret: str
 ) -> AsyncIterator[SandboxBackend]:
-    backend = await start_backend(request.param)
+    name, options = request.param, {}
+    if name.startswith("docker"):  # docker, docker+runsc: on an engine of the test run's own
+        name, options = backend_options(request.getfixturevalue("docker_engine"), name)
+    backend = await start_backend(name, **options)
     try:
         yield backend
     finally:

@@ -1,0 +1,564 @@
+"""The docker backend: one container per session, optionally under gVisor (``runtime="runsc"``).
+
+Each session is a container of the image from :mod:`thinkbox.sandbox.docker_image` running
+``python3 -m thinkbox.sandbox.launch`` under ``docker-init`` (so the interpreter is not pid 1 and its
+exit status or signal reaches the host), with:
+
+- no network (``--network none``), a read-only root, every capability dropped, ``no-new-privileges``,
+  the seccomp filter of :mod:`thinkbox.sandbox.seccomp` written as a Docker profile, a non-root user;
+- memory (RLIMIT_AS for a ``MemoryError`` first, the cgroup as backstop), pids, CPU quota, CPU time,
+  open files and file size from :class:`~thinkbox.sandbox.types.Limits`;
+- size-limited tmpfs mounts for ``/workspace``, ``/tmp`` and ``/dev/shm``, and the caller's mounts under
+  ``/workspace``.
+
+The protocol runs over a Unix socket: the host listens in a per-session directory bind-mounted read-only
+at ``/run/thinkbox``; the interpreter connects once, the host then closes the listener and removes the
+socket file. That is a direct kernel socket (no proxy in dockerd), so a round trip costs what it costs
+for the other backends; the engine must therefore run on this machine.
+
+Containers carry labels (``thinkbox.session``, ``thinkbox.owner``); :meth:`DockerBackend.start` removes
+containers whose owning thinkbox process is gone, and :meth:`DockerBackend.aclose` removes its own.
+The engine is found the usual way (``DOCKER_HOST``, else the default socket). ``THINKBOX_DOCKER_RUNTIME``
+and ``THINKBOX_DOCKER_IMAGE`` set the defaults of ``runtime`` and ``image``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import platform
+import posixpath
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
+from thinkbox.sandbox import docker_image
+from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
+from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, Mount, SessionConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LABEL_BACKEND = "thinkbox.backend"
+LABEL_OWNER = "thinkbox.owner"
+LABEL_SESSION = "thinkbox.session"
+SOCKET_DIR = "/run/thinkbox"
+SOCKET_NAME = "kernel.sock"
+USER = "1000:1000"
+CONNECT_TIMEOUT_S = 60.0
+ENGINE_HINT = (
+    "start a Docker engine (`sudo systemctl start docker`, or `dockerd &`) and point DOCKER_HOST at its "
+    "socket (e.g. DOCKER_HOST=unix:///var/run/docker.sock), or choose another backend "
+    "(THINKBOX_SANDBOX__BACKEND / --backend)"
+)
+_START_SCRIPT = (
+    f"mkdir -p /tmp/matplotlib && cp {docker_image.MPL_CACHE}/*.json /tmp/matplotlib/ 2>/dev/null; "
+    'exec prlimit --as="$2" python3 -m thinkbox.sandbox.launch "$0" "$1"'
+)
+"""Runs as the container's command (under docker-init): matplotlib's font cache into the private /tmp, then
+the interpreter with RLIMIT_AS (Docker's ulimits cannot set it) connecting to the host's socket."""
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks (with the pid, it names one process across pid reuse)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_alive(owner: str) -> bool:
+    """``host:pid:start`` names a thinkbox process; True unless it is on this host and gone."""
+    host, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return _start_time(int(pid)) == start and start != ""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _signal_status(code: int | None) -> int | None:
+    """docker-init exits with 128+N when the interpreter died of signal N: undo that."""
+    if code is not None and 128 < code < 128 + 65:
+        return -(code - 128)
+    return code
+
+
+def seccomp_profile() -> dict[str, Any]:
+    """thinkbox's seccomp filter (:mod:`thinkbox.sandbox.seccomp`) as a Docker seccomp profile."""
+    from thinkbox.sandbox import seccomp
+
+    arch = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(platform.machine())
+    unknown = set(seccomp.unknown_syscalls())
+    eperm: dict[str, Any] = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}
+    rules: list[dict[str, Any]] = [{"names": [n for n in seccomp.DENIED if n not in unknown], **eperm}]
+    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
+
+    def arg(index: int, value: int, two: int = 0, op: str = "SCMP_CMP_MASKED_EQ") -> dict[str, Any]:
+        return {"index": index, "value": value, "valueTwo": two, "op": op}
+
+    for flag in seccomp.CLONE_NEW_FLAGS.values():
+        rules.append({"names": ["clone"], "args": [arg(0, flag, flag)], **eperm})
+    top = 1 << 31
+    for bit in range(31):
+        mask = top | (1 << bit)
+        rules.append({"names": ["personality"], "args": [arg(0, mask, 1 << bit)], **eperm})
+        rules.append({"names": ["personality"], "args": [arg(0, mask, top)], **eperm})
+    for family in (socket.AF_NETLINK, socket.AF_PACKET):
+        rules.append({"names": ["socket"], "args": [arg(0, int(family), 0, "SCMP_CMP_EQ")], **eperm})
+    for sock_type in (int(socket.SOCK_RAW), 10):  # SOCK_PACKET
+        rules.append({"names": ["socket"], "args": [arg(1, 0xF, sock_type)], **eperm})
+    profile: dict[str, Any] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+    if arch:
+        profile["architectures"] = [arch]
+    return profile
+
+
+def _mounts(mounts: tuple[Mount, ...]) -> list[Any]:
+    """Docker bind mounts for the caller's mounts; a target outside /workspace or a missing source is refused."""
+    from docker.types import Mount as DockerMount
+
+    out = []
+    for mount in mounts:
+        source = Path(mount.source).resolve()
+        if not source.is_dir():
+            raise ConfigError(
+                f"mount source {str(mount.source)!r} is not a host directory (SessionConfig.mounts)"
+            )
+        target = posixpath.normpath(posixpath.join(WORKSPACE, mount.target))
+        if not target.startswith(WORKSPACE + "/"):
+            raise ConfigError(
+                f"mount target {mount.target!r} must be a path under {WORKSPACE} (SessionConfig.mounts)"
+            )
+        out.append(DockerMount(target, str(source), type="bind", read_only=mount.read_only))
+    return out
+
+
+def _ulimits(limits: Limits) -> list[Any]:
+    from docker.types import Ulimit
+
+    table = {
+        "cpu": limits.cpu_time_s,
+        "nofile": limits.open_files,
+        "fsize": limits.file_size_mib * MiB,
+        "core": 0,
+    }
+    return [Ulimit(name=name, soft=value, hard=value) for name, value in table.items()]
+
+
+# -- one session -----------------------------------------------------------------------------------
+class DockerKernel(KernelProcess):
+    """One container: docker-init as pid 1 and, under it, the interpreter."""
+
+    def __init__(self, backend: DockerBackend, container: Any, sock: socket.socket, workdir: Path) -> None:
+        self.backend = backend
+        self.container = container
+        self.sock = sock
+        self.workdir = workdir
+        self.init_pid: int | None = (container.attrs.get("State") or {}).get("Pid") or None
+        """Host pid of the container's first process (docker-init under runc; the sandbox under runsc)."""
+        self._exit: ExitInfo | None = None
+        self._killed = False
+
+    def interrupt(self) -> None:
+        if self._exit is None:
+            self.backend._fire(self._signal, "SIGINT")
+
+    def _signal(self, name: str) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.DockerException):
+            self.container.kill(signal=name)
+
+    async def kill(self) -> None:
+        if self._exit is None:
+            self._killed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        await self.backend._call(self._remove)
+        if self._exit is None:
+            self._exit = ExitInfo(-9, "it was killed by thinkbox")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _remove(self) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.DockerException):
+            if not self._killed:
+                self._exit = self._exit or self._state_exit()
+            self.container.remove(force=True)
+
+    def _state_exit(self) -> ExitInfo | None:
+        """The exit as dockerd recorded it, or None while the container runs."""
+        self.container.reload()
+        state = self.container.attrs.get("State") or {}
+        if state.get("Running") or state.get("Status") in ("created", "restarting"):
+            return None
+        code = _signal_status(state.get("ExitCode"))
+        if state.get("OOMKilled"):
+            return ExitInfo(code, "it was killed for memory (the container's limit, Limits.memory_mib)")
+        return ExitInfo(code, "")
+
+    async def wait(self) -> ExitInfo:
+        import docker.errors
+
+        while self._exit is None:
+            try:
+                info = await self.backend._call(self._state_exit)
+            except docker.errors.NotFound:
+                info = ExitInfo(None, "its container was removed")
+            except docker.errors.DockerException as exc:
+                info = ExitInfo(None, f"the Docker engine did not say how it ended: {exc}")
+            if info is not None:
+                self._exit = self._exit or info
+                break
+            await asyncio.sleep(0.05)
+        if self._killed:
+            return ExitInfo(self._exit.returncode, "it was killed by thinkbox")
+        return self._exit
+
+    def host_pids(self) -> list[int]:
+        if self.init_pid is None:
+            return []
+        pids, todo = [], [self.init_pid]
+        while todo:
+            pid = todo.pop()
+            if os.path.exists(f"/proc/{pid}"):
+                pids.append(pid)
+                todo.extend(_children(pid))
+        return sorted(pids)
+
+
+# -- the backend -----------------------------------------------------------------------------------
+class DockerBackend(SandboxBackend):
+    """Sessions in Docker containers (``runtime="runsc"`` for gVisor)."""
+
+    name: ClassVar[str] = "docker"
+
+    def __init__(
+        self,
+        *,
+        image: str | None = None,
+        runtime: str | None = None,
+        base_url: str | None = None,
+        preload: bool = True,
+        user: str = USER,
+        **_: Any,
+    ) -> None:
+        self._image = image or os.environ.get("THINKBOX_DOCKER_IMAGE") or docker_image.DEFAULT_IMAGE
+        self._runtime = runtime or os.environ.get("THINKBOX_DOCKER_RUNTIME") or None
+        self._base_url = base_url
+        self._preload = preload
+        self._user = user
+        self._client: Any = None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+        self._instance = uuid.uuid4().hex[:12]
+        self._root: Path | None = None
+        self._seccomp = ""
+        self._seq = 0
+        self._live: dict[str, DockerKernel] = {}
+        self._start_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="thinkbox-docker")
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def info(self) -> BackendInfo:
+        runtime = self._runtime or "runc (default)"
+        return BackendInfo(
+            name=self.name if not self._runtime else f"{self.name}+{self._runtime}",
+            isolation=f"Docker container ({runtime}): no network, read-only root, no capabilities, "
+            "no-new-privileges, seccomp, non-root, cgroup limits, tmpfs workspace",
+            details={
+                "image": self._image,
+                "runtime": runtime,
+                "engine": str(self._base_url or os.environ.get("DOCKER_HOST", "default")),
+            },
+        )
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _fire(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` in the backend's threads without waiting (from sync code on the loop)."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    # -- start ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._client is not None:
+                return
+            try:
+                import docker  # noqa: F401
+            except ImportError:
+                raise SandboxUnavailable(
+                    "the docker backend needs the Docker SDK: `pip install 'thinkbox[docker]'` (docker>=7)"
+                ) from None
+            client = await self._call(self._connect)
+            try:
+                await self._call(self._check, client)
+                self._seccomp = json.dumps(seccomp_profile())
+                root = Path(tempfile.mkdtemp(prefix=f"thinkbox-docker-{os.getpid()}-"))
+                root.chmod(0o711)
+                self._root = root
+                await self._call(self._reap, client)
+            except BaseException:
+                client.close()
+                raise
+            self._client = client
+
+    def _connect(self) -> Any:
+        import docker
+
+        where = self._base_url or os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
+        try:
+            client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise SandboxUnavailable(f"no Docker engine answers at {where} ({exc}); {ENGINE_HINT}") from None
+        return client
+
+    def _check(self, client: Any) -> None:
+        import docker.errors
+
+        if self._runtime:
+            runtimes = (client.info().get("Runtimes") or {}).keys()
+            if self._runtime not in runtimes:
+                raise SandboxUnavailable(
+                    f"the Docker engine has no runtime {self._runtime!r} (it has: {', '.join(sorted(runtimes))}); "
+                    'add it to /etc/docker/daemon.json, e.g. {"runtimes": {"runsc": {"path": "/usr/bin/runsc", '
+                    '"runtimeArgs": ["--network=none", "--host-uds=open", "--oci-seccomp"]}}}, and restart dockerd'
+                )
+        try:
+            image = client.images.get(self._image)
+        except docker.errors.ImageNotFound:
+            raise SandboxUnavailable(
+                f"the sandbox image {self._image} is missing; {docker_image.BUILD_HINT}"
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise SandboxUnavailable(
+                f"the Docker engine could not be asked for {self._image}: {exc}"
+            ) from None
+        label = (image.labels or {}).get(docker_image.LABEL_KERNEL)
+        if label is not None and label != docker_image.kernel_digest():
+            raise SandboxUnavailable(
+                f"the image {self._image} carries the sandbox files of another thinkbox version; "
+                f"{docker_image.BUILD_HINT}"
+            )
+
+    def _reap(self, client: Any) -> None:
+        """Remove containers (and socket directories) left by thinkbox processes that are gone."""
+        import docker.errors
+
+        try:
+            stale = [
+                c
+                for c in client.containers.list(all=True, filters={"label": f"{LABEL_BACKEND}=docker"})
+                if not _owner_alive(c.labels.get(LABEL_OWNER, ""))
+            ]
+        except docker.errors.DockerException as exc:
+            log.warning("could not list stale thinkbox containers: %s", exc)
+            return
+        for container in stale:
+            log.info("removing stale sandbox container %s (%s)", container.short_id, container.labels)
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+        for path in Path(tempfile.gettempdir()).glob("thinkbox-docker-*-*"):
+            pid = path.name.split("-")[2]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- sessions ---------------------------------------------------------------------------------
+    async def spawn(self, session_id: str, config: SessionConfig) -> KernelProcess:
+        await self.start()
+        limits = config.limits
+        if limits.network:
+            raise ConfigError("sessions have no network: set Limits.network to False")
+        mounts = _mounts(config.mounts)
+        old = self._live.pop(session_id, None)
+        if old is not None:
+            await old.kill()
+        self._seq += 1
+        assert self._root is not None
+        workdir = self._root / f"{session_id}-{self._seq}"
+        workdir.mkdir(mode=0o711)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        container: Any = None
+        try:
+            listener.bind(str(workdir / SOCKET_NAME))
+            os.chmod(workdir / SOCKET_NAME, 0o666)
+            listener.listen(1)
+            listener.setblocking(False)
+            container = await self._call(self._run, session_id, limits, config.env, mounts, workdir)
+            conn = await self._accept(listener, container)
+        except BaseException:
+            listener.close()
+            if container is not None:
+                await self._call(_force_remove, container)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(workdir / SOCKET_NAME)
+        kernel = DockerKernel(self, container, conn, workdir)
+        self._live[session_id] = kernel
+        return kernel
+
+    def _run(
+        self, session_id: str, limits: Limits, env: dict[str, str], mounts: list[Any], workdir: Path
+    ) -> Any:
+        import docker.errors
+        from docker.types import Mount as DockerMount
+
+        options = {"output_bytes": limits.output_bytes, "env": env, "preload": self._preload}
+        memory = (limits.memory_mib + 256) * MiB  # the cgroup backstop sits above RLIMIT_AS
+        kwargs: dict[str, Any] = dict(
+            command=[
+                "/bin/sh",
+                "-c",
+                _START_SCRIPT,
+                f"{SOCKET_DIR}/{SOCKET_NAME}",
+                json.dumps(options),
+                str(limits.memory_mib * MiB),
+            ],
+            detach=True,
+            init=True,
+            user=self._user,
+            working_dir=WORKSPACE,
+            environment={"MPLCONFIGDIR": "/tmp/matplotlib"},
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges", f"seccomp={self._seccomp}"],
+            mem_limit=memory,
+            memswap_limit=memory,
+            pids_limit=limits.processes,
+            nano_cpus=int(limits.cpu_cores * 1e9),
+            ulimits=_ulimits(limits),
+            tmpfs={
+                WORKSPACE: f"size={limits.workspace_mib}m,mode=0700,uid=1000,gid=1000,exec",
+                "/tmp": f"size={limits.tmp_mib}m,mode=1777,exec",
+            },
+            shm_size=limits.tmp_mib * MiB,
+            mounts=[DockerMount(SOCKET_DIR, str(workdir), type="bind", read_only=True), *mounts],
+            hostname="sandbox",
+            labels={
+                LABEL_BACKEND: "docker",
+                LABEL_OWNER: self._owner,
+                LABEL_SESSION: session_id,
+                "thinkbox.instance": self._instance,
+            },
+        )
+        if self._runtime:
+            kwargs["runtime"] = self._runtime
+        try:
+            return self._client.containers.run(self._image, **kwargs)
+        except docker.errors.ImageNotFound:
+            raise SandboxUnavailable(
+                f"the sandbox image {self._image} is missing; {docker_image.BUILD_HINT}"
+            ) from None
+        except docker.errors.APIError as exc:
+            raise SessionStartError(
+                f"the Docker engine could not start the session's container: {exc.explanation or exc}"
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise SessionStartError(
+                f"the Docker engine could not start the session's container: {exc}; {ENGINE_HINT}"
+            ) from None
+
+    async def _accept(self, listener: socket.socket, container: Any) -> socket.socket:
+        """Wait for the interpreter to connect; fail early if its container ends first."""
+        loop = asyncio.get_running_loop()
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                while True:
+                    done, _ = await asyncio.wait([accept], timeout=0.25)
+                    if done:
+                        conn, _ = accept.result()
+                        return conn
+                    state = await self._call(_container_state, container)
+                    if not state.get("Running", False):
+                        logs = await self._call(_container_logs, container)
+                        raise SessionStartError(
+                            f"the session's container ended before its interpreter connected "
+                            f"(status {state.get('ExitCode')}: {logs or state.get('Error') or 'no output'})"
+                        )
+        except TimeoutError:
+            raise SessionStartError(
+                f"the interpreter in the session's container did not connect within {CONNECT_TIMEOUT_S:.0f} s"
+            ) from None
+        finally:
+            accept.cancel()
+
+    async def release(self, session_id: str) -> None:
+        kernel = self._live.pop(session_id, None)
+        if kernel is not None:
+            await kernel.kill()
+
+    async def aclose(self) -> None:
+        live, self._live = list(self._live.values()), {}
+        for kernel in live:
+            with contextlib.suppress(Exception):
+                await kernel.kill()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._call(self._remove_own)
+            self._client.close()
+            self._client = None
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="thinkbox-docker")
+
+    def _remove_own(self) -> None:
+        for container in self._client.containers.list(
+            all=True, filters={"label": f"thinkbox.instance={self._instance}"}
+        ):
+            _force_remove(container)
+
+
+def _force_remove(container: Any) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.DockerException):
+        container.remove(force=True)
+
+
+def _container_state(container: Any) -> dict[str, Any]:
+    import docker.errors
+
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return {"Running": False, "Error": "the container was removed"}
+    state: dict[str, Any] = container.attrs.get("State") or {}
+    return state
+
+
+def _container_logs(container: Any) -> str:
+    import docker.errors
+
+    try:
+        return container.logs(tail=20).decode("utf-8", "replace").strip()[-1500:]
+    except docker.errors.DockerException:
+        return ""
