@@ -6,7 +6,8 @@ not asked again. A failure of the machinery (model endpoint down, sandbox gone) 
 error; run the same command again to resume.
 
 Items run one at a time against the local model (two model calls at once on a small machine only slow
-each other) and ``jobs`` at a time against a remote endpoint.
+each other) and the scripted one (its replies come in order), ``jobs`` at a time against a remote
+endpoint.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ DEFAULT_FAMILIES = (
 )
 QUICK_FAMILIES = ("products", "letter_counting", "csv_stats", "recall")
 QUICK_N = 3
+ONE_AT_A_TIME = ("local", "scripted")
+"""Providers that run one request at a time: the local model (2 cores), the scripted one (replies in order)."""
 
 
 class BenchConfig(BaseModel):
@@ -141,8 +144,9 @@ async def run_reasoning_bench(
     if model is None:
         from thinkbox.models.factory import get_model
 
-        if settings.resolved_provider() == "local" and jobs > 1:
-            say("the local model answers one item at a time: --jobs 1")
+        provider = settings.resolved_provider()
+        if provider in ONE_AT_A_TIME and jobs > 1:
+            say(f"the {provider} model answers one item at a time: --jobs 1")
             jobs = 1
         model = get_model(settings)
     own_backend = backend is None
