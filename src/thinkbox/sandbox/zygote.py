@@ -23,11 +23,11 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from thinkbox.errors import ConfigError, SandboxError, SandboxUnavailable, SessionStartError
+from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
 from thinkbox.sandbox import cgroups, isolation
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
 from thinkbox.sandbox.types import WORKSPACE, SessionConfig
@@ -68,7 +68,6 @@ class _Live:
     returncode: int | None = None
     error: str = ""
     cgroup: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ZygoteKernel(KernelProcess):
@@ -266,7 +265,11 @@ class ZygoteBackend(SandboxBackend):
             raise SandboxUnavailable(f"the zygote did not start within {START_TIMEOUT_S:.0f} s") from None
         if msg.get("op") != "ready":
             await self._stop_zygote()
-            raise SandboxUnavailable(f"{msg.get('message')}; see {self._log_path}, or use --backend bwrap")
+            tail = _tail(self._log_path)
+            raise SandboxUnavailable(
+                f"{msg.get('message')}{': ' + tail if tail else ''}; the zygote's log is {self._log_path}; "
+                "where the zygote cannot run, use --backend bwrap"
+            )
         self._zygote_pid = int(msg["pid"])
 
     def _on_control(self) -> None:
@@ -349,7 +352,7 @@ class ZygoteBackend(SandboxBackend):
             self._ctl.close()
             self._ctl = None
         rc = self._proc.returncode if self._proc is not None else None
-        self._dead_reason = f"the zygote process ended (status {rc}); see {self._log_path}"
+        self._dead_reason = f"the zygote process ended (status {rc})"
         if not self._ready.done():
             self._ready.set_result({"op": "fatal", "message": self._dead_reason})
         for pending in self._pending.values():
@@ -512,6 +515,17 @@ def _check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:
     return {"source": str(src.resolve()), "target": norm, "read_only": read_only}
 
 
+def _tail(path: Path, limit: int = 600) -> str:
+    """The last line(s) of a log, for an error message."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip().splitlines()[-1]
+    except (OSError, IndexError):
+        return ""
+
+
 def _remove_runtime(inst: Path) -> None:
     """Unmount the workspaces of a runtime dir and remove it."""
     ws_root = inst / "ws"
@@ -524,4 +538,4 @@ def _remove_runtime(inst: Path) -> None:
     shutil.rmtree(inst, ignore_errors=True)
 
 
-__all__ = ["SandboxError", "ZygoteBackend", "ZygoteKernel"]
+__all__ = ["ZygoteBackend", "ZygoteKernel"]
