@@ -57,7 +57,7 @@ DEFAULT_FAMILIES = (
 QUICK_FAMILIES = ("products", "letter_counting", "csv_stats", "recall")
 QUICK_N = 3
 ONE_AT_A_TIME = ("local", "scripted")
-"""Providers that run one request at a time: the local model (2 cores), the scripted one (replies in order)."""
+"""Providers asked one item at a time: the local model (2 cores), the scripted one (replies in order)."""
 
 
 class BenchConfig(BaseModel):
