@@ -34,12 +34,11 @@ def bench(tmp_path: Path, *args: str, script: list[object], backend: str) -> sub
 
 def test_the_command_prints_the_json_report_and_writes_its_files(tmp_path: Path) -> None:
     items = get_family("products").items(2, 5, 1)
-    script: list[object] = []
+    script: list[object] = ["0", "0"]  # the direct arm on both items, then the code arm
     for item in items:
         expr = re.search(r"multiplication: ([\d *]+)\.", item.question)
         assert expr
         script += [
-            "0",
             {"thought": "", "action": "execute_code", "code": f"print({expr.group(1)})", "final_answer": ""},
             {"thought": "", "action": "provide_answer", "code": "", "final_answer": item.expected},
         ]

@@ -24,8 +24,9 @@ from thinkbox.bench.reasoning.router import ROUTE_SCHEMA
 from thinkbox.bench.reasoning.runner import (
     BenchConfig,
     SandboxChecker,
-    item_key,
+    check_config,
     load_cache,
+    plan,
     run_reasoning_bench,
 )
 from thinkbox.bench.reasoning.tasks import Item, get_family
@@ -99,13 +100,11 @@ def replies_for(item: Item, arm: str) -> list[Any]:
 
 
 def script(config: BenchConfig, skip: set[str] | None = None) -> list[Any]:
+    """The replies in the order the runner asks for them, less those of cached runs."""
     replies: list[Any] = []
-    for name in config.families:
-        for item in get_family(name).items(config.n, config.seed, config.difficulty):
-            for arm in config.arms:
-                if skip and item_key(item, config.arm_key(arm), config, "scripted") in skip:
-                    continue
-                replies.extend(replies_for(item, arm))
+    for _family, item, arm, key in plan(config, check_config(config), "scripted"):
+        if key not in (skip or set()):
+            replies.extend(replies_for(item, arm))
     return replies
 
 

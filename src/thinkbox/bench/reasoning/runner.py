@@ -116,6 +116,23 @@ async def answer(arm: str, item: Item, ctx: ArmContext, config: BenchConfig) -> 
     return await router.get_router(config.router)(item, ctx)
 
 
+Work = tuple[Family, Item, str, str]
+"""(family, item, arm, cache key): one model answer to get and score."""
+
+
+def plan(config: BenchConfig, families: dict[str, Family], model: str) -> list[Work]:
+    """The runs in order: by family, then by arm (the router last: it may reuse the others' results), then
+    by item. Runs of one arm in a row share their prompt's prefix, which a local model keeps in its cache."""
+    work: list[Work] = []
+    for family in families.values():
+        items = family.items(config.n, config.seed, config.difficulty)
+        for arm in sorted(config.arms, key=ARMS.index):
+            work.extend(
+                (family, item, arm, item_key(item, config.arm_key(arm), config, model)) for item in items
+            )
+    return work
+
+
 def check_config(config: BenchConfig) -> dict[str, Family]:
     """The families by name; ConfigError naming the flag for a bad arm, router or family."""
     unknown = [a for a in config.arms if a not in ARMS]
@@ -156,11 +173,7 @@ async def run_reasoning_bench(
     results_path = config.out / "results.jsonl"
     cached = load_cache(results_path)
     started = time.monotonic()
-    work: list[tuple[Family, Item, str, str]] = []
-    for family in families.values():
-        for item in family.items(config.n, config.seed, config.difficulty):
-            for arm in sorted(config.arms, key=ARMS.index):  # the router after the arms it may reuse
-                work.append((family, item, arm, item_key(item, config.arm_key(arm), config, model.name)))
+    work = plan(config, families, model.name)
     todo = [w for w in work if w[3] not in cached]
     say(f"{len(work)} runs, {len(work) - len(todo)} cached, {len(todo)} to do ({model.name}, jobs {jobs})")
     pool = SessionPool(backend, size=min(jobs, 2), config=SessionConfig(limits=settings.sandbox.limits))
@@ -241,10 +254,10 @@ def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str) -> 
     return earlier
 
 
-async def _parallel(todo: list[tuple[Family, Item, str, str]], one: Callable[..., object], jobs: int) -> None:
+async def _parallel(todo: list[Work], one: Callable[..., object], jobs: int) -> None:
     gate = asyncio.Semaphore(jobs)
 
-    async def gated(w: tuple[Family, Item, str, str]) -> None:
+    async def gated(w: Work) -> None:
         async with gate:
             await one(*w)  # type: ignore[misc]
 
