@@ -90,7 +90,8 @@ async def direct(item: Item, ctx: ArmContext, *, system: str = DIRECT_SYSTEM) ->
         {"role": "user", "content": with_files(item)},
     ]
     model = ctx.settings.model
-    request = ModelRequest(messages=messages, max_tokens=model.max_tokens, temperature=model.temperature)
+    limit = min(model.max_tokens, item.answer_tokens)
+    request = ModelRequest(messages=messages, max_tokens=limit, temperature=model.temperature)
     reply = await complete(ctx.model, request)
     return Outcome(
         answer=reply.text.strip(),

@@ -76,6 +76,7 @@ class HumanEval:
                 question=QUESTION.format(prompt=p["prompt"]),
                 expected=p["task_id"],
                 data=p,
+                answer_tokens=768,
             )
             for i, p in enumerate(chosen)
         ]

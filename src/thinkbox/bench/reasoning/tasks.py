@@ -42,6 +42,8 @@ class Item:
     """Files placed in the workspace (the code arms) or inlined in the prompt (the direct arm)."""
     data: Any = None
     """What the scorer needs besides ``expected`` (a reasoning-gym entry, a HumanEval problem)."""
+    answer_tokens: int = 256
+    """Most tokens of a direct answer: room for the answer, not for an essay (a function: more)."""
 
 
 class Checker(Protocol):
