@@ -32,6 +32,7 @@ from thinkbox.bench.reasoning.runner import (
 from thinkbox.bench.reasoning.tasks import Item, get_family
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
+from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, Usage
 from thinkbox.models.scripted import ScriptedModel
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
@@ -280,3 +281,45 @@ async def test_each_router_design_reaches_code_by_its_own_path(
         assert "was: 12345" in model.requests[1].messages[-1]["content"]
     result = next(iter(load_cache(config.out / "results.jsonl").values()))
     assert result.key.startswith(f"products/d2/router:{design}/") and result.route is not None
+
+
+class ReadingModel:
+    """A model that reads its prompt (so the order of requests does not matter): it answers the direct arm
+    with 0 and, as the agent, prints the product in code, then answers with the printed value. It counts
+    how many requests it serves at once."""
+
+    name = "reading"
+
+    def __init__(self) -> None:
+        self.busy = self.most_busy = 0
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        try:
+            await asyncio.sleep(0.05)
+            last = request.messages[-1]["content"]
+            if request.json_schema is None:
+                text = "0"
+            elif printed := re.search(r"Output:\n(-?\d+)", last):
+                text = json.dumps(give(printed.group(1)))
+            else:
+                expr = re.search(r"multiplication: ([\d *]+)\.", last)
+                assert expr, last
+                text = json.dumps(run_code(f"print({expr.group(1)})"))
+            yield ModelReply(text=text, usage=Usage(10, 5))
+        finally:
+            self.busy -= 1
+
+
+async def test_jobs_run_in_parallel_against_a_model_that_allows_it(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(families=["products"], n=4, arms=["direct", "code"], jobs=3, out=tmp_path / "o")
+    model = ReadingModel()
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.most_busy > 1
+    assert report.families["products"]["code"].correct == 4
+    assert report.families["products"]["direct"].correct == 0
+    assert len(load_cache(config.out / "results.jsonl")) == 8
