@@ -150,6 +150,12 @@ def bench_reasoning(
             f"thinkbox bench reasoning: {exc} (cached results are kept: run again to resume)", file=sys.stderr
         )
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        print(
+            "thinkbox bench reasoning: interrupted; cached results are kept: run again to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
     if json_out:
         print(summary_json(report))
     else:
