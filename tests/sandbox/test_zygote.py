@@ -46,7 +46,7 @@ async def test_state_persists_and_preloaded_libraries_import_instantly(backend: 
         result = await s.execute("import numpy, pandas, matplotlib.pyplot as plt\nx + 1")
         elapsed = time.perf_counter() - started
         assert result.result == "42"
-        assert elapsed < 0.5, f"imports took {elapsed:.3f} s: the libraries were not preloaded"
+        assert elapsed < 1.0, f"imports took {elapsed:.3f} s: the libraries were not preloaded"
 
 
 async def test_two_sessions_get_different_random_streams(backend: ZygoteBackend) -> None:
@@ -298,7 +298,7 @@ async def test_kill_ends_the_whole_session_and_reports_it(backend: ZygoteBackend
         assert all(_is_zombie(pid) for pid in pids)
 
 
-async def _settles(condition: Callable[[], bool], within_s: float = 3.0) -> bool:
+async def _settles(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
     """True once ``condition()`` holds (the fork server refills its pool of prepared sessions meanwhile)."""
     for _ in range(int(within_s / 0.05)):
         if condition():
