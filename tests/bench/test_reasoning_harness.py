@@ -151,6 +151,7 @@ async def test_report_shows_code_winning_on_computation_and_losing_on_a_control(
     assert report.summary.code_minus_direct_pp == pytest.approx(200 / 3, abs=0.01)
     assert report.summary.router_worst_gap_pp == pytest.approx(100 / 3, abs=0.01)
     assert report.summary.router_worst_family == "recall"
+    assert report.summary.perfect_router_by_family == {"products": 1.0, "recall": 1.0}
 
     # the direct arm had no tools; the router's classification was constrained; the code really ran
     first_direct = model.requests[0]

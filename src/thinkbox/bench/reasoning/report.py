@@ -73,6 +73,11 @@ class Summary(BaseModel):
     router_worst_family: str | None
     code_minus_direct_by_family_pp: dict[str, float]
     router_gap_by_family_pp: dict[str, float]
+    perfect_router_by_family: dict[str, float] = Field(
+        default_factory=dict,
+        description="Share of items that direct or code got right: what a router that always picked the "
+        "right arm would reach (the router's headroom).",
+    )
 
 
 class Report(BaseModel):
@@ -133,6 +138,22 @@ def summarize(families: dict[str, dict[str, ArmStats]], kinds: dict[str, str]) -
     )
 
 
+def perfect_router(results: list[ItemResult]) -> dict[str, float]:
+    """Per family where both arms ran: the share of items that direct or code got right."""
+    right: dict[str, dict[int, bool]] = {}
+    arms: dict[str, set[str]] = {}
+    for r in results:
+        if r.arm in ("direct", "code"):
+            arms.setdefault(r.family, set()).add(r.arm)
+            items = right.setdefault(r.family, {})
+            items[r.index] = items.get(r.index, False) or r.correct
+    return {
+        family: round(sum(items.values()) / len(items), 4)
+        for family, items in right.items()
+        if arms[family] == {"direct", "code"}
+    }
+
+
 def build_report(
     results: list[ItemResult],
     *,
@@ -162,7 +183,9 @@ def build_report(
         router=router,
         kinds=kinds,
         families=table,
-        summary=summarize(table, kinds),
+        summary=summarize(table, kinds).model_copy(
+            update={"perfect_router_by_family": perfect_router(results)}
+        ),
         wall_s=round(wall_s, 1),
         command=command,
     )
@@ -204,6 +227,9 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
         f"- router, worst shortfall below the better of direct and code: {pp(sm.router_worst_gap_pp)}"
         + (f" ({sm.router_worst_family})" if sm.router_worst_family else ""),
     ]
+    if sm.perfect_router_by_family:
+        best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
+        lines.append(f"- a router that always picked the right arm would reach: {best}")
     if chart:
         lines += ["", f"![accuracy by family and arm]({chart})"]
     return "\n".join(lines) + "\n"
