@@ -12,7 +12,7 @@ exit status or signal reaches the host), with:
   ``/workspace``.
 
 The protocol runs over a Unix socket: the host listens in a per-session directory bind-mounted read-only
-at ``/run/thinkbox``; the interpreter connects once, the host then closes the listener and removes the
+at ``/opt/thinkbox/run``; the interpreter connects once, the host then closes the listener and removes the
 socket file. That is a direct kernel socket (no proxy in dockerd), so a round trip costs what it costs
 for the other backends; the engine must therefore run on this machine.
 
@@ -52,7 +52,7 @@ T = TypeVar("T")
 LABEL_BACKEND = "thinkbox.backend"
 LABEL_OWNER = "thinkbox.owner"
 LABEL_SESSION = "thinkbox.session"
-SOCKET_DIR = "/run/thinkbox"
+SOCKET_DIR = f"{docker_image.RUNTIME_DIR}/run"
 SOCKET_NAME = "kernel.sock"
 USER = "1000:1000"
 CONNECT_TIMEOUT_S = 60.0
@@ -470,7 +470,9 @@ class DockerBackend(SandboxBackend):
         if self._runtime:
             kwargs["runtime"] = self._runtime
         try:
-            return self._client.containers.run(self._image, **kwargs)
+            container = self._client.containers.run(self._image, **kwargs)
+            container.reload()  # run() answers with the state before the start: no pid yet
+            return container
         except docker.errors.ImageNotFound:
             raise SandboxUnavailable(
                 f"the sandbox image {self._image} is missing; {docker_image.BUILD_HINT}"
