@@ -158,6 +158,7 @@ async def run_reasoning_bench(
     say = progress or (lambda _m: None)
     families = check_config(config)
     jobs = config.jobs
+    own_model = model is None
     if model is None:
         from thinkbox.models.factory import get_model
 
@@ -190,26 +191,7 @@ async def run_reasoning_bench(
             nonlocal done
             outcome = await answer(arm, item, ctx, config)
             correct = await family.score(item, outcome.answer or "", checker) if outcome.answer else False
-            result = ItemResult(
-                key=key,
-                family=item.family,
-                kind=family.kind,
-                arm=arm,
-                seed=config.seed,
-                difficulty=config.difficulty,
-                index=item.index,
-                model=model.name,
-                question=item.question,
-                expected=item.expected,
-                answer=outcome.answer,
-                correct=correct,
-                code_ran=outcome.code_ran,
-                steps=outcome.steps,
-                tokens=outcome.tokens,
-                wall_s=round(outcome.wall_s, 3),
-                stop=outcome.stop,
-                route=outcome.route,
-            )
+            result = _result(key, family, item, arm, outcome, correct, config, model.name)
             async with lock:
                 with results_path.open("a", encoding="utf-8") as f:
                     f.write(result.model_dump_json() + "\n")
@@ -227,6 +209,9 @@ async def run_reasoning_bench(
         await pool.aclose()
         if own_backend:
             await backend.aclose()
+        close = getattr(model, "aclose", None) if own_model else None
+        if close is not None:
+            await close()
     report = build_report(
         [cached[w[3]] for w in work],
         model=model.name,
@@ -241,6 +226,24 @@ async def run_reasoning_bench(
     )
     write_outputs(report, config.out)
     return report
+
+
+def _result(
+    key: str,
+    family: Family,
+    item: Item,
+    arm: str,
+    outcome: Outcome,
+    correct: bool,
+    config: BenchConfig,
+    model: str,
+) -> ItemResult:
+    return ItemResult(
+        key=key, family=item.family, kind=family.kind, arm=arm, seed=config.seed,
+        difficulty=config.difficulty, index=item.index, model=model, question=item.question,
+        expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran, steps=outcome.steps, tokens=outcome.tokens,
+        wall_s=round(outcome.wall_s, 3), stop=outcome.stop, route=outcome.route,
+    )  # fmt: skip
 
 
 def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str) -> Earlier:
