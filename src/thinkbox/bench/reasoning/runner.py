@@ -241,8 +241,9 @@ def _result(
     return ItemResult(
         key=key, family=item.family, kind=family.kind, arm=arm, seed=config.seed,
         difficulty=config.difficulty, index=item.index, model=model, question=item.question,
-        expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran, steps=outcome.steps, tokens=outcome.tokens,
-        wall_s=round(outcome.wall_s, 3), stop=outcome.stop, route=outcome.route,
+        expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran,
+        steps=outcome.steps, tokens=outcome.tokens, wall_s=round(outcome.wall_s, 3), stop=outcome.stop,
+        route=outcome.route,
     )  # fmt: skip
 
 
