@@ -72,6 +72,7 @@ class ModelBenchReport(BaseModel):
     model: str
     path: str
     threads: int
+    batch_threads: int
     context_tokens: int
     temperature: float
     load_s: float
@@ -276,6 +277,7 @@ async def run_model_bench(
             model=model.name,
             path=str(model.model_path),
             threads=model.threads,
+            batch_threads=model.batch_threads,
             context_tokens=model.context_tokens,
             temperature=temp,
             load_s=round(model.load_s or 0.0, 2),
@@ -291,7 +293,8 @@ async def run_model_bench(
 def render(report: ModelBenchReport, print_line: Callable[[str], None] = print) -> None:
     r = report
     print_line(
-        f"model        {r.model}  ({r.threads} threads, context {r.context_tokens}, loaded in {r.load_s} s)"
+        f"model        {r.model}  ({r.threads} threads, {r.batch_threads} for prompts, "
+        f"context {r.context_tokens}, loaded in {r.load_s} s)"
     )
     print_line(f"prompt       {r.prompt_tok_s} tok/s  ({r.prompt_tokens} tokens from an empty cache)")
     print_line(f"generation   {r.gen_tok_s} tok/s  ({r.gen_tokens} tokens)")
