@@ -126,3 +126,15 @@ def test_summary_averages_code_gains_over_computation_families_and_finds_the_rou
     assert summary.router_worst_gap_pp == pytest.approx(10.0)
     assert summary.router_worst_family == "tsp"
     assert math.isclose(summary.router_gap_by_family_pp["recall"], 5.0)
+
+
+@pytest.mark.parametrize("name", ["products", "count_primes", "gsm_symbolic", "decimal_arithmetic"])
+async def test_a_number_said_in_a_sentence_counts_for_reasoning_gym_families_with_a_numeric_answer(
+    name: str,
+) -> None:
+    family = get_family(name)
+    for item in family.items(3, 1, 2):
+        assert await family.score(item, f"After computing, the result is {item.expected}.", NoChecker())
+        assert not await family.score(
+            item, f"After computing, the result is {Decimal(item.expected) + 1}.", NoChecker()
+        )

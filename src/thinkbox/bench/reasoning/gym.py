@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
-from thinkbox.bench.reasoning.tasks import Checker, Item, Kind, check_difficulty, clean_answer
+from thinkbox.bench.reasoning.tasks import (
+    Checker,
+    Item,
+    Kind,
+    check_difficulty,
+    clean_answer,
+    last_number_text,
+)
 from thinkbox.errors import ConfigError
 
 GYM_LEVELS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
@@ -92,6 +100,7 @@ GYM_LEVELS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     ),
 }
 GYM_FAMILIES: tuple[str, ...] = tuple(GYM_LEVELS)
+_NUMBER_ONLY = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @functools.cache
@@ -164,9 +173,16 @@ class GymFamily:
         return items
 
     async def score(self, item: Item, answer: str, checker: Checker) -> bool:
+        """reasoning-gym's score of the cleaned answer; where the reference is one number, also of the last
+        number in the answer ("The product is 793,546,072." reads as 793546072), for every arm alike."""
         dataset, entry = item.data
-        try:
-            value = float(dataset.score_answer(clean_answer(answer), entry))
-        except Exception:  # a scorer that chokes on a malformed answer: the answer is wrong
-            return False
-        return value >= 0.999
+        candidates = [clean_answer(answer)]
+        if _NUMBER_ONLY.fullmatch(item.expected.strip()) and (number := last_number_text(answer)):
+            candidates.append(number)
+        for candidate in candidates:
+            try:
+                if float(dataset.score_answer(candidate, entry)) >= 0.999:
+                    return True
+            except Exception:  # a scorer that chokes on a malformed answer: that reading is wrong
+                continue
+        return False

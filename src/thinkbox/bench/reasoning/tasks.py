@@ -127,13 +127,17 @@ def clean_answer(text: str) -> str:
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
+def last_number_text(text: str) -> str | None:
+    """The last number written in ``text`` as written, less thousands separators, or None."""
+    found = _NUMBER.findall(clean_answer(text).replace("$", ""))
+    return found[-1].replace(",", "") if found else None
+
+
 def last_number(text: str) -> float | None:
     """The last number written in ``text`` (commas as thousands separators), or None."""
-    found = _NUMBER.findall(clean_answer(text).replace("$", ""))
-    if not found:
-        return None
+    found = last_number_text(text)
     try:
-        return float(found[-1].replace(",", ""))
+        return None if found is None else float(found)
     except ValueError:
         return None
 
