@@ -246,6 +246,8 @@ class ZygoteBackend(SandboxBackend):
                 stdout=log_file,
                 stderr=log_file,
                 cwd="/",
+                # its own session: a terminal's Ctrl-C is for the engine, which decides what to interrupt
+                start_new_session=True,
             )
         finally:
             log_file.close()
