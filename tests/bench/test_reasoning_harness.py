@@ -324,3 +324,20 @@ async def test_jobs_run_in_parallel_against_a_model_that_allows_it(
     assert report.families["products"]["code"].correct == 4
     assert report.families["products"]["direct"].correct == 0
     assert len(load_cache(config.out / "results.jsonl")) == 8
+
+
+async def test_the_csv_is_in_the_code_arms_workspace_and_inlined_for_the_direct_arm(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(families=["csv_stats"], n=1, arms=["direct", "code"], out=tmp_path / "o")
+    item = get_family("csv_stats").items(1, 0, 2)[0]
+    read = "import pandas as pd\nprint(len(pd.read_csv('sales.csv')))"
+    model = ScriptedModel(["0", run_code(read), give(item.expected)])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    direct_prompt = model.requests[0].messages[-1]["content"]
+    assert "Contents of sales.csv:\nregion,product,units,price\n" in direct_prompt
+    agent_system = model.requests[1].messages[0]["content"]
+    assert "sales.csv" in agent_system and "Contents of" not in model.requests[1].messages[1]["content"]
+    assert "Output:\n60" in model.requests[2].messages[-1]["content"]
+    assert report.families["csv_stats"]["code"].correct == 1
