@@ -198,7 +198,9 @@ async def run_reasoning_bench(
                 cached[key] = result
                 done += 1
             mark = "right" if correct else "wrong"
-            say(f"[{done}/{len(todo)}] {item.family} #{item.index} {arm}: {mark} ({outcome.wall_s:.1f} s)")
+            left = (time.monotonic() - started) / done * (len(todo) - done)
+            say(f"[{done}/{len(todo)}] {item.family} #{item.index} {arm}: {mark} ({outcome.wall_s:.1f} s; "
+                f"about {left / 60:.0f} min left)")  # fmt: skip
 
         if jobs == 1:
             for w in todo:
