@@ -341,3 +341,19 @@ async def test_the_csv_is_in_the_code_arms_workspace_and_inlined_for_the_direct_
     assert "sales.csv" in agent_system and "Contents of" not in model.requests[1].messages[1]["content"]
     assert "Output:\n60" in model.requests[2].messages[-1]["content"]
     assert report.families["csv_stats"]["code"].correct == 1
+
+
+async def test_the_verify_router_takes_the_direct_arms_answer_instead_of_asking_again(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(
+        families=["products"], n=1, arms=["direct", "router"], router="verify", out=tmp_path / "o"
+    )
+    item = get_family("products").items(1, 0, 2)[0]
+    model = ScriptedModel(["12345", *replies_for(item, "code")])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.remaining == 0 and len(model.requests) == 3
+    assert "was: 12345" in model.requests[1].messages[-1]["content"]
+    assert report.families["products"]["router"].correct == 1
+    assert report.families["products"]["router"].mean_steps == 3

@@ -7,7 +7,8 @@
 - ``agent``: the agent with its usual system prompt, which allows ``provide_answer`` at step 1: the model
   decides inside the loop.
 - ``verify``: answer directly first, then the agent sees that answer and checks it with code when the
-  question needs computation (else it repeats it). Costs both arms.
+  question needs computation (else it repeats it). Costs both arms (under greedy decoding the direct
+  arm's answer is reused when it is known).
 
 The default is :data:`DEFAULT_ROUTER`; see the README for the numbers behind the choice.
 """
@@ -77,14 +78,13 @@ async def agent(item: Item, ctx: ArmContext) -> Outcome:
 
 
 async def verify(item: Item, ctx: ArmContext) -> Outcome:
-    started = time.monotonic()
-    first = await arms.direct(item, ctx)
+    first = (ctx.earlier(item, "direct") if ctx.earlier is not None else None) or await arms.direct(item, ctx)
     question = VERIFY_TEMPLATE.format(question=item.question, answer=(first.answer or "")[:500])
     outcome = await arms.agent(item, ctx, question=question)
     outcome.route = "verify:code" if outcome.code_ran else "verify:direct"
     outcome.steps += first.steps
     outcome.tokens += first.tokens
-    outcome.wall_s = time.monotonic() - started
+    outcome.wall_s += first.wall_s
     return outcome
 
 
