@@ -357,3 +357,26 @@ async def test_the_verify_router_takes_the_direct_arms_answer_instead_of_asking_
     assert "was: 12345" in model.requests[1].messages[-1]["content"]
     assert report.families["products"]["router"].correct == 1
     assert report.families["products"]["router"].mean_steps == 3
+
+
+async def test_router_designs_run_side_by_side_and_each_gets_its_worst_gap(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    arms = ["direct", "code", "router", "router:agent"]
+    config = BenchConfig(
+        families=["products", "recall"], n=1, arms=arms, router="classify", out=tmp_path / "o"
+    )
+    products, recall = (get_family(f).items(1, 0, 2)[0] for f in ("products", "recall"))
+    model = ScriptedModel([
+        *replies_for(products, "direct"), *replies_for(products, "code"), {"route": "code"},
+        *replies_for(products, "code"),  # router:agent codes and gets it right
+        *replies_for(recall, "direct"), *replies_for(recall, "code"), {"route": "direct"},
+        *replies_for(recall, "code"),  # router:agent codes on a control and gets it wrong
+    ])  # fmt: skip
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.remaining == 0
+    assert report.families["recall"]["router:agent"].correct == 0
+    assert report.summary.router_worst_gap_pp == 0.0
+    assert report.summary.other_routers_worst_gap_pp == {"router:agent": 100.0}
+    assert "- router:agent, worst shortfall: +100.0 points" in (config.out / "report.md").read_text()

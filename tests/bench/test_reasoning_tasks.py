@@ -97,6 +97,13 @@ def test_any_reasoning_gym_dataset_is_a_family_and_an_unknown_name_names_the_fla
         check_config(BenchConfig(families=["products"], arms=["direct", "oracle"]))
     with pytest.raises(ConfigError, match="--router"):
         check_config(BenchConfig(families=["products"], router="coin"))
+    with pytest.raises(ConfigError, match="same arm twice"):
+        check_config(
+            BenchConfig(families=["products"], arms=["router", "router:classify"], router="classify")
+        )
+    check_config(
+        BenchConfig(families=["products"], arms=["direct", "router", "router:agent", "router:verify"])
+    )
 
 
 def test_wilson_interval_matches_its_closed_forms() -> None:

@@ -103,7 +103,11 @@ def bench_reasoning(
     n: int | None = typer.Option(None, "--n", min=1, help="Items per family (default 20; --quick: 3)."),
     seed: int = typer.Option(0, "--seed"),
     difficulty: int = typer.Option(2, "--difficulty", min=1, max=3, help="1 easy, 2 medium, 3 hard."),
-    arms: str = typer.Option("direct,code,router", "--arms", help="Comma-separated: direct, code, router."),
+    arms: str = typer.Option(
+        "direct,code,router",
+        "--arms",
+        help="Comma-separated: direct, code, router; router:DESIGN runs another router design side by side.",
+    ),
     router: str = typer.Option("classify", "--router", help="Router design: classify, agent, verify."),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
     out: str = typer.Option(

@@ -73,6 +73,9 @@ class Summary(BaseModel):
     router_worst_family: str | None
     code_minus_direct_by_family_pp: dict[str, float]
     router_gap_by_family_pp: dict[str, float]
+    other_routers_worst_gap_pp: dict[str, float] = Field(
+        default_factory=dict, description="router:DESIGN arms (other designs run side by side): worst gap."
+    )
     perfect_router_by_family: dict[str, float] = Field(
         default_factory=dict,
         description="Share of items that direct or code got right: what a router that always picked the "
@@ -118,23 +121,33 @@ def arm_stats(results: list[ItemResult]) -> ArmStats:
     )
 
 
-def summarize(families: dict[str, dict[str, ArmStats]], kinds: dict[str, str]) -> Summary:
-    diffs: dict[str, float] = {}
+def router_gaps(families: dict[str, dict[str, ArmStats]], arm: str) -> dict[str, float]:
+    """Per family: how far ``arm`` falls below the better of direct and code, in points."""
     gaps: dict[str, float] = {}
     for family, by_arm in families.items():
-        direct, code, router = by_arm.get("direct"), by_arm.get("code"), by_arm.get("router")
+        routed, others = by_arm.get(arm), [by_arm[a] for a in ("direct", "code") if a in by_arm]
+        if routed and others:
+            gaps[family] = round((max(a.accuracy for a in others) - routed.accuracy) * 100, 2)
+    return gaps
+
+
+def summarize(families: dict[str, dict[str, ArmStats]], kinds: dict[str, str]) -> Summary:
+    diffs: dict[str, float] = {}
+    for family, by_arm in families.items():
+        direct, code = by_arm.get("direct"), by_arm.get("code")
         if direct and code and kinds.get(family) != "control":
             diffs[family] = round((code.accuracy - direct.accuracy) * 100, 2)
-        if router and (direct or code):
-            best = max(a.accuracy for a in (direct, code) if a is not None)
-            gaps[family] = round((best - router.accuracy) * 100, 2)
+    gaps = router_gaps(families, "router")
     worst = max(gaps, key=lambda f: gaps[f]) if gaps else None
+    designs = sorted({a for by_arm in families.values() for a in by_arm if a.startswith("router:")})
+    by_design = {a: max(g.values()) for a in designs if (g := router_gaps(families, a))}
     return Summary(
         code_minus_direct_pp=round(statistics.fmean(diffs.values()), 2) if diffs else None,
         router_worst_gap_pp=gaps[worst] if worst else None,
         router_worst_family=worst,
         code_minus_direct_by_family_pp=diffs,
         router_gap_by_family_pp=gaps,
+        other_routers_worst_gap_pp=by_design,
     )
 
 
@@ -227,6 +240,8 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
         f"- router, worst shortfall below the better of direct and code: {pp(sm.router_worst_gap_pp)}"
         + (f" ({sm.router_worst_family})" if sm.router_worst_family else ""),
     ]
+    for arm, gap in sm.other_routers_worst_gap_pp.items():
+        lines.append(f"- {arm}, worst shortfall: {pp(gap)}")
     if sm.perfect_router_by_family:
         best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
         lines.append(f"- a router that always picked the right arm would reach: {best}")

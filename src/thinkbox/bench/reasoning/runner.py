@@ -73,7 +73,7 @@ class BenchConfig(BaseModel):
     out: Path = Path("bench-reasoning")
 
     def arm_key(self, arm: str) -> str:
-        return f"router:{self.router}" if arm == "router" else arm
+        return f"router:{self.router}" if arm == "router" else arm  # router:DESIGN is its own key
 
 
 class SandboxChecker:
@@ -113,7 +113,8 @@ async def answer(arm: str, item: Item, ctx: ArmContext, config: BenchConfig) -> 
         return await arms.direct(item, ctx)
     if arm == "code":
         return await arms.code(item, ctx)
-    return await router.get_router(config.router)(item, ctx)
+    design = arm.partition(":")[2] or config.router
+    return await router.get_router(design)(item, ctx)
 
 
 Work = tuple[Family, Item, str, str]
@@ -126,7 +127,7 @@ def plan(config: BenchConfig, families: dict[str, Family], model: str) -> list[W
     work: list[Work] = []
     for family in families.values():
         items = family.items(config.n, config.seed, config.difficulty)
-        for arm in sorted(config.arms, key=ARMS.index):
+        for arm in sorted(config.arms, key=lambda a: ARMS.index(a.partition(":")[0])):
             work.extend(
                 (family, item, arm, item_key(item, config.arm_key(arm), config, model)) for item in items
             )
@@ -135,10 +136,19 @@ def plan(config: BenchConfig, families: dict[str, Family], model: str) -> list[W
 
 def check_config(config: BenchConfig) -> dict[str, Family]:
     """The families by name; ConfigError naming the flag for a bad arm, router or family."""
-    unknown = [a for a in config.arms if a not in ARMS]
+    designs = [f"router:{d}" for d in router.ROUTERS]
+    unknown = [a for a in config.arms if a not in (*ARMS, *designs)]
     if unknown or not config.arms:
-        raise ConfigError(f"unknown arm(s) {', '.join(unknown) or '(none)'}; fix --arms: {','.join(ARMS)}")
+        raise ConfigError(
+            f"unknown arm(s) {', '.join(unknown) or '(none)'}; fix --arms: {','.join(ARMS)} (the router of "
+            f"--router), or another router design side by side: {','.join(designs)}"
+        )
     router.get_router(config.router)
+    keys = [config.arm_key(a) for a in config.arms]
+    if len(set(keys)) < len(keys):
+        raise ConfigError(
+            f"--arms names the same arm twice ({','.join(config.arms)}; --router {config.router})"
+        )
     return {name: get_family(name) for name in config.families}
 
 
@@ -215,7 +225,7 @@ async def run_reasoning_bench(
         if close is not None:
             await close()
     report = build_report(
-        [cached[w[3]] for w in work],
+        [cached[key].model_copy(update={"arm": arm}) for _f, _i, arm, key in work],
         model=model.name,
         seed=config.seed,
         n=config.n,
