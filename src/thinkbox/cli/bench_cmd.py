@@ -110,8 +110,10 @@ def bench_reasoning(
     ),
     router: str = typer.Option("classify", "--router", help="Router design: classify, agent, verify."),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
-    out: str = typer.Option(
-        "bench-reasoning", "--out", help="Results cache, report.md, report.json, chart.png."
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="Results cache, report.md, report.json, chart.png (default: data_dir/bench/reasoning).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     quick: bool = typer.Option(False, "--quick", help="3 items of 4 families: a check in minutes."),
@@ -143,7 +145,7 @@ def bench_reasoning(
         config = BenchConfig(
             families=[f.strip() for f in chosen if f.strip()], n=n or (QUICK_N if quick else 20), seed=seed,
             difficulty=difficulty, arms=[a.strip() for a in arms.split(",") if a.strip()], router=router,
-            jobs=jobs, out=Path(out),
+            jobs=jobs, out=Path(out) if out else settings.data_dir / "bench" / "reasoning",
         )  # fmt: skip
         report = asyncio.run(
             run_reasoning_bench(config, settings, progress=lambda m: err.log(m),
@@ -163,4 +165,5 @@ def bench_reasoning(
     if json_out:
         print(summary_json(report))
     else:
-        print((Path(out) / "report.md").read_text(encoding="utf-8"))
+        print((config.out / "report.md").read_text(encoding="utf-8"))
+        print(f"(report, chart and per-item results in {config.out})")
