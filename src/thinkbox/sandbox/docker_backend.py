@@ -63,10 +63,15 @@ ENGINE_HINT = (
 )
 _START_SCRIPT = (
     f"mkdir -p /tmp/matplotlib && cp {docker_image.MPL_CACHE}/*.json /tmp/matplotlib/ 2>/dev/null; "
-    'exec prlimit --as="$2" python3 -m thinkbox.sandbox.launch "$0" "$1"'
+    'ulimit -v "$2" && exec python3 -m thinkbox.sandbox.launch "$0" "$1"'
 )
 """Runs as the container's command (under docker-init): matplotlib's font cache into the private /tmp, then
-the interpreter with RLIMIT_AS (Docker's ulimits cannot set it) connecting to the host's socket."""
+the interpreter with RLIMIT_AS (Docker's ulimits cannot set it) connecting to the host's socket.
+
+Under gVisor the sandbox kernel's own threads count in the host's pids cgroup (about 60 for one idle
+session, more per task with the ptrace platform), so there the pids limit is scaled; RLIMIT_NPROC inside
+is no substitute: runsc (2022) then refuses every new thread (measured), and the kernel needs one."""
+RUNSC_PIDS_BACKSTOP = 512
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -102,15 +107,19 @@ def _signal_status(code: int | None) -> int | None:
     return code
 
 
-def seccomp_profile() -> dict[str, Any]:
-    """thinkbox's seccomp filter (:mod:`thinkbox.sandbox.seccomp`) as a Docker seccomp profile."""
+def seccomp_profile(*, clone3_rule: bool = True) -> dict[str, Any]:
+    """thinkbox's seccomp filter (:mod:`thinkbox.sandbox.seccomp`) as a Docker seccomp profile.
+
+    ``clone3_rule=False`` for gVisor: runsc (2022) answers the rule's ENOSYS as EPERM, so glibc does not
+    fall back to ``clone`` and no thread can start (measured); its own kernel answers ENOSYS anyway."""
     from thinkbox.sandbox import seccomp
 
     arch = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(platform.machine())
     unknown = set(seccomp.unknown_syscalls())
     eperm: dict[str, Any] = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}
     rules: list[dict[str, Any]] = [{"names": [n for n in seccomp.DENIED if n not in unknown], **eperm}]
-    rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
+    if clone3_rule:
+        rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
 
     def arg(index: int, value: int, two: int = 0, op: str = "SCMP_CMP_MASKED_EQ") -> dict[str, Any]:
         return {"index": index, "value": value, "valueTwo": two, "op": op}
@@ -215,6 +224,10 @@ class DockerKernel(KernelProcess):
         code = _signal_status(state.get("ExitCode"))
         if state.get("OOMKilled"):
             return ExitInfo(code, "it was killed for memory (the container's limit, Limits.memory_mib)")
+        if code not in (0, None) and code > 0:
+            logs = _container_logs(self.container)
+            if logs:
+                return ExitInfo(code, f"the interpreter exited with status {code}: {logs}")
         return ExitInfo(code, "")
 
     async def wait(self) -> ExitInfo:
@@ -315,7 +328,7 @@ class DockerBackend(SandboxBackend):
             client = await self._call(self._connect)
             try:
                 await self._call(self._check, client)
-                self._seccomp = json.dumps(seccomp_profile())
+                self._seccomp = json.dumps(seccomp_profile(clone3_rule=self._runtime != "runsc"))
                 root = Path(tempfile.mkdtemp(prefix=f"thinkbox-docker-{os.getpid()}-"))
                 root.chmod(0o711)
                 self._root = root
@@ -437,7 +450,7 @@ class DockerBackend(SandboxBackend):
                 _START_SCRIPT,
                 f"{SOCKET_DIR}/{SOCKET_NAME}",
                 json.dumps(options),
-                str(limits.memory_mib * MiB),
+                str(limits.memory_mib * 1024),  # KiB
             ],
             detach=True,
             init=True,
@@ -450,7 +463,8 @@ class DockerBackend(SandboxBackend):
             security_opt=["no-new-privileges", f"seccomp={self._seccomp}"],
             mem_limit=memory,
             memswap_limit=memory,
-            pids_limit=limits.processes,
+            pids_limit=limits.processes * (4 if self._runtime == "runsc" else 1)
+            + (RUNSC_PIDS_BACKSTOP if self._runtime == "runsc" else 0),
             nano_cpus=int(limits.cpu_cores * 1e9),
             ulimits=_ulimits(limits),
             tmpfs={
