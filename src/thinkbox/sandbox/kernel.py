@@ -169,7 +169,7 @@ class Kernel:
             ok = False
         if not ok or sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
             self._install_streams()
-        elif sys.stdout.closed or sys.stderr.closed:
+        elif sys.stdout is None or sys.stderr is None or sys.stdout.closed or sys.stderr.closed:
             self._install_streams()
 
     def _flush(self) -> None:
@@ -290,9 +290,12 @@ class Kernel:
         code = _shell_lines_to_calls(code)
         linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
         tree = ast.parse(code, filename=filename)
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        last = tree.body[-1] if tree.body else None
+        tail = None
+        if isinstance(last, ast.Expr):
+            tree.body.pop()
+            tail = compile(ast.Expression(last.value), filename, "eval")
         body = compile(tree, filename, "exec")
-        tail = compile(ast.Expression(last.value), filename, "eval") if last is not None else None
         self.ns.setdefault("_thinkbox_shell", _shell_in_cell)
         self.in_user_code = True
         exec(body, self.ns)
