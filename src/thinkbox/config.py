@@ -1,6 +1,7 @@
 """One typed configuration: CLI flags over ``THINKBOX_*`` environment variables over a TOML config file.
 
-Nested fields use ``__`` in environment variables: ``THINKBOX_MODEL__BASE_URL``, ``THINKBOX_SANDBOX__BACKEND``,
+Nested fields use ``__`` in environment variables: ``THINKBOX_MODEL__BASE_URL``,
+``THINKBOX_SANDBOX__BACKEND``,
 ``THINKBOX_SANDBOX__LIMITS__TIMEOUT_S``. The config file is ``$THINKBOX_CONFIG`` or
 ``~/.config/thinkbox/config.toml``, with the same sections (``[model]``, ``[sandbox]``, ``[agent]``).
 """
@@ -40,7 +41,9 @@ def default_cache_dir() -> Path:
 class SandboxSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = Field("zygote", description="Sandbox backend: zygote (default), bwrap, or a plugin's name.")
+    backend: str = Field(
+        "zygote", description="Sandbox backend: zygote (default), bwrap, or a plugin's name."
+    )
     pool_size: int = Field(1, ge=0, description="Fresh sessions kept ready by the warm pool.")
     idle_timeout_s: float = Field(900.0, gt=0, description="A leased session unused this long is closed.")
     limits: Limits = Field(default_factory=Limits)
@@ -54,20 +57,31 @@ class ModelSettings(BaseModel):
     )
     name: str = Field(
         "qwen2.5-coder-1.5b",
-        description="Model name: for local, qwen2.5-coder-1.5b or qwen2.5-coder-0.5b; for openai, the served model.",
+        description=(
+            "Model name: for local, qwen2.5-coder-1.5b or qwen2.5-coder-0.5b; for openai, the served model."
+        ),
     )
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1.")
-    api_key: SecretStr | None = Field(None, description="API key for base_url (OPENAI_API_KEY is used if unset).")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key for base_url (OPENAI_API_KEY is used if unset)."
+    )
     path: Path | None = Field(None, description="A local GGUF file to use instead of the bundled model.")
     context_tokens: int = Field(8192, ge=512, description="Context window of the local model.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for the local model (default: cores - 1).")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the local model (default: cores - 1)."
+    )
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(1024, ge=16, description="Most tokens in one model reply.")
     timeout_s: float = Field(120.0, gt=0, description="Time allowed for one model reply.")
     max_retries: int = Field(3, ge=0, description="Retries on 429/5xx/timeouts, with exponential backoff.")
-    script: Path | None = Field(None, description="For provider=scripted: a JSON file with the replies to replay.")
+    script: Path | None = Field(
+        None, description="For provider=scripted: a JSON file with the replies to replay."
+    )
     record: Path | None = Field(
-        None, description="Append every model request and reply to this JSON-lines file (a replayable script)."
+        None,
+        description="Append every model request and reply to this JSON-lines file (a replayable script).",
     )
 
 
@@ -113,7 +127,7 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings with ``overrides`` (from CLI flags; nested as dicts) on top. Raises ConfigError, naming the key."""
+    """Settings with ``overrides`` (CLI flags, nested as dicts) on top. Raises ConfigError naming the key."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -121,7 +135,8 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
         )
         raise ConfigError(
-            f"invalid configuration ({problems}). Fix the flag, the THINKBOX_* variable or {default_config_file()}"
+            f"invalid configuration ({problems}). "
+            f"Fix the flag, the THINKBOX_* variable or {default_config_file()}"
         ) from None
 
 

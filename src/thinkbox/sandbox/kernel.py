@@ -62,7 +62,9 @@ class _OutputPump(threading.Thread):
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
         self.readers = {out_r: "stdout", err_r: "stderr"}
-        self.decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in self.readers.values()}
+        self.decoders = {
+            name: codecs.getincrementaldecoder("utf-8")("replace") for name in self.readers.values()
+        }
         self.lock = threading.Lock()
         self.request_id: str | None = None
         self.sent = 0
@@ -79,7 +81,7 @@ class _OutputPump(threading.Thread):
             self._forward(name, data)
 
     def sync(self) -> dict[str, Any]:
-        """Forward everything written so far (drained here, no thread hand-off); return the truncation summary."""
+        """Forward everything written so far (drained here, no thread hand-off); return the truncation."""
         for rfd in self.readers:
             self._drain(rfd, rounds=64)
         summary: dict[str, Any] = {"omitted_bytes": self.omitted}
@@ -154,7 +156,10 @@ class Kernel:
         os.dup2(self._saved_err, 2)
         for fd, name in ((1, "stdout"), (2, "stderr")):
             stream = io.TextIOWrapper(
-                io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
+                io.FileIO(fd, "w", closefd=False),
+                encoding="utf-8",
+                errors="backslashreplace",
+                line_buffering=True,
             )
             setattr(sys, name, stream)
             setattr(sys, f"__{name}__", stream)
@@ -167,9 +172,9 @@ class Kernel:
             ok = ok and os.fstat(2).st_ino == os.fstat(self._saved_err).st_ino
         except OSError:
             ok = False
-        if not ok or sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
-            self._install_streams()
-        elif sys.stdout is None or sys.stderr is None or sys.stdout.closed or sys.stderr.closed:
+        replaced = sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__
+        closed = sys.stdout is None or sys.stderr is None or sys.stdout.closed or sys.stderr.closed
+        if not ok or replaced or closed:
             self._install_streams()
 
     def _flush(self) -> None:
@@ -207,7 +212,12 @@ class Kernel:
         signal.signal(signal.SIGINT, self._on_sigint)
         self.pump.start()
         self.channel.send(
-            {"type": "hello", "protocol": wire.PROTOCOL_VERSION, "pid": os.getpid(), "python": sys.version.split()[0]}
+            {
+                "type": "hello",
+                "protocol": wire.PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+            }
         )
         while True:
             try:
@@ -224,13 +234,22 @@ class Kernel:
             except KeyboardInterrupt:  # an interrupt that landed outside the user's code
                 reply = {"status": "error", "error": _error_dict(KeyboardInterrupt(), None)}
             except Exception as exc:  # a bug or a bad request: answer, keep serving
-                reply = {"status": "error", "error": {"type": type(exc).__name__, "message": str(exc), "traceback": ""}}
+                reply = {
+                    "status": "error",
+                    "error": {"type": type(exc).__name__, "message": str(exc), "traceback": ""},
+                }
             reply.update(id=rid, type="reply")
             try:
                 self.channel.send(reply)
             except wire.FrameError as exc:
-                self.channel.send({"id": rid, "type": "reply", "status": "error",
-                                   "error": {"type": "ProtocolError", "message": str(exc), "traceback": ""}})
+                self.channel.send(
+                    {
+                        "id": rid,
+                        "type": "reply",
+                        "status": "error",
+                        "error": {"type": "ProtocolError", "message": str(exc), "traceback": ""},
+                    }
+                )
             if msg.get("type") == "shutdown":
                 break
 
@@ -327,7 +346,11 @@ class _Png:
 
 def _mime_bundle(obj: Any) -> dict[str, str]:
     bundle: dict[str, str] = {}
-    for mime, method in (("image/png", "_repr_png_"), ("text/html", "_repr_html_"), ("image/svg+xml", "_repr_svg_")):
+    for mime, method in (
+        ("image/png", "_repr_png_"),
+        ("text/html", "_repr_html_"),
+        ("image/svg+xml", "_repr_svg_"),
+    ):
         fn = getattr(obj, method, None)
         if fn is None or isinstance(obj, type):
             continue
@@ -396,7 +419,9 @@ def _list_files(root: str, limit: int = 10_000) -> list[dict[str, Any]]:
             except OSError:
                 continue
             is_dir = name in dirnames
-            files.append({"path": os.path.relpath(full, root), "size": 0 if is_dir else st.st_size, "is_dir": is_dir})
+            files.append(
+                {"path": os.path.relpath(full, root), "size": 0 if is_dir else st.st_size, "is_dir": is_dir}
+            )
             if len(files) >= limit:
                 return files
     return files
@@ -441,8 +466,14 @@ def serve(sock: socket.socket, options: dict[str, Any]) -> None:
     env = options.get("env") or {}
     os.environ.clear()
     os.environ.update(
-        {"HOME": "/workspace", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-         "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1"}
+        {
+            "HOME": "/workspace",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "TMPDIR": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+        }
     )
     os.environ.update({str(k): str(v) for k, v in env.items()})
     sock.setblocking(True)

@@ -123,7 +123,11 @@ class Session:
 
     # -- running code -----------------------------------------------------------------------------
     async def execute(
-        self, code: str, *, timeout: float | None = None, on_output: Callable[[OutputChunk], None] | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_output: Callable[[OutputChunk], None] | None = None,
     ) -> ExecutionResult:
         """Run ``code`` like a notebook cell. The result is data: errors in the code never raise."""
         result: ExecutionResult | None = None
@@ -225,12 +229,17 @@ class Session:
                 killed=True,
                 state_survived=False,
             )
-        error = ExecutionError(**reply["error"]) if reply.get("status") == "error" and reply.get("error") else None
+        error = (
+            ExecutionError(**reply["error"])
+            if reply.get("status") == "error" and reply.get("error")
+            else None
+        )
         out, err = "".join(stdout), "".join(stderr)
         output = reply.get("output") or {}
         omitted = int(output.get("omitted_bytes", 0))
         if omitted:
-            marker = f"\n[... thinkbox cut {omitted} bytes of output here (limit {self.config.limits.output_bytes}) ...]\n"
+            limit = self.config.limits.output_bytes
+            marker = f"\n[... thinkbox cut {omitted} bytes of output here (limit {limit}) ...]\n"
             tail = output.get("tail") or {}
             out = out + marker + tail.get("stdout", "")
             if tail.get("stderr"):
@@ -239,7 +248,7 @@ class Session:
         if timed_out and interrupted and error is not None:
             error = ExecutionError(
                 type="TimeoutError",
-                message=f"execution timed out and was interrupted; variables and imports were kept",
+                message="execution timed out and was interrupted; variables and imports were kept",
                 traceback=error.traceback,
             )
         return ExecutionResult(
@@ -287,7 +296,9 @@ class Session:
                         break
         if msg.get("status") != "ok":
             err = msg.get("error") or {}
-            raise _file_error(err.get("type", ""), f"{body['type']} {body.get('path', '')!r}: {err.get('message')}")
+            raise _file_error(
+                err.get("type", ""), f"{body['type']} {body.get('path', '')!r}: {err.get('message')}"
+            )
         return msg
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -322,7 +333,7 @@ class Session:
             raise ProtocolError(str(exc)) from None
 
     async def _settle_unanswered(self) -> None:
-        """An earlier request was abandoned (its caller was cancelled): interrupt it and wait for its reply."""
+        """An earlier request was abandoned (its caller was cancelled): interrupt it, wait for its reply."""
         rid = self._unanswered
         if rid is None:
             return
@@ -366,7 +377,9 @@ def describe_exit(returncode: int | None) -> str:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        hint = {"SIGKILL": " (killed: out of memory, a limit, or a kill)", "SIGSEGV": " (crashed)"}.get(name, "")
+        hint = {"SIGKILL": " (killed: out of memory, a limit, or a kill)", "SIGSEGV": " (crashed)"}.get(
+            name, ""
+        )
         return f"it ended by {name}{hint}"
     return f"it exited with status {returncode}"
 

@@ -20,11 +20,17 @@ class Limits(BaseModel):
 
     timeout_s: float = Field(30.0, gt=0, description="Wall time of one execution before it is interrupted.")
     kill_grace_s: float = Field(
-        2.0, gt=0, description="How long an interrupted execution may take to stop before the session is killed."
+        2.0,
+        gt=0,
+        description="How long an interrupted execution may take to stop before the session is killed.",
     )
     cpu_time_s: int = Field(3600, gt=0, description="CPU seconds the interpreter may use over its lifetime.")
-    cpu_cores: float = Field(1.0, gt=0, description="Share of CPU (in cores) the session may use (cgroup quota).")
-    memory_mib: int = Field(1024, ge=64, description="Address space of the interpreter (MemoryError past it).")
+    cpu_cores: float = Field(
+        1.0, gt=0, description="Share of CPU (in cores) the session may use (cgroup quota)."
+    )
+    memory_mib: int = Field(
+        1024, ge=64, description="Address space of the interpreter (MemoryError past it)."
+    )
     processes: int = Field(64, ge=4, description="Processes and threads the session may run at once.")
     open_files: int = Field(256, ge=32, description="Open file descriptors per process.")
     file_size_mib: int = Field(256, ge=1, description="Largest file a session may write.")
