@@ -96,3 +96,19 @@ def descendants(pid: int | None = None) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+KNOWN_GAPS = {
+    "test_fork_bomb_is_capped_and_cleaned_up[docker+runsc]": (
+        "gVisor (runsc 2022) has no per-session process cap here: RLIMIT_NPROC inside refuses every new "
+        "thread, and the host pids cgroup also counts the sandbox kernel's own threads, so hitting it "
+        "kills the session instead of giving EAGAIN (measured)"
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        reason = KNOWN_GAPS.get(item.name)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
