@@ -4,7 +4,8 @@ stopped at the end (only the dockerd this module started, by its pid).
 ``docker_engine`` (session scope) yields a :class:`Engine` whose ``host`` is the ``DOCKER_HOST`` of that
 dockerd, with the sandbox image built once per run and cached between runs on this machine: the
 debootstrap tarball and the engine's data root (with the image) live under ~/.cache/thinkbox/docker; a
-second test run at the same time finds the data root locked and uses a temporary one. The engine has the gVisor runtime ``runsc`` when ``/usr/bin/runsc`` exists.
+second test run at the same time finds the data root locked and uses a temporary one.
+The engine has the gVisor runtime ``runsc`` when ``/usr/bin/runsc`` exists.
 Where no engine can run, the fixture skips with the reason.
 """
 
@@ -41,7 +42,11 @@ class Engine:
 
 def _install() -> str | None:
     """Install the Debian packages that are missing; None, or why they cannot be installed."""
-    missing = [p for p, tool in zip(PACKAGES, ("dockerd", "debootstrap", "runsc")) if not shutil.which(tool)]
+    missing = [
+        p
+        for p, tool in zip(PACKAGES, ("dockerd", "debootstrap", "runsc"), strict=True)
+        if not shutil.which(tool)
+    ]
     if not missing:
         return None
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -82,7 +87,7 @@ def docker_engine() -> Iterator[Engine]:
     if why:
         pytest.skip(f"no Docker engine can run here: {why}")
     try:
-        import docker
+        import docker  # noqa: F401
     except ImportError:
         pytest.skip("the Docker SDK is not installed (pip install 'thinkbox[docker]')")
     from thinkbox.sandbox import docker_image

@@ -156,7 +156,7 @@ async def test_interpreter_runs_under_an_init_not_as_pid_1(backend: DockerBacken
 
 
 # -- the image ------------------------------------------------------------------------------------
-def test_image_build_is_skipped_when_nothing_changed(docker_engine: Engine, client: Any) -> None:
+async def test_image_build_is_skipped_when_nothing_changed(docker_engine: Engine, client: Any) -> None:
     again = docker_image.build_image(client)
     assert again.image == docker_engine.image and not again.built
     assert client.images.get(docker_image.DEFAULT_IMAGE).id == client.images.get(again.image).id
@@ -164,7 +164,7 @@ def test_image_build_is_skipped_when_nothing_changed(docker_engine: Engine, clie
     assert labels[docker_image.LABEL_KERNEL] == docker_image.kernel_digest()
 
 
-def test_image_has_the_analysis_packages_and_only_the_sandbox_part_of_thinkbox(
+async def test_image_has_the_analysis_packages_and_only_the_sandbox_part_of_thinkbox(
     docker_engine: Engine, client: Any
 ) -> None:
     code = (

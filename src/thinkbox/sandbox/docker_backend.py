@@ -142,7 +142,8 @@ def seccomp_profile(*, clone3_rule: bool = True) -> dict[str, Any]:
 
 
 def _mounts(mounts: tuple[Mount, ...]) -> list[Any]:
-    """Docker bind mounts for the caller's mounts; a target outside /workspace or a missing source is refused."""
+    """Docker bind mounts for the caller's mounts; a target outside /workspace or a missing source is
+    refused."""
     from docker.types import Mount as DockerMount
 
     out = []
@@ -330,7 +331,7 @@ class DockerBackend(SandboxBackend):
                 await self._call(self._check, client)
                 self._seccomp = json.dumps(seccomp_profile(clone3_rule=self._runtime != "runsc"))
                 root = Path(tempfile.mkdtemp(prefix=f"thinkbox-docker-{os.getpid()}-"))
-                root.chmod(0o711)
+                os.chmod(root, 0o711)  # the sandbox user reaches its socket, lists nothing
                 self._root = root
                 await self._call(self._reap, client)
             except BaseException:
@@ -355,10 +356,12 @@ class DockerBackend(SandboxBackend):
         if self._runtime:
             runtimes = (client.info().get("Runtimes") or {}).keys()
             if self._runtime not in runtimes:
+                have = ", ".join(sorted(runtimes))
                 raise SandboxUnavailable(
-                    f"the Docker engine has no runtime {self._runtime!r} (it has: {', '.join(sorted(runtimes))}); "
-                    'add it to /etc/docker/daemon.json, e.g. {"runtimes": {"runsc": {"path": "/usr/bin/runsc", '
-                    '"runtimeArgs": ["--network=none", "--host-uds=open", "--oci-seccomp"]}}}, and restart dockerd'
+                    f"the Docker engine has no runtime {self._runtime!r} (it has: {have}); add it to "
+                    '/etc/docker/daemon.json, e.g. {"runtimes": {"runsc": {"path": "/usr/bin/runsc", '
+                    '"runtimeArgs": ["--network=none", "--platform=ptrace", "--host-uds=open", '
+                    '"--oci-seccomp"]}}}, and restart dockerd'
                 )
         try:
             image = client.images.get(self._image)
@@ -575,6 +578,7 @@ def _container_logs(container: Any) -> str:
     import docker.errors
 
     try:
-        return container.logs(tail=20).decode("utf-8", "replace").strip()[-1500:]
+        logs: bytes = container.logs(tail=20)
     except docker.errors.DockerException:
         return ""
+    return logs.decode("utf-8", "replace").strip()[-1500:]

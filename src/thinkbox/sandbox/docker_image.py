@@ -115,7 +115,8 @@ def ensure_rootfs(progress: Callable[[str], None] = lambda _: None) -> Path:
         )
         if proc.returncode != 0:
             raise SandboxError(
-                f"debootstrap failed (status {proc.returncode}): {(proc.stdout + proc.stderr).strip()[-800:]}; "
+                f"debootstrap failed (status {proc.returncode}): "
+                f"{(proc.stdout + proc.stderr).strip()[-800:]}; "
                 "it needs a reachable Debian mirror (see /etc/apt/sources.list)"
             )
         partial = tarball.with_suffix(".partial")
@@ -136,7 +137,7 @@ def _requirement_names(dist: metadata.Distribution) -> Iterable[str]:
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
-    env = default_environment() | {"python_version": IMAGE_PYTHON, "extra": ""}
+    env: dict[str, str] = {**default_environment(), "python_version": IMAGE_PYTHON, "extra": ""}
     for spec in dist.requires or []:
         req = Requirement(spec)
         if req.marker is None or req.marker.evaluate(env):
@@ -208,8 +209,9 @@ def build_image(
     steps: list[str] = []
     if f"{sys.version_info.major}.{sys.version_info.minor}" != IMAGE_PYTHON:
         raise SandboxError(
-            f"the image's python3 is {IMAGE_PYTHON} and its packages are copied from this interpreter, which "
-            f"is {sys.version.split()[0]}; run `thinkbox image build` from a Python {IMAGE_PYTHON} environment"
+            f"the image's python3 is {IMAGE_PYTHON} and its packages are copied from this interpreter, "
+            f"which is {sys.version.split()[0]}; run `thinkbox image build` from a Python {IMAGE_PYTHON} "
+            "environment"
         )
     dists = package_closure()
     try:
