@@ -137,7 +137,8 @@ def _requirement_names(dist: metadata.Distribution) -> Iterable[str]:
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
-    env: dict[str, str] = {**default_environment(), "python_version": IMAGE_PYTHON, "extra": ""}
+    env = {str(k): str(v) for k, v in default_environment().items()}
+    env.update(python_version=IMAGE_PYTHON, extra="")
     for spec in dist.requires or []:
         req = Requirement(spec)
         if req.marker is None or req.marker.evaluate(env):
