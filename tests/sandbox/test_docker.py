@@ -160,18 +160,28 @@ async def test_image_build_is_skipped_when_nothing_changed(docker_engine: Engine
     again = docker_image.build_image(client)
     assert again.image == docker_engine.image and not again.built
     assert client.images.get(docker_image.DEFAULT_IMAGE).id == client.images.get(again.image).id
-    labels = client.images.get(again.image).labels
-    assert labels[docker_image.LABEL_KERNEL] == docker_image.kernel_digest()
+    assert client.images.get(again.image).labels[docker_image.LABEL_CONTENT] == again.image
 
 
-async def test_image_has_the_analysis_packages_and_only_the_sandbox_part_of_thinkbox(
+async def test_image_has_the_analysis_packages_and_no_thinkbox_code(
     docker_engine: Engine, client: Any
 ) -> None:
     code = (
-        "import numpy, pandas, matplotlib, openpyxl, os, thinkbox.sandbox.kernel\n"
-        "print(sorted(os.listdir('/opt/thinkbox/thinkbox/sandbox')))"
+        "import importlib.util, numpy, pandas, matplotlib, openpyxl\n"
+        "print(importlib.util.find_spec('thinkbox') is None)"
     )
     out = client.containers.run(
         docker_engine.image, ["python3", "-c", code], network_mode="none", remove=True
     ).decode()
-    assert out.strip() == "['__init__.py', 'kernel.py', 'launch.py', 'wire.py']"
+    assert out.strip() == "True"
+
+
+async def test_sessions_see_only_the_sandbox_part_of_thinkbox(backend: DockerBackend) -> None:
+    session = await backend.create_session()
+    try:
+        result = await session.execute(
+            "import os, thinkbox\nsorted(os.listdir(os.path.dirname(thinkbox.__file__) + '/sandbox'))"
+        )
+    finally:
+        await session.close()
+    assert result.result == "['__init__.py', 'kernel.py', 'launch.py', 'wire.py']", result

@@ -11,6 +11,9 @@ exit status or signal reaches the host), with:
 - size-limited tmpfs mounts for ``/workspace``, ``/tmp`` and ``/dev/shm``, and the caller's mounts under
   ``/workspace``.
 
+thinkbox's own in-sandbox files (kernel, wire, launch) are bind-mounted read-only from a copy made at
+:meth:`DockerBackend.start`, so the image never holds a stale protocol.
+
 The protocol runs over a Unix socket: the host listens in a per-session directory bind-mounted read-only
 at ``/opt/thinkbox/run``; the interpreter connects once, the host then closes the listener and removes the
 socket file. That is a direct kernel socket (no proxy in dockerd), so a round trip costs what it costs
@@ -53,6 +56,8 @@ LABEL_BACKEND = "thinkbox.backend"
 LABEL_OWNER = "thinkbox.owner"
 LABEL_SESSION = "thinkbox.session"
 SOCKET_DIR = f"{docker_image.RUNTIME_DIR}/run"
+KERNEL_DIR = f"{docker_image.RUNTIME_DIR}/thinkbox"
+"""This thinkbox's in-sandbox files, bind-mounted read-only (see :mod:`thinkbox.sandbox.docker_image`)."""
 SOCKET_NAME = "kernel.sock"
 USER = "1000:1000"
 CONNECT_TIMEOUT_S = 60.0
@@ -332,6 +337,7 @@ class DockerBackend(SandboxBackend):
                 self._seccomp = json.dumps(seccomp_profile(clone3_rule=self._runtime != "runsc"))
                 root = Path(tempfile.mkdtemp(prefix=f"thinkbox-docker-{os.getpid()}-"))
                 os.chmod(root, 0o711)  # the sandbox user reaches its socket, lists nothing
+                await asyncio.to_thread(docker_image.copy_kernel_files, root / "kernel")
                 self._root = root
                 await self._call(self._reap, client)
             except BaseException:
@@ -364,7 +370,7 @@ class DockerBackend(SandboxBackend):
                     '"--oci-seccomp"]}}}, and restart dockerd'
                 )
         try:
-            image = client.images.get(self._image)
+            client.images.get(self._image)
         except docker.errors.ImageNotFound:
             raise SandboxUnavailable(
                 f"the sandbox image {self._image} is missing; {docker_image.BUILD_HINT}"
@@ -373,12 +379,6 @@ class DockerBackend(SandboxBackend):
             raise SandboxUnavailable(
                 f"the Docker engine could not be asked for {self._image}: {exc}"
             ) from None
-        label = (image.labels or {}).get(docker_image.LABEL_KERNEL)
-        if label is not None and label != docker_image.kernel_digest():
-            raise SandboxUnavailable(
-                f"the image {self._image} carries the sandbox files of another thinkbox version; "
-                f"{docker_image.BUILD_HINT}"
-            )
 
     def _reap(self, client: Any) -> None:
         """Remove containers (and socket directories) left by thinkbox processes that are gone."""
@@ -475,7 +475,13 @@ class DockerBackend(SandboxBackend):
                 "/tmp": f"size={limits.tmp_mib}m,mode=1777,exec",
             },
             shm_size=limits.tmp_mib * MiB,
-            mounts=[DockerMount(SOCKET_DIR, str(workdir), type="bind", read_only=True), *mounts],
+            mounts=[
+                DockerMount(SOCKET_DIR, str(workdir), type="bind", read_only=True),
+                DockerMount(
+                    KERNEL_DIR, str(workdir.parent / "kernel" / "thinkbox"), type="bind", read_only=True
+                ),
+                *mounts,
+            ],
             hostname="sandbox",
             labels={
                 LABEL_BACKEND: "docker",

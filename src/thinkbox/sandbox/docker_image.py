@@ -6,8 +6,13 @@ Three layers, each reused when nothing changed:
    ``~/.cache/thinkbox/docker/`` so later builds on the same machine skip the ~1 minute it takes;
 2. that tarball imported as ``thinkbox-base:<hash>`` (``docker import``);
 3. ``thinkbox-sandbox:<hash>`` on top: numpy, pandas, matplotlib, openpyxl and their dependencies copied
-   from this interpreter's site-packages (the image's Python has the same minor version), thinkbox's
-   in-sandbox files (kernel, wire, launch) under ``/opt/thinkbox`` and matplotlib's font cache.
+   from this interpreter's site-packages (the image's Python has the same minor version) and matplotlib's
+   font cache, with ``/opt/thinkbox`` on ``PYTHONPATH``.
+
+thinkbox's in-sandbox files (kernel, wire, launch: :data:`KERNEL_FILES`) are *not* baked in: the backend
+bind-mounts this thinkbox's own copy read-only at ``/opt/thinkbox/thinkbox`` for every session, so the
+interpreter always speaks the host's protocol and editing the kernel never needs a rebuild (baked-in
+copies went stale twice during one test run of a tree being edited).
 
 ``<hash>`` is a digest of everything that goes in, so :func:`build_image` is a no-op when the tag exists.
 ``thinkbox-sandbox:latest`` points at the newest build; the backend uses it unless told otherwise.
@@ -39,15 +44,14 @@ PACKAGES = ("numpy", "pandas", "matplotlib", "openpyxl")
 KERNEL_FILES = ("sandbox/__init__.py", "sandbox/kernel.py", "sandbox/wire.py", "sandbox/launch.py")
 RUNTIME_DIR = "/opt/thinkbox"
 MPL_CACHE = f"{RUNTIME_DIR}/matplotlib"
-LABEL_KERNEL = "thinkbox.kernel"
-"""Image label: digest of the kernel files baked in (the backend refuses an image of another version)."""
+LABEL_CONTENT = "thinkbox.content"
+"""Image label: the content hash (also the tag)."""
 BUILD_HINT = "run `thinkbox image build`"
 _SITE = f"/usr/local/lib/python{IMAGE_PYTHON}/dist-packages"
 
 DOCKERFILE = f"""\
 FROM {{base}}
 COPY site-packages/ {_SITE}/
-COPY thinkbox/ {RUNTIME_DIR}/thinkbox/
 RUN rm -rf /run/* /var/lib/apt/lists/* /var/cache/apt/* /root/.[!.]* \\
  && chmod 700 /root && mkdir -p /workspace {MPL_CACHE} \\
  && MPLCONFIGDIR={MPL_CACHE} HOME=/tmp python3 -c "import numpy, pandas, openpyxl, matplotlib.font_manager" \\
@@ -77,13 +81,17 @@ def rootfs_tarball() -> Path:
     return cache_dir() / f"rootfs-{SUITE}-python3.tar"
 
 
-def kernel_digest() -> str:
-    """Digest of the in-sandbox files of this thinkbox (what an image must carry to speak its protocol)."""
+def copy_kernel_files(dest: Path) -> Path:
+    """This thinkbox's in-sandbox files as a ``thinkbox`` package under ``dest`` (world-readable)."""
     package = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
+    root = dest / "thinkbox"
+    (root / "sandbox").mkdir(parents=True, exist_ok=True)
+    (root / "__init__.py").write_text("")
     for rel in KERNEL_FILES:
-        h.update(rel.encode() + b"\0" + (package / rel).read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+        shutil.copyfile(package / rel, root / rel)
+    for path in (dest, root, root / "sandbox", *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
 
 
 def ensure_rootfs(progress: Callable[[str], None] = lambda _: None) -> Path:
@@ -182,17 +190,12 @@ def _copy_distributions(dists: list[metadata.Distribution], dest: Path) -> None:
 
 def _context(dists: list[metadata.Distribution], base: str, ctx: Path) -> None:
     _copy_distributions(dists, ctx / "site-packages")
-    package = Path(__file__).resolve().parent.parent
-    (ctx / "thinkbox" / "sandbox").mkdir(parents=True)
-    (ctx / "thinkbox" / "__init__.py").write_text("")
-    for rel in KERNEL_FILES:
-        shutil.copyfile(package / rel, ctx / "thinkbox" / rel)
     (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
 
 
 def content_tag(base: str, dists: list[metadata.Distribution]) -> str:
     h = hashlib.sha256()
-    h.update(base.encode() + b"\0" + DOCKERFILE.encode() + b"\0" + kernel_digest().encode())
+    h.update(base.encode() + b"\0" + DOCKERFILE.encode() + b"\0")
     for dist in dists:
         h.update(f"{dist.metadata['Name']}=={dist.version}\0".encode())
     return f"{IMAGE_REPO}:{h.hexdigest()[:16]}"
@@ -242,7 +245,7 @@ def build_image(
                     rm=True,
                     forcerm=True,
                     network_mode="none",
-                    labels={LABEL_KERNEL: kernel_digest()},
+                    labels={LABEL_CONTENT: tag},
                 )
             steps.append("build")
         client.images.get(tag).tag(IMAGE_REPO, "latest")
