@@ -310,11 +310,12 @@ class ZygoteBackend(SandboxBackend):
                 live.error = str(msg.get("message"))
                 return
             pending = self._pending.get(sid)
-            if pending is not None and not pending.spawned.done():
-                if msg.get("no_process"):
-                    pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
-                else:
-                    pending.error = str(msg.get("message"))
+            if pending is None:
+                return
+            if not msg.get("no_process"):  # also after "spawned", until spawn() makes the _Live
+                pending.error = str(msg.get("message"))
+            elif not pending.spawned.done():
+                pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
         elif op == "status":
             live = self._by_sid.get(sid)
             if live is not None:
