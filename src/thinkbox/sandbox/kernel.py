@@ -210,7 +210,6 @@ class Kernel:
     # -- requests ---------------------------------------------------------------------------------
     def serve(self) -> None:
         signal.signal(signal.SIGINT, self._on_sigint)
-        self.pump.start()
         self.channel.send(
             {
                 "type": "hello",
@@ -219,6 +218,7 @@ class Kernel:
                 "python": sys.version.split()[0],
             }
         )
+        self.pump.start()  # after the hello: off the session's start-up path; no request is read before
         while True:
             try:
                 msg = wire.recv_frame(self.channel.sock)

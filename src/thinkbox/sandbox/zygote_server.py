@@ -50,6 +50,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -262,8 +263,51 @@ def _init(ctl: socket.socket, sid: str, child: int) -> None:
 
 
 # -- C: the interpreter -------------------------------------------------------------------------------
+def _warm_up() -> None:
+    """Run what ``kernel.serve`` runs before its hello once, on a throwaway socket, while the embryo waits.
+
+    The first touch of a page shared with the zygote copies it (and its first use of a thread stack
+    maps one): paid here, ahead of the request, not while the session starts. No thread outlives this
+    (so none escapes the privilege drop and seccomp that come later); fds 0-2, ``sys`` streams and open
+    fds are restored.
+    """
+    before = {int(n) for n in os.listdir("/proc/self/fd") if _is_open(int(n))}  # not listdir's own
+    saved = {fd: os.dup(fd) for fd in (0, 1, 2)}
+    names = ("stdin", "stdout", "stderr", "__stdin__", "__stdout__", "__stderr__")
+    streams = {name: getattr(sys, name) for name in names}
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        kernel.reseed()
+        k = kernel.Kernel(a, {"output_bytes": 1})
+        k.channel.send({"type": "hello", "protocol": 0, "pid": 0, "python": ""})
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+        for name, stream in streams.items():
+            setattr(sys, name, stream)
+        a.close()
+        b.close()
+        for fd in [int(n) for n in os.listdir("/proc/self/fd")]:
+            if fd not in before:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def _embryo_c(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
     try:
+        with contextlib.suppress(Exception):
+            _warm_up()
         data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
         if not data or len(fds) != 1:
             os._exit(0)
