@@ -60,6 +60,7 @@ from thinkbox.sandbox.types import Limits
 SESSION_NAMESPACES = (
     isolation.CLONE_NEWNS | isolation.CLONE_NEWNET | isolation.CLONE_NEWIPC | isolation.CLONE_NEWUTS
 )
+DEFAULT_LIMITS = Limits()
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
 
@@ -156,14 +157,19 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- B: pid 1 of the session's pid namespace ----------------------------------------------------------
-def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
-    """Prepare everything that does not depend on the request, fork C, wait for the request."""
+def _embryo_b(
+    ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None, spare: bool
+) -> None:
+    """Prepare everything that does not depend on the request, fork C, wait for the request.
+
+    ``spare``: prepared while the zygote was idle (not for a request already waiting).
+    """
     try:
         # The zygote dies (so did the engine): the session too. Had it died before this line, the
         # request channel would be closed and the embryo would exit at the request instead.
         isolation.set_death_signal(signal.SIGKILL)
         if cg is not None:  # a cgroup migration waits for an RCU grace period: done ahead of the request
-            cg.make(Limits.model_validate({}))
+            cg.make(DEFAULT_LIMITS)
             cg.add(0)
         isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
         r = ctx.root_mnt
@@ -184,7 +190,7 @@ def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups
     if child == 0:
         chan.close()
         to_c.close()
-        _embryo_c(ctx, ctl, from_b)
+        _embryo_c(ctx, ctl, from_b, spare)
     from_b.close()
     try:
         data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
@@ -196,7 +202,7 @@ def _embryo_b(ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups
     sid = str(req["sid"])
     try:
         limits = Limits.model_validate(req["limits"])
-        if cg is not None:
+        if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
             cg.set_limits(limits)
         _specialize_root(ctx, req, limits, _session_uid(ctx, req))
         socket.send_fds(to_c, [data], fds)
@@ -304,10 +310,11 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _embryo_c(ctx: Context, ctl: socket.socket, chan: socket.socket) -> None:
+def _embryo_c(ctx: Context, ctl: socket.socket, chan: socket.socket, spare: bool) -> None:
     try:
-        with contextlib.suppress(Exception):
-            _warm_up()
+        if spare:  # a request already waits for an embryo made on demand: no time to gain
+            with contextlib.suppress(Exception):
+                _warm_up()
         data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
         if not data or len(fds) != 1:
             os._exit(0)
@@ -395,7 +402,7 @@ class Server:
                 return
             if not ready and len(self.embryos) < self.target:  # idle: prepare the next session
                 with contextlib.suppress(OSError):
-                    self.embryos.append(self.make_embryo())
+                    self.embryos.append(self.make_embryo(spare=True))
 
     def serve_requests(self) -> bool:
         while True:
@@ -423,7 +430,7 @@ class Server:
                 msg = f"bad zygote request {req!r}"
                 _send(self.ctl, {"op": "error", "sid": req.get("sid"), "message": msg, "no_process": True})
 
-    def make_embryo(self) -> Embryo:
+    def make_embryo(self, spare: bool = False) -> Embryo:
         cg = None
         if self.ctx.privileged:  # B creates it (off this loop); its name is known here to remove it
             self.counter += 1
@@ -441,7 +448,7 @@ class Server:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _close_other_fds({0, 1, 2, self.ctl.fileno(), theirs.fileno()})
-                _embryo_b(self.ctx, self.ctl, theirs, cg)
+                _embryo_b(self.ctx, self.ctl, theirs, cg, spare)
             finally:
                 os._exit(1)
         isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
