@@ -249,9 +249,24 @@ def build_image(
                 )
             steps.append("build")
         client.images.get(tag).tag(IMAGE_REPO, "latest")
+        if "build" in steps:
+            _remove_older(client, tag)
     except docker.errors.BuildError as exc:
         log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
         raise SandboxError(f"the image build failed: {exc.msg}; {log.strip()[-1500:]}") from None
     except docker.errors.DockerException as exc:
         raise SandboxUnavailable(f"the image could not be built: {exc}") from None
     return BuildResult(image=tag, built=bool(steps), seconds=time.perf_counter() - started, steps=steps)
+
+
+def _remove_older(client: Any, keep: str) -> None:
+    """Untag earlier builds so a cache of images does not grow with every package change."""
+    import docker.errors
+
+    for image in client.images.list(name=IMAGE_REPO):
+        for old in image.tags:
+            if old not in (keep, DEFAULT_IMAGE):
+                try:
+                    client.images.remove(old)
+                except docker.errors.APIError:  # still used by a container: keep it
+                    continue
