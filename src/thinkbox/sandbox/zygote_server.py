@@ -23,6 +23,11 @@ config, refilled whenever the server is idle; 0 = only on demand)::
              (which moves C's root too), hands the request to C, then becomes a tiny init;
              C: drops privileges (own uid, no capabilities, NO_NEW_PRIVS), rlimits, seccomp, kernel.serve().
 
+CPU priority (root only): the zygote serves requests at nice -5; a spare embryo is forked and prepared
+at nice 19 (it yields to the sessions being started) and is reniced to 0 (its process group: B and C)
+when taken; C checks it is at 0 before it drops its capabilities, so user code always runs at 0.
+B starts its own process group, so a session's ``kill(0, ...)`` reaches only its own processes.
+
 B forwards SIGINT to C, reports how C ended and exits with it, which tears down the pid namespace; the
 zygote reaps B and removes its cgroup. Messages to the host::
 
@@ -63,6 +68,10 @@ SESSION_NAMESPACES = (
 DEFAULT_LIMITS = Limits()
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
+SPARE_NICE = 19
+"""CPU priority of the spare sessions' preparation (the zygote's fork of one, then B and C)."""
+ZYGOTE_NICE = -5
+"""The zygote serves requests ahead of the sessions it started (root only; sessions run at 0)."""
 
 
 class Context:
@@ -82,6 +91,7 @@ class Context:
             seccomp.compile_program(seccomp.build_nosuid_filter()),
         ]
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.nice = 0
 
     def build_template(self) -> None:
         """The read-only skeleton every session's root is a recursive bind of."""
@@ -162,9 +172,12 @@ def _embryo_b(
 ) -> None:
     """Prepare everything that does not depend on the request, fork C, wait for the request.
 
-    ``spare``: prepared while the zygote was idle (not for a request already waiting).
+    ``spare``: prepared while the zygote was idle (not for a request already waiting); it works at
+    the lowest CPU priority, so it never slows a session being started, and is back at normal
+    priority before its request is handled.
     """
     try:
+        os.setpgid(0, 0)  # B and C: one process group, so the zygote can renice both at once
         # The zygote dies (so did the engine): the session too. Had it died before this line, the
         # request channel would be closed and the embryo would exit at the request instead.
         isolation.set_death_signal(signal.SIGKILL)
@@ -201,6 +214,7 @@ def _embryo_b(
     req = json.loads(data)
     sid = str(req["sid"])
     try:
+        _normal_priority(ctx)
         limits = Limits.model_validate(req["limits"])
         if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
             cg.set_limits(limits)
@@ -213,6 +227,12 @@ def _embryo_b(
     chan.close()
     to_c.close()
     _init(ctl, sid, child)
+
+
+def _normal_priority(ctx: Context) -> None:
+    """Back from a spare's low priority (the zygote renices the group too; this holds if it could not)."""
+    if ctx.privileged and os.getpriority(os.PRIO_PROCESS, 0) != 0:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
 def _session_uid(ctx: Context, req: dict[str, Any]) -> int:
@@ -335,6 +355,7 @@ def _session_c(
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _normal_priority(ctx)  # needs CAP_SYS_NICE: before the capabilities go
         isolation.drop_bounding_set(ctx.last_cap)
         if ctx.privileged:
             os.setgroups([])
@@ -442,7 +463,16 @@ class Server:
             ours.close()
             theirs.close()
             raise
-        pid = os.fork()
+        low = spare and self.ctx.privileged
+        if low:  # the fork of a spare yields to the sessions being started; B and C inherit it
+            os.setpriority(os.PRIO_PROCESS, 0, SPARE_NICE)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if low and pid != 0:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, 0, self.ctx.nice)
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
@@ -485,6 +515,9 @@ class Server:
     def take_embryo(self, fresh: bool = False) -> Embryo:
         embryo = self.embryos.pop(0) if self.embryos and not fresh else self.make_embryo()
         self.unused.discard(embryo.pid)
+        if self.ctx.privileged:  # a spare: B and C back to normal priority before the request
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PGRP, embryo.pid, 0)
         return embryo
 
     def mount_workspace(self, sid: str, limits: Limits, uid: int) -> None:
@@ -565,6 +598,10 @@ def main(argv: list[str]) -> None:
         raise
     gc.collect()
     gc.freeze()
+    if ctx.privileged:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, ZYGOTE_NICE)
+        ctx.nice = os.getpriority(os.PRIO_PROCESS, 0)
     Server(ctl, ctx, int(config.get("embryos", 2))).run()
 
 
