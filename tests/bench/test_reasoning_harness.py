@@ -120,7 +120,11 @@ async def test_report_shows_code_winning_on_computation_and_losing_on_a_control(
     backend: SandboxBackend, settings: Settings, tmp_path: Path
 ) -> None:
     config = BenchConfig(
-        families=["products", "recall"], n=3, arms=["direct", "code", "router"], out=tmp_path / "o"
+        families=["products", "recall"],
+        n=3,
+        arms=["direct", "code", "router"],
+        router="classify",
+        out=tmp_path / "o",
     )
     model = ScriptedModel(script(config))
     report = await run_reasoning_bench(config, settings, model=model, backend=backend)

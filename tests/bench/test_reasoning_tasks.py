@@ -102,7 +102,7 @@ def test_any_reasoning_gym_dataset_is_a_family_and_an_unknown_name_names_the_fla
             BenchConfig(families=["products"], arms=["router", "router:classify"], router="classify")
         )
     check_config(
-        BenchConfig(families=["products"], arms=["direct", "router", "router:agent", "router:verify"])
+        BenchConfig(families=["products"], arms=["direct", "router", "router:classify", "router:verify"])
     )
 
 

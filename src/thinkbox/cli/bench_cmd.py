@@ -108,7 +108,7 @@ def bench_reasoning(
         "--arms",
         help="Comma-separated: direct, code, router; router:DESIGN runs another router design side by side.",
     ),
-    router: str = typer.Option("classify", "--router", help="Router design: classify, agent, verify."),
+    router: str = typer.Option("agent", "--router", help="Router design: agent, classify, verify."),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
     out: str | None = typer.Option(
         None,
