@@ -414,6 +414,7 @@ class BwrapBackend(SandboxBackend):
         argv += ["--size", str(limits.tmp_mib * MiB), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
         argv += ["--size", str(limits.workspace_mib * MiB), "--tmpfs", WORKSPACE]
         argv += ["--size", str(limits.tmp_mib * MiB), "--tmpfs", "/tmp", "--dir", MPL_DIR]
+        argv += _binds_under_tmp(self._base_args)
         for name, fd in files.items():
             if name.endswith(".json"):
                 argv += ["--file", str(fd), f"{MPL_DIR}/{name}"]
@@ -490,3 +491,15 @@ class BwrapBackend(SandboxBackend):
         if self._runtime is not None:
             shutil.rmtree(self._runtime, ignore_errors=True)
             self._runtime = None
+
+
+def _binds_under_tmp(args: list[str]) -> list[str]:
+    """The read-only binds whose target lies under /tmp (a venv in a checkout there), to repeat after the
+    session's private /tmp is mounted: otherwise that tmpfs would hide the interpreter."""
+    out: list[str] = []
+    for i in range(len(args) - 2):
+        if args[i] in ("--ro-bind", "--ro-bind-try") and (
+            args[i + 2] == "/tmp" or args[i + 2].startswith("/tmp/")
+        ):
+            out += args[i : i + 3]
+    return out

@@ -92,6 +92,8 @@ class Context:
         ]
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.nice = 0
+        self.tmp_binds: list[tuple[str, str]] = []
+        """Interpreter paths under /tmp (a venv in a checkout there): bound again over each session's /tmp."""
 
     def build_template(self) -> None:
         """The read-only skeleton every session's root is a recursive bind of."""
@@ -112,6 +114,7 @@ class Context:
                 binds.append((os.path.realpath(prefix), prefix))
         for src, dst in binds:
             _bind_into(t, src, dst, read_only=True)
+        self.tmp_binds = [(src, dst) for src, dst in binds if dst == "/tmp" or dst.startswith("/tmp/")]
         files = {
             "/etc/hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
             "/etc/hostname": "sandbox\n",
@@ -242,6 +245,8 @@ def _session_uid(ctx: Context, req: dict[str, Any]) -> int:
 def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) -> None:
     r = ctx.root_mnt
     isolation.mount("tmpfs", r + "/tmp", "tmpfs", _NOSUID_NODEV, f"size={limits.tmp_mib}m,mode=1777")
+    for src, dst in ctx.tmp_binds:  # the private /tmp must not hide the interpreter
+        _bind_into(r, src, dst, read_only=True)
     with open(r + "/run/passwd", "w") as f:
         f.write(
             f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}:sandbox:/workspace:/bin/sh\n"
