@@ -203,3 +203,33 @@ def open_beneath(base: str, relative: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+MADV_HUGEPAGE = 14
+MADV_COLLAPSE = 25
+_HUGE = 2 << 20
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def collapse_anonymous_memory() -> int:
+    """Back the private anonymous memory of this process with 2 MiB pages where it can (MADV_COLLAPSE,
+    Linux 6.1+); returns the bytes collapsed, 0 where the kernel cannot.
+
+    A fork copies one page-table entry per 4 KiB page mapped, but one per 2 MiB page: for the zygote,
+    most of what a session start costs. Regions that are not aligned 2 MiB blocks (Python's 1 MiB
+    arenas between shared libraries) stay as they are.
+    """
+    done = 0
+    with open("/proc/self/maps") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        parts = line.split()
+        if parts[1] != "rw-p" or (len(parts) > 5 and parts[5] != "[heap]"):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        start, end = -(-lo // _HUGE) * _HUGE, hi // _HUGE * _HUGE
+        if end > start:
+            _libc.madvise(start, end - start, MADV_HUGEPAGE)
+            if _libc.madvise(start, end - start, MADV_COLLAPSE) == 0:
+                done += end - start
+    return done

@@ -330,6 +330,7 @@ class SessionPool:
             elif now - max(session.last_used, leased_at) > self.idle_timeout_s:
                 self._leased.pop(sid)
                 self._reaped += 1
+                session.retire(f"unused for more than {self.idle_timeout_s:g} s, reaped by the pool")
                 self._close_later(session)
         self._kick()
 

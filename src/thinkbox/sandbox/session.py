@@ -49,6 +49,7 @@ class Session:
         self._unanswered: str | None = None
         self._dead_reason: str | None = None
         self._closed = False
+        self._retired: str | None = None
 
     # -- life cycle -------------------------------------------------------------------------------
     @classmethod
@@ -81,7 +82,8 @@ class Session:
         self._unanswered = None
 
     def is_alive(self) -> bool:
-        return not self._closed and self._dead_reason is None and self._proc is not None
+        usable = not self._closed and self._retired is None
+        return usable and self._dead_reason is None and self._proc is not None
 
     @property
     def process(self) -> KernelProcess | None:
@@ -89,10 +91,16 @@ class Session:
 
     async def restart(self) -> None:
         """A fresh interpreter for this session (variables are lost; the backend keeps files where it can)."""
+        if self._retired is not None:
+            raise SessionDead(f"session {self.id} is closed ({self._retired}); create a new one")
         async with self._lock:
             await self._teardown()
             self._closed = False
             await self._connect()
+
+    def retire(self, reason: str) -> None:
+        """Refuse new work from now on, saying why (a pool reaping it); :meth:`close` then frees it."""
+        self._retired = reason
 
     async def close(self) -> None:
         if self._closed:
@@ -303,6 +311,8 @@ class Session:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _check_alive(self) -> None:
+        if self._retired is not None:
+            raise SessionDead(f"session {self.id} is closed ({self._retired}); create a new one")
         if self._closed:
             raise SessionDead(f"session {self.id} is closed; create a new one")
         if self._dead_reason is not None or self._reader is None:

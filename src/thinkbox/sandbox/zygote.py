@@ -2,10 +2,11 @@
 
 The host side. :meth:`ZygoteBackend.start` launches ``python -m thinkbox.sandbox.zygote_server`` with a
 scrubbed environment and a control socket; :meth:`ZygoteBackend.spawn` sends it the session's socket and
-limits and gets back the pid of the session's init (pid 1 of its pid namespace). What happens inside is
-described in :mod:`thinkbox.sandbox.zygote_server` (sessions are forked ahead of time as
-"embryos" and specialized per request). Signals go to the init through a pidfd; the zygote
-reaps it and reports how the interpreter ended.
+limits and gets back the host pids of the session's init (pid 1 of its pid namespace, tini) and of its
+interpreter. What happens inside is described in :mod:`thinkbox.sandbox.zygote_server` (sessions are
+forked ahead of time as "embryos" and specialized per request). Signals go through pidfds: SIGINT to the
+interpreter, SIGKILL to the init (which ends the whole namespace); the zygote reaps both and reports how
+the interpreter ended.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class _Pending:
     spawned: asyncio.Future[int]
     error: str = ""
     cgroup: str | None = None
+    kernel: int = 0
 
 
 @dataclass
@@ -68,6 +70,9 @@ class _Live:
     returncode: int | None = None
     error: str = ""
     cgroup: str | None = None
+    kernel: int = 0
+    """Host pid of the interpreter (``pid`` is its init, pid 1 of the namespace)."""
+    kernel_fd: int | None = None
 
 
 class ZygoteKernel(KernelProcess):
@@ -97,7 +102,15 @@ class ZygoteKernel(KernelProcess):
         return self._live.cgroup
 
     def interrupt(self) -> None:
-        self._signal(signal.SIGINT)
+        """SIGINT to the interpreter itself (its init is tini, which would pass it to its ``sleep``)."""
+        live = self._live
+        if live.exited.done() or live.returncode is not None or not live.kernel:
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if live.kernel_fd is not None:
+                signal.pidfd_send_signal(live.kernel_fd, signal.SIGINT)
+            else:
+                os.kill(live.kernel, signal.SIGINT)
 
     async def kill(self) -> None:
         self._signal(signal.SIGKILL)
@@ -123,12 +136,13 @@ class ZygoteKernel(KernelProcess):
         return await asyncio.shield(live.exited)
 
     def host_pids(self) -> list[int]:
-        pid = self._live.pid
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                return [pid, *(int(p) for p in f.read().split())]
-        except OSError:
+        """The interpreter, its children and the orphans its init adopted (not the init and its sleep)."""
+        live = self._live
+        if not live.kernel or not os.path.exists(f"/proc/{live.kernel}"):
             return []
+        pids = [live.kernel, *_children(live.kernel)]
+        pids += [p for p in _children(live.pid) if _cmdline(p) != _INIT_CHILD]
+        return pids
 
 
 class ZygoteBackend(SandboxBackend):
@@ -153,7 +167,8 @@ class ZygoteBackend(SandboxBackend):
         self._by_sid: dict[str, _Live] = {}
         self._numbers: dict[str, int] = {}
         self._releasing: dict[str, asyncio.Future[None]] = {}
-        self._embryos: set[int] = set()
+        self._embryos: dict[int, int] = {}
+        """Prepared, unused sessions: init pid -> interpreter pid."""
         self._counter = itertools.count(1)
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
@@ -178,6 +193,11 @@ class ZygoteBackend(SandboxBackend):
                 raise SandboxUnavailable(
                     f"the kernel has no {ns} namespaces, which the zygote backend needs; use --backend bwrap"
                 )
+        if shutil.which("tini") is None:
+            raise SandboxUnavailable(
+                "the zygote backend runs tini as each session's init and it is not installed: "
+                "`apt-get install tini` (scripts/setup.sh does), or use --backend bwrap"
+            )
 
     async def start(self) -> None:
         if self._proc is not None and self._proc.returncode is None and self._dead_reason is None:
@@ -297,12 +317,13 @@ class ZygoteBackend(SandboxBackend):
             if not self._ready.done():
                 self._ready.set_result(msg)
         elif op == "embryo":
-            self._embryos.add(int(msg["pid"]))
+            self._embryos[int(msg["pid"])] = int(msg["kernel"])
         elif op == "spawned":
-            self._embryos.discard(int(msg["pid"]))
+            self._embryos.pop(int(msg["pid"]), None)
             pending = self._pending.get(sid)
             if pending is not None and not pending.spawned.done():
                 pending.cgroup = msg.get("cgroup")
+                pending.kernel = int(msg["kernel"])
                 pending.spawned.set_result(int(msg["pid"]))
         elif op == "error":
             live = self._by_sid.get(sid)
@@ -321,7 +342,7 @@ class ZygoteBackend(SandboxBackend):
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
-            self._embryos.discard(int(msg["pid"]))
+            self._embryos.pop(int(msg["pid"]), None)
             live = self._live.pop(int(msg["pid"]), None)
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
@@ -331,9 +352,10 @@ class ZygoteBackend(SandboxBackend):
                 waiter.set_result(None)
 
     def _finish(self, live: _Live, init_rc: int | None, reason: str = "") -> None:
-        if live.pidfd is not None:
-            os.close(live.pidfd)
-            live.pidfd = None
+        for fd in (live.pidfd, live.kernel_fd):
+            if fd is not None:
+                os.close(fd)
+        live.pidfd = live.kernel_fd = None
         if self._by_sid.get(live.sid) is live:
             del self._by_sid[live.sid]
         rc = live.returncode if live.returncode is not None else init_rc
@@ -422,8 +444,13 @@ class ZygoteBackend(SandboxBackend):
             pidfd: int | None = os.pidfd_open(pid)
         except OSError:
             pidfd = None
+        try:
+            kernel_fd: int | None = os.pidfd_open(pending.kernel)
+        except OSError:
+            kernel_fd = None
         exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
         live = _Live(session_id, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
+        live.kernel, live.kernel_fd = pending.kernel, kernel_fd
         self._live[pid] = live
         self._by_sid[session_id] = live
         return ZygoteKernel(self, ours, live)
@@ -484,23 +511,42 @@ class ZygoteBackend(SandboxBackend):
         self._numbers.clear()
 
     def idle_pids(self) -> set[int]:
-        """Host pids of the prepared, not yet used sessions (an init and its interpreter each).
+        """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each).
 
         They come and go as the fork server refills its pool: a leak check should leave them out.
         """
         found: set[int] = set()
-        for pid in self._embryos:
-            try:
-                with open(f"/proc/{pid}/task/{pid}/children") as f:
-                    found.update(int(p) for p in f.read().split())
-                found.add(pid)
-            except OSError:
-                continue
+        for pid, kernel in list(self._embryos.items()):
+            for p in (pid, kernel):
+                if os.path.exists(f"/proc/{p}"):
+                    found.add(p)
+                    found.update(_children(p))
         return found
 
     @property
     def zygote_pid(self) -> int | None:
         return self._zygote_pid if self._proc is not None and self._proc.returncode is None else None
+
+
+_INIT_CHILD = (b"sleep", b"infinity")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid: int) -> tuple[bytes, ...]:
+    """Program name and arguments: the init's own child is ``sleep infinity``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return ()
+    return (args[0].rpartition(b"/")[2], *args[1:])
 
 
 def _check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:

@@ -9,36 +9,45 @@ freezes its heap for the garbage collector, and serves requests on the control s
 ``SCM_RIGHTS``). It stays single-threaded.
 
 Sessions are prepared ahead of the request as **embryos** (like Android's USAP pool; ``embryos`` in the
-config, refilled whenever the server is idle; 0 = only on demand)::
+config, refilled whenever the server is idle; 0 = only on demand). The zygote enters a new pid namespace
+for its children only, then starts two processes in it, both its own children::
 
-    zygote ─unshare(pid), fork─▶ B  pid 1 of a new pid namespace, root: joins its own cgroup (a migration
-                                    waits for an RCU grace period, so it is done now), unshare(mnt net ipc
-                                    uts cgroup), recursive bind of the template, proc, /dev/shm, /run
-                                    └──fork──▶ C  waits for its request
+    zygote ─unshare(pid)─┬─posix_spawn─▶ I  pid 1: tini (reaps orphans), running ``sleep infinity``
+                         │                 (vfork + exec: no copy of the zygote's page tables)
+                         └─fork────────▶ C  the interpreter, root until it drops privileges: own process
+                                           group, joins its own cgroup (a migration waits for an RCU
+                                           grace period, so it is done now), unshare(mnt net ipc uts
+                                           cgroup), recursive bind of the template, proc, /dev/shm, /run;
+                                           waits for its request
     request: zygote mounts the size-limited workspace tmpfs in its own mount namespace (it propagates
-             into B's, and outlives B, so a restart keeps the files) and hands the request + the
-             session socket to B;
-             B: writes the session's limits into its cgroup, /tmp, /run/passwd, binds the workspace and
-             the caller's mounts (opened beneath the workspace, never through its symlinks), pivot_root
-             (which moves C's root too), hands the request to C, then becomes a tiny init;
-             C: drops privileges (own uid, no capabilities, NO_NEW_PRIVS), rlimits, seccomp, kernel.serve().
+             into C's, and outlives C, so a restart keeps the files) and hands the request + the
+             session socket to C;
+             C: writes the session's limits into its cgroup, /tmp, /run/passwd, binds the workspace and
+             the caller's mounts (opened beneath the workspace, never through its symlinks), pivot_root,
+             drops privileges (own uid, no capabilities, NO_NEW_PRIVS), rlimits, seccomp, kernel.serve().
+
+One fork of the 100 MB zygote per session, not two: the fork's copy of the page tables and the first
+writes to shared pages are most of the CPU a session start costs. I stays in the zygote's mount
+namespace, as root with every capability: the session's uid (and, unprivileged, its empty capability
+set) keeps it from signalling, tracing or looking through I (/proc/1/root needs ptrace access).
 
 CPU priority (root only): the zygote serves requests at nice -5; a spare embryo is forked and prepared
-at nice 19 (it yields to the sessions being started) and is reniced to 0 (its process group: B and C)
-when taken; C checks it is at 0 before it drops its capabilities, so user code always runs at 0.
-B starts its own process group, so a session's ``kill(0, ...)`` reaches only its own processes.
+at nice 19 (it yields to the sessions being started) and is reniced to 0 (C's process group) when taken;
+C checks it is at 0 before it drops its capabilities, so user code always runs at 0. C's own process
+group means that a session's ``kill(0, ...)`` reaches only its own processes.
 
-B forwards SIGINT to C, reports how C ended and exits with it, which tears down the pid namespace; the
-zygote reaps B and removes its cgroup. Messages to the host::
+The host interrupts C directly and kills I (SIGKILL to a pid namespace's init ends every process in it).
+When the zygote reaps C it reports how C ended and kills I; it reaps I once the namespace is empty, then
+removes the cgroup. Messages to the host::
 
     {"op": "ready", "pid": ...}                       once, after the preload
     {"op": "fatal", "message": ...}                   the zygote could not start
-    {"op": "spawned", "sid": ..., "pid": B, "cgroup": name}   B's host pid and its cgroup
-    {"op": "error", "sid": ..., "message": ...}       B or C: setup failed (the process then exits)
-    {"op": "status", "sid": ..., "returncode": rc}    B: how C ended
-    {"op": "exit", "pid": B, "returncode": rc}        the zygote reaped B
+    {"op": "spawned", "sid": ..., "pid": I, "kernel": C, "cgroup": name}   host pids and the cgroup
+    {"op": "error", "sid": ..., "message": ...}       C: setup failed (the process then exits)
+    {"op": "status", "sid": ..., "returncode": rc}    how C ended
+    {"op": "exit", "pid": I, "returncode": rc}        the zygote reaped I: nothing of the session is left
     {"op": "released", "sid": ...}                    the workspace of a closed session is gone
-    {"op": "embryo", "pid": B}                        a prepared, unused session (for idle_pids())
+    {"op": "embryo", "pid": I, "kernel": C}           a prepared, unused session (for idle_pids())
 
 Requests from the host: ``{"op": "spawn", "sid", "n", "limits", "mounts", "env"}`` (+ 1 fd) and
 ``{"op": "release", "sid"}``.
@@ -69,7 +78,7 @@ DEFAULT_LIMITS = Limits()
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
 SPARE_NICE = 19
-"""CPU priority of the spare sessions' preparation (the zygote's fork of one, then B and C)."""
+"""CPU priority of the spare sessions' preparation (the zygote's fork of one, then its setup)."""
 ZYGOTE_NICE = -5
 """The zygote serves requests ahead of the sessions it started (root only; sessions run at 0)."""
 
@@ -91,6 +100,7 @@ class Context:
             seccomp.compile_program(seccomp.build_nosuid_filter()),
         ]
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.init_argv = init_argv()
         self.nice = 0
         self.tmp_binds: list[tuple[str, str]] = []
         """Interpreter paths under /tmp (a venv in a checkout there): bound again over each session's /tmp."""
@@ -141,6 +151,17 @@ class Context:
         isolation.mount(None, t, None, flags)
 
 
+def init_argv() -> list[str]:
+    """pid 1 of each session: tini reaps the orphans and ends with the zygote (-p SIGKILL)."""
+    tini, sleep = shutil.which("tini"), shutil.which("sleep")
+    if tini is None or sleep is None:
+        raise RuntimeError(
+            f"{'tini' if tini is None else 'sleep'} not found on PATH: install it (apt-get install tini; "
+            "scripts/setup.sh does), or use --backend bwrap"
+        )
+    return [tini, "-p", "SIGKILL", "--", sleep, "infinity"]
+
+
 def _bind_into(root: str, src: str, dst: str, *, read_only: bool) -> None:
     target = root + dst
     if os.path.isdir(src):
@@ -167,69 +188,6 @@ def _send(ctl: socket.socket, msg: dict[str, Any]) -> None:
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-# -- B: pid 1 of the session's pid namespace ----------------------------------------------------------
-def _embryo_b(
-    ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None, spare: bool
-) -> None:
-    """Prepare everything that does not depend on the request, fork C, wait for the request.
-
-    ``spare``: prepared while the zygote was idle (not for a request already waiting); it works at
-    the lowest CPU priority, so it never slows a session being started, and is back at normal
-    priority before its request is handled.
-    """
-    try:
-        os.setpgid(0, 0)  # B and C: one process group, so the zygote can renice both at once
-        # The zygote dies (so did the engine): the session too. Had it died before this line, the
-        # request channel would be closed and the embryo would exit at the request instead.
-        isolation.set_death_signal(signal.SIGKILL)
-        if cg is not None:  # a cgroup migration waits for an RCU grace period: done ahead of the request
-            cg.make(DEFAULT_LIMITS)
-            cg.add(0)
-        isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
-        r = ctx.root_mnt
-        # slave, not private: workspaces the zygote mounts later still show up here
-        isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
-        isolation.mount(ctx.template, r, None, isolation.MS_BIND | isolation.MS_REC)
-        isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC)
-        isolation.bind(r + "/proc/sys", r + "/proc/sys", read_only=True, recursive=True)
-        isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
-        isolation.mount(
-            "tmpfs", r + "/run", "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=64k,mode=0755"
-        )
-        to_c, from_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        child = os.fork()
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    if child == 0:
-        chan.close()
-        to_c.close()
-        _embryo_c(ctx, ctl, from_b, spare)
-    from_b.close()
-    try:
-        data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
-    except OSError:
-        data, fds = b"", []
-    if not data or len(fds) != 1:  # the zygote is gone or discarded this embryo
-        os._exit(0)
-    req = json.loads(data)
-    sid = str(req["sid"])
-    try:
-        _normal_priority(ctx)
-        limits = Limits.model_validate(req["limits"])
-        if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
-            cg.set_limits(limits)
-        _specialize_root(ctx, req, limits, _session_uid(ctx, req))
-        socket.send_fds(to_c, [data], fds)
-        os.close(fds[0])
-    except BaseException as exc:
-        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
-        os._exit(1)
-    chan.close()
-    to_c.close()
-    _init(ctl, sid, child)
 
 
 def _normal_priority(ctx: Context) -> None:
@@ -267,33 +225,13 @@ def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int
             flags |= isolation.MS_RDONLY
         isolation.mount(None, f"{r}/workspace/{m['target']}", None, flags)
     os.chdir(r)
-    isolation.pivot_root(".", ".")  # moves the root of C (same mount namespace) as well
+    isolation.pivot_root(".", ".")
     isolation.umount2(".", isolation.MNT_DETACH)
     os.chdir("/")
     isolation.sethostname("sandbox")
 
 
-def _init(ctl: socket.socket, sid: str, child: int) -> None:
-    """A tiny init: forward SIGINT to the interpreter, reap everything, end with the interpreter."""
-
-    def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError):
-            os.kill(child, signum)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(1)
-        if pid == child:
-            rc = os.waitstatus_to_exitcode(status)
-            _send(ctl, {"op": "status", "sid": sid, "returncode": rc})
-            os._exit(rc if rc >= 0 else 128 - rc)
-
-
-# -- C: the interpreter -------------------------------------------------------------------------------
+# -- the session's interpreter -----------------------------------------------------------------------
 def _warm_up() -> None:
     """Run what ``kernel.serve`` runs before its hello once, on a throwaway socket, while the embryo waits.
 
@@ -335,22 +273,59 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _embryo_c(ctx: Context, ctl: socket.socket, chan: socket.socket, spare: bool) -> None:
+def _embryo(
+    ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None, spare: bool
+) -> None:
+    """The session's interpreter (pid 2 of its pid namespace): prepare what does not depend on the
+    request, wait for it, specialize, drop privileges and serve.
+
+    ``spare``: prepared while the zygote was idle (not for a request already waiting); it works at the
+    lowest CPU priority, so it never slows a session being started, and is back at normal priority
+    before its request is handled.
+    """
     try:
+        os.setpgid(0, 0)  # its own process group: the zygote renices it, kill(0, ...) stays inside
+        # The zygote dies (so did the engine): the session too. Had it died before this line, the
+        # request channel would be closed and the embryo would exit at the request instead.
+        isolation.set_death_signal(signal.SIGKILL)
+        if cg is not None:  # a cgroup migration waits for an RCU grace period: done ahead of the request
+            cg.make(DEFAULT_LIMITS)
+            cg.add(0)
+        isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
+        r = ctx.root_mnt
+        # slave, not private: workspaces the zygote mounts later still show up here
+        isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
+        isolation.mount(ctx.template, r, None, isolation.MS_BIND | isolation.MS_REC)
+        isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC)
+        isolation.bind(r + "/proc/sys", r + "/proc/sys", read_only=True, recursive=True)
+        isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
+        isolation.mount(
+            "tmpfs", r + "/run", "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=64k,mode=0755"
+        )
         if spare:  # a request already waits for an embryo made on demand: no time to gain
             with contextlib.suppress(Exception):
                 _warm_up()
         data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
-        if not data or len(fds) != 1:
+        if not data or len(fds) != 1:  # the zygote is gone or discarded this embryo
             os._exit(0)
         chan.close()
         req = json.loads(data)
-        sess = socket.socket(fileno=fds[0])
-        limits = Limits.model_validate(req["limits"])
+        sid = str(req["sid"])
     except BaseException:
         traceback.print_exc()
         os._exit(1)
-    _session_c(ctx, ctl, sess, req, limits, _session_uid(ctx, req))
+    sess = socket.socket(fileno=fds[0])
+    uid = _session_uid(ctx, req)
+    try:
+        _normal_priority(ctx)
+        limits = Limits.model_validate(req["limits"])
+        if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
+            cg.set_limits(limits)
+        _specialize_root(ctx, req, limits, uid)
+    except BaseException as exc:
+        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
+        os._exit(1)
+    _session_c(ctx, ctl, sess, req, limits, uid)
 
 
 def _session_c(
@@ -386,12 +361,15 @@ def _session_c(
 
 # -- the server loop ----------------------------------------------------------------------------------
 class Embryo:
-    """A forked, unspecialized session (B with its C) waiting for a request, like Android's USAP pool."""
+    """A session prepared ahead of its request (like Android's USAP pool): its init, pid 1 of a new pid
+    namespace, and its interpreter, pid 2, both children of the zygote."""
 
-    def __init__(self, pid: int, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
+    def __init__(self, pid: int, kernel: int, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
         self.pid = pid
+        self.kernel = kernel
         self.chan = chan
         self.cgroup = cg
+        self.sid: str | None = None
 
 
 class Server:
@@ -401,7 +379,8 @@ class Server:
         self.target = embryos
         self.embryos: list[Embryo] = []
         self.unused: set[int] = set()
-        self.cgroups: dict[int, cgroups.Cgroup] = {}
+        self.inits: dict[int, Embryo] = {}
+        self.kernels: dict[int, Embryo] = {}
         self.counter = 0
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -458,48 +437,57 @@ class Server:
 
     def make_embryo(self, spare: bool = False) -> Embryo:
         cg = None
-        if self.ctx.privileged:  # B creates it (off this loop); its name is known here to remove it
+        if self.ctx.privileged:  # the interpreter creates it (off this loop); named here to remove it
             self.counter += 1
             cg = cgroups.Cgroup.named(f"{self.ctx.instance}-{os.getpid()}e{self.counter}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        low = spare and self.ctx.privileged
+        init = pid = -1
         try:
             isolation.unshare(isolation.CLONE_NEWPID)
+            try:
+                # pid 1: tini, started by vfork + exec, so the only copy of the zygote's page tables per
+                # session is the interpreter's fork below
+                init = os.posix_spawn(self.ctx.init_argv[0], self.ctx.init_argv, {}, setpgroup=0)
+                if low:  # the fork of a spare yields to the sessions being started
+                    os.setpriority(os.PRIO_PROCESS, 0, SPARE_NICE)
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        signal.set_wakeup_fd(-1)
+                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                        _close_other_fds({0, 1, 2, self.ctl.fileno(), theirs.fileno()})
+                        _embryo(self.ctx, self.ctl, theirs, cg, spare)
+                    finally:
+                        os._exit(1)
+            finally:
+                if low:
+                    with contextlib.suppress(OSError):
+                        os.setpriority(os.PRIO_PROCESS, 0, self.ctx.nice)
+                isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
         except OSError:
             ours.close()
-            theirs.close()
-            raise
-        low = spare and self.ctx.privileged
-        if low:  # the fork of a spare yields to the sessions being started; B and C inherit it
-            os.setpriority(os.PRIO_PROCESS, 0, SPARE_NICE)
-        pid = -1
-        try:
-            pid = os.fork()
-        finally:
-            if low and pid != 0:
+            if init > 0:  # its namespace ends with it
                 with contextlib.suppress(OSError):
-                    os.setpriority(os.PRIO_PROCESS, 0, self.ctx.nice)
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _close_other_fds({0, 1, 2, self.ctl.fileno(), theirs.fileno()})
-                _embryo_b(self.ctx, self.ctl, theirs, cg, spare)
-            finally:
-                os._exit(1)
-        isolation.setns(self.ctx.own_pidns, isolation.CLONE_NEWPID)
-        theirs.close()
-        self.unused.add(pid)
-        _send(self.ctl, {"op": "embryo", "pid": pid})
-        if cg is not None:
-            self.cgroups[pid] = cg
-        return Embryo(pid, ours, cg)
+                    os.kill(init, signal.SIGKILL)
+            raise
+        finally:
+            theirs.close()
+        with contextlib.suppress(OSError):  # also here: no race with the renice in take_embryo
+            os.setpgid(pid, pid)
+        embryo = Embryo(init, pid, ours, cg)
+        self.unused.add(init)
+        self.inits[init] = embryo
+        self.kernels[pid] = embryo
+        if spare:  # one made on demand is taken at once
+            _send(self.ctl, {"op": "embryo", "pid": init, "kernel": pid})
+        return embryo
 
     def spawn(self, req: dict[str, Any], fd: int) -> None:
         sid = str(req["sid"])
         data = json.dumps(req).encode()
         try:
-            limits = Limits.model_validate(req["limits"])
-            self.mount_workspace(sid, limits, _session_uid(self.ctx, req))
+            self.mount_workspace(sid, int(req["limits"]["workspace_mib"]), _session_uid(self.ctx, req))
             embryo = self.take_embryo()
             try:
                 socket.send_fds(embryo.chan, [data], [fd])
@@ -507,30 +495,32 @@ class Server:
                 embryo.chan.close()
                 embryo = self.take_embryo(fresh=True)
                 socket.send_fds(embryo.chan, [data], [fd])
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             os.close(fd)
             msg = f"session setup failed in the zygote: {_reason(exc)}"
             _send(self.ctl, {"op": "error", "sid": sid, "message": msg, "no_process": True})
             return
         os.close(fd)
         embryo.chan.close()
+        embryo.sid = sid
         cgroup = embryo.cgroup.name if embryo.cgroup is not None else None
-        _send(self.ctl, {"op": "spawned", "sid": sid, "pid": embryo.pid, "cgroup": cgroup})
+        spawned = {"op": "spawned", "sid": sid, "pid": embryo.pid, "kernel": embryo.kernel, "cgroup": cgroup}
+        _send(self.ctl, spawned)
 
     def take_embryo(self, fresh: bool = False) -> Embryo:
         embryo = self.embryos.pop(0) if self.embryos and not fresh else self.make_embryo()
         self.unused.discard(embryo.pid)
-        if self.ctx.privileged:  # a spare: B and C back to normal priority before the request
+        if self.ctx.privileged:  # a spare: back to normal priority before the request
             with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PGRP, embryo.pid, 0)
+                os.setpriority(os.PRIO_PGRP, embryo.kernel, 0)
         return embryo
 
-    def mount_workspace(self, sid: str, limits: Limits, uid: int) -> None:
-        """A size-limited tmpfs in the zygote's mount namespace: it outlives B, so a restart keeps it."""
+    def mount_workspace(self, sid: str, size_mib: int, uid: int) -> None:
+        """A size-limited tmpfs in the zygote's mount namespace: it outlives C, so a restart keeps it."""
         workspace = os.path.join(self.ctx.ws_root, sid)
         os.makedirs(workspace, mode=0o700, exist_ok=True)
         if not os.path.ismount(workspace):
-            opts = f"size={limits.workspace_mib}m,mode=0700,uid={uid},gid={uid}"
+            opts = f"size={size_mib}m,mode=0700,uid={uid},gid={uid}"
             isolation.mount("tmpfs", workspace, "tmpfs", _NOSUID_NODEV, opts)
 
     def release(self, sid: str) -> None:
@@ -541,6 +531,8 @@ class Server:
         _send(self.ctl, {"op": "released", "sid": sid})
 
     def reap(self) -> None:
+        """The interpreter ends first (its init then gets SIGKILL, which ends the namespace); the init is
+        reaped last, once every process of the namespace is gone, and only then is ``exit`` sent."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -548,16 +540,26 @@ class Server:
                 return
             if pid == 0:
                 return
-            cg = self.cgroups.pop(pid, None)
-            if cg is not None:  # the pid namespace is gone with its init: the cgroup is empty
+            rc = os.waitstatus_to_exitcode(status)
+            embryo = self.kernels.pop(pid, None)
+            if embryo is not None:
+                if embryo.sid is not None:
+                    _send(self.ctl, {"op": "status", "sid": embryo.sid, "returncode": rc})
                 with contextlib.suppress(OSError):
-                    cg.destroy()
+                    os.kill(embryo.pid, signal.SIGKILL)
+                continue
+            embryo = self.inits.pop(pid, None)
+            if embryo is None:
+                continue
+            if embryo.cgroup is not None:  # the namespace is gone with its init: the cgroup is empty
+                with contextlib.suppress(OSError):
+                    embryo.cgroup.destroy()
             if pid in self.unused:  # an embryo died before use
                 self.unused.discard(pid)
-                for e in [e for e in self.embryos if e.pid == pid]:
-                    e.chan.close()
-                    self.embryos.remove(e)
-            _send(self.ctl, {"op": "exit", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+                if embryo in self.embryos:
+                    embryo.chan.close()
+                    self.embryos.remove(embryo)
+            _send(self.ctl, {"op": "exit", "pid": pid, "returncode": rc})
 
     def shutdown(self) -> None:
         """The host went away: kill every session (each one's init is our child)."""
@@ -585,7 +587,8 @@ def _enter_private_namespaces(config: dict[str, Any]) -> None:
         isolation.unshare(isolation.CLONE_NEWNS)
     isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
     ws_root = os.path.join(str(config["runtime_dir"]), "ws")
-    isolation.mount(ws_root, ws_root, None, isolation.MS_BIND)
+    # a tmpfs for the workspaces' mount points: their mkdir and rmdir stay off the host's disk journal
+    isolation.mount("tmpfs", ws_root, "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=4m,mode=0711")
     isolation.mount(None, ws_root, None, isolation.MS_SHARED)  # workspaces propagate into embryos
 
 
@@ -603,6 +606,7 @@ def main(argv: list[str]) -> None:
         raise
     gc.collect()
     gc.freeze()
+    isolation.collapse_anonymous_memory()
     if ctx.privileged:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, ZYGOTE_NICE)
