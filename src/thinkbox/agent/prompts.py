@@ -13,8 +13,8 @@ from thinkbox.sandbox.types import ExecutionResult, FileInfo
 
 SYSTEM_PROMPT = """\
 You answer questions by thinking in Python. You have a persistent Python session: variables and imports \
-stay between steps. Installed: numpy, pandas, matplotlib, openpyxl and the standard library. No internet. \
-The working directory is /workspace.
+stay between steps. Installed: numpy, pandas, matplotlib, openpyxl, networkx, sympy and the standard \
+library. No internet: pip cannot install anything. The working directory is /workspace.
 {files}
 
 Reply with ONE JSON object and nothing else:

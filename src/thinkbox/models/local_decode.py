@@ -18,6 +18,8 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from thinkbox.models.scaffold import Scaffold
+
 TOP_K = 48
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
@@ -91,15 +93,26 @@ def decode(
     cancel: threading.Event,
     emit: Callable[[str], None],
     seed: int | None = None,
+    scaffold: Scaffold | None = None,
 ) -> Decoded:
-    """Generate after ``tokens``; ``emit`` each piece of text as soon as it is certain."""
+    """Generate after ``tokens``; ``emit`` each piece of text as soon as it is certain.
+
+    With a ``scaffold`` (and its grammar), text no token choice can change is appended in one batch
+    instead of being sampled token by token, and generation ends as soon as the reply is complete.
+    """
     n_vocab = llm.n_vocab()
-    cached = evaluate_prompt(llm, tokens)
     checker = GrammarChecker(llm, grammar) if grammar is not None else None
     rng = np.random.default_rng(seed)
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     hold = max((len(s) for s in stop), default=1) - 1
     text, sent, produced, finish, cut_by_stop = "", 0, 0, "length", False
+    jump = scaffold if checker is not None else None
+    head: list[int] = []
+    if jump is not None:  # the opening of the reply goes in with the prompt
+        head, _ = _force(llm, checker, jump.forced("")[0])
+        text = utf8.decode(bytes(llm.detokenize(head)))
+        produced = len(head)
+    cached = evaluate_prompt(llm, tokens + head)
     try:
         while produced < max_tokens:
             if cancel.is_set():
@@ -114,6 +127,14 @@ def decode(
             if checker is not None:
                 checker.accept(token)
             text += utf8.decode(bytes(llm.detokenize([token])))
+            batch, complete = [token], False
+            if jump is not None:
+                forced, complete = jump.forced(text)
+                if forced:
+                    more, complete = _force(llm, checker, forced, complete)
+                    text += utf8.decode(bytes(llm.detokenize(more)))
+                    produced += len(more)
+                    batch += more
             cut = min((i for s in stop if (i := text.find(s, max(sent - len(s), 0))) >= 0), default=-1)
             if cut >= 0:
                 text, finish, cut_by_stop = text[:cut], "stop", True
@@ -121,7 +142,10 @@ def decode(
             if len(text) - hold > sent:
                 emit(text[sent : len(text) - hold])
                 sent = len(text) - hold
-            llm.eval([token])
+            llm.eval(batch)
+            if complete:
+                finish = "stop"
+                break
     finally:
         if checker is not None:
             checker.close()
@@ -130,6 +154,19 @@ def decode(
     if len(text) > sent:
         emit(text[sent:])
     return Decoded(text=text, completion_tokens=produced, cached_tokens=cached, finish_reason=finish)
+
+
+def _force(llm: Any, checker: Any, text: str, complete: bool = False) -> tuple[list[int], bool]:
+    """Tokens of ``text`` that the grammar accepts, in order (all of them, normally), accepted into it;
+    and whether the reply is complete after them."""
+    accepted: list[int] = []
+    for token in llm.tokenize(text.encode("utf-8"), add_bos=False, special=False):
+        allowed = checker.mask(np.array([token], dtype=np.int32), np.zeros(1, dtype=np.float32))
+        if not np.isfinite(allowed[0]):
+            return accepted, False
+        checker.accept(token)
+        accepted.append(token)
+    return accepted, complete
 
 
 def _choose(

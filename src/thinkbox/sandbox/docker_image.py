@@ -5,9 +5,9 @@ Three layers, each reused when nothing changed:
 1. a Debian root filesystem with ``python3`` (``debootstrap --variant=minbase``), kept as a tarball under
    ``~/.cache/thinkbox/docker/`` so later builds on the same machine skip the ~1 minute it takes;
 2. that tarball imported as ``thinkbox-base:<hash>`` (``docker import``);
-3. ``thinkbox-sandbox:<hash>`` on top: numpy, pandas, matplotlib, openpyxl and their dependencies copied
-   from this interpreter's site-packages (the image's Python has the same minor version) and matplotlib's
-   font cache, with ``/opt/thinkbox`` on ``PYTHONPATH``.
+3. ``thinkbox-sandbox:<hash>`` on top: numpy, pandas, matplotlib, openpyxl, networkx, sympy and their
+   dependencies copied from this interpreter's site-packages (the image's Python has the same minor
+   version) and matplotlib's font cache, with ``/opt/thinkbox`` on ``PYTHONPATH``.
 
 thinkbox's in-sandbox files (kernel, wire, launch: :data:`KERNEL_FILES`) are *not* baked in: the backend
 bind-mounts this thinkbox's own copy read-only at ``/opt/thinkbox/thinkbox`` for every session, so the
@@ -40,7 +40,7 @@ DEFAULT_IMAGE = f"{IMAGE_REPO}:latest"
 SUITE = "bookworm"
 IMAGE_PYTHON = "3.11"
 """Minor version of Debian bookworm's python3: the copied packages' binary modules are built for it."""
-PACKAGES = ("numpy", "pandas", "matplotlib", "openpyxl")
+PACKAGES = ("numpy", "pandas", "matplotlib", "openpyxl", "networkx", "sympy")
 KERNEL_FILES = ("sandbox/__init__.py", "sandbox/kernel.py", "sandbox/wire.py", "sandbox/launch.py")
 RUNTIME_DIR = "/opt/thinkbox"
 MPL_CACHE = f"{RUNTIME_DIR}/matplotlib"
@@ -167,7 +167,7 @@ def package_closure(names: Iterable[str] = PACKAGES) -> list[metadata.Distributi
         except metadata.PackageNotFoundError:
             raise SandboxError(
                 f"{name} is not installed in {sys.prefix}; the image copies it from there "
-                "(`pip install numpy pandas matplotlib openpyxl`)"
+                "(`pip install numpy pandas matplotlib openpyxl networkx sympy`)"
             ) from None
         found[key] = dist
         todo.extend(_requirement_names(dist))
