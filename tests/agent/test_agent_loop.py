@@ -51,6 +51,19 @@ def of(events: list[Event], cls: type[Any]) -> list[Any]:
     return [e for e in events if isinstance(e, cls)]
 
 
+async def test_a_step_that_prints_nothing_but_assigns_shows_the_model_the_assigned_value(
+    session: Session, settings: Settings
+) -> None:
+    model = ScriptedModel([code("result = 504 * 766"), code("pass"), answer("386064")])
+    events = await collect(run_agent("What is 504 * 766?", model=model, session=session, settings=settings))
+
+    assigned, silent = of(events, ExecutionFinished)
+    assert "result = 386064" in assigned.observation
+    assert assigned.result.stdout == ""  # the peek is the loop's, not the user's code
+    assert "print() the values you need" in silent.observation and "386064" not in silent.observation
+    assert model.requests[1].messages[-1]["content"] == assigned.observation
+
+
 async def test_compound_interest_recovers_from_a_name_error_and_answers(
     session: Session, settings: Settings
 ) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
+import pytest
+
 from thinkbox.agent.parse import parse_action
-from thinkbox.agent.prompts import cut_middle, observation, system_prompt
+from thinkbox.agent.prompts import assigned_names, cut_middle, observation, peek_code, system_prompt
 from thinkbox.sandbox.types import ExecutionError, ExecutionResult, FileInfo
 
 
@@ -53,8 +57,44 @@ def test_observation_of_an_error_ends_with_the_exception_line() -> None:
     assert "provide_answer" not in text
 
 
-def test_observation_when_nothing_was_printed_asks_for_print() -> None:
-    assert "print() the values you need" in observation(ExecutionResult(), max_chars=1000, timeout_s=30)
+def test_observation_when_nothing_was_printed_asks_for_print_and_not_for_an_answer() -> None:
+    text = observation(ExecutionResult(), max_chars=1000, timeout_s=30)
+    assert "print() the values you need" in text
+    assert "provide_answer" not in text
+
+
+def test_observation_shows_what_the_last_line_assigned_when_nothing_was_printed() -> None:
+    text = observation(ExecutionResult(), max_chars=1000, timeout_s=30, assigned="result = 386064\n")
+    assert "result = 386064" in text and "provide_answer" in text
+    assert "print() the values" not in text
+
+
+@pytest.mark.parametrize(
+    ("code", "names"),
+    [
+        ("result = 504 * 766", ["result"]),
+        ("import math\na, b = 1, 2", ["a", "b"]),
+        ("n = 0\nn += 1", ["n"]),
+        ("x: int = 3", ["x"]),
+        ("x = y = 2", ["x", "y"]),
+        ("print(1)", []),
+        ("d['k'] = 1", []),
+        ("x = 1\nprint(x)", []),
+        ("def f(:", []),
+        ("", []),
+    ],
+)
+def test_assigned_names_are_the_plain_targets_of_the_last_statement(code: str, names: list[str]) -> None:
+    assert assigned_names(code) == names
+
+
+def test_peek_code_prints_each_value_cut_and_defines_nothing() -> None:
+    namespace: dict[str, object] = {"a": 1, "b": "x" * 1000}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(peek_code(["a", "b"], width=20), namespace)
+    assert out.getvalue() == "a = 1\nb = " + repr("x" * 1000)[:20] + "\n"
+    assert set(namespace) == {"a", "b", "__builtins__"}
 
 
 def test_observation_says_whether_state_survived_a_timeout() -> None:

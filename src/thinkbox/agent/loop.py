@@ -292,10 +292,27 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     if restarted:
         await run.session.restart()
     max_chars = run.settings.agent.observation_chars
+    assigned = await _peek_assigned(run, action.code, result)
     observation = prompts.observation(
-        result, max_chars=max_chars, timeout_s=timeout, restarted=restarted, figures=figures
+        result,
+        max_chars=max_chars,
+        timeout_s=timeout,
+        restarted=restarted,
+        figures=figures,
+        assigned=assigned,
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1
     yield ExecutionFinished(step=run.step, result=result.model_copy(update={"display": []}),
                             observation=observation, session_restarted=restarted)  # fmt: skip
+
+
+async def _peek_assigned(run: _Run, code: str, result: sandbox_types.ExecutionResult) -> str:
+    """When the code ran, printed nothing and ended with an assignment: the assigned values, else ''."""
+    if not result.ok or result.stdout.strip() or result.stderr.strip() or result.result is not None:
+        return ""
+    names = prompts.assigned_names(code)
+    if not names:
+        return ""
+    peek = await run.session.execute(prompts.peek_code(names), timeout=5)
+    return peek.stdout if peek.ok else ""

@@ -7,6 +7,7 @@ failing first attempt and its fix. Measure changes with ``thinkbox bench reasoni
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
 
 from thinkbox.sandbox.types import ExecutionResult, FileInfo
@@ -78,10 +79,51 @@ def reask(problem: str) -> str:
     return f"Your reply could not be used: {problem}. Reply with one JSON object only:\n{ACTION_TEMPLATE}"
 
 
+def assigned_names(code: str) -> list[str]:
+    """The plain names the code's last statement assigns (``x = ...``, ``a, b = ...``, ``n += 1``).
+
+    Small models often end with ``result = 504 * 766`` and print nothing, then guess the answer; the loop
+    shows these names' values instead (see :func:`peek_code`)."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return []
+    if not body:
+        return []
+    last = body[-1]
+    targets: list[ast.expr]
+    if isinstance(last, ast.Assign):
+        targets = list(last.targets)
+    elif isinstance(last, (ast.AugAssign, ast.AnnAssign)) and getattr(last, "value", None) is not None:
+        targets = [last.target]
+    else:
+        return []
+    names: list[str] = []
+    for target in targets:
+        elements = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+        names += [e.id for e in elements if isinstance(e, ast.Name) and e.id not in names]
+    return names[:5]
+
+
+def peek_code(names: Sequence[str], width: int = 300) -> str:
+    """Code that prints ``name = repr(value)`` (cut to ``width``) for each name, defining nothing."""
+    pairs = ", ".join(f"({n!r}, {n})" for n in names)
+    return f'print("\\n".join(f"{{k}} = {{v!r:.{width}}}" for k, v in [{pairs}]))'
+
+
 def observation(
-    result: ExecutionResult, *, max_chars: int, timeout_s: float, restarted: bool = False, figures: int = 0
+    result: ExecutionResult,
+    *,
+    max_chars: int,
+    timeout_s: float,
+    restarted: bool = False,
+    figures: int = 0,
+    assigned: str = "",
 ) -> str:
-    """What the model is told about one execution, cut to ``max_chars`` (head and tail kept)."""
+    """What the model is told about one execution, cut to ``max_chars`` (head and tail kept).
+
+    ``assigned``: when the code printed nothing, the values its last line assigned (``name = value``
+    lines), so that the model reads the computed value instead of guessing it."""
     parts: list[str] = []
     joiner = "\n" if result.stdout and not result.stdout.endswith("\n") else ""
     output = result.stdout + joiner + result.stderr
@@ -105,8 +147,14 @@ def observation(
         )
     elif result.error is not None:
         parts.append(_error_text(result))
+    if not parts and assigned.strip():
+        parts.append(f"(nothing was printed; the last line assigned)\n{assigned.strip()}")
     if not parts:
-        parts.append("(nothing was printed: print() the values you need to see)")
+        parts.append(
+            "(nothing was printed, so you have not seen any value yet: print() the values you need to see "
+            "before you answer)"
+        )
+        return "Output:\n" + "\n".join(parts)
     text = cut_middle("\n".join(parts), max_chars)
     if result.ok:
         text += "\nIf this answers the question, reply with provide_answer and this value; else continue."
