@@ -58,7 +58,7 @@ async def test_a_step_that_prints_nothing_but_assigns_shows_the_model_the_assign
     events = await collect(run_agent("What is 504 * 766?", model=model, session=session, settings=settings))
 
     assigned, silent = of(events, ExecutionFinished)
-    assert "result = 386064" in assigned.observation
+    assert "result = 386064" in assigned.observation and assigned.assigned == "result = 386064\n"
     assert assigned.result.stdout == ""  # the peek is the loop's, not the user's code
     assert "print() the values you need" in silent.observation and "386064" not in silent.observation
     assert model.requests[1].messages[-1]["content"] == assigned.observation

@@ -69,6 +69,13 @@ def fixed_run() -> list[Event]:
             observation="",
         ),
         ExecutionFinished(
+            ts=0,
+            step=2,
+            result=ExecutionResult(duration_ms=1),
+            observation="",
+            assigned="amount = 21386.41\n",
+        ),
+        ExecutionFinished(
             ts=0, step=2, result=ExecutionResult(timed_out=True, duration_ms=30000), observation=""
         ),
         ExecutionFinished(

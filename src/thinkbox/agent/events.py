@@ -94,6 +94,9 @@ class ExecutionFinished(_Event):
     )
     observation: str = Field(description="What the model was told about this execution.")
     session_restarted: bool = Field(False, description="The interpreter had died and was started again.")
+    assigned: str = Field(
+        "", description="The code printed nothing: ``name = value`` lines for what its last line assigned."
+    )
 
 
 class FinalAnswer(_Event):

@@ -303,8 +303,13 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1
-    yield ExecutionFinished(step=run.step, result=result.model_copy(update={"display": []}),
-                            observation=observation, session_restarted=restarted)  # fmt: skip
+    yield ExecutionFinished(
+        step=run.step,
+        result=result.model_copy(update={"display": []}),
+        observation=observation,
+        session_restarted=restarted,
+        assigned=assigned,
+    )
 
 
 async def _peek_assigned(run: _Run, code: str, result: sandbox_types.ExecutionResult) -> str:

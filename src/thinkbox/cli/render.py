@@ -150,6 +150,8 @@ class Renderer:
         seconds = f"{r.duration_ms / 1000:.2f} s"
         if r.result is not None:
             self.console.print(Text("value ", style="bold") + Text(r.result))
+        for line in e.assigned.splitlines():
+            self.console.print(Text("assigned ", style="bold") + Text(line), soft_wrap=True)
         if r.killed:
             note = "; restarted" if e.session_restarted else ""
             self.console.print(
