@@ -266,7 +266,7 @@ async def test_humaneval_completions_never_touch_the_host(checker: SandboxChecke
 
 @pytest.mark.parametrize(
     ("design", "first"),
-    [("classify", [{"route": "code"}]), ("agent", []), ("verify", ["12345"])],
+    [("classify", [{"route": "code"}]), ("agent", []), ("step1", [run_code("x = 1")]), ("verify", ["12345"])],
 )
 async def test_each_router_design_reaches_code_by_its_own_path(
     backend: SandboxBackend, settings: Settings, tmp_path: Path, design: str, first: list[Any]
@@ -280,8 +280,8 @@ async def test_each_router_design_reaches_code_by_its_own_path(
     assert model.remaining == 0 and stats.correct == 1 and stats.code_rate == 1.0
     assert stats.mean_steps == 2 + len(first)
     agent_system = model.requests[len(first)].messages[0]["content"]
-    # classify hands the item to the code arm; agent and verify leave the choice to the agent
-    assert (CODE_HINT in agent_system) == (design == "classify")
+    # classify and step1 hand the item to the code arm; agent and verify leave the choice to the agent
+    assert (CODE_HINT in agent_system) == (design in ("classify", "step1"))
     if design == "verify":
         assert "was: 12345" in model.requests[1].messages[-1]["content"]
     result = next(iter(load_cache(config.out / "results.jsonl").values()))
@@ -361,6 +361,25 @@ async def test_the_verify_router_takes_the_direct_arms_answer_instead_of_asking_
     assert "was: 12345" in model.requests[1].messages[-1]["content"]
     assert report.families["products"]["router"].correct == 1
     assert report.families["products"]["router"].mean_steps == 3
+
+
+async def test_the_step1_router_sends_a_first_answer_to_the_direct_arm_and_takes_its_result(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(
+        families=["recall"], n=1, arms=["direct", "router"], router="step1", out=tmp_path / "o"
+    )
+    item = get_family("recall").items(1, 0, 2)[0]
+    model = ScriptedModel([item.expected, give("not what the direct arm said")])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.remaining == 0 and len(model.requests) == 2
+    step1_request = model.requests[1]
+    assert step1_request.json_schema is not None and step1_request.messages[-1]["content"] == item.question
+    stats = report.families["recall"]["router"]
+    assert stats.correct == 1 and stats.code_rate == 0.0 and stats.mean_steps == 2
+    result = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm.startswith("router"))
+    assert result.route == "direct"
 
 
 async def test_router_designs_run_side_by_side_and_each_gets_its_worst_gap(

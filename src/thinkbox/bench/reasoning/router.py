@@ -6,6 +6,10 @@
   request gives the same answer) and its time is added to the router's.
 - ``agent``: the agent with its usual system prompt, which allows ``provide_answer`` at step 1: the model
   decides inside the loop.
+- ``step1``: the agent's own first step is the classifier: the model gets exactly the agent's first
+  request (system prompt, workspace files, question; the action schema); ``execute_code`` sends the item
+  to the code arm, ``provide_answer`` to the direct arm (an unusable reply: code). Under greedy decoding
+  both arms' results are reused, so the router can only lose where it picked the worse arm.
 - ``verify``: answer directly first, then the agent sees that answer and checks it with code when the
   question needs computation (else it repeats it). Costs both arms (under greedy decoding the direct
   arm's answer is reused when it is known).
@@ -25,11 +29,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from thinkbox.agent import prompts
+from thinkbox.agent.actions import action_json_schema
+from thinkbox.agent.parse import InvalidAction, parse_action
 from thinkbox.bench.reasoning import arms
 from thinkbox.bench.reasoning.arms import ArmContext, Outcome
 from thinkbox.bench.reasoning.tasks import Item
 from thinkbox.errors import ConfigError
-from thinkbox.models.base import ModelRequest, complete
+from thinkbox.models.base import Message, ModelReply, ModelRequest, complete
+from thinkbox.sandbox.types import FileInfo
 
 CLASSIFY_PROMPT = """\
 Decide how the question below should be answered. Reply "code" if getting it right needs exact \
@@ -64,11 +72,42 @@ async def classify(item: Item, ctx: ArmContext) -> Outcome:
     )
     reply = await complete(ctx.model, request)
     route = "code" if "code" in reply.text.lower() else "direct"
-    classify_s = time.monotonic() - started
+    return await _take(route, item, ctx, started, reply)
+
+
+async def agent(item: Item, ctx: ArmContext) -> Outcome:
+    return await arms.agent(item, ctx)
+
+
+async def step1(item: Item, ctx: ArmContext) -> Outcome:
+    started = time.monotonic()
+    files = [FileInfo(path=name, size=len(data), is_dir=False) for name, data in item.files.items()]
+    messages: list[Message] = [
+        {"role": "system", "content": prompts.system_prompt(files)},
+        {"role": "user", "content": item.question},
+    ]
+    model = ctx.settings.model
+    request = ModelRequest(
+        messages=messages,
+        json_schema=action_json_schema(),
+        max_tokens=model.max_tokens,
+        temperature=model.temperature,
+    )
+    reply = await complete(ctx.model, request)
+    try:
+        route = "code" if parse_action(reply.text).action.runs_code else "direct"
+    except InvalidAction:
+        route = "code"
+    return await _take(route, item, ctx, started, reply)
+
+
+async def _take(route: str, item: Item, ctx: ArmContext, started: float, reply: ModelReply) -> Outcome:
+    """The outcome of the arm ``route`` (reused when known), charged with the router's own model call."""
+    decided_s = time.monotonic() - started
     known = ctx.earlier(item, route) if ctx.earlier is not None else None
     if known is not None:  # greedy decoding: the arm would answer exactly as it did
         outcome = dataclasses.replace(known, notes=[*known.notes, f"{route} arm's result reused"])
-        outcome.wall_s += classify_s
+        outcome.wall_s += decided_s
     else:
         outcome = await (arms.code(item, ctx) if route == "code" else arms.direct(item, ctx))
         outcome.wall_s = time.monotonic() - started
@@ -76,10 +115,6 @@ async def classify(item: Item, ctx: ArmContext) -> Outcome:
     outcome.steps += 1
     outcome.tokens += reply.usage.total
     return outcome
-
-
-async def agent(item: Item, ctx: ArmContext) -> Outcome:
-    return await arms.agent(item, ctx)
 
 
 async def verify(item: Item, ctx: ArmContext) -> Outcome:
@@ -94,7 +129,7 @@ async def verify(item: Item, ctx: ArmContext) -> Outcome:
 
 
 RouterFn = Callable[[Item, ArmContext], Awaitable[Outcome]]
-ROUTERS: dict[str, RouterFn] = {"classify": classify, "agent": agent, "verify": verify}
+ROUTERS: dict[str, RouterFn] = {"classify": classify, "agent": agent, "step1": step1, "verify": verify}
 DEFAULT_ROUTER = "agent"
 
 
