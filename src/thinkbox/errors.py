@@ -80,6 +80,12 @@ class ModelUnavailable(ModelError):
     retryable = True
 
 
+class ContextOverflow(ModelError):
+    """The conversation no longer fits in the model's context window."""
+
+    code = "context_overflow"
+
+
 class ModelAuthError(ModelError):
     code = "model_auth"
 

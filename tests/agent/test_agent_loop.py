@@ -17,6 +17,7 @@ from thinkbox.agent.events import (
     Event,
     ExecutionFinished,
     FinalAnswer,
+    LimitReached,
     OutputChunk,
     ParseFailed,
     RunError,
@@ -27,6 +28,8 @@ from thinkbox.agent.events import (
 )
 from thinkbox.agent.loop import run_agent
 from thinkbox.config import Settings
+from thinkbox.errors import ContextOverflow
+from thinkbox.models.base import ModelEvent, ModelRequest
 from thinkbox.models.scripted import ScriptedModel
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
@@ -205,6 +208,37 @@ async def test_a_model_failure_ends_the_run_with_a_run_error(session: Session, s
     error = of(events, RunError)[0]
     assert error.code == "model_error" and "ran out of replies" in error.message
     assert isinstance(events[-1], RunFinished) and events[-1].status == "error"
+
+
+class SmallContextModel(ScriptedModel):
+    """The scripted model with a context window: a longer prompt raises ContextOverflow, as the local
+    model and an OpenAI-compatible server (translated by its client) do."""
+
+    def __init__(self, replies: list[Any], context_chars: int) -> None:
+        super().__init__(replies)
+        self.context_chars = context_chars
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        size = sum(len(m["content"]) for m in request.messages)
+        if size > self.context_chars:
+            raise ContextOverflow(f"the prompt has {size} characters, more than {self.context_chars}")
+        async for event in super().stream(request):
+            yield event
+
+
+async def test_a_conversation_that_outgrows_the_context_stops_at_a_limit_not_an_error(
+    session: Session, settings: Settings
+) -> None:
+    settings = settings.model_copy(
+        update={"agent": settings.agent.model_copy(update={"observation_chars": 20_000})}
+    )
+    model = SmallContextModel([code("print('x' * 10_000)"), answer("never asked")], context_chars=8000)
+    events = await collect(run_agent("print a lot", model=model, session=session, settings=settings))
+
+    limit = of(events, LimitReached)[0]
+    assert limit.limit == "context" and "more than 8000" in limit.message
+    assert not of(events, RunError) and of(events, ExecutionFinished)
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "limit"
 
 
 async def test_hanging_code_is_interrupted_and_the_model_is_told(

@@ -37,6 +37,8 @@ class ChatServerState:
     """Pause before each streamed chunk."""
     drop_after: int | None = None
     """Close the connection, mid-stream, after this many content chunks."""
+    context_chars: int | None = None
+    """Prompts longer than this (characters of all messages) get a 400 like OpenAI's context error."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     models_calls: int = 0
 
@@ -98,6 +100,14 @@ class ChatServer:
                 if state.faults:
                     status = state.faults.pop(0)
                     self._error(status, f"injected fault {status}")
+                    return
+                size = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+                if state.context_chars is not None and size > state.context_chars:
+                    message = (
+                        f"This model's maximum context length is {state.context_chars} tokens. However, your "
+                        f"messages resulted in {size} tokens. Please reduce the length of the messages."
+                    )
+                    self._error(400, message, "context_length_exceeded")
                     return
                 if body.get("model") not in state.models:
                     self._error(404, f"The model `{body.get('model')}` does not exist", "model_not_found")

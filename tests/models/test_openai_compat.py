@@ -7,7 +7,14 @@ import time
 import pytest
 from chat_server import ChatServer, closed_port
 
-from thinkbox.errors import ModelAuthError, ModelError, ModelNotFound, ModelTimeout, ModelUnavailable
+from thinkbox.errors import (
+    ContextOverflow,
+    ModelAuthError,
+    ModelError,
+    ModelNotFound,
+    ModelTimeout,
+    ModelUnavailable,
+)
 from thinkbox.models.base import ModelReply, ModelRequest, TextDelta, complete
 from thinkbox.models.openai_compat import OpenAICompatModel
 from thinkbox.models.retrying import RetryingModel
@@ -123,6 +130,19 @@ async def test_a_400_that_nothing_fixes_is_a_model_error_with_the_server_message
 
     assert "injected fault 400" in str(info.value)
     assert info.value.retryable is False
+
+
+async def test_a_prompt_longer_than_the_servers_context_is_a_context_overflow(
+    chat_server: ChatServer,
+) -> None:
+    chat_server.state.context_chars = 100
+
+    with pytest.raises(ContextOverflow) as info:
+        await complete(model_for(chat_server), ask("x" * 200))
+
+    assert "maximum context length is 100" in str(info.value)
+    assert info.value.retryable is False
+    assert len(chat_server.state.requests) == 1  # not retried without its options: nothing would fit
 
 
 async def test_wrong_key_is_auth_error_naming_the_key_setting(chat_server: ChatServer) -> None:

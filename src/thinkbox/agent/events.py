@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from thinkbox.sandbox.types import ExecutionResult
 
-LimitName = Literal["steps", "wall_time", "consecutive_errors", "tokens"]
+LimitName = Literal["steps", "wall_time", "consecutive_errors", "tokens", "context"]
 
 
 class _Event(BaseModel):

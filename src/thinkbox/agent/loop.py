@@ -40,7 +40,7 @@ from thinkbox.agent.events import (
 )
 from thinkbox.agent.parse import InvalidAction, ParsedAction, ThoughtStream, parse_action
 from thinkbox.config import Settings
-from thinkbox.errors import AgentError, ThinkboxError
+from thinkbox.errors import AgentError, ContextOverflow, ThinkboxError
 from thinkbox.models.base import Message, ModelBackend, ModelEvent, ModelReply, ModelRequest, TextDelta
 from thinkbox.sandbox import types as sandbox_types
 from thinkbox.sandbox.session import Session
@@ -98,6 +98,8 @@ async def run_agent(
                 yield event
     except _WallTime:
         end = run.limit("wall_time")
+    except ContextOverflow as exc:
+        end = run.limit("context", detail=exc.message)
     except ThinkboxError as exc:
         end = run.event(RunError, code=exc.code, message=exc.message, retryable=exc.retryable)
     yield end
@@ -144,13 +146,14 @@ class _Run:
             return self.limit("consecutive_errors")
         return None
 
-    def limit(self, name: LimitName) -> LimitReached:
+    def limit(self, name: LimitName, detail: str = "") -> LimitReached:
         agent = self.settings.agent
         what = {
             "steps": f"{agent.max_steps} steps were used (agent.max_steps, --max-steps)",
             "wall_time": f"the run took longer than {agent.max_wall_s:g} s (agent.max_wall_s)",
             "tokens": f"{self.tokens:,} tokens were used, more than {agent.max_tokens:,} (agent.max_tokens)",
             "consecutive_errors": f"{self.errors} steps in a row failed (agent.max_consecutive_errors)",
+            "context": f"the conversation outgrew the model's context: {detail}",
         }[name]
         return self.event(LimitReached, limit=name, message=f"stopped without an answer: {what}")
 

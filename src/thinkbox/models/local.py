@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from thinkbox.config import Settings
-from thinkbox.errors import ConfigError, ModelError, ModelTimeout, ModelUnavailable, ThinkboxError
+from thinkbox.errors import (
+    ConfigError,
+    ContextOverflow,
+    ModelError,
+    ModelTimeout,
+    ModelUnavailable,
+    ThinkboxError,
+)
 from thinkbox.models.base import Message, ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 from thinkbox.models.install import locate_model
 from thinkbox.models.scaffold import Scaffold
@@ -218,7 +225,7 @@ class LocalModel:
         llm = self._ensure_loaded()
         tokens = self.tokenize_chat(request.messages)
         if len(tokens) >= self.context_tokens - 16:
-            raise ModelError(
+            raise ContextOverflow(
                 f"the prompt has {len(tokens)} tokens, more than the local model's context of "
                 f"{self.context_tokens} allows: raise model.context_tokens or shorten the history"
             )

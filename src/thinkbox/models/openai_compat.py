@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from openai import AsyncOpenAI
 from thinkbox.config import Settings
 from thinkbox.errors import (
     ConfigError,
+    ContextOverflow,
     ModelAuthError,
     ModelError,
     ModelNotFound,
@@ -34,6 +36,9 @@ from thinkbox.errors import (
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 
 PLACEHOLDER_KEY = "not-needed"
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[_ ]length|maximum context|context window|exceeds? the (?:available )?context", re.IGNORECASE
+)
 """Sent when no key is configured: local servers ignore it, and the SDK insists on one."""
 
 FormatLevel = Literal["json_schema", "json_schema_loose", "json_object", "none"]
@@ -151,7 +156,7 @@ class OpenAICompatModel:
                 response = await client.chat.completions.create(**kwargs)
             except openai.BadRequestError as exc:
                 first_error = first_error or exc
-                step = _step_down(str(exc), level, usage)
+                step = None if _CONTEXT_OVERFLOW.search(str(exc)) else _step_down(str(exc), level, usage)
                 if step is None:
                     raise await self._translate(first_error) from first_error
                 level, usage = step
@@ -223,6 +228,11 @@ class OpenAICompatModel:
                 f"the model endpoint {self.base_url} is rate limiting (HTTP 429: {_server_message(exc)}); "
                 "THINKBOX_MODEL__MAX_RETRIES sets how often thinkbox retries",
                 retryable=True,
+            )
+        if isinstance(exc, openai.BadRequestError) and _CONTEXT_OVERFLOW.search(str(exc)):
+            return ContextOverflow(
+                f"the conversation is longer than the context of {self.model!r} at {self.base_url} "
+                f"({_server_message(exc)}); use a model with a longer context or ask a shorter question"
             )
         if isinstance(exc, openai.APIStatusError):
             if exc.status_code >= 500:
