@@ -61,6 +61,7 @@ class CsvStats(_Numeric):
         writer.writerow(["region", "product", "units", "price"])
         writer.writerows(rows)
         region, product = rng.choice(REGIONS), rng.choice(PRODUCTS)
+        how = "Round to 2 decimal places; reply with the number only."
         threshold = rng.randint(10, 40)
         kind = index % 5
         if kind == 0:
@@ -76,12 +77,12 @@ class CsvStats(_Numeric):
         elif kind == 3:
             value = sum(1 for _, _, u, _ in rows if u > threshold)
             ask = f"How many rows have more than {threshold} units?"
+            how = "Reply with the whole number only."
         else:
             value = round(max((u * p for r, _, u, p in rows if r == region), default=0.0), 2)
             ask = f"What is the largest revenue (units times price) of a single row in the {region} region?"
         question = (
-            f"The file sales.csv has columns region, product, units, price ({rows_n} rows). {ask} "
-            "Round to 2 decimal places; reply with the number only."
+            f"The file sales.csv has columns region, product, units, price ({rows_n} rows). {ask} {how}"
         )
         return Item(
             family=self.name,

@@ -14,12 +14,12 @@
   question needs computation (else it repeats it). Costs both arms (under greedy decoding the direct
   arm's answer is reused when it is known).
 
-The default is :data:`DEFAULT_ROUTER`, ``agent``, on these numbers (``thinkbox bench reasoning --quick``,
-Qwen2.5-Coder-1.5B, 3 items each of products, letter_counting, csv_stats, recall): ``classify`` sent 2 of 3
-letter-counting questions to ``direct`` (33 % against 100 % for code: a 67-point shortfall), while the
-agent loop itself ran code on 9 of 9 computation items and on 0 of 3 recall questions, so the decision is
-best left inside the loop. Three items a family is thin evidence: run the designs side by side
-(``--arms direct,code,router,router:classify,router:verify``) to check it on more.
+The default is :data:`DEFAULT_ROUTER`, ``step1``, on these numbers (Qwen2.5-Coder-1.5B, greedy):
+``classify`` sent 2 of 3 letter-counting questions to ``direct`` in a ``--quick`` run (33 % against 100 %
+for code). On 20 items each of five computation families and two controls (docs/bench/reasoning),
+``agent`` and ``step1`` both ran code on every computation item and on no control item; ``agent`` fell
+10 points below the code arm on the wording control (its own answers from memory are worse than either
+arm's), ``step1``, which takes the arms' answers, 5 points (one item: the direct arm's answer).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ async def verify(item: Item, ctx: ArmContext) -> Outcome:
 
 RouterFn = Callable[[Item, ArmContext], Awaitable[Outcome]]
 ROUTERS: dict[str, RouterFn] = {"classify": classify, "agent": agent, "step1": step1, "verify": verify}
-DEFAULT_ROUTER = "agent"
+DEFAULT_ROUTER = "step1"
 
 
 def get_router(name: str) -> RouterFn:
