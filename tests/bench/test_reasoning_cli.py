@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from thinkbox.bench.reasoning.router import DEFAULT_ROUTER, ROUTERS
 from thinkbox.bench.reasoning.tasks import get_family
 
 THINKBOX = Path(sys.executable).parent / "thinkbox"
@@ -65,7 +66,17 @@ def test_the_command_prints_the_json_report_and_writes_its_files(tmp_path: Path)
     )
     assert data["summary"]["code_minus_direct_pp"] == 100.0
     assert data["command"].startswith("thinkbox bench reasoning --families products")
+    assert data["router"] == DEFAULT_ROUTER  # the command's default is the library's
     assert {p.name for p in out.iterdir()} == {"results.jsonl", "report.json", "report.md", "chart.png"}
+
+
+def test_the_help_names_every_router_design_and_the_default() -> None:
+    proc = subprocess.run([str(THINKBOX), "bench", "reasoning", "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert proc.returncode == 0
+    help_text = " ".join(proc.stdout.split())
+    assert all(name in help_text for name in ROUTERS)
+    assert f"{DEFAULT_ROUTER} (the default)" in help_text
 
 
 def test_an_unknown_family_exits_2_naming_the_flag(tmp_path: Path) -> None:

@@ -108,7 +108,9 @@ def bench_reasoning(
         "--arms",
         help="Comma-separated: direct, code, router; router:DESIGN runs another router design side by side.",
     ),
-    router: str = typer.Option("agent", "--router", help="Router design: agent, classify, verify."),
+    router: str | None = typer.Option(
+        None, "--router", help="Router design: step1 (the default), agent, classify, verify."
+    ),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
     out: str | None = typer.Option(
         None,
@@ -144,7 +146,8 @@ def bench_reasoning(
         settings = load_settings(**({"model": {"name": model}} if model else {}))
         config = BenchConfig(
             families=[f.strip() for f in chosen if f.strip()], n=n or (QUICK_N if quick else 20), seed=seed,
-            difficulty=difficulty, arms=[a.strip() for a in arms.split(",") if a.strip()], router=router,
+            difficulty=difficulty, arms=[a.strip() for a in arms.split(",") if a.strip()],
+            **({"router": router} if router else {}),
             jobs=jobs, out=Path(out) if out else settings.data_dir / "bench" / "reasoning",
         )  # fmt: skip
         report = asyncio.run(
