@@ -3,9 +3,13 @@
 History, as in CodeAct: the system prompt, the user's question, then per step the assistant's action (as
 JSON) and the execution result as a user message. The loop yields :mod:`thinkbox.agent.events` and never
 renders anything. It stops at the first ``provide_answer`` or at a limit of :class:`AgentSettings` (steps,
-wall time, consecutive failed steps, tokens), saying which with a ``LimitReached`` event. Failures of the
+wall time, consecutive failed steps, tokens) or of the model's context, saying which with a ``LimitReached``
+event. Failures of the
 machinery (model endpoint down, sandbox gone) end the run with a ``RunError`` event; errors *in the code*
 are observations for the model.
+
+When a step prints nothing but its last line assigns plain names (``result = a * b``), the loop reads their
+values back and shows them to the model: small models otherwise guess the value they did not print.
 """
 
 from __future__ import annotations
