@@ -19,7 +19,8 @@ The default is :data:`DEFAULT_ROUTER`, ``step1``, on these numbers (Qwen2.5-Code
 for code). On 20 items each of five computation families and two controls (docs/bench/reasoning),
 ``agent`` and ``step1`` both ran code on every computation item and on no control item; ``agent`` fell
 10 points below the code arm on the wording control (its own answers from memory are worse than either
-arm's), ``step1``, which takes the arms' answers, 5 points (one item: the direct arm's answer).
+arm's), ``step1``, which takes the arms' answers, 5 points (one item: the direct arm's answer); with the
+controls extended to 60 items, 6.7 and 1.7 points (docs/bench/reasoning-controls).
 """
 
 from __future__ import annotations
