@@ -4,9 +4,8 @@ History, as in CodeAct: the system prompt, the user's question, then per step th
 JSON) and the execution result as a user message. The loop yields :mod:`thinkbox.agent.events` and never
 renders anything. It stops at the first ``provide_answer`` or at a limit of :class:`AgentSettings` (steps,
 wall time, consecutive failed steps, tokens) or of the model's context, saying which with a ``LimitReached``
-event. Failures of the
-machinery (model endpoint down, sandbox gone) end the run with a ``RunError`` event; errors *in the code*
-are observations for the model.
+event. Failures of the machinery (model endpoint down, sandbox gone) end the run with a ``RunError`` event;
+errors *in the code* are observations for the model.
 
 When a step prints nothing but its last line assigns plain names (``result = a * b``), the loop reads their
 values back and shows them to the model: small models otherwise guess the value they did not print.
@@ -245,10 +244,15 @@ def _action_event(step: int, parsed: ParsedAction) -> ActionParsed:
     )
 
 
-def _request(run: _Run, pending: list[Message]) -> ModelRequest:
-    model = run.settings.model
-    return ModelRequest(messages=[*run.messages, *pending], json_schema=action_json_schema(),
+def action_request(messages: list[Message], settings: Settings) -> ModelRequest:
+    """The request for one action: ``messages`` under the action schema, with the model settings' limits."""
+    model = settings.model
+    return ModelRequest(messages=messages, json_schema=action_json_schema(),
                         max_tokens=model.max_tokens, temperature=model.temperature)  # fmt: skip
+
+
+def _request(run: _Run, pending: list[Message]) -> ModelRequest:
+    return action_request([*run.messages, *pending], run.settings)
 
 
 def _require_reply(reply: ModelReply | None, model: ModelBackend) -> ModelReply:

@@ -36,10 +36,11 @@ from thinkbox.errors import (
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 
 PLACEHOLDER_KEY = "not-needed"
+"""Sent when no key is configured: local servers ignore it, and the SDK insists on one."""
 _CONTEXT_OVERFLOW = re.compile(
     r"context[_ ]length|maximum context|context window|exceeds? the (?:available )?context", re.IGNORECASE
 )
-"""Sent when no key is configured: local servers ignore it, and the SDK insists on one."""
+"""A 400 that says the prompt is too long: no request option dropped would make it fit."""
 
 FormatLevel = Literal["json_schema", "json_schema_loose", "json_object", "none"]
 _FORMAT_LADDER: tuple[FormatLevel, ...] = ("json_schema", "json_schema_loose", "json_object", "none")
@@ -155,8 +156,10 @@ class OpenAICompatModel:
             try:
                 response = await client.chat.completions.create(**kwargs)
             except openai.BadRequestError as exc:
+                if _CONTEXT_OVERFLOW.search(str(exc)):
+                    raise await self._translate(exc) from exc
                 first_error = first_error or exc
-                step = None if _CONTEXT_OVERFLOW.search(str(exc)) else _step_down(str(exc), level, usage)
+                step = _step_down(str(exc), level, usage)
                 if step is None:
                     raise await self._translate(first_error) from first_error
                 level, usage = step

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from thinkbox.agent import prompts
-from thinkbox.agent.actions import action_json_schema
+from thinkbox.agent.loop import action_request
 from thinkbox.agent.parse import InvalidAction, parse_action
 from thinkbox.bench.reasoning import arms
 from thinkbox.bench.reasoning.arms import ArmContext, Outcome
@@ -87,14 +87,7 @@ async def step1(item: Item, ctx: ArmContext) -> Outcome:
         {"role": "system", "content": prompts.system_prompt(files)},
         {"role": "user", "content": item.question},
     ]
-    model = ctx.settings.model
-    request = ModelRequest(
-        messages=messages,
-        json_schema=action_json_schema(),
-        max_tokens=model.max_tokens,
-        temperature=model.temperature,
-    )
-    reply = await complete(ctx.model, request)
+    reply = await complete(ctx.model, action_request(messages, ctx.settings))
     try:
         route = "code" if parse_action(reply.text).action.runs_code else "direct"
     except InvalidAction:
