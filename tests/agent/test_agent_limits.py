@@ -52,7 +52,7 @@ async def test_the_wall_time_limit_cuts_long_running_code(session: Session, tmp_
 
 
 async def test_consecutive_errors_stop_the_run(session: Session, tmp_path: Path) -> None:
-    model = ScriptedModel([code("1 / 0")] * 5 + [answer("never")])
+    model = ScriptedModel([code(f"{i} / 0") for i in range(5)] + [answer("never")])  # each one new code
     limit = await limited(session, model, tmp_path, max_consecutive_errors=3)
     assert (limit.limit, limit.steps) == ("consecutive_errors", 3)
     assert "agent.max_consecutive_errors" in limit.message
@@ -61,10 +61,10 @@ async def test_consecutive_errors_stop_the_run(session: Session, tmp_path: Path)
 async def test_a_success_resets_the_consecutive_error_count(session: Session, tmp_path: Path) -> None:
     replies = [
         code("1 / 0"),
-        code("1 / 0"),
+        code("2 / 0"),
         code("print('ok')"),
-        code("1 / 0"),
-        code("1 / 0"),
+        code("3 / 0"),
+        code("4 / 0"),
         answer("fine"),
     ]
     settings = make_settings(tmp_path, max_consecutive_errors=3)

@@ -26,7 +26,7 @@ from thinkbox.agent.events import (
     ThoughtDelta,
     parse_event,
 )
-from thinkbox.agent.loop import run_agent
+from thinkbox.agent.loop import REPEAT_TEMPERATURE, run_agent
 from thinkbox.config import Settings
 from thinkbox.errors import ContextOverflow
 from thinkbox.models.base import ModelEvent, ModelRequest
@@ -186,6 +186,32 @@ async def test_an_unparseable_reply_is_re_asked_with_the_reason(session: Session
     assert of(events, FinalAnswer)[0].answer == "3"
     # The garbage is not kept in the history once a valid action came.
     assert "I think" not in json.dumps(chat_history_after(model))
+
+
+async def test_failed_code_sent_again_unchanged_is_not_run_and_the_model_is_re_asked_to_sample_another(
+    session: Session, settings: Settings
+) -> None:
+    broken = code("print(1 / zero)")
+    model = ScriptedModel([broken, code("zero = 0\nprint('defined')"), broken, code("print(2)"), answer("2")])
+    events = await collect(run_agent("What is 2?", model=model, session=session, settings=settings))
+
+    ran = [e.result.error.type if e.result.error else "ok" for e in of(events, ExecutionFinished)]
+    assert ran == ["NameError", "ok", "ok"]  # the resent code was not run (it would raise ZeroDivisionError)
+    failed = of(events, ParseFailed)
+    assert [(f.step, f.attempt) for f in failed] == [(3, 1)]
+    assert "code of step 1, unchanged" in failed[0].error
+    greedy, resample = model.requests[2], model.requests[3]
+    assert greedy.temperature == settings.model.temperature == 0.0 and greedy.seed is None
+    assert resample.temperature == REPEAT_TEMPERATURE and resample.seed == 1
+    assert "code of step 1, unchanged" in resample.messages[-1]["content"]
+    assert of(events, FinalAnswer)[0].answer == "2"
+
+
+async def test_code_that_ran_is_not_refused_when_sent_again(session: Session, settings: Settings) -> None:
+    model = ScriptedModel([code("n = 1"), code("n += 1\nprint(n)"), code("n += 1\nprint(n)"), answer("3")])
+    events = await collect(run_agent("Count to 3", model=model, session=session, settings=settings))
+    assert [e.result.stdout for e in of(events, ExecutionFinished)] == ["", "2\n", "3\n"]
+    assert not of(events, ParseFailed)
 
 
 def chat_history_after(model: ScriptedModel) -> list[Any]:

@@ -266,7 +266,13 @@ async def test_humaneval_completions_never_touch_the_host(checker: SandboxChecke
 
 @pytest.mark.parametrize(
     ("design", "first"),
-    [("classify", [{"route": "code"}]), ("agent", []), ("step1", [run_code("x = 1")]), ("verify", ["12345"])],
+    [
+        ("classify", [{"route": "code"}]),
+        ("agent", []),
+        ("step1", [run_code("x = 1")]),
+        ("fallback", [run_code("x = 1")]),
+        ("verify", ["12345"]),
+    ],
 )
 async def test_each_router_design_reaches_code_by_its_own_path(
     backend: SandboxBackend, settings: Settings, tmp_path: Path, design: str, first: list[Any]
@@ -280,8 +286,8 @@ async def test_each_router_design_reaches_code_by_its_own_path(
     assert model.remaining == 0 and stats.correct == 1 and stats.code_rate == 1.0
     assert stats.mean_steps == 2 + len(first)
     agent_system = model.requests[len(first)].messages[0]["content"]
-    # classify and step1 hand the item to the code arm; agent and verify leave the choice to the agent
-    assert (CODE_HINT in agent_system) == (design in ("classify", "step1"))
+    # classify, step1 and fallback hand the item to the code arm; agent and verify let the agent choose
+    assert (CODE_HINT in agent_system) == (design in ("classify", "step1", "fallback"))
     if design == "verify":
         assert "was: 12345" in model.requests[1].messages[-1]["content"]
     result = next(iter(load_cache(config.out / "results.jsonl").values()))
@@ -380,6 +386,27 @@ async def test_the_step1_router_sends_a_first_answer_to_the_direct_arm_and_takes
     assert stats.correct == 1 and stats.code_rate == 0.0 and stats.mean_steps == 2
     result = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm.startswith("router"))
     assert result.route == "direct"
+
+
+async def test_the_fallback_router_gives_the_direct_answer_when_the_code_path_stops_at_a_limit(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"agent": settings.agent.model_copy(update={"max_steps": 1})})
+    config = BenchConfig(
+        families=["products"], n=1, arms=["direct", "code", "router"], router="fallback", out=tmp_path / "o"
+    )
+    item = get_family("products").items(1, 0, 2)[0]
+    # direct: right; code: one step of code, then the step limit; router: step1 picks code
+    model = ScriptedModel([item.expected, run_code("x = 1"), run_code("x = 1")])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.remaining == 0 and len(model.requests) == 3  # both arms' results were reused
+    by_arm = report.families["products"]
+    assert by_arm["code"].correct == 0 and by_arm["direct"].correct == 1
+    assert by_arm["router"].correct == 1 and by_arm["router"].code_rate == 1.0
+    assert by_arm["router"].mean_steps == 1 + 1 + 1  # the code arm's step, the direct answer, step1
+    result = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm.startswith("router"))
+    assert result.route == "code>direct" and result.answer == item.expected
 
 
 async def test_router_designs_run_side_by_side_and_each_gets_its_worst_gap(

@@ -9,12 +9,14 @@ errors *in the code* are observations for the model.
 
 When a step prints nothing but its last line assigns plain names (``result = a * b``), the loop reads their
 values back and shows them to the model: small models otherwise guess the value they did not print.
+Code that failed before is not run again unchanged: the model is re-asked for a different attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -51,6 +53,7 @@ from thinkbox.sandbox.session import Session
 _E = TypeVar("_E", FinalAnswer, LimitReached, RunError)
 MAX_QUESTION_CHARS = 50_000
 _RAW_KEPT_CHARS = 2000  # of an unusable reply, kept in the history so the model sees what it wrote
+REPEAT_TEMPERATURE = 1.0  # sampling for the re-ask after a reply that resent failed code
 
 
 def check_question(question: str) -> str:
@@ -123,6 +126,7 @@ class _Run:
     tokens: int = 0
     errors: int = 0
     action: Action | None = None
+    failed_code: dict[str, int] = field(default_factory=dict)  # code of a failed step -> its step number
     started: float = field(default_factory=time.monotonic)
     deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
@@ -187,11 +191,16 @@ async def _start_history(run: _Run) -> list[str]:
 async def _query(run: _Run) -> AsyncIterator[Event]:
     """Ask the model for this step's action, re-asking up to ``max_parse_retries`` times.
 
+    A reply that is not a valid action is re-asked with the reason. So is code that already failed in an
+    earlier step, unchanged: greedy small models resend it until a limit, so the re-ask samples at
+    ``REPEAT_TEMPERATURE`` (seeded by the attempt, so that runs repeat) for a different attempt.
     Sets ``run.action`` (None when every attempt failed: the step counts as failed)."""
     run.action, pending = None, list[Message]()
+    sampling: dict[str, Any] = {}
     for attempt in range(1, run.settings.agent.max_parse_retries + 2):
         thoughts, reply = ThoughtStream(), None
-        async for item in _until(run.model.stream(_request(run, pending)), run.deadline):
+        request = _request(run, pending, **sampling)
+        async for item in _until(run.model.stream(request), run.deadline):
             if isinstance(item, TextDelta):
                 if text := thoughts.feed(item.text):
                     yield ThoughtDelta(step=run.step, text=text)
@@ -201,11 +210,15 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
         run.tokens += reply.usage.total
         try:
             parsed = parse_action(reply.text)
+            _refuse_repeat(run, parsed.action)
         except InvalidAction as exc:
             problem = exc.problem + _cut_note(reply, run)
             yield ParseFailed(step=run.step, attempt=attempt, error=problem, raw=reply.text)
             pending = [{"role": "assistant", "content": reply.text[:_RAW_KEPT_CHARS]},
                        {"role": "user", "content": prompts.reask(problem)}]  # fmt: skip
+            if isinstance(exc, _RepeatedCode):
+                hotter = max(run.settings.model.temperature, REPEAT_TEMPERATURE)
+                sampling = {"temperature": hotter, "seed": attempt}
             if run.tokens >= run.settings.agent.max_tokens or run.wall_left <= 0:
                 break
             continue
@@ -215,6 +228,16 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
         return
     run.errors += 1
     run.messages.extend(pending)
+
+
+class _RepeatedCode(InvalidAction):
+    """The action's code is the code of an earlier step that failed, unchanged."""
+
+
+def _refuse_repeat(run: _Run, action: Action) -> None:
+    earlier = run.failed_code.get(action.code.strip()) if action.runs_code else None
+    if earlier is not None:
+        raise _RepeatedCode(prompts.repeated_code(earlier))
 
 
 def _cut_note(reply: ModelReply, run: _Run) -> str:
@@ -251,8 +274,9 @@ def action_request(messages: list[Message], settings: Settings) -> ModelRequest:
                         max_tokens=model.max_tokens, temperature=model.temperature)  # fmt: skip
 
 
-def _request(run: _Run, pending: list[Message]) -> ModelRequest:
-    return action_request([*run.messages, *pending], run.settings)
+def _request(run: _Run, pending: list[Message], **sampling: Any) -> ModelRequest:
+    """The step's request; ``sampling``: temperature and seed instead of the settings' (a re-ask)."""
+    return dataclasses.replace(action_request([*run.messages, *pending], run.settings), **sampling)
 
 
 def _require_reply(reply: ModelReply | None, model: ModelBackend) -> ModelReply:
@@ -314,6 +338,8 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1
+    if not result.ok:
+        run.failed_code.setdefault(action.code.strip(), run.step)
     yield ExecutionFinished(
         step=run.step,
         result=result.model_copy(update={"display": []}),

@@ -15,7 +15,8 @@ from thinkbox.sandbox.types import ExecutionResult, FileInfo
 SYSTEM_PROMPT = """\
 You answer questions by thinking in Python. You have a persistent Python session: variables and imports \
 stay between steps. Installed: numpy, pandas, matplotlib, openpyxl, networkx, sympy and the standard \
-library. No internet: pip cannot install anything. The working directory is /workspace.
+library (networkx: nx.shortest_path_length(G, a, b, weight="weight") is a weighted distance). No internet: \
+pip cannot install anything. The working directory is /workspace.
 {files}
 
 Reply with ONE JSON object and nothing else:
@@ -77,6 +78,14 @@ def is_hidden(path: str) -> bool:
 def reask(problem: str) -> str:
     """The user message after a reply that was not a valid action."""
     return f"Your reply could not be used: {problem}. Reply with one JSON object only:\n{ACTION_TEMPLATE}"
+
+
+def repeated_code(step: int) -> str:
+    """Why a reply that resends failed code is refused (the re-ask adds the action template)."""
+    return (
+        f"this is the code of step {step}, unchanged, and it failed there; running it again would fail the "
+        "same way. Read that error and change the code, or try another approach"
+    )
 
 
 def assigned_names(code: str) -> list[str]:

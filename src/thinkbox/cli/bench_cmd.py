@@ -109,7 +109,10 @@ def bench_reasoning(
         help="Comma-separated: direct, code, router; router:DESIGN runs another router design side by side.",
     ),
     router: str | None = typer.Option(
-        None, "--router", help="Router design: step1 (the default), agent, classify, verify."
+        None,
+        "--router",
+        help="Router design: fallback (the default), step1, agent, classify, verify. fallback is step1 "
+        "that answers directly when the code path stops without an answer.",
     ),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
     out: str | None = typer.Option(

@@ -25,6 +25,8 @@ class ModelRequest:
     max_tokens: int = 1024
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
+    seed: int | None = None
+    """Sampling seed where the backend takes one (same seed, same prompt: same reply); None: random."""
 
 
 @dataclass(frozen=True)

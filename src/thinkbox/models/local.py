@@ -243,6 +243,7 @@ class LocalModel:
             tokens,
             max_tokens=max_tokens,
             temperature=request.temperature,
+            seed=request.seed,
             grammar=grammar,
             stop=request.stop,
             cancel=cancel,

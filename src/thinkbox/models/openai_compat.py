@@ -185,6 +185,8 @@ class OpenAICompatModel:
         }
         if request.stop:
             kwargs["stop"] = list(request.stop)
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
         if usage:
             kwargs["stream_options"] = {"include_usage": True}
         if request.json_schema is not None and level in ("json_schema", "json_schema_loose"):

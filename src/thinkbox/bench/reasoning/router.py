@@ -10,6 +10,9 @@
   request (system prompt, workspace files, question; the action schema); ``execute_code`` sends the item
   to the code arm, ``provide_answer`` to the direct arm (an unusable reply: code). Under greedy decoding
   both arms' results are reused, so the router can only lose where it picked the worse arm.
+- ``fallback``: ``step1``, and when the code path ends without an answer (the agent stopped at a limit:
+  steps, repeated errors, time), the direct arm answers instead (reused when known), so a question the
+  model cannot code its way through still gets the answer from memory. Route ``code>direct``.
 - ``verify``: answer directly first, then the agent sees that answer and checks it with code when the
   question needs computation (else it repeats it). Costs both arms (under greedy decoding the direct
   arm's answer is reused when it is known).
@@ -95,6 +98,24 @@ async def step1(item: Item, ctx: ArmContext) -> Outcome:
     return await _take(route, item, ctx, started, reply)
 
 
+async def fallback(item: Item, ctx: ArmContext) -> Outcome:
+    outcome = await step1(item, ctx)
+    if outcome.route != "code" or outcome.stop == "answered":
+        return outcome
+    known = ctx.earlier(item, "direct") if ctx.earlier is not None else None
+    direct = known or await arms.direct(item, ctx)
+    return dataclasses.replace(
+        outcome,
+        answer=direct.answer,
+        stop=direct.stop,
+        route="code>direct",
+        steps=outcome.steps + direct.steps,
+        tokens=outcome.tokens + direct.tokens,
+        wall_s=outcome.wall_s + direct.wall_s,
+        notes=[*outcome.notes, f"the code path stopped ({outcome.stop}): the direct answer"],
+    )
+
+
 async def _take(route: str, item: Item, ctx: ArmContext, started: float, reply: ModelReply) -> Outcome:
     """The outcome of the arm ``route`` (reused when known), charged with the router's own model call."""
     decided_s = time.monotonic() - started
@@ -123,8 +144,14 @@ async def verify(item: Item, ctx: ArmContext) -> Outcome:
 
 
 RouterFn = Callable[[Item, ArmContext], Awaitable[Outcome]]
-ROUTERS: dict[str, RouterFn] = {"classify": classify, "agent": agent, "step1": step1, "verify": verify}
-DEFAULT_ROUTER = "step1"
+ROUTERS: dict[str, RouterFn] = {
+    "classify": classify,
+    "agent": agent,
+    "step1": step1,
+    "fallback": fallback,
+    "verify": verify,
+}
+DEFAULT_ROUTER = "fallback"
 
 
 def get_router(name: str) -> RouterFn:
