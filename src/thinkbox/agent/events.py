@@ -53,7 +53,9 @@ class ParseFailed(_Event):
     type: Literal["parse_failed"] = "parse_failed"
     step: int
     attempt: int = Field(description="1 for the first reply of the step, 2 for the first re-ask, ...")
-    error: str = Field(description="What was wrong, as told to the model.")
+    error: str = Field(
+        description="What was wrong (not a valid action, or failed code resent unchanged), told to the model."
+    )
     raw: str = Field(description="The reply as the model wrote it.")
 
 

@@ -125,7 +125,7 @@ class Renderer:
 
     def _on_parse_failed(self, e: ParseFailed) -> None:
         self.console.print(
-            Text(f"! reply {e.attempt} not understood: {e.error}", style="yellow"), soft_wrap=True
+            Text(f"! reply {e.attempt} not used: {e.error}", style="yellow"), soft_wrap=True
         )
 
     def _on_action_parsed(self, e: ActionParsed) -> None:
