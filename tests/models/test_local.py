@@ -291,6 +291,17 @@ async def test_json_schema_constrains_the_reply(local_model: object) -> None:
 
 
 @pytest.mark.model
+async def test_sampling_with_a_seed_repeats_and_other_seeds_vary(local_model: object) -> None:
+    def hot(seed: int) -> ModelRequest:
+        return ModelRequest(messages=chat("Name a colour."), max_tokens=12, temperature=1.5, seed=seed)
+
+    first, again = [(await complete(local_model, hot(1))).text for _ in range(2)]  # type: ignore[arg-type]
+    assert first == again
+    others = {(await complete(local_model, hot(seed))).text for seed in range(2, 7)}  # type: ignore[arg-type]
+    assert len(others | {first}) > 1
+
+
+@pytest.mark.model
 async def test_second_turn_evaluates_only_the_new_tokens(local_model: object) -> None:
     from thinkbox.models.local import LocalModel
 

@@ -47,6 +47,16 @@ async def test_streamed_deltas_arrive_in_order_then_one_reply_with_usage(chat_se
     assert sent["messages"] == [{"role": "user", "content": "hello"}]
 
 
+async def test_a_seed_and_temperature_are_sent_and_no_seed_when_none_is_set(chat_server: ChatServer) -> None:
+    model = model_for(chat_server)
+    await complete(model, ModelRequest(messages=[{"role": "user", "content": "hi"}], temperature=1.0, seed=2))
+    await complete(model, ask())
+
+    seeded, plain = chat_server.state.requests
+    assert (seeded["temperature"], seeded["seed"]) == (1.0, 2)
+    assert plain["temperature"] == 0.0 and "seed" not in plain
+
+
 async def test_json_schema_is_sent_as_response_format_and_reply_marked_constrained(
     chat_server: ChatServer,
 ) -> None:
