@@ -192,11 +192,11 @@ async def test_failed_code_sent_again_unchanged_is_not_run_and_the_model_is_re_a
     session: Session, settings: Settings
 ) -> None:
     broken = code("print(1 / zero)")
-    model = ScriptedModel([broken, code("zero = 0\nprint('defined')"), broken, code("print(2)"), answer("2")])
+    model = ScriptedModel([broken, code("print(2 / zero)"), broken, code("print(2)"), answer("2")])
     events = await collect(run_agent("What is 2?", model=model, session=session, settings=settings))
 
     ran = [e.result.error.type if e.result.error else "ok" for e in of(events, ExecutionFinished)]
-    assert ran == ["NameError", "ok", "ok"]  # the resent code was not run (it would raise ZeroDivisionError)
+    assert ran == ["NameError", "NameError", "ok"]  # the resent code was not run a second time
     failed = of(events, ParseFailed)
     assert [(f.step, f.attempt) for f in failed] == [(3, 1)]
     assert "code of step 1, unchanged" in failed[0].error
@@ -205,6 +205,15 @@ async def test_failed_code_sent_again_unchanged_is_not_run_and_the_model_is_re_a
     assert resample.temperature == REPEAT_TEMPERATURE and resample.seed == 1
     assert "code of step 1, unchanged" in resample.messages[-1]["content"]
     assert of(events, FinalAnswer)[0].answer == "2"
+
+
+async def test_failed_code_may_be_sent_again_after_a_step_that_changed_the_session(
+    session: Session, settings: Settings
+) -> None:
+    model = ScriptedModel([code("print(x)"), code("x = 5"), code("print(x)"), answer("5")])
+    events = await collect(run_agent("What is x?", model=model, session=session, settings=settings))
+    ran = [e.result.error.type if e.result.error else e.result.stdout for e in of(events, ExecutionFinished)]
+    assert ran == ["NameError", "", "5\n"] and not of(events, ParseFailed)
 
 
 async def test_code_that_ran_is_not_refused_when_sent_again(session: Session, settings: Settings) -> None:

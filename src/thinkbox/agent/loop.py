@@ -126,7 +126,7 @@ class _Run:
     tokens: int = 0
     errors: int = 0
     action: Action | None = None
-    failed_code: dict[str, int] = field(default_factory=dict)  # code of a failed step -> its step number
+    failed_code: dict[str, int] = field(default_factory=dict)  # failed since the last success: code -> step
     started: float = field(default_factory=time.monotonic)
     deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
@@ -191,8 +191,8 @@ async def _start_history(run: _Run) -> list[str]:
 async def _query(run: _Run) -> AsyncIterator[Event]:
     """Ask the model for this step's action, re-asking up to ``max_parse_retries`` times.
 
-    A reply that is not a valid action is re-asked with the reason. So is code that already failed in an
-    earlier step, unchanged: greedy small models resend it until a limit, so the re-ask samples at
+    A reply that is not a valid action is re-asked with the reason. So is code that already failed, unchanged,
+    with no successful step since: greedy small models resend it until a limit, so the re-ask samples at
     ``REPEAT_TEMPERATURE`` (seeded by the attempt, so that runs repeat) for a different attempt.
     Sets ``run.action`` (None when every attempt failed: the step counts as failed)."""
     run.action, pending = None, list[Message]()
@@ -338,7 +338,9 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1
-    if not result.ok:
+    if result.ok:  # the session's state changed: failed code may work now
+        run.failed_code.clear()
+    else:
         run.failed_code.setdefault(action.code.strip(), run.step)
     yield ExecutionFinished(
         step=run.step,

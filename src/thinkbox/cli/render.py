@@ -124,9 +124,7 @@ class Renderer:
         self._write(e.text, "dim italic")
 
     def _on_parse_failed(self, e: ParseFailed) -> None:
-        self.console.print(
-            Text(f"! reply {e.attempt} not used: {e.error}", style="yellow"), soft_wrap=True
-        )
+        self.console.print(Text(f"! reply {e.attempt} not used: {e.error}", style="yellow"), soft_wrap=True)
 
     def _on_action_parsed(self, e: ActionParsed) -> None:
         if e.thought and not self._thought_shown:
