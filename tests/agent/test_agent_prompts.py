@@ -9,7 +9,14 @@ import json
 import pytest
 
 from thinkbox.agent.parse import parse_action
-from thinkbox.agent.prompts import assigned_names, cut_middle, observation, peek_code, system_prompt
+from thinkbox.agent.prompts import (
+    assigned_names,
+    cut_middle,
+    looks_intermediate,
+    observation,
+    peek_code,
+    system_prompt,
+)
 from thinkbox.sandbox.types import ExecutionError, ExecutionResult, FileInfo
 
 
@@ -67,6 +74,27 @@ def test_observation_shows_what_the_last_line_assigned_when_nothing_was_printed(
     text = observation(ExecutionResult(), max_chars=1000, timeout_s=30, assigned="result = 386064\n")
     assert "result = 386064" in text and "provide_answer" in text
     assert "print() the values" not in text
+
+
+def test_a_nested_value_read_back_is_shown_as_intermediate_not_as_an_answer() -> None:
+    grid = "grid = " + repr([["X", "O", "O", "#"], ["O", "O", "X", "*"], ["O", "X", "O", "O"]])
+    text = observation(ExecutionResult(), max_chars=1000, timeout_s=30, assigned=grid + "\nn = 3\n")
+    assert grid in text and "intermediate value" in text and "provide_answer" not in text
+
+
+@pytest.mark.parametrize(
+    ("assigned", "intermediate"),
+    [
+        ("result = 386064", False),
+        ("ordered = [-3.5, 1.25, 7.0, 12.5, 40.0, 41.75, 99.0, 120.5, 300.25]", False),
+        ("word = 'strawberry'\ncount = 3", False),
+        ("grid = [['X', 'O'], ['O', '#']]", True),
+        ("edges = [('A', 'B', 4), ('B', 'C', 1)]", True),
+        ("df =    a  b\n0  1  2\n1  3  4", True),
+    ],
+)
+def test_working_data_read_back_is_told_apart_from_an_answer(assigned: str, intermediate: bool) -> None:
+    assert looks_intermediate(assigned) is intermediate
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,17 @@ def assigned_names(code: str) -> list[str]:
     return names[:5]
 
 
+def looks_intermediate(assigned: str) -> bool:
+    """Whether values read back (``name = repr`` lines) are working data, not an answer: a nested
+    container (a grid, rows of a table) or a multi-line value. Invited to answer after a read-back of
+    ``grid = [[...]]``, the 1.5B model answered 19 of 20 grid shortest-path questions with that line."""
+    lines = assigned.strip().splitlines()
+    if len(lines) > 1 and not all(" = " in line for line in lines):
+        return True  # a value whose repr spans lines (a DataFrame)
+    values = [line.partition(" = ")[2] for line in lines]
+    return any(v.startswith(("[[", "[(", "[{", "((", "({", "{")) for v in values)
+
+
 def peek_code(names: Sequence[str], width: int = 300) -> str:
     """Code that prints ``name = repr(value)`` (cut to ``width``) for each name, defining nothing."""
     pairs = ", ".join(f"({n!r}, {n})" for n in names)
@@ -156,8 +167,10 @@ def observation(
         )
     elif result.error is not None:
         parts.append(_error_text(result))
+    intermediate = False
     if not parts and assigned.strip():
         parts.append(f"(nothing was printed; the last line assigned)\n{assigned.strip()}")
+        intermediate = looks_intermediate(assigned)
     if not parts:
         parts.append(
             "(nothing was printed, so you have not seen any value yet: print() the values you need to see "
@@ -165,7 +178,9 @@ def observation(
         )
         return "Output:\n" + "\n".join(parts)
     text = cut_middle("\n".join(parts), max_chars)
-    if result.ok:
+    if intermediate:  # a grid, a table: small models answered with it as it was
+        text += "\nThat is an intermediate value, not the answer: continue; print() what the question asks."
+    elif result.ok:
         text += "\nIf this answers the question, reply with provide_answer and this value; else continue."
     return "Output:\n" + text
 
