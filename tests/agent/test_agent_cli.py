@@ -162,12 +162,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def sigint_as_in_a_terminal() -> None:
+    """preexec_fn: SIGINT back to its default in the child. A shell that starts the tests in the background
+    ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, env: dict[str, str]) -> None:
     hang = {**CODE, "code": "import time\nprint('started', flush=True)\ntime.sleep(60)"}
     cmd = [sys.executable, "-c", "from thinkbox.cli.app import main; main()", "ask", "--json"]
     cmd += ["--model", "scripted", "--script", script(tmp_path, hang, ANSWER), "hang please"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+        preexec_fn=sigint_as_in_a_terminal,
     )
     try:
         assert proc.stdout is not None
@@ -236,6 +247,7 @@ def test_ctrl_c_in_chat_stops_that_answer_and_the_chat_goes_on(tmp_path: Path, e
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
         env={**os.environ, **env, "COLUMNS": "100"},
     )
     try:

@@ -23,6 +23,12 @@ from thinkbox.transcripts import TranscriptWriter
 runner = CliRunner()
 
 
+def sigint_as_in_a_terminal() -> None:
+    """preexec_fn: SIGINT back to its default in the child (a shell that starts the tests in the background
+    ignores SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     for key in list(os.environ):
@@ -212,7 +218,7 @@ def test_ctrl_c_during_a_run_keeps_its_transcript_up_to_that_moment(
     thinkbox = str(Path(sys.executable).parent / "thinkbox")
     ask = subprocess.Popen(
         [thinkbox, "ask", "--backend", backend, "--script", str(script), "Wait a minute?"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_as_in_a_terminal,
     )  # fmt: skip
     runs = Path(env["THINKBOX_DATA_DIR"]) / "runs"
     deadline = time.monotonic() + 60
