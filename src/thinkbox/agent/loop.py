@@ -193,7 +193,7 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
 
     A reply that is not a valid action is re-asked with the reason. So is code that already failed, unchanged,
     with no successful step since: greedy small models resend it until a limit, so the re-ask samples at
-    ``REPEAT_TEMPERATURE`` (seeded by the attempt, so that runs repeat) for a different attempt.
+    ``REPEAT_TEMPERATURE`` (seeded by the attempt number) for a different attempt.
     Sets ``run.action`` (None when every attempt failed: the step counts as failed)."""
     run.action, pending = None, list[Message]()
     sampling: dict[str, Any] = {}

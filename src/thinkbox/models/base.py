@@ -26,7 +26,8 @@ class ModelRequest:
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    """Sampling seed where the backend takes one (same seed, same prompt: same reply); None: random."""
+    """Sampling seed where the backend takes one; None: random. (The local model repeats a reply for the
+    same seed and prompt from the same KV-cache state; a reused cache can change the last bits.)"""
 
 
 @dataclass(frozen=True)
