@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
+from agent_support import make_settings
 
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
@@ -55,10 +55,6 @@ async def session(backend: SandboxBackend, limits: Limits) -> AsyncIterator[Sess
         yield session
     finally:
         await session.close()
-
-
-def make_settings(tmp_path: Path, **agent: Any) -> Settings:
-    return Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", agent=agent)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from terminal_support import sigint_as_in_a_terminal
 from thinkbox.cli.app import app
 
 
@@ -160,12 +161,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def sigint_as_in_a_terminal() -> None:
-    """preexec_fn: SIGINT back to its default in the child. A shell that starts the tests in the background
-    ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt handler."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, env: dict[str, str]) -> None:

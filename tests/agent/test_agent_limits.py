@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_support import make_settings
 from test_agent_loop import answer, code, collect, of
 
-from conftest import make_settings
 from thinkbox.agent.events import FinalAnswer, LimitReached, ParseFailed, RunFinished, StepStarted
 from thinkbox.agent.loop import run_agent
 from thinkbox.errors import AgentError

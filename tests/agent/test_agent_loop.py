@@ -9,8 +9,8 @@ from typing import Any
 
 import openpyxl
 import pytest
+from agent_support import make_settings
 
-from conftest import make_settings
 from thinkbox.agent.conversation import Conversation
 from thinkbox.agent.events import (
     ActionParsed,

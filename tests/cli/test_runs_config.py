@@ -15,18 +15,13 @@ import nbformat
 import pytest
 from typer.testing import CliRunner
 
+from terminal_support import sigint_as_in_a_terminal
 from thinkbox.agent import events as ev
 from thinkbox.cli.app import app
 from thinkbox.sandbox.types import ExecutionResult
 from thinkbox.transcripts import TranscriptWriter
 
 runner = CliRunner()
-
-
-def sigint_as_in_a_terminal() -> None:
-    """preexec_fn: SIGINT back to its default in the child (a shell that starts the tests in the background
-    ignores SIGINT, and children inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

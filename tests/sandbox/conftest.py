@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from docker_engine import backend_options, docker_engine  # noqa: F401  (docker's own engine)
+from sandbox_support import descendants, start_backend
 
-from thinkbox.errors import ThinkboxError
-from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 
 BACKENDS = (
@@ -26,16 +24,6 @@ BACKENDS = (
     if os.environ.get("THINKBOX_TEST_BACKEND")
     else ["zygote", "bwrap", "docker", "docker+runsc"]
 )
-
-
-async def start_backend(name: str, **options: object) -> SandboxBackend:
-    """A started backend, or a skip that says why ``name`` cannot run here."""
-    try:
-        backend = registry.create_backend(name, **options)
-        await backend.start()
-    except (ThinkboxError, ImportError, OSError) as exc:
-        pytest.skip(f"the {name} backend cannot run here: {exc}")
-    return backend
 
 
 SECRET_PREFIX = "tbcanary"
@@ -75,27 +63,6 @@ async def sandbox_backend(
 def process_tree() -> Callable[..., set[int]]:
     """``process_tree(pid=None)``: pids of every live process below ``pid`` (default: this test process)."""
     return descendants
-
-
-def descendants(pid: int | None = None) -> set[int]:
-    """Host pids of every live (non-zombie) process below ``pid`` (default: this test process)."""
-    found: set[int] = set()
-    todo = [pid or os.getpid()]
-    while todo:
-        parent = todo.pop()
-        try:
-            children = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-        for child in children:
-            try:
-                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z" and child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 KNOWN_GAPS = {

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from sandbox_support import start_backend
 
-from conftest import start_backend
 from thinkbox.sandbox import cgroups, rlimits, seccomp
 from thinkbox.sandbox.types import Limits, MiB, SessionConfig
 from thinkbox.sandbox.zygote import ZygoteBackend, ZygoteKernel

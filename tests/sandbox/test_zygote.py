@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sandbox_support import descendants, start_backend
 
-from conftest import descendants, start_backend
 from thinkbox.errors import ConfigError, SessionDead, SessionStartError
 from thinkbox.sandbox import cgroups
 from thinkbox.sandbox.session import Session

@@ -1,0 +1,43 @@
+"""Helpers the sandbox tests import (a module of its own: ``conftest`` is a name every test folder has)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from thinkbox.errors import ThinkboxError
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+
+
+async def start_backend(name: str, **options: object) -> SandboxBackend:
+    """A started backend, or a skip that says why ``name`` cannot run here."""
+    try:
+        backend = registry.create_backend(name, **options)
+        await backend.start()
+    except (ThinkboxError, ImportError, OSError) as exc:
+        pytest.skip(f"the {name} backend cannot run here: {exc}")
+    return backend
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Host pids of every live (non-zombie) process below ``pid`` (default: this test process)."""
+    found: set[int] = set()
+    todo = [pid or os.getpid()]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
