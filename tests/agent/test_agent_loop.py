@@ -67,6 +67,27 @@ async def test_a_step_that_prints_nothing_but_assigns_shows_the_model_the_assign
     assert model.requests[1].messages[-1]["content"] == assigned.observation
 
 
+async def test_a_step_that_only_defines_a_function_is_told_what_it_defined_and_to_test_it(
+    session: Session, settings: Settings
+) -> None:
+    model = ScriptedModel(
+        [
+            code("import math\n\ndef area(r):\n    return math.pi * r * r"),
+            code("print(round(area(2), 3))"),
+            answer("12.566"),
+        ]
+    )
+    events = await collect(
+        run_agent("Area of a circle of radius 2?", model=model, session=session, settings=settings)
+    )
+
+    defined, tested = of(events, ExecutionFinished)
+    assert "defined: area" in defined.observation and "Test it" in defined.observation
+    assert "provide_answer" not in defined.observation
+    assert "12.566" in tested.observation
+    assert of(events, FinalAnswer)[0].answer == "12.566"
+
+
 async def test_compound_interest_recovers_from_a_name_error_and_answers(
     session: Session, settings: Settings
 ) -> None:

@@ -12,6 +12,7 @@ from thinkbox.agent.parse import parse_action
 from thinkbox.agent.prompts import (
     assigned_names,
     cut_middle,
+    defined_names,
     looks_intermediate,
     observation,
     peek_code,
@@ -114,6 +115,29 @@ def test_working_data_read_back_is_told_apart_from_an_answer(assigned: str, inte
 )
 def test_assigned_names_are_the_plain_targets_of_the_last_statement(code: str, names: list[str]) -> None:
     assert assigned_names(code) == names
+
+
+@pytest.mark.parametrize(
+    ("code", "names"),
+    [
+        ("def f(x):\n    return x", ["f"]),
+        ("import math\ndef is_prime(n):\n    return n > 1\nclass Box:\n    pass", ["is_prime", "Box"]),
+        ("async def go():\n    pass", ["go"]),
+        ("def f(x):\n    return x\nprint(f(2))", []),  # ends with a call: its output is the observation
+        ("x = 1", []),
+        ("def f(:", []),
+    ],
+)
+def test_defined_names_are_the_definitions_of_code_that_ends_with_one(code: str, names: list[str]) -> None:
+    assert defined_names(code) == names
+
+
+def test_observation_of_a_silent_definition_names_it_and_asks_for_a_test_not_an_answer() -> None:
+    text = observation(ExecutionResult(), max_chars=1000, timeout_s=30, defined=["solve", "helper"])
+    assert "defined: solve, helper" in text and "Test it" in text
+    assert "provide_answer" not in text
+    printed = observation(ExecutionResult(stdout="4\n"), max_chars=1000, timeout_s=30, defined=["solve"])
+    assert "defined" not in printed and "provide_answer" in printed  # output wins: it is what was seen
 
 
 def test_peek_code_prints_each_value_cut_and_defines_nothing() -> None:

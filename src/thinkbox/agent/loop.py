@@ -335,6 +335,7 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         restarted=restarted,
         figures=figures,
         assigned=assigned,
+        defined=prompts.defined_names(action.code),
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1

@@ -114,6 +114,22 @@ def assigned_names(code: str) -> list[str]:
     return names[:5]
 
 
+def defined_names(code: str) -> list[str]:
+    """The functions and classes the code defines at its top level, when it ends with a definition.
+
+    A step that only defines a function prints nothing; told just that, the 1.5B model sent the same
+    definition again until the step limit (a HumanEval item, 10 times). It is told what it defined and to
+    test it instead."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return []
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    if not body or not isinstance(body[-1], kinds):
+        return []
+    return [node.name for node in body if isinstance(node, kinds)][:5]
+
+
 def looks_intermediate(assigned: str) -> bool:
     """Whether values read back (``name = repr`` lines) are working data, not an answer: a nested
     container (a grid, rows of a table) or a multi-line value. Invited to answer after a read-back of
@@ -139,11 +155,13 @@ def observation(
     restarted: bool = False,
     figures: int = 0,
     assigned: str = "",
+    defined: Sequence[str] = (),
 ) -> str:
     """What the model is told about one execution, cut to ``max_chars`` (head and tail kept).
 
     ``assigned``: when the code printed nothing, the values its last line assigned (``name = value``
-    lines), so that the model reads the computed value instead of guessing it."""
+    lines), so that the model reads the computed value instead of guessing it. ``defined``: the functions
+    and classes the code ended by defining (see :func:`defined_names`)."""
     parts: list[str] = []
     joiner = "\n" if result.stdout and not result.stdout.endswith("\n") else ""
     output = result.stdout + joiner + result.stderr
@@ -171,6 +189,10 @@ def observation(
     if not parts and assigned.strip():
         parts.append(f"(nothing was printed; the last line assigned)\n{assigned.strip()}")
         intermediate = looks_intermediate(assigned)
+    if not parts and defined:
+        names = ", ".join(defined)
+        test = "Test it: call it on an example and print() the result"
+        return f"Output:\n(nothing was printed; defined: {names}. {test})"
     if not parts:
         parts.append(
             "(nothing was printed, so you have not seen any value yet: print() the values you need to see "

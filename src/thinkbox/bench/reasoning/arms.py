@@ -11,6 +11,7 @@ raises :class:`~thinkbox.errors.ThinkboxError`: the runner stops, and what was d
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import Message, ModelBackend, ModelRequest, complete
 from thinkbox.sandbox.pool import SessionPool
+from thinkbox.sandbox.session import Session
 
 DIRECT_SYSTEM = (
     "Answer the user's question. Think silently; reply with the final answer only, no explanation, "
@@ -48,6 +50,8 @@ class Outcome:
     """answered | limit (the agent hit a limit)."""
     route: str | None = None
     """For the router: which way it went (direct | code | agent)."""
+    from_session: bool = False
+    """The answer is what the session held (:attr:`Item.session_answer`), not the final answer."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -128,8 +132,19 @@ async def agent(item: Item, ctx: ArmContext, *, hint: str = "", question: str | 
             elif isinstance(event, RunFinished):
                 outcome.steps, outcome.tokens = event.steps, event.tokens
                 outcome.stop = event.status
+        if item.session_answer and not re.search(item.answer_pattern, outcome.answer or ""):
+            await _answer_from_session(item, session, outcome)
     outcome.wall_s = time.monotonic() - started
     return outcome
+
+
+async def _answer_from_session(item: Item, session: Session, outcome: Outcome) -> None:
+    """The answer as the session holds it, when the final answer is not one (the 1.5B model tests the
+    function it was asked to write, then answers with the value the test printed)."""
+    result = await session.execute(item.session_answer, timeout=10)
+    if result.ok and re.search(item.answer_pattern, result.stdout):
+        outcome.answer, outcome.from_session = result.stdout, True
+        outcome.notes.append("the answer is the session's code: the final answer was not")
 
 
 async def code(item: Item, ctx: ArmContext) -> Outcome:

@@ -5,6 +5,12 @@ appended to the prompt), the dataset's ``check`` function and ``check(entry_poin
 sandbox session through the :class:`~thinkbox.bench.reasoning.tasks.Checker`, never in the host process;
 it passes when it finishes without an error within ``timeout_s``.
 
+The code arms' answer: their final answer when it defines the entry point; else the code their session
+holds (:data:`SESSION_SOURCE`: its imports and the source of the functions and classes the agent defined).
+The 1.5B model writes the function, tests it, and then answers with the value its test printed (6 of 6
+items traced), even when told that the answer is the function; results mark such answers
+(``from_session``).
+
 Difficulty: the problems sorted by the length of their reference solution, in thirds (short / medium /
 long); items are a seeded sample of that third.
 """
@@ -25,6 +31,31 @@ QUESTION = (
     "Complete this Python function so that it does what its docstring says. Reply with the whole function "
     "definition (with any imports it needs) as plain code.\n\n{prompt}"
 )
+
+
+SESSION_SOURCE = """\
+def _thinkbox_session_source():
+    import inspect, sys, types
+    imports, defs = [], []
+    for name, value in list(globals().items()):
+        if name.startswith("_"):
+            continue
+        module = getattr(value, "__module__", None)
+        own = getattr(value, "__name__", None)
+        alias = f" as {name}" if own != name else ""
+        if isinstance(value, types.ModuleType):
+            imports.append(f"import {own}{alias}")
+        elif module == "__main__" and (inspect.isfunction(value) or inspect.isclass(value)):
+            try:
+                defs.append(inspect.getsource(value))
+            except (OSError, TypeError):
+                pass
+        elif isinstance(own, str) and getattr(sys.modules.get(module or ""), own, 0) is value:
+            imports.append(f"from {module} import {own}{alias}")
+    print("\\n".join(imports + [""] + defs))
+_thinkbox_session_source()
+del _thinkbox_session_source
+"""
 
 
 @functools.cache
@@ -77,6 +108,8 @@ class HumanEval:
                 expected=p["task_id"],
                 data=p,
                 answer_tokens=768,
+                session_answer=SESSION_SOURCE,
+                answer_pattern=rf"(?m)^\s*def\s+{re.escape(p['entry_point'])}\s*\(",
             )
             for i, p in enumerate(chosen)
         ]

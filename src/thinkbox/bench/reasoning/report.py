@@ -51,6 +51,8 @@ class ItemResult(BaseModel):
     wall_s: float
     stop: str
     route: str | None = None
+    from_session: bool = False
+    """The answer is the code the agent left in its session (HumanEval), not its final answer."""
 
 
 class ArmStats(BaseModel):

@@ -255,7 +255,7 @@ def _result(
         difficulty=config.difficulty, index=item.index, model=model, question=item.question,
         expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran,
         steps=outcome.steps, tokens=outcome.tokens, wall_s=round(outcome.wall_s, 3), stop=outcome.stop,
-        route=outcome.route,
+        route=outcome.route, from_session=outcome.from_session,
     )  # fmt: skip
 
 
@@ -265,7 +265,7 @@ def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str) -> 
         if r is None:
             return None
         return Outcome(answer=r.answer, code_ran=r.code_ran, steps=r.steps, tokens=r.tokens, wall_s=r.wall_s,
-                       stop=r.stop, route=arm)  # fmt: skip
+                       stop=r.stop, route=arm, from_session=r.from_session)  # fmt: skip
 
     return earlier
 

@@ -44,6 +44,11 @@ class Item:
     """What the scorer needs besides ``expected`` (a reasoning-gym entry, a HumanEval problem)."""
     answer_tokens: int = 256
     """Most tokens of a direct answer: room for the answer, not for an essay (a function: more)."""
+    session_answer: str = ""
+    """Code that prints what the code arms' session holds as the answer after the agent's run (HumanEval:
+    the functions it defined); taken when the final answer does not match ``answer_pattern``."""
+    answer_pattern: str = ""
+    """A regular expression a usable answer matches (HumanEval: the entry point's ``def``)."""
 
 
 class Checker(Protocol):
