@@ -264,6 +264,52 @@ async def test_humaneval_completions_never_touch_the_host(checker: SandboxChecke
     assert not await asyncio.to_thread(marker.exists)
 
 
+async def test_a_code_arm_that_answers_with_a_tested_value_is_scored_on_the_function_in_its_session(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(families=["humaneval"], n=2, arms=["direct", "code"], out=tmp_path / "o")
+    first, second = HumanEval().items(2, 0, 2)
+    solution = [item.data["prompt"] + item.data["canonical_solution"] for item in (first, second)]
+    model = ScriptedModel(
+        [
+            "    return None\n",  # direct, first item: wrong
+            solution[1],  # direct, second item: right
+            run_code(solution[0]),  # code, first item: defines the function, tests it, answers the value
+            run_code("print('tested')"),
+            give("[1, 2, 3]"),
+            run_code(solution[1]),  # code, second item: answers with the function itself
+            give(solution[1]),
+        ]
+    )
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    rows = {(r.arm, r.index): r for r in load_cache(config.out / "results.jsonl").values()}
+    taken = rows[("code", 0)]
+    assert taken.from_session and taken.correct
+    assert f"def {first.data['entry_point']}(" in (taken.answer or "") and "[1, 2, 3]" not in (
+        taken.answer or ""
+    )
+    assert (
+        not rows[("code", 1)].from_session and (rows[("code", 1)].answer or "").strip() == solution[1].strip()
+    )
+    assert report.families["humaneval"]["code"].correct == 2
+    assert report.families["humaneval"]["direct"].correct == 1
+
+
+async def test_a_wrong_function_left_in_the_session_is_scored_wrong(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    config = BenchConfig(families=["humaneval"], n=1, arms=["code"], out=tmp_path / "o")
+    item = HumanEval().items(1, 0, 2)[0]
+    wrong = f"def {item.data['entry_point']}(*args):\n    return None"
+    model = ScriptedModel([run_code(wrong), give("None")])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    (row,) = load_cache(config.out / "results.jsonl").values()
+    assert row.from_session and "return None" in (row.answer or "") and not row.correct
+    assert report.families["humaneval"]["code"].correct == 0
+
+
 @pytest.mark.parametrize(
     ("design", "first"),
     [
