@@ -294,6 +294,8 @@ async def test_a_code_arm_that_answers_with_a_tested_value_is_scored_on_the_func
     )
     assert report.families["humaneval"]["code"].correct == 2
     assert report.families["humaneval"]["direct"].correct == 1
+    assert report.families["humaneval"]["code"].from_session == 1
+    assert "humaneval code 1/2" in (config.out / "report.md").read_text()
 
 
 async def test_a_wrong_function_left_in_the_session_is_scored_wrong(

@@ -67,6 +67,11 @@ class ArmStats(BaseModel):
     mean_s: float
     no_answer: int = Field(description="Items where the agent stopped at a limit without an answer.")
     routed_code: float | None = Field(None, description="Router only: share of items routed to code.")
+    from_session: int = Field(
+        0,
+        description="Items whose answer is the code the agent left in its session (HumanEval), not its "
+        "final answer (which was a tested value).",
+    )
 
 
 class Summary(BaseModel):
@@ -120,6 +125,7 @@ def arm_stats(results: list[ItemResult]) -> ArmStats:
         mean_s=mean([r.wall_s for r in results]),
         no_answer=sum(r.answer is None for r in results),
         routed_code=round(sum("code" in r for r in routed) / len(routed), 4) if routed else None,
+        from_session=sum(r.from_session for r in results),
     )
 
 
@@ -244,6 +250,17 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
     ]
     for arm, gap in sm.other_routers_worst_gap_pp.items():
         lines.append(f"- {arm}, worst shortfall: {pp(gap)}")
+    taken = [
+        f"{family} {arm} {s.from_session}/{s.n}"
+        for family, by_arm in report.families.items()
+        for arm, s in by_arm.items()
+        if s.from_session
+    ]
+    if taken:
+        lines.append(
+            "- answers that are the code the agent left in its session, its final answer being a value its "
+            f"test printed: {', '.join(taken)}"
+        )
     if sm.perfect_router_by_family:
         best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
         lines.append(f"- a router that always picked the right arm would reach: {best}")
