@@ -457,6 +457,24 @@ async def test_the_fallback_router_gives_the_direct_answer_when_the_code_path_st
     assert result.route == "code>direct" and result.answer == item.expected
 
 
+async def test_a_fallback_to_the_direct_answer_is_not_marked_as_taken_from_the_session(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"agent": settings.agent.model_copy(update={"max_steps": 1})})
+    config = BenchConfig(
+        families=["humaneval"], n=1, arms=["direct", "code", "router"], router="fallback", out=tmp_path / "o"
+    )
+    item = HumanEval().items(1, 0, 2)[0]
+    wrong = run_code(f"def {item.data['entry_point']}(*args):\n    return None")
+    model = ScriptedModel([item.data["prompt"] + item.data["canonical_solution"], wrong, wrong])
+    await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    rows = {r.arm.partition(":")[0]: r for r in load_cache(config.out / "results.jsonl").values()}
+    assert rows["code"].stop == "limit" and rows["code"].from_session and not rows["code"].correct
+    assert rows["router"].route == "code>direct" and rows["router"].correct
+    assert not rows["router"].from_session
+
+
 async def test_router_designs_run_side_by_side_and_each_gets_its_worst_gap(
     backend: SandboxBackend, settings: Settings, tmp_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ async def fallback(item: Item, ctx: ArmContext) -> Outcome:
     return dataclasses.replace(
         outcome,
         answer=direct.answer,
+        from_session=direct.from_session,
         stop=direct.stop,
         route="code>direct",
         steps=outcome.steps + direct.steps,
