@@ -7,8 +7,8 @@ it passes when it finishes without an error within ``timeout_s``.
 
 The code arms' answer: their final answer when it defines the entry point; else the code their session
 holds (:data:`SESSION_SOURCE`: its imports and the source of the functions and classes the agent defined).
-The 1.5B model writes the function, tests it, and then answers with the value its test printed (6 of 6
-items traced), even when told that the answer is the function; results mark such answers
+The 1.5B model writes the function, tests it, and then answers with the value its test printed (17 of 17
+answers traced), even when told that the answer is the function; results mark such answers
 (``from_session``).
 
 Difficulty: the problems sorted by the length of their reference solution, in thirds (short / medium /
