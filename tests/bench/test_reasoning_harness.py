@@ -319,6 +319,7 @@ async def test_a_wrong_function_left_in_the_session_is_scored_wrong(
         ("agent", []),
         ("step1", [run_code("x = 1")]),
         ("fallback", [run_code("x = 1")]),
+        ("kind", [{"answer_is": "value"}, run_code("x = 1")]),
         ("verify", ["12345"]),
     ],
 )
@@ -334,8 +335,8 @@ async def test_each_router_design_reaches_code_by_its_own_path(
     assert model.remaining == 0 and stats.correct == 1 and stats.code_rate == 1.0
     assert stats.mean_steps == 2 + len(first)
     agent_system = model.requests[len(first)].messages[0]["content"]
-    # classify, step1 and fallback hand the item to the code arm; agent and verify let the agent choose
-    assert (CODE_HINT in agent_system) == (design in ("classify", "step1", "fallback"))
+    # classify, step1, fallback and kind hand the item to the code arm; agent and verify let the agent choose
+    assert (CODE_HINT in agent_system) == (design in ("classify", "step1", "fallback", "kind"))
     if design == "verify":
         assert "was: 12345" in model.requests[1].messages[-1]["content"]
     result = next(iter(load_cache(config.out / "results.jsonl").values()))
@@ -473,6 +474,50 @@ async def test_a_fallback_to_the_direct_answer_is_not_marked_as_taken_from_the_s
     assert rows["code"].stop == "limit" and rows["code"].from_session and not rows["code"].correct
     assert rows["router"].route == "code>direct" and rows["router"].correct
     assert not rows["router"].from_session
+
+
+async def test_the_kind_router_sends_a_program_to_the_direct_arm_and_a_value_to_fallbacks_result(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    arms = ["direct", "code", "router", "router:kind"]
+    item = HumanEval().items(1, 0, 2)[0]
+    wrong = run_code(f"def {item.data['entry_point']}(*args):\n    return None")
+    program = ScriptedModel(
+        [
+            item.data["prompt"] + item.data["canonical_solution"],
+            wrong,
+            give("None"),
+            wrong,
+            {"answer_is": "program"},
+        ]
+    )
+    config = BenchConfig(families=["humaneval"], n=1, arms=arms, out=tmp_path / "p")
+    report = await run_reasoning_bench(config, settings, model=program, backend=backend)
+
+    assert program.remaining == 0  # the program question was not asked again: the direct result is reused
+    by_arm = report.families["humaneval"]
+    assert by_arm["code"].correct == 0 and by_arm["router"].correct == 0  # fallback followed code
+    assert by_arm["router:kind"].correct == 1 and by_arm["router:kind"].code_rate == 0.0
+
+    products = get_family("products").items(1, 0, 2)[0]
+    value = ScriptedModel(
+        [
+            *replies_for(products, "direct"),
+            *replies_for(products, "code"),
+            run_code("x = 1"),
+            {"answer_is": "value"},
+        ]
+    )
+    config = BenchConfig(families=["products"], n=1, arms=arms, out=tmp_path / "v")
+    report = await run_reasoning_bench(config, settings, model=value, backend=backend)
+
+    assert value.remaining == 0 and len(value.requests) == 5  # fallback's result reused, not run again
+    kind_row = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm == "router:kind")
+    assert kind_row.route == "code" and kind_row.correct
+    assert (
+        report.families["products"]["router:kind"].mean_steps
+        == report.families["products"]["router"].mean_steps + 1
+    )
 
 
 async def test_router_designs_run_side_by_side_and_each_gets_its_worst_gap(

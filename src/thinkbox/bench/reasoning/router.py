@@ -13,6 +13,11 @@
 - ``fallback``: ``step1``, and when the code path ends without an answer (the agent stopped at a limit:
   steps, repeated errors, time), the direct arm answers instead (reused when known), so a question the
   model cannot code its way through still gets the answer from memory. Route ``code>direct``.
+- ``kind``: one short, constrained call asks whether the answer is a program the question asks for (a
+  function to write) or a value; a program goes to the direct arm, a value to ``fallback`` (whose result
+  is reused when this run has it, under greedy decoding). Measured reason: the 1.5B model's functions
+  written in the loop were worse than its direct ones (HumanEval 45 % against 65 %), and ``step1`` sends
+  every such question to code because the model always starts by defining the function.
 - ``verify``: answer directly first, then the agent sees that answer and checks it with code when the
   question needs computation (else it repeats it). Costs both arms (under greedy decoding the direct
   arm's answer is reused when it is known).
@@ -60,6 +65,21 @@ ROUTE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"route": {"type": "string", "enum": ["code", "direct"]}},
     "required": ["route"],
+    "additionalProperties": False,
+}
+
+KIND_PROMPT = """\
+Is the answer to the question below a piece of program code that you are asked to write (for example a \
+function definition), or a value (a number, a word, a date, a list)?
+
+Question: {question}
+
+Reply with one JSON object: {{"answer_is": "program"}} or {{"answer_is": "value"}}."""
+
+KIND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"answer_is": {"type": "string", "enum": ["program", "value"]}},
+    "required": ["answer_is"],
     "additionalProperties": False,
 }
 
@@ -119,6 +139,26 @@ async def fallback(item: Item, ctx: ArmContext) -> Outcome:
     )
 
 
+async def kind(item: Item, ctx: ArmContext) -> Outcome:
+    started = time.monotonic()
+    request = ModelRequest(
+        messages=[{"role": "user", "content": KIND_PROMPT.format(question=arms.with_files(item)[:3000])}],
+        json_schema=KIND_SCHEMA,
+        max_tokens=16,
+        temperature=ctx.settings.model.temperature,
+    )
+    reply = await complete(ctx.model, request)
+    if "program" in reply.text:
+        return await _take("direct", item, ctx, started, reply)
+    outcome = _known(item, ctx, "router:fallback") or await fallback(item, ctx)
+    return dataclasses.replace(
+        outcome,
+        steps=outcome.steps + 1,
+        tokens=outcome.tokens + reply.usage.total,
+        wall_s=outcome.wall_s + time.monotonic() - started,
+    )
+
+
 def _known(item: Item, ctx: ArmContext, arm: str) -> Outcome | None:
     """What ``arm`` gave for ``item`` in this run, when it may be reused (greedy decoding)."""
     return ctx.earlier(item, arm) if ctx.earlier is not None else None
@@ -162,6 +202,7 @@ ROUTERS: dict[str, RouterFn] = {
     "agent": agent,
     "step1": step1,
     "fallback": fallback,
+    "kind": kind,
     "verify": verify,
 }
 DEFAULT_ROUTER = "fallback"

@@ -265,7 +265,8 @@ def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str) -> 
         if r is None:
             return None
         return Outcome(answer=r.answer, code_ran=r.code_ran, steps=r.steps, tokens=r.tokens, wall_s=r.wall_s,
-                       stop=r.stop, route=arm, from_session=r.from_session)  # fmt: skip
+                       stop=r.stop, route=r.route if arm.startswith("router") else arm,
+                       from_session=r.from_session)  # fmt: skip
 
     return earlier
 
