@@ -491,7 +491,7 @@ async def test_the_kind_router_sends_a_program_to_the_direct_arm_and_a_value_to_
             {"answer_is": "program"},
         ]
     )
-    config = BenchConfig(families=["humaneval"], n=1, arms=arms, out=tmp_path / "p")
+    config = BenchConfig(families=["humaneval"], n=1, arms=arms, router="fallback", out=tmp_path / "p")
     report = await run_reasoning_bench(config, settings, model=program, backend=backend)
 
     assert program.remaining == 0  # the program question was not asked again: the direct result is reused
@@ -508,7 +508,7 @@ async def test_the_kind_router_sends_a_program_to_the_direct_arm_and_a_value_to_
             {"answer_is": "value"},
         ]
     )
-    config = BenchConfig(families=["products"], n=1, arms=arms, out=tmp_path / "v")
+    config = BenchConfig(families=["products"], n=1, arms=arms, router="fallback", out=tmp_path / "v")
     report = await run_reasoning_bench(config, settings, model=value, backend=backend)
 
     assert value.remaining == 0 and len(value.requests) == 5  # fallback's result reused, not run again

@@ -111,7 +111,8 @@ def bench_reasoning(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="Router design: fallback (the default), step1, agent, classify, kind, verify. fallback is step1 "
+        help="Router design: kind (the default), fallback, step1, agent, classify, verify. kind asks whether "
+        "the answer is a program (-> direct) or a value (-> fallback); fallback is step1 "
         "that answers directly when the code path stops without an answer.",
     ),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
