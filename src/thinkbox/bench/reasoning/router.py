@@ -94,15 +94,20 @@ VERIFY_TEMPLATE = (
 
 async def classify(item: Item, ctx: ArmContext) -> Outcome:
     started = time.monotonic()
+    reply = await _label(ctx, CLASSIFY_PROMPT.format(question=item.question), ROUTE_SCHEMA)
+    route = "code" if "code" in reply.text.lower() else "direct"
+    return await _take(route, item, ctx, started, reply)
+
+
+async def _label(ctx: ArmContext, prompt: str, schema: dict[str, Any]) -> ModelReply:
+    """One short reply constrained to ``schema`` (a label), at the run's temperature."""
     request = ModelRequest(
-        messages=[{"role": "user", "content": CLASSIFY_PROMPT.format(question=item.question)}],
-        json_schema=ROUTE_SCHEMA,
+        messages=[{"role": "user", "content": prompt}],
+        json_schema=schema,
         max_tokens=16,
         temperature=ctx.settings.model.temperature,
     )
-    reply = await complete(ctx.model, request)
-    route = "code" if "code" in reply.text.lower() else "direct"
-    return await _take(route, item, ctx, started, reply)
+    return await complete(ctx.model, request)
 
 
 async def agent(item: Item, ctx: ArmContext) -> Outcome:
@@ -144,13 +149,7 @@ async def fallback(item: Item, ctx: ArmContext) -> Outcome:
 
 async def kind(item: Item, ctx: ArmContext) -> Outcome:
     started = time.monotonic()
-    request = ModelRequest(
-        messages=[{"role": "user", "content": KIND_PROMPT.format(question=arms.with_files(item)[:3000])}],
-        json_schema=KIND_SCHEMA,
-        max_tokens=16,
-        temperature=ctx.settings.model.temperature,
-    )
-    reply = await complete(ctx.model, request)
+    reply = await _label(ctx, KIND_PROMPT.format(question=arms.with_files(item)[:3000]), KIND_SCHEMA)
     if "program" in reply.text:
         return await _take("direct", item, ctx, started, reply)
     outcome = _known(item, ctx, "router:fallback") or await fallback(item, ctx)
