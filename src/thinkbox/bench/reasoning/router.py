@@ -152,12 +152,13 @@ async def kind(item: Item, ctx: ArmContext) -> Outcome:
     reply = await _label(ctx, KIND_PROMPT.format(question=arms.with_files(item)[:3000]), KIND_SCHEMA)
     if "program" in reply.text:
         return await _take("direct", item, ctx, started, reply)
+    decided_s = time.monotonic() - started  # fallback's own time is in its outcome, reused or not
     outcome = _known(item, ctx, "router:fallback") or await fallback(item, ctx)
     return dataclasses.replace(
         outcome,
         steps=outcome.steps + 1,
         tokens=outcome.tokens + reply.usage.total,
-        wall_s=outcome.wall_s + time.monotonic() - started,
+        wall_s=outcome.wall_s + decided_s,
     )
 
 
