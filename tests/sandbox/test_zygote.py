@@ -184,7 +184,7 @@ async def test_closed_session_workspace_and_cgroup_are_removed(backend: ZygoteBa
     name = getattr(s.process, "cgroup_name", None)
     assert (name is None) == (cgroups.layout() is None)
     # the workspaces live in the zygote's mount namespace: seen through its /proc/PID/root
-    workspace = f"/proc/{backend.zygote_pid}/root{backend.runtime}/ws/{sid}"
+    workspace = f"/proc/{backend.zygote_pid}/root{backend.workspace_dir(sid)}"
     assert _is_dir(workspace)
     await s.close()
     assert not _is_dir(workspace)

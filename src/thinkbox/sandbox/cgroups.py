@@ -179,7 +179,7 @@ class Cgroup:
                 _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
             return
         by_ctl = {d.parent.parent.name: d for d in self.dirs}
-        _write(by_ctl["memory"] / "memory.limit_in_bytes", str(memory))
+        _set_v1_memory(by_ctl["memory"], memory)
         _write(by_ctl["pids"] / "pids.max", str(limits.processes))
         if "cpu" in by_ctl:
             _write(by_ctl["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
@@ -226,6 +226,24 @@ class Cgroup:
                     if exc.errno != errno.EBUSY:
                         raise
                     time.sleep(0.01)
+
+
+def _set_v1_memory(d: Path, limit: int) -> None:
+    """memory.limit_in_bytes, and memory.memsw.limit_in_bytes (memory + swap) to the same value where the
+    kernel accounts swap: without it a session could push its memory into swap past the limit. The
+    kernel keeps memsw >= memory at every step, so the order of the two writes depends on the direction."""
+    memsw = d / "memory.memsw.limit_in_bytes"
+    if not memsw.exists():
+        _write(d / "memory.limit_in_bytes", str(limit))
+        return
+    try:
+        _write(d / "memory.limit_in_bytes", str(limit))
+        _write(memsw, str(limit))
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _write(memsw, str(limit))  # raising: memsw first
+        _write(d / "memory.limit_in_bytes", str(limit))
 
 
 def existing(name: str) -> Cgroup | None:

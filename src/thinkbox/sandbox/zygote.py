@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import cgroups, isolation
+from thinkbox.sandbox import cgroups, isolation, uids, wire
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
-from thinkbox.sandbox.types import WORKSPACE, SessionConfig
+from thinkbox.sandbox.types import WORKSPACE, Mount, SessionConfig
+from thinkbox.sandbox.zygote_server import MAX_MOUNTS
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,19 @@ KILL_TIMEOUT_S = 5.0
 _INSTANCE_PREFIX = "z"
 
 
+MAX_ENV_BYTES = 64 * 1024
+"""A session's environment travels in one frame over its socket before the protocol starts."""
+
+
 def default_runtime_root() -> Path:
+    """/run/thinkbox as root; else $XDG_RUNTIME_DIR/thinkbox, or /tmp/thinkbox-UID checked to be our own
+    private directory (a predictable name in /tmp could have been made by another user first)."""
     if os.geteuid() == 0:
         return Path("/run/thinkbox")
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/thinkbox-{os.getuid()}"
-    return Path(base) / "thinkbox"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "thinkbox"
+    return uids.private_dir(Path(f"/tmp/thinkbox-{os.getuid()}")) / "thinkbox"
 
 
 def default_cache_dir() -> Path:
@@ -62,8 +71,21 @@ class _Pending:
 
 
 @dataclass
+class _Slot:
+    """What the backend keeps per session between spawns: its slot number (uid offset and workspace
+    name, all the zygote knows of it) and its mount sources, opened once so a restart cannot be
+    redirected by a symlink swapped in meanwhile."""
+
+    number: int
+    spec: tuple[Mount, ...]
+    mounts: list[dict[str, Any]]
+    fds: list[int]
+
+
+@dataclass
 class _Live:
     sid: str
+    slot: int
     pid: int
     pidfd: int | None
     exited: asyncio.Future[ExitInfo]
@@ -151,25 +173,33 @@ class ZygoteBackend(SandboxBackend):
     name: ClassVar[str] = "zygote"
 
     def __init__(
-        self, *, runtime_dir: str | Path | None = None, uid_base: int = 100000, embryos: int = 2, **_: Any
+        self,
+        *,
+        runtime_dir: str | Path | None = None,
+        uid_base: int | None = None,
+        embryos: int = 2,
+        **_: Any,
     ) -> None:
-        """``embryos``: forked, not yet specialized sessions the fork server keeps ready (0: on demand)."""
+        """``embryos``: forked, not yet specialized sessions the fork server keeps ready (0: on demand).
+        ``uid_base``: as root, sessions run as host uids ``uid_base + 1 ...``; by default a block of its
+        own is reserved for this engine (:mod:`thinkbox.sandbox.uids`), so no two engines share a uid."""
         self.embryos = embryos
         self.runtime_root = Path(runtime_dir) if runtime_dir is not None else default_runtime_root()
-        self.uid_base = uid_base
+        self._uid_override = uid_base
+        self._uid_block: uids.UidBlock | None = None
+        self.uid_base = uid_base or 0
         self.instance = f"{_INSTANCE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.runtime = self.runtime_root / self.instance
         self._proc: asyncio.subprocess.Process | None = None
         self._ctl: socket.socket | None = None
         self._start_lock = asyncio.Lock()
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[int, _Pending] = {}
         self._live: dict[int, _Live] = {}
-        self._by_sid: dict[str, _Live] = {}
-        self._numbers: dict[str, int] = {}
-        self._releasing: dict[str, asyncio.Future[None]] = {}
+        self._by_slot: dict[int, _Live] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._releasing: dict[int, asyncio.Future[None]] = {}
         self._embryos: dict[int, int] = {}
         """Prepared, unused sessions: init pid -> interpreter pid."""
-        self._counter = itertools.count(1)
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -208,7 +238,17 @@ class ZygoteBackend(SandboxBackend):
             self._check_platform()
             await self._cleanup_previous()
             self._remove_stale()
+            self._reserve_uids()
             await self._launch()
+
+    def _reserve_uids(self) -> None:
+        if os.geteuid() != 0 or self._uid_override is not None or self._uid_block is not None:
+            return
+        try:
+            self._uid_block = uids.reserve(self.runtime_root / "uids")
+        except OSError as exc:
+            raise SandboxUnavailable(f"no uid block could be reserved for the sessions: {exc}") from None
+        self.uid_base = self._uid_block.base
 
     def _remove_stale(self) -> None:
         """Workspaces and cgroups of thinkbox instances whose owner process is gone."""
@@ -312,7 +352,7 @@ class ZygoteBackend(SandboxBackend):
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
-        sid = str(msg.get("sid"))
+        slot = int(msg.get("slot") or 0)
         if op in ("ready", "fatal"):
             if not self._ready.done():
                 self._ready.set_result(msg)
@@ -320,17 +360,17 @@ class ZygoteBackend(SandboxBackend):
             self._embryos[int(msg["pid"])] = int(msg["kernel"])
         elif op == "spawned":
             self._embryos.pop(int(msg["pid"]), None)
-            pending = self._pending.get(sid)
+            pending = self._pending.get(slot)
             if pending is not None and not pending.spawned.done():
                 pending.cgroup = msg.get("cgroup")
                 pending.kernel = int(msg["kernel"])
                 pending.spawned.set_result(int(msg["pid"]))
         elif op == "error":
-            live = self._by_sid.get(sid)
+            live = self._by_slot.get(slot)
             if live is not None:
                 live.error = str(msg.get("message"))
                 return
-            pending = self._pending.get(sid)
+            pending = self._pending.get(slot)
             if pending is None:
                 return
             if not msg.get("no_process"):  # also after "spawned", until spawn() makes the _Live
@@ -338,7 +378,7 @@ class ZygoteBackend(SandboxBackend):
             elif not pending.spawned.done():
                 pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
         elif op == "status":
-            live = self._by_sid.get(sid)
+            live = self._by_slot.get(slot)
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
@@ -347,7 +387,7 @@ class ZygoteBackend(SandboxBackend):
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
         elif op == "released":
-            waiter = self._releasing.pop(sid, None)
+            waiter = self._releasing.pop(slot, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
@@ -356,8 +396,8 @@ class ZygoteBackend(SandboxBackend):
             if fd is not None:
                 os.close(fd)
         live.pidfd = live.kernel_fd = None
-        if self._by_sid.get(live.sid) is live:
-            del self._by_sid[live.sid]
+        if self._by_slot.get(live.slot) is live:
+            del self._by_slot[live.slot]
         rc = live.returncode if live.returncode is not None else init_rc
         if not live.exited.done():
             live.exited.set_result(ExitInfo(rc, live.error or reason))
@@ -409,23 +449,27 @@ class ZygoteBackend(SandboxBackend):
         await self.start()
         if self._ctl is None:
             raise SessionStartError(self._dead_reason or "the zygote is not running")
-        mounts = [_check_mount(m.source, m.target, m.read_only) for m in config.mounts]
         if config.limits.network:
             raise ConfigError("limits.network=True is not supported by the zygote backend; set it to false")
-        n = self._numbers.setdefault(session_id, next(self._counter))
+        setup = wire.encode({"type": "setup", "env": config.env})
+        if len(setup) > MAX_ENV_BYTES:
+            raise ConfigError(
+                f"the session's environment is {len(setup)} bytes encoded; at most {MAX_ENV_BYTES} "
+                "(SessionConfig.env)"
+            )
+        slot = self._slot(session_id, config)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.sendall(setup)  # read by the interpreter once it is confined; never seen by the zygote
         request = {
             "op": "spawn",
-            "sid": session_id,
-            "n": n,
+            "slot": slot.number,
             "limits": config.limits.model_dump(),
-            "mounts": mounts,
-            "env": config.env,
+            "mounts": slot.mounts,
         }
         pending = _Pending(asyncio.get_running_loop().create_future())
-        self._pending[session_id] = pending
+        self._pending[slot.number] = pending
         try:
-            await self._send_request(json.dumps(request).encode(), theirs.fileno())
+            await self._send_request(json.dumps(request).encode(), [theirs.fileno(), *slot.fds])
             theirs.close()
             async with asyncio.timeout(SPAWN_TIMEOUT_S):
                 pid = await pending.spawned
@@ -439,7 +483,7 @@ class ZygoteBackend(SandboxBackend):
             raise
         finally:
             theirs.close()
-            del self._pending[session_id]
+            del self._pending[slot.number]
         try:
             pidfd: int | None = os.pidfd_open(pid)
         except OSError:
@@ -449,22 +493,57 @@ class ZygoteBackend(SandboxBackend):
         except OSError:
             kernel_fd = None
         exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
-        live = _Live(session_id, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
+        live = _Live(session_id, slot.number, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
         live.kernel, live.kernel_fd = pending.kernel, kernel_fd
         self._live[pid] = live
-        self._by_sid[session_id] = live
+        self._by_slot[slot.number] = live
         return ZygoteKernel(self, ours, live)
 
-    async def _send_request(self, data: bytes, fd: int | None) -> None:
+    def _slot(self, session_id: str, config: SessionConfig) -> _Slot:
+        """The session's slot: made at its first spawn (the lowest free number, its mount sources checked
+        and opened), the same one at every restart."""
+        known = self._slots.get(session_id)
+        if known is not None and known.spec == config.mounts:
+            return known
+        if known is not None:  # the caller asks for other mounts: a new request, checked anew
+            self._forget_slot(session_id)
+            self._slots[session_id] = _Slot(known.number, (), [], [])
+        if len(config.mounts) > MAX_MOUNTS:
+            raise ConfigError(f"{len(config.mounts)} mounts; at most {MAX_MOUNTS} (SessionConfig.mounts)")
+        taken = {s.number for s in self._slots.values()} | set(self._releasing)
+        number = known.number if known is not None else next(n for n in itertools.count(1) if n not in taken)
+        if number >= uids.BLOCK_SIZE:
+            raise SessionStartError(f"{uids.BLOCK_SIZE - 1} sessions are open in this engine; close some")
+        mounts, fds = [], []
+        try:
+            for m in config.mounts:
+                checked = _check_mount(m.source, m.target, m.read_only)
+                fds.append(os.open(checked.pop("source"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+                mounts.append(checked)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise ConfigError(f"mount source cannot be opened: {exc} (SessionConfig.mounts)") from None
+        slot = self._slots[session_id] = _Slot(number, config.mounts, mounts, fds)
+        return slot
+
+    def _forget_slot(self, session_id: str) -> _Slot | None:
+        slot = self._slots.pop(session_id, None)
+        if slot is not None:
+            for fd in slot.fds:
+                os.close(fd)
+        return slot
+
+    async def _send_request(self, data: bytes, fds: list[int]) -> None:
         for _ in range(10_000):
             ctl = self._ctl
             if ctl is None:
                 raise SessionStartError(self._dead_reason or "the zygote is not running")
             try:
-                if fd is None:
+                if not fds:
                     ctl.send(data)
                 else:
-                    socket.send_fds(ctl, [data], [fd])
+                    socket.send_fds(ctl, [data], fds)
                 return
             except BlockingIOError:
                 await asyncio.sleep(0.001)
@@ -473,7 +552,10 @@ class ZygoteBackend(SandboxBackend):
         raise SessionStartError("the zygote is not accepting requests (control socket full)")
 
     async def release(self, session_id: str) -> None:
-        live = self._by_sid.get(session_id)
+        slot = self._forget_slot(session_id)
+        if slot is None:
+            return
+        live = self._by_slot.get(slot.number)
         if live is not None:  # still running: the session should have killed it first
             with contextlib.suppress(OSError):
                 if live.pidfd is not None:
@@ -481,18 +563,17 @@ class ZygoteBackend(SandboxBackend):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(KILL_TIMEOUT_S):
                     await asyncio.shield(live.exited)
-        self._numbers.pop(session_id, None)
         if self._ctl is not None:  # the workspace is mounted in the zygote's mount namespace
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._releasing[session_id] = waiter
+            self._releasing[slot.number] = waiter  # the number is not reused before its workspace is gone
             try:
-                await self._send_request(json.dumps({"op": "release", "sid": session_id}).encode(), None)
+                await self._send_request(json.dumps({"op": "release", "slot": slot.number}).encode(), [])
                 async with asyncio.timeout(KILL_TIMEOUT_S):
                     await waiter
             except (TimeoutError, SessionStartError):
                 log.warning("session %s: the zygote did not confirm the workspace release", session_id)
             finally:
-                self._releasing.pop(session_id, None)
+                self._releasing.pop(slot.number, None)
 
     async def aclose(self) -> None:
         for live in list(self._live.values()):
@@ -508,7 +589,11 @@ class ZygoteBackend(SandboxBackend):
         prefix = self.instance + "-"
         await asyncio.to_thread(cgroups.remove_stale, lambda name: name.startswith(prefix))
         await asyncio.to_thread(_remove_runtime, self.runtime)
-        self._numbers.clear()
+        for session_id in list(self._slots):
+            self._forget_slot(session_id)
+        if self._uid_block is not None:
+            self._uid_block.release()
+            self._uid_block = None
 
     def idle_pids(self) -> set[int]:
         """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each).
@@ -522,6 +607,12 @@ class ZygoteBackend(SandboxBackend):
                     found.add(p)
                     found.update(_children(p))
         return found
+
+    def workspace_dir(self, session_id: str) -> Path | None:
+        """Where an open session's workspace is mounted, in the zygote's mount namespace (seen from the
+        host through ``/proc/<zygote_pid>/root``); None for an unknown session."""
+        slot = self._slots.get(session_id)
+        return None if slot is None else self.runtime / "ws" / str(slot.number)
 
     @property
     def zygote_pid(self) -> int | None:

@@ -12,24 +12,32 @@ Sessions are prepared ahead of the request as **embryos** (like Android's USAP p
 config, refilled whenever the server is idle; 0 = only on demand). The zygote enters a new pid namespace
 for its children only, then starts two processes in it, both its own children::
 
-    zygote ─unshare(pid)─┬─posix_spawn─▶ I  pid 1: tini (reaps orphans), running ``sleep infinity``
+    zygote ─unshare(pid)─┬─posix_spawn─▶ I  pid 1: tini (reaps orphans), running ``sleep infinity``, as
+                         │                 uid ``uid_base`` without capabilities, stdio on /dev/null
                          │                 (vfork + exec: no copy of the zygote's page tables)
                          └─fork────────▶ C  the interpreter, root until it drops privileges: own process
                                            group, joins its own cgroup (a migration waits for an RCU
                                            grace period, so it is done now), unshare(mnt net ipc uts
-                                           cgroup), recursive bind of the template, proc, /dev/shm, /run;
-                                           waits for its request
+                                           cgroup), recursive bind of the template, proc (hidepid=2,
+                                           host-revealing files masked), /run; waits for its request
     request: zygote mounts the size-limited workspace tmpfs in its own mount namespace (it propagates
-             into C's, and outlives C, so a restart keeps the files) and hands the request + the
-             session socket to C;
-             C: writes the session's limits into its cgroup, /tmp, /run/passwd, binds the workspace and
-             the caller's mounts (opened beneath the workspace, never through its symlinks), pivot_root,
-             drops privileges (own uid, no capabilities, NO_NEW_PRIVS), rlimits, seccomp, kernel.serve().
+             into C's, and outlives C, so a restart keeps the files) and hands the request, the session
+             socket and one O_PATH fd per mount source (opened once by the host for the session) to C;
+             C: writes the session's limits into its cgroup, /tmp and /dev/shm, /run/passwd, binds the
+             workspace and the caller's mounts (re-opened in its own namespace without following
+             symlinks, checked to be the same directory; targets opened beneath the workspace, never
+             through its symlinks; read-only recursively), pivot_root, drops privileges (own uid, no
+             capabilities, NO_NEW_PRIVS), rlimits, seccomp, reads its environment from the host over the
+             session socket, kernel.serve().
+
+**What the zygote never sees**: a session's id, environment and mount paths. Whatever the zygote parses
+stays in its heap, and every later session is forked from that heap: requests carry only a slot number
+(the session's uid offset and workspace name), limits and mount targets.
 
 One fork of the 100 MB zygote per session, not two: the fork's copy of the page tables and the first
-writes to shared pages are most of the CPU a session start costs. I stays in the zygote's mount
-namespace, as root with every capability: the session's uid (and, unprivileged, its empty capability
-set) keeps it from signalling, tracing or looking through I (/proc/1/root needs ptrace access).
+writes to shared pages are most of the CPU a session start costs. I stays in the zygote's mount and
+network namespaces, outside the session's cgroup; it runs no session code, holds none of the zygote's
+fds, and the session can neither see it (hidepid) nor signal or trace it (another uid, seccomp).
 
 CPU priority (root only): the zygote serves requests at nice -5; a spare embryo is forked and prepared
 at nice 19 (it yields to the sessions being started) and is reniced to 0 (C's process group) when taken;
@@ -42,19 +50,21 @@ removes the cgroup. Messages to the host::
 
     {"op": "ready", "pid": ...}                       once, after the preload
     {"op": "fatal", "message": ...}                   the zygote could not start
-    {"op": "spawned", "sid": ..., "pid": I, "kernel": C, "cgroup": name}   host pids and the cgroup
-    {"op": "error", "sid": ..., "message": ...}       C: setup failed (the process then exits)
-    {"op": "status", "sid": ..., "returncode": rc}    how C ended
+    {"op": "spawned", "slot": ..., "pid": I, "kernel": C, "cgroup": name}   host pids and the cgroup
+    {"op": "error", "slot": ..., "message": ...}      C: setup failed (the process then exits)
+    {"op": "status", "slot": ..., "returncode": rc}   how C ended
     {"op": "exit", "pid": I, "returncode": rc}        the zygote reaped I: nothing of the session is left
-    {"op": "released", "sid": ...}                    the workspace of a closed session is gone
+    {"op": "released", "slot": ...}                   the workspace of a closed session is gone
     {"op": "embryo", "pid": I, "kernel": C}           a prepared, unused session (for idle_pids())
 
-Requests from the host: ``{"op": "spawn", "sid", "n", "limits", "mounts", "env"}`` (+ 1 fd) and
-``{"op": "release", "sid"}``.
+Requests from the host: ``{"op": "spawn", "slot", "limits", "mounts": [{"target", "read_only"}]}`` (+ the
+session socket and one fd per mount) and ``{"op": "release", "slot"}``. The host then sends C, over the
+session socket, one ``{"type": "setup", "env": {...}}`` frame before the protocol starts.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
 import json
@@ -68,7 +78,7 @@ import threading
 import traceback
 from typing import Any
 
-from thinkbox.sandbox import cgroups, isolation, kernel, rlimits, seccomp
+from thinkbox.sandbox import cgroups, isolation, kernel, rlimits, seccomp, wire
 from thinkbox.sandbox.types import Limits
 
 SESSION_NAMESPACES = (
@@ -76,6 +86,19 @@ SESSION_NAMESPACES = (
 )
 DEFAULT_LIMITS = Limits()
 DEVICES = ("null", "zero", "full", "random", "urandom")
+MAX_MOUNTS = 16
+"""Mounts per session: each travels as an O_PATH fd with the spawn request."""
+MASKED_PROC_FILES = (
+    *("cmdline", "interrupts", "softirqs", "diskstats", "partitions", "swaps", "locks", "modules"),
+    *("devices", "execdomains", "consoles", "misc", "dma", "fb", "mtrr", "buddyinfo", "zoneinfo"),
+    *("pagetypeinfo", "vmallocinfo", "slabinfo", "iomem", "ioports", "kallsyms", "kcore", "keys"),
+    *("key-users", "timer_list", "sched_debug", "latency_stats", "sysrq-trigger", "config.gz"),
+    *("kpagecount", "kpageflags", "kpagecgroup"),
+)
+"""/proc files that tell a session about the host or about other sessions (the kernel's command line,
+interrupt and disk counters, other processes' file locks, ...): /dev/null is bound over each one."""
+MASKED_PROC_DIRS = ("acpi", "asound", "bus", "driver", "fs", "irq", "pressure", "scsi", "sysvipc", "tty")
+"""/proc directories hidden under an empty read-only directory."""
 _NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
 SPARE_NICE = 19
 """CPU priority of the spare sessions' preparation (the zygote's fork of one, then its setup)."""
@@ -93,7 +116,8 @@ class Context:
         self.root_mnt = os.path.join(self.runtime, "root")
         self.ws_root = os.path.join(self.runtime, "ws")
         self.privileged = os.geteuid() == 0 and not config.get("in_userns", False)
-        self.uid_base = int(config.get("uid_base", 100000))
+        self.uid_base = int(config.get("uid_base", 0))
+        """Sessions run as ``uid_base + slot``; ``uid_base`` itself is every session's init (tini)."""
         self.last_cap = isolation.last_capability()
         self.seccomp_programs = [
             seccomp.compile_program(),
@@ -104,6 +128,10 @@ class Context:
         self.nice = 0
         self.tmp_binds: list[tuple[str, str]] = []
         """Interpreter paths under /tmp (a venv in a checkout there): bound again over each session's /tmp."""
+        self.masked_files = [n for n in MASKED_PROC_FILES if os.path.isfile(f"/proc/{n}")]
+        self.masked_dirs = [n for n in MASKED_PROC_DIRS if os.path.isdir(f"/proc/{n}")]
+        self.null_fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        """The zygote's own (the sessions' inits get it as stdio); closed in every forked embryo."""
 
     def build_template(self) -> None:
         """The read-only skeleton every session's root is a recursive bind of."""
@@ -152,7 +180,8 @@ class Context:
 
 
 def init_argv() -> list[str]:
-    """pid 1 of each session: tini reaps the orphans and ends with the zygote (-p SIGKILL)."""
+    """pid 1 of each session: tini reaps the orphans and ends with the zygote (-p SIGKILL). It runs as
+    ``uid_base`` (no capabilities, not a session's uid: a session can neither signal nor see it)."""
     tini, sleep = shutil.which("tini"), shutil.which("sleep")
     if tini is None or sleep is None:
         raise RuntimeError(
@@ -197,12 +226,14 @@ def _normal_priority(ctx: Context) -> None:
 
 
 def _session_uid(ctx: Context, req: dict[str, Any]) -> int:
-    return ctx.uid_base + int(req["n"]) if ctx.privileged else 0
+    return ctx.uid_base + int(req["slot"]) if ctx.privileged else 0
 
 
-def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int) -> None:
+def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int, sources: list[int]) -> None:
     r = ctx.root_mnt
-    isolation.mount("tmpfs", r + "/tmp", "tmpfs", _NOSUID_NODEV, f"size={limits.tmp_mib}m,mode=1777")
+    for target in ("/tmp", "/dev/shm"):
+        opts = f"size={limits.tmp_mib}m,mode=1777"
+        isolation.mount("tmpfs", r + target, "tmpfs", _NOSUID_NODEV, opts)
     for src, dst in ctx.tmp_binds:  # the private /tmp must not hide the interpreter
         _bind_into(r, src, dst, read_only=True)
     with open(r + "/run/passwd", "w") as f:
@@ -212,23 +243,42 @@ def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int
         )
     with open(r + "/run/group", "w") as f:
         f.write(f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")
-    isolation.bind(os.path.join(ctx.ws_root, str(req["sid"])), r + "/workspace", read_only=False)
-    for m in req.get("mounts", ()):  # the workspace is the sandbox's: never follow its symlinks
+    isolation.bind(os.path.join(ctx.ws_root, str(req["slot"])), r + "/workspace", read_only=False)
+    mounts = req.get("mounts", ())
+    if len(mounts) != len(sources):
+        raise ValueError(f"{len(mounts)} mounts but {len(sources)} source fds")
+    for m, source in zip(mounts, sources, strict=True):
+        own = _reopen_source(source)
+        # the workspace is the sandbox's: never follow its symlinks
         fd = isolation.open_beneath(r + "/workspace", m["target"])
         try:
-            isolation.mount(m["source"], f"/proc/self/fd/{fd}", None, isolation.MS_BIND | isolation.MS_REC)
+            isolation.mount(
+                f"/proc/self/fd/{own}", f"/proc/self/fd/{fd}", None, isolation.MS_BIND | isolation.MS_REC
+            )
         finally:
             os.close(fd)
+            os.close(own)
+            os.close(source)
         # the path was just checked component by component, and no sandbox code runs meanwhile
-        flags = isolation.MS_BIND | isolation.MS_REMOUNT | _NOSUID_NODEV
-        if m["read_only"]:
-            flags |= isolation.MS_RDONLY
-        isolation.mount(None, f"{r}/workspace/{m['target']}", None, flags)
+        isolation.restrict(f"{r}/workspace/{m['target']}", read_only=bool(m["read_only"]), recursive=True)
     os.chdir(r)
     isolation.pivot_root(".", ".")
     isolation.umount2(".", isolation.MNT_DETACH)
     os.chdir("/")
     isolation.sethostname("sandbox")
+
+
+def _reopen_source(fd: int) -> int:
+    """This mount namespace's own fd of the directory that ``fd`` (opened once by the host, for the whole
+    session) names: the host's fd lies in another mount namespace, which a bind mount refuses. The path
+    is walked without following symlinks and must lead to the very same directory."""
+    path = os.readlink(f"/proc/self/fd/{fd}")
+    own = isolation.open_nofollow(path)
+    a, b = os.fstat(fd), os.fstat(own)
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        os.close(own)
+        raise OSError(0, f"mount source {path!r} changed since the session started")
+    return own
 
 
 # -- the session's interpreter -----------------------------------------------------------------------
@@ -296,21 +346,25 @@ def _embryo(
         # slave, not private: workspaces the zygote mounts later still show up here
         isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)
         isolation.mount(ctx.template, r, None, isolation.MS_BIND | isolation.MS_REC)
-        isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC)
+        # hidepid: the session sees only the processes it could ptrace (not its init, uid_base)
+        isolation.mount("proc", r + "/proc", "proc", _NOSUID_NODEV | isolation.MS_NOEXEC, "hidepid=2")
         isolation.bind(r + "/proc/sys", r + "/proc/sys", read_only=True, recursive=True)
-        isolation.mount("tmpfs", r + "/dev/shm", "tmpfs", _NOSUID_NODEV, "size=64m,mode=1777")
+        for name in ctx.masked_files:
+            isolation.mount(ctx.template + "/dev/null", f"{r}/proc/{name}", None, isolation.MS_BIND)
+        for name in ctx.masked_dirs:  # the template's own /proc: an empty read-only directory
+            isolation.mount(ctx.template + "/proc", f"{r}/proc/{name}", None, isolation.MS_BIND)
         isolation.mount(
             "tmpfs", r + "/run", "tmpfs", _NOSUID_NODEV | isolation.MS_NOEXEC, "size=64k,mode=0755"
         )
         if spare:  # a request already waits for an embryo made on demand: no time to gain
             with contextlib.suppress(Exception):
                 _warm_up()
-        data, fds, _, _ = socket.recv_fds(chan, 65536, 1)
-        if not data or len(fds) != 1:  # the zygote is gone or discarded this embryo
+        data, fds = _recv_fds(chan)
+        if not data or not fds:  # the zygote is gone or discarded this embryo
             os._exit(0)
         chan.close()
         req = json.loads(data)
-        sid = str(req["sid"])
+        slot = int(req["slot"])
     except BaseException:
         traceback.print_exc()
         os._exit(1)
@@ -321,17 +375,16 @@ def _embryo(
         limits = Limits.model_validate(req["limits"])
         if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
             cg.set_limits(limits)
-        _specialize_root(ctx, req, limits, uid)
+        _specialize_root(ctx, req, limits, uid, fds[1:])
     except BaseException as exc:
-        _send(ctl, {"op": "error", "sid": sid, "message": f"sandbox setup failed: {_reason(exc)}"})
+        _send(ctl, {"op": "error", "slot": slot, "message": f"sandbox setup failed: {_reason(exc)}"})
         os._exit(1)
-    _session_c(ctx, ctl, sess, req, limits, uid)
+    _session_c(ctx, ctl, sess, slot, limits, uid)
 
 
 def _session_c(
-    ctx: Context, ctl: socket.socket, sess: socket.socket, req: dict[str, Any], limits: Limits, uid: int
+    ctx: Context, ctl: socket.socket, sess: socket.socket, slot: int, limits: Limits, uid: int
 ) -> None:
-    sid = str(req["sid"])
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -348,11 +401,16 @@ def _session_c(
         for program in ctx.seccomp_programs:
             seccomp.load_program(program)
     except BaseException as exc:
-        _send(ctl, {"op": "error", "sid": sid, "message": f"dropping privileges failed: {_reason(exc)}"})
+        _send(ctl, {"op": "error", "slot": slot, "message": f"dropping privileges failed: {_reason(exc)}"})
         os._exit(1)
     ctl.close()
     try:
-        kernel.serve(sess, {"output_bytes": limits.output_bytes, "env": req.get("env") or {}})
+        # The session's environment comes from the host over the session's own socket, never through
+        # the zygote: what the zygote parses stays in its heap, which every later session inherits.
+        setup = wire.recv_frame(sess)
+        if setup is None or setup.get("type") != "setup":
+            raise ValueError(f"expected the session's setup frame, got {setup!r}")
+        kernel.serve(sess, {"output_bytes": limits.output_bytes, "env": setup.get("env") or {}})
     except BaseException:
         traceback.print_exc()
         os._exit(1)
@@ -369,7 +427,7 @@ class Embryo:
         self.kernel = kernel
         self.chan = chan
         self.cgroup = cg
-        self.sid: str | None = None
+        self.slot: int | None = None
 
 
 class Server:
@@ -412,7 +470,7 @@ class Server:
     def serve_requests(self) -> bool:
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self.ctl, 65536, 4)
+                data, fds = _recv_fds(self.ctl)
             except BlockingIOError:
                 return True
             except OSError:
@@ -424,16 +482,16 @@ class Server:
             except ValueError:
                 req = {}
             op = req.get("op")
-            if op == "spawn" and len(fds) == 1:
-                self.spawn(req, fds[0])
+            if op == "spawn" and fds:
+                self.spawn(req, fds)
                 continue
             for fd in fds:
                 os.close(fd)
             if op == "release":
-                self.release(str(req["sid"]))
+                self.release(int(req["slot"]))
             else:
                 msg = f"bad zygote request {req!r}"
-                _send(self.ctl, {"op": "error", "sid": req.get("sid"), "message": msg, "no_process": True})
+                _send(self.ctl, {"op": "error", "slot": req.get("slot"), "message": msg, "no_process": True})
 
     def make_embryo(self, spare: bool = False) -> Embryo:
         cg = None
@@ -448,7 +506,7 @@ class Server:
             try:
                 # pid 1: tini, started by vfork + exec, so the only copy of the zygote's page tables per
                 # session is the interpreter's fork below
-                init = os.posix_spawn(self.ctx.init_argv[0], self.ctx.init_argv, {}, setpgroup=0)
+                init = self.spawn_init()
                 if low:  # the fork of a spare yields to the sessions being started
                     os.setpriority(os.PRIO_PROCESS, 0, SPARE_NICE)
                 pid = os.fork()
@@ -483,28 +541,56 @@ class Server:
             _send(self.ctl, {"op": "embryo", "pid": init, "kernel": pid})
         return embryo
 
-    def spawn(self, req: dict[str, Any], fd: int) -> None:
-        sid = str(req["sid"])
+    def spawn_init(self) -> int:
+        """pid 1 of the new pid namespace: tini, by vfork + exec, its stdio on /dev/null (none of the
+        zygote's fds: they are close-on-exec). Privileged: as uid and gid ``uid_base`` with no
+        capabilities (the real ids are switched around the spawn and ``resetids`` makes them effective
+        in the child; exec then clears the capabilities of a non-root process)."""
+        ctx = self.ctx
+        stdio = [(os.POSIX_SPAWN_DUP2, ctx.null_fd, fd) for fd in (0, 1, 2)]
+        if not ctx.privileged:
+            return os.posix_spawn(ctx.init_argv[0], ctx.init_argv, {}, setpgroup=0, file_actions=stdio)
+        os.setresgid(ctx.uid_base, 0, 0)
+        os.setresuid(ctx.uid_base, 0, 0)
+        try:
+            return os.posix_spawn(
+                ctx.init_argv[0], ctx.init_argv, {}, setpgroup=0, resetids=True, file_actions=stdio
+            )
+        finally:
+            os.setresuid(0, 0, 0)
+            os.setresgid(0, 0, 0)
+
+    def spawn(self, req: dict[str, Any], fds: list[int]) -> None:
+        slot = int(req["slot"])
         data = json.dumps(req).encode()
         try:
-            self.mount_workspace(sid, int(req["limits"]["workspace_mib"]), _session_uid(self.ctx, req))
+            if len(fds) != 1 + len(req.get("mounts", ())):
+                raise ValueError(f"{len(fds)} fds for {len(req.get('mounts', ()))} mounts")
+            self.mount_workspace(slot, int(req["limits"]["workspace_mib"]), _session_uid(self.ctx, req))
             embryo = self.take_embryo()
             try:
-                socket.send_fds(embryo.chan, [data], [fd])
+                socket.send_fds(embryo.chan, [data], fds)
             except OSError:  # that embryo died meanwhile: make a fresh one
                 embryo.chan.close()
                 embryo = self.take_embryo(fresh=True)
-                socket.send_fds(embryo.chan, [data], [fd])
+                socket.send_fds(embryo.chan, [data], fds)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            os.close(fd)
             msg = f"session setup failed in the zygote: {_reason(exc)}"
-            _send(self.ctl, {"op": "error", "sid": sid, "message": msg, "no_process": True})
+            _send(self.ctl, {"op": "error", "slot": slot, "message": msg, "no_process": True})
             return
-        os.close(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
         embryo.chan.close()
-        embryo.sid = sid
+        embryo.slot = slot
         cgroup = embryo.cgroup.name if embryo.cgroup is not None else None
-        spawned = {"op": "spawned", "sid": sid, "pid": embryo.pid, "kernel": embryo.kernel, "cgroup": cgroup}
+        spawned = {
+            "op": "spawned",
+            "slot": slot,
+            "pid": embryo.pid,
+            "kernel": embryo.kernel,
+            "cgroup": cgroup,
+        }
         _send(self.ctl, spawned)
 
     def take_embryo(self, fresh: bool = False) -> Embryo:
@@ -515,20 +601,20 @@ class Server:
                 os.setpriority(os.PRIO_PGRP, embryo.kernel, 0)
         return embryo
 
-    def mount_workspace(self, sid: str, size_mib: int, uid: int) -> None:
+    def mount_workspace(self, slot: int, size_mib: int, uid: int) -> None:
         """A size-limited tmpfs in the zygote's mount namespace: it outlives C, so a restart keeps it."""
-        workspace = os.path.join(self.ctx.ws_root, sid)
+        workspace = os.path.join(self.ctx.ws_root, str(slot))
         os.makedirs(workspace, mode=0o700, exist_ok=True)
         if not os.path.ismount(workspace):
             opts = f"size={size_mib}m,mode=0700,uid={uid},gid={uid}"
             isolation.mount("tmpfs", workspace, "tmpfs", _NOSUID_NODEV, opts)
 
-    def release(self, sid: str) -> None:
-        workspace = os.path.join(self.ctx.ws_root, sid)
+    def release(self, slot: int) -> None:
+        workspace = os.path.join(self.ctx.ws_root, str(slot))
         with contextlib.suppress(OSError):
             isolation.umount2(workspace, isolation.MNT_DETACH)
         shutil.rmtree(workspace, ignore_errors=True)
-        _send(self.ctl, {"op": "released", "sid": sid})
+        _send(self.ctl, {"op": "released", "slot": slot})
 
     def reap(self) -> None:
         """The interpreter ends first (its init then gets SIGKILL, which ends the namespace); the init is
@@ -543,8 +629,8 @@ class Server:
             rc = os.waitstatus_to_exitcode(status)
             embryo = self.kernels.pop(pid, None)
             if embryo is not None:
-                if embryo.sid is not None:
-                    _send(self.ctl, {"op": "status", "sid": embryo.sid, "returncode": rc})
+                if embryo.slot is not None:
+                    _send(self.ctl, {"op": "status", "slot": embryo.slot, "returncode": rc})
                 with contextlib.suppress(OSError):
                     os.kill(embryo.pid, signal.SIGKILL)
                 continue
@@ -567,6 +653,20 @@ class Server:
             for pid in f.read().split():
                 with contextlib.suppress(OSError):
                     os.kill(int(pid), signal.SIGKILL)
+
+
+def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One packet and its fds, close-on-exec from the start (``socket.recv_fds`` ignores its ``flags``
+    argument before Python 3.12, so recvmsg is called directly)."""
+    itemsize = array.array("i").itemsize
+    data, ancdata, _, _ = sock.recvmsg(
+        65536, socket.CMSG_LEN((1 + MAX_MOUNTS) * itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % itemsize)])
+    return data, list(fds)
 
 
 def _close_other_fds(keep: set[int]) -> None:
@@ -594,9 +694,12 @@ def _enter_private_namespaces(config: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> None:
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=int(argv[1]))
+    ctl.set_inheritable(False)  # forked sessions keep it until they drop privileges; no exec'd program
     config = json.loads(argv[2])
     isolation.set_death_signal(signal.SIGKILL)
     try:
+        if os.geteuid() == 0:
+            os.setgroups([])  # no supplementary group of the engine reaches a session's init
         _enter_private_namespaces(config)
         kernel.preload()
         ctx = Context(config)
