@@ -325,7 +325,8 @@ async def test_secret_in_the_engines_environment_is_nowhere_inside(
     digest = hashlib.sha256(planted_secret.encode()).hexdigest()
     # The code carries only the prefix and a hash, so finding the prefix in its own memory proves nothing.
     code = f"""
-import hashlib, os, re
+import ctypes, hashlib, os, re
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a uid change cleared it; /proc/self/mem needs it
 PREFIX = {SECRET_PREFIX!r}.encode()
 DIGEST = {digest!r}
 N = {len(planted_secret)}
@@ -367,6 +368,8 @@ found, scanned
 """
     found, scanned = await _report(session, code, timeout=120)
     assert found == [], f"the secret was found in {found} (scanned the memory of {scanned})"
+    # a scan that could not read even its own memory saw nothing: that is no evidence
+    assert "self" in scanned, f"the session could not read its own memory (scanned: {scanned})"
 
 
 # -- resource bombs -------------------------------------------------------------------------------
@@ -690,6 +693,29 @@ async def test_mount_targets_outside_the_workspace_are_refused(
             )
 
 
+async def test_a_restart_mounts_the_directory_checked_at_start_not_a_symlink_swapped_in(
+    sandbox_backend: SandboxBackend, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / "inner").mkdir(parents=True)
+    (shared / "inner" / "marker.txt").write_text("original")
+    os.chmod(shared, 0o777)  # the session's uid may rename and create in it
+    config = SessionConfig(
+        mounts=(
+            Mount(source=shared, target="shared", read_only=False),
+            Mount(source=shared / "inner", target="inner", read_only=True),
+        )
+    )
+    async with await sandbox_backend.create_session(config) as s:
+        assert (await s.execute("open('inner/marker.txt').read()")).result == "'original'"
+        swap = "import os\nos.rename('shared/inner', 'shared/moved')\nos.symlink('/etc', 'shared/inner')"
+        assert (await s.execute(swap)).ok
+        assert (shared / "inner").is_symlink()
+        await s.restart()
+        listing = await s.execute("import os\nsorted(os.listdir('inner'))")
+        assert listing.result == "['marker.txt']", f"after the restart 'inner' shows {listing}"
+
+
 # -- other sessions -------------------------------------------------------------------------------
 async def test_another_live_sessions_files_and_memory_are_out_of_reach(
     sandbox_backend: SandboxBackend,
@@ -702,11 +728,12 @@ async def test_another_live_sessions_files_and_memory_are_out_of_reach(
         await victim.put_file("private.txt", marker.encode())
         await victim.execute(f"held = {marker!r} * 3")
         code = f"""
-import glob, hashlib, os, re
+import ctypes, glob, hashlib, os, re
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, so that the scan of its own memory can work
 def hit(data):
     return any(hashlib.sha256(data[m.start():m.start() + {len(marker)}]).hexdigest() == {digest!r}
                for m in re.finditer(b'othersession', data))
-found = []
+found, read = [], []
 paths = glob.glob('/proc/*/root/workspace/*') + glob.glob('/workspace/*') + glob.glob('/tmp/*')
 for path in paths:
     try:
@@ -720,8 +747,6 @@ for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
         mem = open(f'/proc/{{pid}}/mem', 'rb', 0)
     except OSError:
         continue
-    if pid == str(os.getpid()):
-        continue
     for line in maps:
         lo, hi = (int(x, 16) for x in line.split()[0].split('-'))
         if 'r' in line.split()[1] and hi - lo < 256 * 1024 * 1024:
@@ -729,12 +754,14 @@ for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
                 mem.seek(lo)
                 if hit(mem.read(hi - lo)):
                     found.append(f'{{pid}}/mem')
+                read.append(pid)
             except (OSError, ValueError, OverflowError):
                 pass
-found
+found, str(os.getpid()) in read
 """
-        report = await _report(attacker, code, timeout=120)
+        report, read_own = await _report(attacker, code, timeout=120)
         assert report == [], f"the other session's data was found at {report}"
+        assert read_own, "the attacker could not read even its own memory: the scan saw nothing"
         check = await victim.execute("len(held), open('private.txt').read()[:12]")
         assert check.result == f"({3 * len(marker)}, 'othersession')", check
     finally:

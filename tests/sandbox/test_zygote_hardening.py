@@ -228,29 +228,6 @@ out, os.path.ismount('data/sub')
         subprocess.run(["umount", "-l", str(sub)], check=False)
 
 
-async def test_a_restart_mounts_the_directory_checked_at_start_not_a_symlink_swapped_in(
-    backend: ZygoteBackend, tmp_path: Path
-) -> None:
-    shared = tmp_path / "shared"
-    (shared / "inner").mkdir(parents=True)
-    (shared / "inner" / "marker.txt").write_text("original")
-    os.chmod(shared, 0o777)  # the session's uid may rename and create in it
-    config = SessionConfig(
-        mounts=(
-            Mount(source=shared, target="shared", read_only=False),
-            Mount(source=shared / "inner", target="inner", read_only=True),
-        )
-    )
-    async with await backend.create_session(config) as s:
-        assert (await s.execute("open('inner/marker.txt').read()")).result == "'original'"
-        swap = "import os\nos.rename('shared/inner', 'shared/moved')\nos.symlink('/etc', 'shared/inner')"
-        assert (await s.execute(swap)).ok
-        assert (shared / "inner").is_symlink()
-        await s.restart()
-        listing = await s.execute("import os\nsorted(os.listdir('inner'))")
-        assert listing.result == "['marker.txt']", f"after the restart 'inner' shows {listing}"
-
-
 # -- 8. uids -----------------------------------------------------------------------------------------
 @pytest.mark.skipif(not ROOT, reason="sessions have host uids of their own only when the engine is root")
 async def test_two_engines_never_share_a_session_uid_and_stay_off_subuid_ranges(

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import json
 import logging
 import os
@@ -33,12 +32,11 @@ import posixpath
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
 from thinkbox.sandbox import cgroups, rlimits
@@ -95,27 +93,6 @@ def _propagated(code: int | None) -> int | None:
     if code is not None and 128 < code < 128 + 65:
         return -(code - 128)
     return code
-
-
-_MODE_ARG = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2, "open": 2, "openat": 3, "creat": 1}
-_MODE_ARG |= {"mknod": 1, "mknodat": 2}
-
-
-def _export_nosuid_bpf(fileobj: IO[bytes]) -> None:
-    """A second filter: no setuid/setgid bits. The session's files are owned by the engine's kernel uid
-    (root when the engine is root), so a setuid file written to a read-write mount would be a setuid-root
-    program on the host. ``openat2`` (mode inside a struct) answers ENOSYS, so libc falls back to openat."""
-    import pyseccomp as sc
-
-    f = sc.SyscallFilter(sc.ALLOW)
-    for name, arg in _MODE_ARG.items():
-        for bit in (stat.S_ISUID, stat.S_ISGID):
-            with contextlib.suppress(OSError, ValueError, RuntimeError):
-                f.add_rule(sc.ERRNO(errno.EPERM), name, sc.Arg(arg, sc.MASKED_EQ, bit, bit))
-    with contextlib.suppress(OSError, ValueError, RuntimeError):
-        f.add_rule(sc.ERRNO(errno.ENOSYS), "openat2")
-    fileobj.flush()
-    f.export_bpf(fileobj)
 
 
 class BwrapKernel(KernelProcess):
@@ -224,22 +201,39 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _mount_args(mounts: tuple[Mount, ...]) -> list[str]:
-    """bwrap arguments for the caller's mounts; a target outside /workspace or a missing source is refused."""
-    args: list[str] = []
-    for mount in mounts:
-        source = Path(mount.source).resolve()
-        if not source.is_dir():
-            raise ConfigError(
-                f"mount source {str(mount.source)!r} is not a host directory (SessionConfig.mounts)"
-            )
-        target = posixpath.normpath(posixpath.join(WORKSPACE, mount.target))
-        if not target.startswith(WORKSPACE + "/"):
-            raise ConfigError(
-                f"mount target {mount.target!r} must be a path under {WORKSPACE} (SessionConfig.mounts)"
-            )
-        args += ["--ro-bind" if mount.read_only else "--bind", str(source), target]
-    return args
+class _Sources:
+    """A session's mount sources, opened once (``O_PATH``) at its first spawn and bound by fd at every
+    restart: a symlink swapped into a writable mount meanwhile cannot redirect a restart's mount."""
+
+    def __init__(self, mounts: tuple[Mount, ...]) -> None:
+        self.spec = mounts
+        self.fds: list[int] = []
+        self.args: list[str] = []
+        try:
+            for mount in mounts:
+                target = posixpath.normpath(posixpath.join(WORKSPACE, mount.target))
+                if not target.startswith(WORKSPACE + "/"):
+                    raise ConfigError(
+                        f"mount target {mount.target!r} must be a path under {WORKSPACE} "
+                        "(SessionConfig.mounts)"
+                    )
+                source = Path(mount.source).resolve()
+                try:
+                    fd = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    raise ConfigError(
+                        f"mount source {str(mount.source)!r} is not a host directory (SessionConfig.mounts)"
+                    ) from None
+                self.fds.append(fd)
+                self.args += ["--ro-bind-fd" if mount.read_only else "--bind-fd", str(fd), target]
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 class _ChildSetup:
@@ -285,6 +279,7 @@ class BwrapBackend(SandboxBackend):
         self._mpl_files: list[Path] = []
         self._seq = 0
         self._live: dict[str, BwrapKernel] = {}
+        self._sources: dict[str, _Sources] = {}
         self._start_lock = asyncio.Lock()
 
     def info(self) -> BackendInfo:
@@ -330,7 +325,7 @@ class BwrapBackend(SandboxBackend):
                 with open(runtime / "seccomp.bpf", "wb") as f:
                     seccomp.export_bpf(f)
                 with open(runtime / "nosuid.bpf", "wb") as f:
-                    _export_nosuid_bpf(f)
+                    seccomp.export_bpf(f, seccomp.build_nosuid_filter())
             except (ImportError, OSError, RuntimeError) as exc:
                 raise SandboxUnavailable(
                     f"the seccomp filter could not be built ({exc}); install libseccomp "
@@ -430,7 +425,12 @@ class BwrapBackend(SandboxBackend):
         limits = config.limits
         if limits.network:
             raise ConfigError("sessions have no network: set Limits.network to False")
-        mount_args = _mount_args(config.mounts)
+        sources = self._sources.get(session_id)
+        if sources is None or sources.spec != config.mounts:
+            if sources is not None:
+                sources.close()
+            sources = self._sources[session_id] = _Sources(config.mounts)
+        mount_args = sources.args
         old = self._live.pop(session_id, None)
         if old is not None:
             await old.kill()
@@ -459,7 +459,7 @@ class BwrapBackend(SandboxBackend):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=[child_sock.fileno(), status_w, *files.values()],
+                pass_fds=[child_sock.fileno(), status_w, *files.values(), *sources.fds],
                 preexec_fn=_ChildSetup(cgroup, limits),
             )
         except (OSError, subprocess.SubprocessError) as exc:
@@ -482,12 +482,18 @@ class BwrapBackend(SandboxBackend):
         kernel = self._live.pop(session_id, None)
         if kernel is not None:
             await kernel.kill()
+        sources = self._sources.pop(session_id, None)
+        if sources is not None:
+            sources.close()
 
     async def aclose(self) -> None:
         live, self._live = list(self._live.values()), {}
         for kernel in live:
             with contextlib.suppress(Exception):
                 await kernel.kill()
+        for sources in self._sources.values():
+            sources.close()
+        self._sources.clear()
         if self._runtime is not None:
             shutil.rmtree(self._runtime, ignore_errors=True)
             self._runtime = None

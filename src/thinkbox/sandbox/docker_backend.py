@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import docker_image
+from thinkbox.sandbox import docker_image, isolation
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
 from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, Mount, SessionConfig
 
@@ -113,42 +113,56 @@ def _signal_status(code: int | None) -> int | None:
 
 
 def seccomp_profile(*, clone3_rule: bool = True) -> dict[str, Any]:
-    """thinkbox's seccomp filter (:mod:`thinkbox.sandbox.seccomp`) as a Docker seccomp profile.
+    """thinkbox's seccomp filter (:func:`thinkbox.sandbox.seccomp.rules`) as a Docker seccomp profile: the
+    same allow-list, ENOSYS for every syscall it does not list, EPERM for the refused ones, and the same
+    argument conditions (clone's flags, socket's family and type, personality).
 
-    ``clone3_rule=False`` for gVisor: runsc (2022) answers the rule's ENOSYS as EPERM, so glibc does not
-    fall back to ``clone`` and no thread can start (measured); its own kernel answers ENOSYS anyway."""
+    Docker (runc, through libseccomp) ANDs the ``args`` of one rule and defines no order between two rules
+    that match: the rules of one syscall with different outcomes never overlap, so none is needed. Every
+    condition is a masked equality: ``SCMP_CMP_MASKED_EQ`` with the mask in ``value`` and the expected
+    bits in ``valueTwo``. ``clone3_rule=False`` for gVisor: runsc (2022) answers the rule's ENOSYS as
+    EPERM, so glibc does not fall back to ``clone`` and no thread can start (measured); there ``clone3``
+    is allowed (its own kernel answers it) and unlisted syscalls may answer EPERM instead of ENOSYS."""
     from thinkbox.sandbox import seccomp
 
     arch = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(platform.machine())
     unknown = set(seccomp.unknown_syscalls())
-    eperm: dict[str, Any] = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}
-    rules: list[dict[str, Any]] = [{"names": [n for n in seccomp.DENIED if n not in unknown], **eperm}]
-    if clone3_rule:
-        rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS})
 
-    def arg(index: int, value: int, two: int = 0, op: str = "SCMP_CMP_MASKED_EQ") -> dict[str, Any]:
-        return {"index": index, "value": value, "valueTwo": two, "op": op}
+    def outcome(err: int | None) -> dict[str, Any]:
+        return {"action": "SCMP_ACT_ALLOW"} if err is None else {"action": "SCMP_ACT_ERRNO", "errnoRet": err}
 
-    for flag in seccomp.CLONE_NEW_FLAGS.values():
-        rules.append({"names": ["clone"], "args": [arg(0, flag, flag)], **eperm})
-    top = 1 << 31
-    for bit in range(31):
-        mask = top | (1 << bit)
-        rules.append({"names": ["personality"], "args": [arg(0, mask, 1 << bit)], **eperm})
-        rules.append({"names": ["personality"], "args": [arg(0, mask, top)], **eperm})
-    for family in (socket.AF_NETLINK, socket.AF_PACKET):
-        rules.append({"names": ["socket"], "args": [arg(0, int(family), 0, "SCMP_CMP_EQ")], **eperm})
-    for sock_type in (int(socket.SOCK_RAW), 10):  # SOCK_PACKET
-        rules.append({"names": ["socket"], "args": [arg(1, 0xF, sock_type)], **eperm})
-    profile: dict[str, Any] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+    plain: dict[int | None, list[str]] = {}  # the unconditional rules, by outcome
+    conditional: list[dict[str, Any]] = []
+    for rule in seccomp.rules():
+        if rule.name in unknown:
+            continue
+        err = None if rule.name == "clone3" and not clone3_rule else rule.errno
+        if not rule.args:
+            if err != errno.ENOSYS:  # the default already (libseccomp refuses such a rule)
+                plain.setdefault(err, []).append(rule.name)
+            continue
+        args = [
+            {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+            for index, mask, value in rule.args
+        ]
+        conditional.append({"names": [rule.name], **outcome(err), "args": args})
+    rules = [{"names": names, **outcome(err)} for err, names in plain.items()]
+    profile: dict[str, Any] = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": errno.ENOSYS,
+        "syscalls": rules + conditional,
+    }
     if arch:
         profile["architectures"] = [arch]
     return profile
 
 
-def _mounts(mounts: tuple[Mount, ...]) -> list[Any]:
+def _mounts(mounts: tuple[Mount, ...], known: dict[str, tuple[str, int, int]] | None = None) -> list[Any]:
     """Docker bind mounts for the caller's mounts; a target outside /workspace or a missing source is
-    refused."""
+    refused. ``known`` (source -> canonical path, device and inode, filled at a session's first spawn)
+    pins each source: dockerd resolves the path again at every start, so a restart checks, without following
+    symlinks, that it still names the same directory. Read-only sources are bound without their
+    submounts: engines before Docker 25 make only the top of a recursive bind read-only."""
     from docker.types import Mount as DockerMount
 
     out = []
@@ -163,8 +177,30 @@ def _mounts(mounts: tuple[Mount, ...]) -> list[Any]:
             raise ConfigError(
                 f"mount target {mount.target!r} must be a path under {WORKSPACE} (SessionConfig.mounts)"
             )
-        out.append(DockerMount(target, str(source), type="bind", read_only=mount.read_only))
+        if known is not None:
+            source = _pinned(Path(mount.source), known)
+        docker_mount = DockerMount(target, str(source), type="bind", read_only=mount.read_only)
+        if mount.read_only:
+            docker_mount["BindOptions"] = {"NonRecursive": True}
+        out.append(docker_mount)
     return out
+
+
+def _pinned(configured: Path, known: dict[str, tuple[str, int, int]]) -> Path:
+    """The canonical path of a mount source, checked to be the directory first seen for this session."""
+    key = str(configured)
+    path = known[key][0] if key in known else str(configured.resolve())
+    try:
+        fd = isolation.open_nofollow(path)
+    except OSError as exc:
+        raise SessionStartError(f"mount source {path!r} cannot be opened without symlinks: {exc}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if known.setdefault(key, (path, st.st_dev, st.st_ino)) != (path, st.st_dev, st.st_ino):
+        raise SessionStartError(f"mount source {path!r} was replaced since the session started; not mounted")
+    return Path(path)
 
 
 def _ulimits(limits: Limits) -> list[Any]:
@@ -294,6 +330,8 @@ class DockerBackend(SandboxBackend):
         self._seccomp = ""
         self._seq = 0
         self._live: dict[str, DockerKernel] = {}
+        self._pins: dict[str, dict[str, tuple[str, int, int]]] = {}
+        """Per session: its mount sources (configured path -> canonical path, device, inode) as first seen."""
         self._start_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="thinkbox-docker")
         self._pending: set[asyncio.Future[Any]] = set()
@@ -408,7 +446,7 @@ class DockerBackend(SandboxBackend):
         limits = config.limits
         if limits.network:
             raise ConfigError("sessions have no network: set Limits.network to False")
-        mounts = _mounts(config.mounts)
+        mounts = _mounts(config.mounts, self._pins.setdefault(session_id, {}))
         old = self._live.pop(session_id, None)
         if old is not None:
             await old.kill()
@@ -538,6 +576,7 @@ class DockerBackend(SandboxBackend):
         kernel = self._live.pop(session_id, None)
         if kernel is not None:
             await kernel.kill()
+        self._pins.pop(session_id, None)
 
     async def aclose(self) -> None:
         live, self._live = list(self._live.values()), {}
