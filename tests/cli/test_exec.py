@@ -205,3 +205,52 @@ def test_second_ctrl_c_kills_code_that_ignores_the_interrupt(backend: str) -> No
     assert returncode == 130, stderr
     assert "cancelled" in stderr
     assert left == []
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m"
+
+
+def test_escape_sequences_from_the_sandbox_never_reach_the_terminal(backend: str) -> None:
+    code = (
+        f"import sys\nE = {ESCAPES!r}\n"
+        "print('out' + E)\nprint('err' + E, file=sys.stderr)\n"
+        "class V:\n    def __repr__(self):\n        return 'value' + E\n"
+        "display(V())\n"
+        "def boom():\n    raise ValueError('boom' + E)\n"
+        "boom()\n"
+    )
+    proc = _exec("--backend", backend, "-", stdin=code)
+    assert proc.returncode == 1
+    for text in (proc.stdout, proc.stderr):
+        assert not any(c in text for c in "\x1b\x07\x9b"), repr(text)
+    assert "out\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\n" in proc.stdout
+    assert "value\\x1b]0;pwned" in proc.stdout
+    assert "err\\x1b]0;pwned" in proc.stderr
+    assert "ValueError: boom\\x1b]0;pwned" in proc.stderr
+
+
+def test_json_output_keeps_the_text_exactly(backend: str) -> None:
+    proc = _exec("--json", "--backend", backend, "-", stdin=f"print({ESCAPES!r})")
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout  # JSON escapes control characters
+    assert json.loads(proc.stdout)["stdout"] == ESCAPES + "\n"
+
+
+def test_a_hundred_figures_leave_at_most_the_cap_of_files(backend: str, tmp_path: Path) -> None:
+    code = (
+        "PNG = b'\\x89PNG\\r\\n\\x1a\\n' + bytes(100)\n"
+        "class Figure:\n    def _repr_png_(self):\n        return PNG\n"
+        "for i in range(100):\n    display(Figure())\n"
+    )
+    proc = _exec("--json", "--backend", backend, "--figures-dir", str(tmp_path), "-", stdin=code)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    files = list(tmp_path.iterdir())
+    assert len(files) == data["display_count"] == 32  # sandbox.limits.display_items
+    assert data["display_dropped"] == 68
+    assert all(f.read_bytes().startswith(b"\x89PNG") for f in files)
+
+    proc = _exec("--backend", backend, "--figures-dir", str(tmp_path / "plain"), "-", stdin=code)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "plain").iterdir())) == 32
+    assert "68 display item(s) were dropped" in proc.stderr

@@ -5,6 +5,11 @@ Exit status: 0 the code ran, 1 it raised, timed out or was killed, 2 the sandbox
 
 Ctrl-C once interrupts the running code (KeyboardInterrupt inside the sandbox, the result is printed);
 twice stops waiting, kills the session and closes the backend.
+
+What the sandbox sends is untrusted: its text reaches the terminal with control characters made visible
+(:func:`thinkbox.cli.render.terminal_safe`; ``--json`` escapes them anyway), and at most
+``sandbox.limits.display_items`` display items and ``display_bytes`` bytes of them are written to files
+(the session enforces the same limits; this is a second line); the JSON says how many were dropped.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from typing import Annotated, Any
 
 import typer
 
+from thinkbox.cli.render import terminal_safe
 from thinkbox.config import load_settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import DisplayData, ExecutionResult, OutputChunk, SessionConfig
+from thinkbox.sandbox.types import DisplayData, ExecutionResult, Limits, OutputChunk, SessionConfig
 
 EXIT_OK, EXIT_CODE_FAILED, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -40,11 +46,14 @@ class _Run:
     backend: str
     json_out: bool
     figures_dir: Path
+    limits: Limits = field(default_factory=Limits)
     session: Session | None = None
     interrupted: bool = False
     session_id: str = ""
     session_ms: float = 0.0
     saved: list[dict[str, Any]] = field(default_factory=list)
+    saved_bytes: int = 0
+    dropped: int = 0
     pending_text: list[str] = field(default_factory=list)
     result: ExecutionResult | None = None
 
@@ -82,6 +91,7 @@ def exec_command(
             backend=backend or settings.sandbox.backend,
             json_out=json_out,
             figures_dir=figures_dir or settings.data_dir / "exec",
+            limits=limits,
         )
         status = asyncio.run(_execute(code, run, SessionConfig(limits=limits)))
     except ThinkboxError as exc:
@@ -128,7 +138,7 @@ async def _execute(code: str, run: _Run, config: SessionConfig) -> int:
                 if isinstance(item, OutputChunk):
                     if not run.json_out:
                         stream = sys.stdout if item.name == "stdout" else sys.stderr
-                        stream.write(item.text)
+                        stream.write(terminal_safe(item.text))
                         stream.flush()
                 elif isinstance(item, DisplayData):
                     _show_display(item, run)
@@ -155,6 +165,12 @@ def _show_display(item: DisplayData, run: _Run) -> None:
     of the last expression (printed as the result anyway).
     """
     _flush_text(run)
+    size = sum(len(k) + len(v) for k, v in item.mime.items())
+    limits = run.limits
+    if len(run.saved) >= limits.display_items or run.saved_bytes + size > limits.display_bytes:
+        run.dropped += 1
+        return
+    run.saved_bytes += size
     index = len(run.saved) + 1
     mime = next((m for m in _SUFFIX if m in item.mime), None)
     if mime == "text/html" and "text/plain" in item.mime:
@@ -165,7 +181,11 @@ def _show_display(item: DisplayData, run: _Run) -> None:
         path = run.figures_dir / f"{run.session_id}-{index}{_SUFFIX[mime]}"
         data = item.mime[mime]
         if mime == "image/png":
-            path.write_bytes(base64.b64decode(data))
+            try:
+                path.write_bytes(base64.b64decode(data, validate=True))
+            except ValueError:
+                run.saved.append({**entry, "error": "image/png is not valid base64; not saved"})
+                return
         else:
             path.write_text(data, encoding="utf-8")
         entry["path"] = str(path)
@@ -180,7 +200,7 @@ def _show_display(item: DisplayData, run: _Run) -> None:
 def _flush_text(run: _Run, skip: str | None = None) -> None:
     for text in run.pending_text:
         if not run.json_out and text != skip:
-            print(text, flush=True)
+            print(terminal_safe(text), flush=True)
     run.pending_text.clear()
 
 
@@ -199,6 +219,7 @@ def _print_result(result: ExecutionResult, run: _Run) -> None:
             "duration_ms": result.duration_ms,
             "display_count": len(run.saved),
             "display": run.saved,
+            "display_dropped": result.display_dropped + run.dropped,
             "backend": run.backend,
             "session_id": run.session_id,
             "session_start_ms": run.session_ms,
@@ -207,22 +228,29 @@ def _print_result(result: ExecutionResult, run: _Run) -> None:
         return
     _flush_text(run, skip=result.result)
     if result.result is not None:
-        print(result.result, flush=True)
+        print(terminal_safe(result.result), flush=True)
     if result.error is not None:
         text = result.error.traceback or ""
         last = f"{result.error.type}: {result.error.message}" if result.error.message else result.error.type
         if not text.rstrip().endswith(last.rstrip()):
             text += last + "\n"
-        sys.stderr.write(text)
+        sys.stderr.write(terminal_safe(text))
     if result.timed_out:
         what = "the session was killed" if result.killed else "it was interrupted, its state was kept"
         print(f"thinkbox: timed out after {result.duration_ms / 1000:.1f} s; {what}", file=sys.stderr)
     if result.output_truncated:
         print("thinkbox: the output was cut at sandbox.limits.output_bytes", file=sys.stderr)
+    dropped = result.display_dropped + run.dropped
+    if dropped:
+        print(
+            f"thinkbox: {dropped} display item(s) were dropped: past sandbox.limits.display_items "
+            "or sandbox.limits.display_bytes",
+            file=sys.stderr,
+        )
     sys.stderr.flush()
 
 
 def _infra_error(code: str, message: str, json_out: bool) -> None:
-    print(f"thinkbox exec: {message}", file=sys.stderr)
+    print(f"thinkbox exec: {terminal_safe(message)}", file=sys.stderr)
     if json_out:
         print(json.dumps({"error": {"type": code, "message": message}, "infrastructure_error": True}))

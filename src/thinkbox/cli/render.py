@@ -36,6 +36,16 @@ from thinkbox.agent.events import (
 
 _SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg"}
 
+# C0 controls but tab and newline (carriage return too: progress bars rewrite their line with it, and it
+# cannot start an escape sequence), DEL and the C1 controls (U+009B is a one-character CSI).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A, 0x0D)}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN``, so that no escape sequence from a sandbox
+    (or a model) reaches the terminal: ESC, BEL, the C1 controls and the rest become visible text."""
+    return text.translate(_CONTROL)
+
 
 def save_figure(event: DisplayProduced, directory: Path, index: int) -> Path | None:
     """Write the image of a display event (png, else svg) to ``directory``; None when it holds no image."""
@@ -94,6 +104,7 @@ class Renderer:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _write(self, text: str, style: str = "") -> None:
+        text = terminal_safe(text)
         self.console.print(Text(text, style=style, end=""), end="", soft_wrap=True, highlight=False)
         if text:
             self._line_open = not text.endswith("\n")
@@ -111,7 +122,8 @@ class Renderer:
     # -- events -----------------------------------------------------------------------------------
     def _on_run_started(self, e: RunStarted) -> None:
         files = f" · files: {', '.join(e.files)}" if e.files else ""
-        self.console.print(Text(f"thinkbox · model {e.model} · sandbox {e.sandbox}{files}", style="dim"))
+        line = terminal_safe(f"thinkbox · model {e.model} · sandbox {e.sandbox}{files}")
+        self.console.print(Text(line, style="dim"))
 
     def _on_step_started(self, e: StepStarted) -> None:
         self._thought_shown = False
@@ -124,16 +136,22 @@ class Renderer:
         self._write(e.text, "dim italic")
 
     def _on_parse_failed(self, e: ParseFailed) -> None:
-        self.console.print(Text(f"! reply {e.attempt} not used: {e.error}", style="yellow"), soft_wrap=True)
+        self.console.print(
+            Text(terminal_safe(f"! reply {e.attempt} not used: {e.error}"), style="yellow"), soft_wrap=True
+        )
 
     def _on_action_parsed(self, e: ActionParsed) -> None:
         if e.thought and not self._thought_shown:
-            self.console.print(Text("thinking ", style="bold magenta") + Text(e.thought, style="dim italic"))
+            self.console.print(
+                Text("thinking ", style="bold magenta") + Text(terminal_safe(e.thought), style="dim italic")
+            )
         if e.repairs:
-            self.console.print(Text(f"(repaired: {'; '.join(e.repairs)})", style="dim"))
+            self.console.print(Text(terminal_safe(f"(repaired: {'; '.join(e.repairs)})"), style="dim"))
 
     def _on_code_started(self, e: CodeStarted) -> None:
-        code = Syntax(e.code, "python", theme="ansi_dark", background_color="default", word_wrap=True)
+        code = Syntax(
+            terminal_safe(e.code), "python", theme="ansi_dark", background_color="default", word_wrap=True
+        )
         self.console.print(Panel(code, title="executing", title_align="left", border_style="cyan"))
 
     def _on_output_chunk(self, e: OutputChunk) -> None:
@@ -147,9 +165,9 @@ class Renderer:
         r = e.result
         seconds = f"{r.duration_ms / 1000:.2f} s"
         if r.result is not None:
-            self.console.print(Text("value ", style="bold") + Text(r.result))
+            self.console.print(Text("value ", style="bold") + Text(terminal_safe(r.result)))
         for line in e.assigned.splitlines():
-            self.console.print(Text("assigned ", style="bold") + Text(line), soft_wrap=True)
+            self.console.print(Text("assigned ", style="bold") + Text(terminal_safe(line)), soft_wrap=True)
         if r.killed:
             note = "; restarted" if e.session_restarted else ""
             self.console.print(
@@ -160,19 +178,25 @@ class Renderer:
                 Text(f"⏱ interrupted at the time limit ({seconds}); variables kept", style="yellow")
             )
         elif r.error is not None:
-            self.console.print(Text(f"✗ {r.error.type}: {r.error.message}", style="bold red"), soft_wrap=True)
+            self.console.print(
+                Text(terminal_safe(f"✗ {r.error.type}: {r.error.message}"), style="bold red"), soft_wrap=True
+            )
         else:
             self.console.print(Text(f"✓ ran in {seconds}", style="green"))
 
     def _on_final_answer(self, e: FinalAnswer) -> None:
-        body = Text(e.answer, style="bold")
+        body = Text(terminal_safe(e.answer), style="bold")
         self.console.print(Panel(body, title="answer", title_align="left", border_style="green"))
 
     def _on_limit_reached(self, e: LimitReached) -> None:
-        self.console.print(Panel(Text(e.message), title="stopped", title_align="left", border_style="yellow"))
+        self.console.print(
+            Panel(Text(terminal_safe(e.message)), title="stopped", title_align="left", border_style="yellow")
+        )
 
     def _on_run_error(self, e: RunError) -> None:
-        self.console.print(Text(f"error ({e.code}): {e.message}", style="bold red"), soft_wrap=True)
+        self.console.print(
+            Text(terminal_safe(f"error ({e.code}): {e.message}"), style="bold red"), soft_wrap=True
+        )
 
     def _on_run_finished(self, e: RunFinished) -> None:
         steps = f"{e.steps} step{'s' if e.steps != 1 else ''}"

@@ -37,7 +37,27 @@ class Limits(BaseModel):
     workspace_mib: int = Field(512, ge=1, description="Size of the workspace; filling it gives ENOSPC.")
     tmp_mib: int = Field(256, ge=1, description="Size of the private /tmp.")
     output_bytes: int = Field(
-        1 * MiB, ge=1024, description="stdout+stderr kept per execution; the rest is cut with a marker."
+        1 * MiB,
+        ge=1024,
+        description=(
+            "stdout+stderr kept per execution (UTF-8 bytes, counted inside the sandbox and again by the "
+            "host); the rest is cut with a marker, after which at most the last 8 KiB of each stream follow."
+        ),
+    )
+    display_items: int = Field(
+        32,
+        ge=0,
+        le=1000,
+        description="Display items (figures, rich values) kept per execution; later ones are dropped.",
+    )
+    display_bytes: int = Field(
+        16 * MiB,
+        ge=1024,
+        le=64 * MiB,
+        description=(
+            "Display data kept per execution, all items together, measured as they travel (images in "
+            "base64); an item that does not fit in what is left is dropped, so this is also the largest item."
+        ),
     )
     network: bool = Field(False, description="Reserved: sessions have no network; True is refused for now.")
 
@@ -95,7 +115,16 @@ class ExecutionResult(BaseModel):
     interrupted: bool = Field(False, description="The code was stopped with KeyboardInterrupt.")
     killed: bool = Field(False, description="The interpreter was killed (timeout past grace, crash, exit).")
     state_survived: bool = Field(True, description="Variables and imports are still there for the next call.")
-    output_truncated: bool = False
+    output_truncated: bool = Field(
+        False, description="stdout/stderr went past Limits.output_bytes and were cut (a marker says where)."
+    )
+    display_dropped: int = Field(
+        0,
+        description=(
+            "Display items the host dropped: past Limits.display_items or Limits.display_bytes, or "
+            "malformed. When not 0, a note at the end of stderr says so."
+        ),
+    )
     exit_status: int | None = Field(None, description="For shell commands: the command's exit status.")
 
     @property
