@@ -360,33 +360,21 @@ async def test_a_dead_zygote_is_reported_and_start_relaunches_it() -> None:
 
 
 async def test_a_failing_setup_step_names_its_reason(backend: ZygoteBackend, tmp_path: Path) -> None:
-    first = await backend.spawn("clash-test", SessionConfig())
-    async with Session(backend, "clash-test", SessionConfig()) as s:
-        s._proc = first
-        s._reader, s._writer = await asyncio.open_unix_connection(sock=first.sock)
-        await s._read_frame()  # hello
-        s.hello = {"type": "hello"}
+    async with await backend.create_session() as s:
         await run(s, "open('clash', 'w').write('a file where a mount should go')")
-        await s._teardown()
-        config = SessionConfig(mounts=(Mount(source=tmp_path, target="clash"),))
-        s.config = config
+        s.config = SessionConfig(mounts=(Mount(source=tmp_path, target="clash"),))  # for the restart
         with pytest.raises(SessionStartError, match="sandbox setup failed"):
-            await s._connect()
+            await s.restart()
 
 
 async def test_a_symlink_planted_in_the_workspace_does_not_redirect_a_mount(
     backend: ZygoteBackend, tmp_path: Path
 ) -> None:
-    first = await backend.spawn("symlink-test", SessionConfig())
-    async with Session(backend, "symlink-test", SessionConfig()) as s:
-        s._proc = first
-        s._reader, s._writer = await asyncio.open_unix_connection(sock=first.sock)
-        await s._read_frame()  # hello
+    async with await backend.create_session() as s:
         await run(s, "import os\nos.symlink('/etc', 'data')")
-        await s._teardown()
         s.config = SessionConfig(mounts=(Mount(source=tmp_path, target="data/planted"),))
         with pytest.raises(SessionStartError, match="not a plain directory"):
-            await s._connect()
+            await s.restart()
     assert not _exists("/etc/planted")
 
 
