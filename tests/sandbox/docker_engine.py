@@ -90,7 +90,7 @@ def docker_engine() -> Iterator[Engine]:
         import docker  # noqa: F401
     except ImportError:
         pytest.skip("the Docker SDK is not installed (pip install 'thinkbox[docker]')")
-    from thinkbox.sandbox import docker_image
+    from thinkbox.sandbox.docker import image as docker_image
 
     tmp = Path(tempfile.mkdtemp(prefix="thinkbox-dockerd-"))
     cached = docker_image.cache_dir() / "dockerd-data"

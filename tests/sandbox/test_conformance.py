@@ -9,7 +9,7 @@ import pytest
 from thinkbox.errors import SandboxUnavailable
 from thinkbox.sandbox import conformance
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.sandbox.bwrap import BwrapBackend
+from thinkbox.sandbox.bwrap.backend import BwrapBackend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

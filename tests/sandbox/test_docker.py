@@ -18,8 +18,8 @@ import pytest_asyncio
 from docker_engine import Engine
 
 from thinkbox.errors import SandboxUnavailable
-from thinkbox.sandbox import docker_image
-from thinkbox.sandbox.docker_backend import LABEL_OWNER, LABEL_SESSION, DockerBackend
+from thinkbox.sandbox.docker import image as docker_image
+from thinkbox.sandbox.docker.backend import LABEL_OWNER, LABEL_SESSION, DockerBackend
 from thinkbox.sandbox.pool import SessionPool
 from thinkbox.sandbox.types import Mount, SessionConfig
 

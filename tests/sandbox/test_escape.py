@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from thinkbox.errors import SessionStartError
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import Limits, Mount, SessionConfig
@@ -94,7 +95,7 @@ async def test_host_secret_files_cannot_be_read(session: Session) -> None:
         [p for p in Path("/root").iterdir() if p.is_file()] if os.access("/root", os.R_OK) else []
     )
     paths = ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", str(PROJECT_DIR / "pyproject.toml")]
-    paths += [str(PROJECT_DIR / "src/thinkbox/sandbox/kernel.py"), *map(str, host_root_files[:5])]
+    paths += [str(PROJECT_DIR / "src/thinkbox/sandbox/inside/kernel.py"), *map(str, host_root_files[:5])]
     report = await _report(session, READ + f"{{p: read(p) for p in {paths!r}}}")
     for path, outcome in report.items():
         host = Path(path)
@@ -711,7 +712,11 @@ async def test_a_restart_mounts_the_directory_checked_at_start_not_a_symlink_swa
         swap = "import os\nos.rename('shared/inner', 'shared/moved')\nos.symlink('/etc', 'shared/inner')"
         assert (await s.execute(swap)).ok
         assert (shared / "inner").is_symlink()
-        await s.restart()
+        try:
+            await s.restart()
+        except SessionStartError as exc:  # refusing the changed source is as good as the original
+            assert "mount source" in str(exc), exc
+            return
         listing = await s.execute("import os\nsorted(os.listdir('inner'))")
         assert listing.result == "['marker.txt']", f"after the restart 'inner' shows {listing}"
 

@@ -2,7 +2,7 @@
 frames to its own protocol socket gets no more through than the limits allow, and never makes the host
 buffer a frame larger than the request may legitimately produce.
 
-The code reaches the socket through the kernel object (``thinkbox.sandbox.kernel._ACTIVE``) and writes
+The code reaches the socket through the kernel object (``thinkbox.sandbox.inside.kernel._ACTIVE``) and writes
 frames with the current request's id, under the channel's lock so that its frames are not interleaved
 with the pump's.
 """
@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.sandbox.session import ERROR_CHARS, NAME_CHARS, RESULT_CHARS, TAIL_BYTES, Session
+from thinkbox.sandbox.frames import ERROR_CHARS, NAME_CHARS, RESULT_CHARS, TAIL_BYTES
+from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import DisplayData, ExecutionResult, Limits, OutputChunk, SessionConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -31,7 +32,7 @@ MARKER = re.compile(r"\n\[\.\.\. thinkbox cut (\d+) bytes of output here \(limit
 
 RAW = """
 import json, struct
-import thinkbox.sandbox.kernel as _k
+import thinkbox.sandbox.inside.kernel as _k
 _ch = _k._ACTIVE.channel
 _rid = _k._ACTIVE.current_id
 

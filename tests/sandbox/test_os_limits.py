@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from sandbox_support import start_backend
 
-from thinkbox.sandbox import cgroups, rlimits, seccomp
+from thinkbox.sandbox.confine import cgroups, rlimits, seccomp
 from thinkbox.sandbox.types import Limits, MiB, SessionConfig
-from thinkbox.sandbox.zygote import ZygoteBackend, ZygoteKernel
+from thinkbox.sandbox.zygote.backend import ZygoteBackend, ZygoteKernel
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 

@@ -25,9 +25,9 @@ import docker_default_seccomp as docker_default
 import pytest
 from sandbox_support import descendants
 
-from thinkbox.sandbox import seccomp
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.sandbox.docker_backend import GVISOR_NAMES, seccomp_profile
+from thinkbox.sandbox.confine import seccomp
+from thinkbox.sandbox.docker.profile import GVISOR_NAMES, seccomp_profile
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import SessionConfig
 

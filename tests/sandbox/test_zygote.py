@@ -16,10 +16,10 @@ import pytest_asyncio
 from sandbox_support import descendants, start_backend
 
 from thinkbox.errors import ConfigError, SessionDead, SessionStartError
-from thinkbox.sandbox import cgroups
+from thinkbox.sandbox.confine import cgroups
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import Limits, Mount, SessionConfig
-from thinkbox.sandbox.zygote import ZygoteBackend
+from thinkbox.sandbox.zygote.backend import ZygoteBackend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -269,7 +269,7 @@ async def test_start_removes_what_a_crashed_engine_left_behind() -> None:
 
 ENGINE_THAT_CRASHES = """
 import asyncio, os
-from thinkbox.sandbox.zygote import ZygoteBackend
+from thinkbox.sandbox.zygote.backend import ZygoteBackend
 
 async def main():
     backend = ZygoteBackend()

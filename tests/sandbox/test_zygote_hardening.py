@@ -24,10 +24,10 @@ import pytest_asyncio
 from sandbox_support import start_backend
 
 from thinkbox.errors import SandboxUnavailable
-from thinkbox.sandbox import cgroups, uids
+from thinkbox.sandbox.confine import cgroups, uids
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import Limits, Mount, SessionConfig
-from thinkbox.sandbox.zygote import ZygoteBackend
+from thinkbox.sandbox.zygote.backend import ZygoteBackend
 
 pytestmark = [pytest.mark.escape, pytest.mark.asyncio(loop_scope="module")]
 

@@ -29,8 +29,8 @@ def build(
     try:
         import docker
 
-        from thinkbox.sandbox import docker_image
-        from thinkbox.sandbox.docker_backend import ENGINE_HINT
+        from thinkbox.sandbox.docker import image as docker_image
+        from thinkbox.sandbox.docker.backend import ENGINE_HINT
 
         try:
             client = docker.from_env()
@@ -60,7 +60,7 @@ def build(
 async def _check(image: str, runtime: str) -> str:
     import time
 
-    from thinkbox.sandbox.docker_backend import DockerBackend
+    from thinkbox.sandbox.docker.backend import DockerBackend
 
     backend = DockerBackend(image=image, runtime=None if runtime == "runc" else runtime)
     try:

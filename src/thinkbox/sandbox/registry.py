@@ -14,9 +14,9 @@ from thinkbox.sandbox.backend import SandboxBackend
 
 GROUP = "thinkbox.sandbox_backends"
 _BUILTIN = {
-    "zygote": "thinkbox.sandbox.zygote:ZygoteBackend",
-    "bwrap": "thinkbox.sandbox.bwrap:BwrapBackend",
-    "docker": "thinkbox.sandbox.docker_backend:DockerBackend",
+    "zygote": "thinkbox.sandbox.zygote.backend:ZygoteBackend",
+    "bwrap": "thinkbox.sandbox.bwrap.backend:BwrapBackend",
+    "docker": "thinkbox.sandbox.docker.backend:DockerBackend",
 }
 
 

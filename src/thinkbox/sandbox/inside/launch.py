@@ -1,4 +1,5 @@
-"""Start a kernel in a freshly exec'd interpreter: ``python -m thinkbox.sandbox.launch FD OPTIONS_JSON``.
+"""Start a kernel in a freshly exec'd interpreter:
+``python -m thinkbox.sandbox.inside.launch FD OPTIONS_JSON``.
 
 ``FD`` is an inherited, connected socket; a path instead (docker) is a Unix socket the host listens on,
 connected to before the preload so the host learns at once that the interpreter started.
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> None:
     else:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(target)
-    from thinkbox.sandbox import kernel
+    from thinkbox.sandbox.inside import kernel
 
     if options.get("preload", True):
         kernel.preload()

@@ -29,7 +29,7 @@ import traceback
 import types
 from typing import Any
 
-from thinkbox.sandbox import wire
+from thinkbox.sandbox.inside import wire
 
 _KERNEL_FILES = {__file__, wire.__file__}
 _RESULT_REPR_LIMIT = 20_000

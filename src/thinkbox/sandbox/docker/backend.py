@@ -1,11 +1,11 @@
 """The docker backend: one container per session, optionally under gVisor (``runtime="runsc"``).
 
-Each session is a container of the image from :mod:`thinkbox.sandbox.docker_image` running
-``python3 -m thinkbox.sandbox.launch`` under ``docker-init`` (so the interpreter is not pid 1 and its
+Each session is a container of the image from :mod:`thinkbox.sandbox.docker.image` running
+``python3 -m thinkbox.sandbox.inside.launch`` under ``docker-init`` (so the interpreter is not pid 1 and its
 exit status or signal reaches the host), with:
 
 - no network (``--network none``), a read-only root, every capability dropped, ``no-new-privileges``,
-  the seccomp filter of :mod:`thinkbox.sandbox.seccomp` written as a Docker profile, a non-root user;
+  the seccomp filter of :mod:`thinkbox.sandbox.confine.seccomp` written as a Docker profile, a non-root user;
 - memory (RLIMIT_AS for a ``MemoryError`` first, the cgroup as backstop), pids, CPU quota, CPU time,
   open files and file size from :class:`~thinkbox.sandbox.types.Limits`;
 - size-limited tmpfs mounts for ``/workspace``, ``/tmp`` and ``/dev/shm``, and the caller's mounts under
@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
-import platform
-import posixpath
 import shutil
 import socket
 import tempfile
@@ -45,9 +42,12 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import docker_image, isolation
+from thinkbox.sandbox import procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
-from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, Mount, SessionConfig
+from thinkbox.sandbox.docker import image as docker_image
+from thinkbox.sandbox.docker.mounts import bind_mounts, ulimits
+from thinkbox.sandbox.docker.profile import seccomp_profile
+from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, SessionConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,7 +57,7 @@ LABEL_OWNER = "thinkbox.owner"
 LABEL_SESSION = "thinkbox.session"
 SOCKET_DIR = f"{docker_image.RUNTIME_DIR}/run"
 KERNEL_DIR = f"{docker_image.RUNTIME_DIR}/thinkbox"
-"""This thinkbox's in-sandbox files, bind-mounted read-only (see :mod:`thinkbox.sandbox.docker_image`)."""
+"""This thinkbox's in-sandbox files, bind-mounted read-only (see :mod:`thinkbox.sandbox.docker.image`)."""
 SOCKET_NAME = "kernel.sock"
 USER = "1000:1000"
 CONNECT_TIMEOUT_S = 60.0
@@ -68,7 +68,7 @@ ENGINE_HINT = (
 )
 _START_SCRIPT = (
     f"mkdir -p /tmp/matplotlib && cp {docker_image.MPL_CACHE}/*.json /tmp/matplotlib/ 2>/dev/null; "
-    'ulimit -v "$2" && exec python3 -m thinkbox.sandbox.launch "$0" "$1"'
+    'ulimit -v "$2" && exec python3 -m thinkbox.sandbox.inside.launch "$0" "$1"'
 )
 """Runs as the container's command (under docker-init): matplotlib's font cache into the private /tmp, then
 the interpreter with RLIMIT_AS (Docker's ulimits cannot set it) connecting to the host's socket.
@@ -97,136 +97,6 @@ def _owner_alive(owner: str) -> bool:
     return _start_time(int(pid)) == start and start != ""
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _signal_status(code: int | None) -> int | None:
-    """docker-init exits with 128+N when the interpreter died of signal N: undo that."""
-    if code is not None and 128 < code < 128 + 65:
-        return -(code - 128)
-    return code
-
-
-GVISOR_NAMES = {"pselect6": "pselect"}
-"""Syscalls that gVisor (runsc 2022) names otherwise than libseccomp: a profile rule by the libseccomp name
-alone misses them there (select() answered EPERM, measured). Found by calling every allowed syscall under
-runsc with the profile and without it: pselect6 was the only one whose answer changed (and futex_waitv,
-which that gVisor does not implement)."""
-
-
-def seccomp_profile(*, clone3_rule: bool = True) -> dict[str, Any]:
-    """thinkbox's seccomp filter (:func:`thinkbox.sandbox.seccomp.rules`) as a Docker seccomp profile: the
-    same allow-list, ENOSYS for every syscall it does not list, EPERM for the refused ones, and the same
-    argument conditions (clone's flags, socket's family and type, personality).
-
-    Docker (runc, through libseccomp) ANDs the ``args`` of one rule and defines no order between two rules
-    that match: the rules of one syscall with different outcomes never overlap, so none is needed. Every
-    condition is a masked equality: ``SCMP_CMP_MASKED_EQ`` with the mask in ``value`` and the expected
-    bits in ``valueTwo``. ``clone3_rule=False`` for gVisor: runsc (2022) answers the rule's ENOSYS as
-    EPERM, so glibc does not fall back to ``clone`` and no thread can start (measured); there ``clone3``
-    is allowed (its own kernel answers it) and unlisted syscalls may answer EPERM instead of ENOSYS."""
-    from thinkbox.sandbox import seccomp
-
-    arch = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(platform.machine())
-    unknown = set(seccomp.unknown_syscalls())
-
-    def outcome(err: int | None) -> dict[str, Any]:
-        return {"action": "SCMP_ACT_ALLOW"} if err is None else {"action": "SCMP_ACT_ERRNO", "errnoRet": err}
-
-    plain: dict[int | None, list[str]] = {}  # the unconditional rules, by outcome
-    conditional: list[dict[str, Any]] = []
-    for rule in seccomp.rules():
-        if rule.name in unknown:
-            continue
-        err = None if rule.name == "clone3" and not clone3_rule else rule.errno
-        if not rule.args:
-            plain.setdefault(err, []).append(rule.name)
-            if rule.name in GVISOR_NAMES:  # runc ignores a name its libseccomp does not know
-                plain[err].append(GVISOR_NAMES[rule.name])
-            continue
-        args = [
-            {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
-            for index, mask, value in rule.args
-        ]
-        conditional.append({"names": [rule.name], **outcome(err), "args": args})
-    # ENOSYS spelled out too: Docker 20.10 drops defaultErrnoRet, so its default answers EPERM (measured),
-    # and glibc falls back from clone3 to clone on ENOSYS only. runc skips a rule that repeats the default.
-    plain.setdefault(errno.ENOSYS, []).extend(n for n in seccomp.unlisted_syscalls() if n not in unknown)
-    rules = [{"names": names, **outcome(err)} for err, names in plain.items()]
-    profile: dict[str, Any] = {
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": errno.ENOSYS,
-        "syscalls": rules + conditional,
-    }
-    if arch:
-        profile["architectures"] = [arch]
-    return profile
-
-
-def _mounts(mounts: tuple[Mount, ...], known: dict[str, tuple[str, int, int]] | None = None) -> list[Any]:
-    """Docker bind mounts for the caller's mounts; a target outside /workspace or a missing source is
-    refused. ``known`` (source -> canonical path, device and inode, filled at a session's first spawn)
-    pins each source: dockerd resolves the path again at every start, so a restart checks, without following
-    symlinks, that it still names the same directory. Read-only sources are bound without their
-    submounts: engines before Docker 25 make only the top of a recursive bind read-only."""
-    from docker.types import Mount as DockerMount
-
-    out = []
-    for mount in mounts:
-        source = Path(mount.source).resolve()
-        if not source.is_dir():
-            raise ConfigError(
-                f"mount source {str(mount.source)!r} is not a host directory (SessionConfig.mounts)"
-            )
-        target = posixpath.normpath(posixpath.join(WORKSPACE, mount.target))
-        if not target.startswith(WORKSPACE + "/"):
-            raise ConfigError(
-                f"mount target {mount.target!r} must be a path under {WORKSPACE} (SessionConfig.mounts)"
-            )
-        if known is not None:
-            source = _pinned(Path(mount.source), known)
-        docker_mount = DockerMount(target, str(source), type="bind", read_only=mount.read_only)
-        if mount.read_only:
-            docker_mount["BindOptions"] = {"NonRecursive": True}
-        out.append(docker_mount)
-    return out
-
-
-def _pinned(configured: Path, known: dict[str, tuple[str, int, int]]) -> Path:
-    """The canonical path of a mount source, checked to be the directory first seen for this session."""
-    key = str(configured)
-    path = known[key][0] if key in known else str(configured.resolve())
-    try:
-        fd = isolation.open_nofollow(path)
-    except OSError as exc:
-        raise SessionStartError(f"mount source {path!r} cannot be opened without symlinks: {exc}") from None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if known.setdefault(key, (path, st.st_dev, st.st_ino)) != (path, st.st_dev, st.st_ino):
-        raise SessionStartError(f"mount source {path!r} was replaced since the session started; not mounted")
-    return Path(path)
-
-
-def _ulimits(limits: Limits) -> list[Any]:
-    from docker.types import Ulimit
-
-    table = {
-        "cpu": limits.cpu_time_s,
-        "nofile": limits.open_files,
-        "fsize": limits.file_size_mib * MiB,
-        "core": 0,
-    }
-    return [Ulimit(name=name, soft=value, hard=value) for name, value in table.items()]
-
-
-# -- one session -----------------------------------------------------------------------------------
 class DockerKernel(KernelProcess):
     """One container: docker-init as pid 1 and, under it, the interpreter."""
 
@@ -274,7 +144,7 @@ class DockerKernel(KernelProcess):
         state = self.container.attrs.get("State") or {}
         if state.get("Running") or state.get("Status") in ("created", "restarting"):
             return None
-        code = _signal_status(state.get("ExitCode"))
+        code = procs.from_init_status(state.get("ExitCode"))
         if state.get("OOMKilled"):
             return ExitInfo(code, "it was killed for memory (the container's limit, Limits.memory_mib)")
         if code not in (0, None) and code > 0:
@@ -309,7 +179,7 @@ class DockerKernel(KernelProcess):
             pid = todo.pop()
             if os.path.exists(f"/proc/{pid}"):
                 pids.append(pid)
-                todo.extend(_children(pid))
+                todo.extend(procs.children(pid))
         return sorted(pids)
 
 
@@ -457,7 +327,7 @@ class DockerBackend(SandboxBackend):
         limits = config.limits
         if limits.network:
             raise ConfigError("sessions have no network: set Limits.network to False")
-        mounts = _mounts(config.mounts, self._pins.setdefault(session_id, {}))
+        mounts = bind_mounts(config.mounts, self._pins.setdefault(session_id, {}))
         old = self._live.pop(session_id, None)
         if old is not None:
             await old.kill()
@@ -518,7 +388,7 @@ class DockerBackend(SandboxBackend):
             pids_limit=limits.processes * (4 if self._runtime == "runsc" else 1)
             + (RUNSC_PIDS_BACKSTOP if self._runtime == "runsc" else 0),
             nano_cpus=int(limits.cpu_cores * 1e9),
-            ulimits=_ulimits(limits),
+            ulimits=ulimits(limits),
             tmpfs={
                 WORKSPACE: f"size={limits.workspace_mib}m,mode=0700,uid=1000,gid=1000,exec",
                 "/tmp": f"size={limits.tmp_mib}m,mode=1777,exec",

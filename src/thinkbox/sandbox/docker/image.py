@@ -9,8 +9,9 @@ Three layers, each reused when nothing changed:
    dependencies copied from this interpreter's site-packages (the image's Python has the same minor
    version) and matplotlib's font cache, with ``/opt/thinkbox`` on ``PYTHONPATH``.
 
-thinkbox's in-sandbox files (kernel, wire, launch: :data:`KERNEL_FILES`) are *not* baked in: the backend
-bind-mounts this thinkbox's own copy read-only at ``/opt/thinkbox/thinkbox`` for every session, so the
+thinkbox's in-sandbox files (kernel, wire, launch: :data:`thinkbox.sandbox.inside.FILES`) are *not*
+baked in: the backend bind-mounts this thinkbox's own copy read-only at ``/opt/thinkbox/thinkbox`` for
+every session, so the
 interpreter always speaks the host's protocol and editing the kernel never needs a rebuild (baked-in
 copies went stale twice during one test run of a tree being edited).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkbox.errors import SandboxError, SandboxUnavailable
+from thinkbox.sandbox import inside
 
 IMAGE_REPO = "thinkbox-sandbox"
 BASE_REPO = "thinkbox-base"
@@ -41,7 +43,6 @@ SUITE = "bookworm"
 IMAGE_PYTHON = "3.11"
 """Minor version of Debian bookworm's python3: the copied packages' binary modules are built for it."""
 PACKAGES = ("numpy", "pandas", "matplotlib", "openpyxl", "networkx", "sympy")
-KERNEL_FILES = ("sandbox/__init__.py", "sandbox/kernel.py", "sandbox/wire.py", "sandbox/launch.py")
 RUNTIME_DIR = "/opt/thinkbox"
 MPL_CACHE = f"{RUNTIME_DIR}/matplotlib"
 LABEL_CONTENT = "thinkbox.content"
@@ -83,13 +84,8 @@ def rootfs_tarball() -> Path:
 
 def copy_kernel_files(dest: Path) -> Path:
     """This thinkbox's in-sandbox files as a ``thinkbox`` package under ``dest`` (world-readable)."""
-    package = Path(__file__).resolve().parent.parent
-    root = dest / "thinkbox"
-    (root / "sandbox").mkdir(parents=True, exist_ok=True)
-    (root / "__init__.py").write_text("")
-    for rel in KERNEL_FILES:
-        shutil.copyfile(package / rel, root / rel)
-    for path in (dest, root, root / "sandbox", *root.rglob("*")):
+    root = inside.install(dest)
+    for path in (dest, root, *root.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
 

@@ -1,18 +1,19 @@
 """The bubblewrap backend: one ``bwrap`` process per session.
 
 The conservative fallback where the zygote cannot run, and the baseline of ``thinkbox bench sandbox``.
-Each session is a fresh interpreter (``python -m thinkbox.sandbox.launch``) started by ``bwrap`` with:
+Each session is a fresh interpreter (``python -m thinkbox.sandbox.inside.launch``) started by ``bwrap`` with:
 
 - every namespace unshared (no network), a user namespace with a distinct uid per session, no capabilities,
-  NO_NEW_PRIVS, the seccomp filter of :mod:`thinkbox.sandbox.seccomp` (``--seccomp FD``);
+  NO_NEW_PRIVS, the seccomp filter of :mod:`thinkbox.sandbox.confine.seccomp` (``--seccomp FD``);
 - a read-only root made of ``/usr`` (and the merged-usr links), the Python installation and the virtualenv
   at their own paths, ``/etc/ld.so.cache``, ``/etc/alternatives``, ``/etc/fonts`` and a private copy of the
   kernel's five stdlib-only files; never the host ``/``, ``/root``, ``/home``, ``/run`` or the project
   directory;
 - a size-limited tmpfs as ``/workspace`` (disk fill ends in ENOSPC), a private ``/tmp`` and ``/dev/shm``,
   and the caller's :class:`~thinkbox.sandbox.types.Mount` s under ``/workspace``;
-- rlimits and a cgroup (:mod:`~thinkbox.sandbox.rlimits`, :mod:`~thinkbox.sandbox.cgroups`) applied to
-  ``bwrap`` before it execs, so every process of the session inherits them;
+- rlimits and a cgroup (:mod:`~thinkbox.sandbox.confine.rlimits`,
+  :mod:`~thinkbox.sandbox.confine.cgroups`) applied to ``bwrap`` before it execs, so every process of
+  the session inherits them;
 - ``bwrap`` itself started with an empty environment: a secret in the engine's environment is not in
   ``/proc/1/environ`` of the sandbox.
 
@@ -39,8 +40,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import cgroups, rlimits
+from thinkbox.sandbox import inside, procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
+from thinkbox.sandbox.confine import cgroups, rlimits
 from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, Mount, SessionConfig
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,6 @@ INSTALL_HINT = (
 )
 KILL_TIMEOUT_S = 5.0
 _OUTPUT_KEEP = 8 * 1024
-_KERNEL_FILES = ("sandbox/__init__.py", "sandbox/kernel.py", "sandbox/wire.py", "sandbox/launch.py")
 _USR_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -86,13 +87,6 @@ _PROC_COVERS = [
     if os.path.exists(f"/proc/{name}")
     for arg in ("--ro-bind", "/dev/null", f"/proc/{name}")
 ]
-
-
-def _propagated(code: int | None) -> int | None:
-    """bwrap exits with the interpreter's status, or 128+N when it ended by signal N: undo that."""
-    if code is not None and 128 < code < 128 + 65:
-        return -(code - 128)
-    return code
 
 
 class BwrapKernel(KernelProcess):
@@ -130,7 +124,7 @@ class BwrapKernel(KernelProcess):
                 self.init_pid = int(json.loads(line).get("child-pid")) if line else None
             if self.init_pid is not None:
                 for _ in range(5000):  # the init forks the interpreter right after mounting
-                    children = _children(self.init_pid)
+                    children = procs.children(self.init_pid)
                     if children:
                         self.interpreter_pid = children[0]
                         break
@@ -178,7 +172,7 @@ class BwrapKernel(KernelProcess):
             self.cgroup = None
 
     async def wait(self) -> ExitInfo:
-        code = _propagated(await self.proc.wait())
+        code = procs.from_init_status(await self.proc.wait())
         reason = ""
         if self.killed_by_us:
             reason = "it was killed by thinkbox"
@@ -191,14 +185,6 @@ class BwrapKernel(KernelProcess):
         pids = self.cgroup.pids() if self.cgroup is not None else []
         known = [self.proc.pid, self.init_pid, self.interpreter_pid]
         return sorted(set(pids) | {p for p in known if p is not None})
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        return []
 
 
 class _Sources:
@@ -313,14 +299,10 @@ class BwrapBackend(SandboxBackend):
 
     def _prepare_runtime(self, runtime: Path) -> None:
         """Copy the kernel's files, compile the seccomp filter and build matplotlib's font cache once."""
-        package = Path(__file__).resolve().parent.parent
-        (runtime / "thinkbox" / "sandbox").mkdir(parents=True)
-        (runtime / "thinkbox" / "__init__.py").write_text("")
-        for rel in _KERNEL_FILES:
-            shutil.copyfile(package / rel, runtime / "thinkbox" / rel)
+        inside.install(runtime)
         if self._use_seccomp:
             try:
-                from thinkbox.sandbox import seccomp
+                from thinkbox.sandbox.confine import seccomp
 
                 with open(runtime / "seccomp.bpf", "wb") as f:
                     seccomp.export_bpf(f)
@@ -450,7 +432,7 @@ class BwrapBackend(SandboxBackend):
             for path in filters + self._mpl_files:
                 files[path.name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             argv = self._argv(self._uid_base + self._seq % 40000, limits, mount_args, files)
-            argv += ["--json-status-fd", str(status_w), self._python, "-m", "thinkbox.sandbox.launch"]
+            argv += ["--json-status-fd", str(status_w), self._python, "-m", "thinkbox.sandbox.inside.launch"]
             options = {"output_bytes": limits.output_bytes, "env": config.env, "preload": self._preload}
             argv += [str(child_sock.fileno()), json.dumps(options)]
             proc = await asyncio.create_subprocess_exec(

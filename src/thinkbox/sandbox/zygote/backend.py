@@ -1,9 +1,9 @@
 """The default sandbox backend: sessions forked from a fork server ("zygote") that preloaded the libraries.
 
-The host side. :meth:`ZygoteBackend.start` launches ``python -m thinkbox.sandbox.zygote_server`` with a
+The host side. :meth:`ZygoteBackend.start` launches ``python -m thinkbox.sandbox.zygote.server`` with a
 scrubbed environment and a control socket; :meth:`ZygoteBackend.spawn` sends it the session's socket and
 limits and gets back the host pids of the session's init (pid 1 of its pid namespace, tini) and of its
-interpreter. What happens inside is described in :mod:`thinkbox.sandbox.zygote_server` (sessions are
+interpreter. What happens inside is described in :mod:`thinkbox.sandbox.zygote.server` (sessions are
 forked ahead of time as "embryos" and specialized per request). Signals go through pidfds: SIGINT to the
 interpreter, SIGKILL to the init (which ends the whole namespace); the zygote reaps both and reports how
 the interpreter ended.
@@ -17,154 +17,40 @@ import itertools
 import json
 import logging
 import os
-import posixpath
 import shutil
 import signal
 import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import cgroups, isolation, uids, wire
+from thinkbox.sandbox import procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
-from thinkbox.sandbox.types import WORKSPACE, Mount, SessionConfig
-from thinkbox.sandbox.zygote_server import MAX_MOUNTS
+from thinkbox.sandbox.confine import cgroups, uids
+from thinkbox.sandbox.inside import wire
+from thinkbox.sandbox.types import SessionConfig
+from thinkbox.sandbox.zygote.embryo import MAX_MOUNTS
+from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Live, Pending, Slot, ZygoteKernel
+from thinkbox.sandbox.zygote.runtime import (
+    check_mount,
+    default_cache_dir,
+    default_runtime_root,
+    log_tail,
+    remove_runtime,
+)
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
 SPAWN_TIMEOUT_S = 30.0
-KILL_TIMEOUT_S = 5.0
 _INSTANCE_PREFIX = "z"
 
 
 MAX_ENV_BYTES = 64 * 1024
 """A session's environment travels in one frame over its socket before the protocol starts."""
-
-
-def default_runtime_root() -> Path:
-    """/run/thinkbox as root; else $XDG_RUNTIME_DIR/thinkbox, or /tmp/thinkbox-UID checked to be our own
-    private directory (a predictable name in /tmp could have been made by another user first)."""
-    if os.geteuid() == 0:
-        return Path("/run/thinkbox")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "thinkbox"
-    return uids.private_dir(Path(f"/tmp/thinkbox-{os.getuid()}")) / "thinkbox"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "thinkbox" / "matplotlib"
-
-
-@dataclass
-class _Pending:
-    spawned: asyncio.Future[int]
-    error: str = ""
-    cgroup: str | None = None
-    kernel: int = 0
-
-
-@dataclass
-class _Slot:
-    """What the backend keeps per session between spawns: its slot number (uid offset and workspace
-    name, all the zygote knows of it) and its mount sources, opened once so a restart cannot be
-    redirected by a symlink swapped in meanwhile."""
-
-    number: int
-    spec: tuple[Mount, ...]
-    mounts: list[dict[str, Any]]
-    fds: list[int]
-
-
-@dataclass
-class _Live:
-    sid: str
-    slot: int
-    pid: int
-    pidfd: int | None
-    exited: asyncio.Future[ExitInfo]
-    returncode: int | None = None
-    error: str = ""
-    cgroup: str | None = None
-    kernel: int = 0
-    """Host pid of the interpreter (``pid`` is its init, pid 1 of the namespace)."""
-    kernel_fd: int | None = None
-
-
-class ZygoteKernel(KernelProcess):
-    def __init__(self, backend: ZygoteBackend, sock: socket.socket, live: _Live) -> None:
-        self.sock = sock
-        self._backend = backend
-        self._live = live
-
-    @property
-    def pid(self) -> int:
-        """Host pid of the session's init (pid 1 inside its namespace)."""
-        return self._live.pid
-
-    def _signal(self, signum: int) -> None:
-        live = self._live
-        if live.exited.done():
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            if live.pidfd is not None:
-                signal.pidfd_send_signal(live.pidfd, signum)
-            else:
-                os.kill(live.pid, signum)
-
-    @property
-    def cgroup_name(self) -> str | None:
-        """Name of the session's cgroup under the ``thinkbox`` parent (None without cgroups)."""
-        return self._live.cgroup
-
-    def interrupt(self) -> None:
-        """SIGINT to the interpreter itself (its init is tini, which would pass it to its ``sleep``)."""
-        live = self._live
-        if live.exited.done() or live.returncode is not None or not live.kernel:
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            if live.kernel_fd is not None:
-                signal.pidfd_send_signal(live.kernel_fd, signal.SIGINT)
-            else:
-                os.kill(live.kernel, signal.SIGINT)
-
-    async def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-        try:
-            async with asyncio.timeout(KILL_TIMEOUT_S):
-                await asyncio.shield(self._live.exited)
-        except TimeoutError:
-            log.warning(
-                "session %s: init %d did not end within %.0f s of SIGKILL",
-                self._live.sid,
-                self._live.pid,
-                KILL_TIMEOUT_S,
-            )
-
-    async def wait(self) -> ExitInfo:
-        live = self._live
-        if live.error and not live.exited.done():  # a failed setup step: the process is ending anyway
-            try:
-                async with asyncio.timeout(0.2):
-                    return await asyncio.shield(live.exited)
-            except TimeoutError:
-                return ExitInfo(None, live.error)
-        return await asyncio.shield(live.exited)
-
-    def host_pids(self) -> list[int]:
-        """The interpreter, its children and the orphans its init adopted (not the init and its sleep)."""
-        live = self._live
-        if not live.kernel or not os.path.exists(f"/proc/{live.kernel}"):
-            return []
-        pids = [live.kernel, *_children(live.kernel)]
-        pids += [p for p in _children(live.pid) if _cmdline(p) != _INIT_CHILD]
-        return pids
 
 
 class ZygoteBackend(SandboxBackend):
@@ -182,7 +68,8 @@ class ZygoteBackend(SandboxBackend):
     ) -> None:
         """``embryos``: forked, not yet specialized sessions the fork server keeps ready (0: on demand).
         ``uid_base``: as root, sessions run as host uids ``uid_base + 1 ...``; by default a block of its
-        own is reserved for this engine (:mod:`thinkbox.sandbox.uids`), so no two engines share a uid."""
+        own is reserved for this engine (:mod:`thinkbox.sandbox.confine.uids`), so no two engines share
+        a uid."""
         self.embryos = embryos
         self.runtime_root = Path(runtime_dir) if runtime_dir is not None else default_runtime_root()
         self._uid_override = uid_base
@@ -193,10 +80,10 @@ class ZygoteBackend(SandboxBackend):
         self._proc: asyncio.subprocess.Process | None = None
         self._ctl: socket.socket | None = None
         self._start_lock = asyncio.Lock()
-        self._pending: dict[int, _Pending] = {}
-        self._live: dict[int, _Live] = {}
-        self._by_slot: dict[int, _Live] = {}
-        self._slots: dict[str, _Slot] = {}
+        self._pending: dict[int, Pending] = {}
+        self._live: dict[int, Live] = {}
+        self._by_slot: dict[int, Live] = {}
+        self._slots: dict[str, Slot] = {}
         self._releasing: dict[int, asyncio.Future[None]] = {}
         self._embryos: dict[int, int] = {}
         """Prepared, unused sessions: init pid -> interpreter pid."""
@@ -265,7 +152,7 @@ class ZygoteBackend(SandboxBackend):
             return
         for inst in self.runtime_root.iterdir():
             if inst.is_dir() and owner_gone(inst.name):
-                _remove_runtime(inst)
+                remove_runtime(inst)
 
     async def _launch(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -297,7 +184,7 @@ class ZygoteBackend(SandboxBackend):
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "thinkbox.sandbox.zygote_server",
+                "thinkbox.sandbox.zygote.server",
                 str(child.fileno()),
                 json.dumps(config),
                 pass_fds=[child.fileno()],
@@ -327,7 +214,7 @@ class ZygoteBackend(SandboxBackend):
             raise SandboxUnavailable(f"the zygote did not start within {START_TIMEOUT_S:.0f} s") from None
         if msg.get("op") != "ready":
             await self._stop_zygote()
-            tail = _tail(self._log_path)
+            tail = log_tail(self._log_path)
             raise SandboxUnavailable(
                 f"{msg.get('message')}{': ' + tail if tail else ''}; the zygote's log is {self._log_path}; "
                 "where the zygote cannot run, use --backend bwrap"
@@ -373,7 +260,7 @@ class ZygoteBackend(SandboxBackend):
             pending = self._pending.get(slot)
             if pending is None:
                 return
-            if not msg.get("no_process"):  # also after "spawned", until spawn() makes the _Live
+            if not msg.get("no_process"):  # also after "spawned", until spawn() makes the Live
                 pending.error = str(msg.get("message"))
             elif not pending.spawned.done():
                 pending.spawned.set_exception(SessionStartError(f"zygote: {msg.get('message')}"))
@@ -391,7 +278,7 @@ class ZygoteBackend(SandboxBackend):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    def _finish(self, live: _Live, init_rc: int | None, reason: str = "") -> None:
+    def _finish(self, live: Live, init_rc: int | None, reason: str = "") -> None:
         for fd in (live.pidfd, live.kernel_fd):
             if fd is not None:
                 os.close(fd)
@@ -466,7 +353,7 @@ class ZygoteBackend(SandboxBackend):
             "limits": config.limits.model_dump(),
             "mounts": slot.mounts,
         }
-        pending = _Pending(asyncio.get_running_loop().create_future())
+        pending = Pending(asyncio.get_running_loop().create_future())
         self._pending[slot.number] = pending
         try:
             await self._send_request(json.dumps(request).encode(), [theirs.fileno(), *slot.fds])
@@ -493,13 +380,13 @@ class ZygoteBackend(SandboxBackend):
         except OSError:
             kernel_fd = None
         exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
-        live = _Live(session_id, slot.number, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
+        live = Live(session_id, slot.number, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
         live.kernel, live.kernel_fd = pending.kernel, kernel_fd
         self._live[pid] = live
         self._by_slot[slot.number] = live
         return ZygoteKernel(self, ours, live)
 
-    def _slot(self, session_id: str, config: SessionConfig) -> _Slot:
+    def _slot(self, session_id: str, config: SessionConfig) -> Slot:
         """The session's slot: made at its first spawn (the lowest free number, its mount sources checked
         and opened), the same one at every restart."""
         known = self._slots.get(session_id)
@@ -507,7 +394,7 @@ class ZygoteBackend(SandboxBackend):
             return known
         if known is not None:  # the caller asks for other mounts: a new request, checked anew
             self._forget_slot(session_id)
-            self._slots[session_id] = _Slot(known.number, (), [], [])
+            self._slots[session_id] = Slot(known.number, (), [], [])
         if len(config.mounts) > MAX_MOUNTS:
             raise ConfigError(f"{len(config.mounts)} mounts; at most {MAX_MOUNTS} (SessionConfig.mounts)")
         taken = {s.number for s in self._slots.values()} | set(self._releasing)
@@ -517,17 +404,17 @@ class ZygoteBackend(SandboxBackend):
         mounts, fds = [], []
         try:
             for m in config.mounts:
-                checked = _check_mount(m.source, m.target, m.read_only)
+                checked = check_mount(m.source, m.target, m.read_only)
                 fds.append(os.open(checked.pop("source"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
                 mounts.append(checked)
         except OSError as exc:
             for fd in fds:
                 os.close(fd)
             raise ConfigError(f"mount source cannot be opened: {exc} (SessionConfig.mounts)") from None
-        slot = self._slots[session_id] = _Slot(number, config.mounts, mounts, fds)
+        slot = self._slots[session_id] = Slot(number, config.mounts, mounts, fds)
         return slot
 
-    def _forget_slot(self, session_id: str) -> _Slot | None:
+    def _forget_slot(self, session_id: str) -> Slot | None:
         slot = self._slots.pop(session_id, None)
         if slot is not None:
             for fd in slot.fds:
@@ -588,7 +475,7 @@ class ZygoteBackend(SandboxBackend):
         await self._stop_zygote()
         prefix = self.instance + "-"
         await asyncio.to_thread(cgroups.remove_stale, lambda name: name.startswith(prefix))
-        await asyncio.to_thread(_remove_runtime, self.runtime)
+        await asyncio.to_thread(remove_runtime, self.runtime)
         for session_id in list(self._slots):
             self._forget_slot(session_id)
         if self._uid_block is not None:
@@ -605,7 +492,7 @@ class ZygoteBackend(SandboxBackend):
             for p in (pid, kernel):
                 if os.path.exists(f"/proc/{p}"):
                     found.add(p)
-                    found.update(_children(p))
+                    found.update(procs.children(p))
         return found
 
     def workspace_dir(self, session_id: str) -> Path | None:
@@ -617,65 +504,6 @@ class ZygoteBackend(SandboxBackend):
     @property
     def zygote_pid(self) -> int | None:
         return self._zygote_pid if self._proc is not None and self._proc.returncode is None else None
-
-
-_INIT_CHILD = (b"sleep", b"infinity")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def _cmdline(pid: int) -> tuple[bytes, ...]:
-    """Program name and arguments: the init's own child is ``sleep infinity``."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().rstrip(b"\0").split(b"\0")
-    except OSError:
-        return ()
-    return (args[0].rpartition(b"/")[2], *args[1:])
-
-
-def _check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:
-    src = Path(source)
-    if not src.is_dir():
-        raise ConfigError(f"mount source {src} is not an existing directory (SessionConfig.mounts)")
-    rel = target[len(WORKSPACE) :] if target == WORKSPACE or target.startswith(WORKSPACE + "/") else target
-    if target.startswith("/") and rel == target:
-        raise ConfigError(
-            f"mount target {target!r} must be relative or under {WORKSPACE} (SessionConfig.mounts)"
-        )
-    norm = posixpath.normpath(rel.lstrip("/") or ".")
-    if norm in (".", "") or norm == ".." or norm.startswith("../"):
-        raise ConfigError(f"mount target {target!r} escapes or replaces {WORKSPACE} (SessionConfig.mounts)")
-    return {"source": str(src.resolve()), "target": norm, "read_only": read_only}
-
-
-def _tail(path: Path, limit: int = 600) -> str:
-    """The last line(s) of a log, for an error message."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode(errors="replace").strip().splitlines()[-1]
-    except (OSError, IndexError):
-        return ""
-
-
-def _remove_runtime(inst: Path) -> None:
-    """Unmount the workspaces of a runtime dir and remove it."""
-    ws_root = inst / "ws"
-    if ws_root.is_dir():
-        for ws in ws_root.iterdir():
-            with contextlib.suppress(OSError):
-                isolation.umount2(str(ws), isolation.MNT_DETACH)
-    with contextlib.suppress(OSError):
-        isolation.umount2(str(inst / "root"), isolation.MNT_DETACH)
-    shutil.rmtree(inst, ignore_errors=True)
 
 
 __all__ = ["ZygoteBackend", "ZygoteKernel"]

@@ -1,0 +1,1 @@
+"""The bubblewrap backend: one ``bwrap`` process per session (:mod:`.backend`)."""
