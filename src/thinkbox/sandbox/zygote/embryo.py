@@ -32,14 +32,14 @@ MAX_MOUNTS = 16
 """Mounts per session: each travels as an O_PATH fd with the spawn request."""
 MASKED_PROC_FILES = (
     *("cmdline", "interrupts", "softirqs", "diskstats", "partitions", "swaps", "locks", "modules"),
-    *("devices", "execdomains", "consoles", "misc", "dma", "fb", "mtrr", "buddyinfo", "zoneinfo"),
-    *("pagetypeinfo", "vmallocinfo", "slabinfo", "iomem", "ioports", "kallsyms", "kcore", "keys"),
-    *("key-users", "timer_list", "sched_debug", "latency_stats", "sysrq-trigger", "config.gz"),
-    *("kpagecount", "kpageflags", "kpagecgroup"),
+    *("devices", "buddyinfo", "zoneinfo", "pagetypeinfo", "vmallocinfo", "slabinfo", "iomem", "ioports"),
+    *("kallsyms", "kcore", "keys", "key-users", "timer_list", "sched_debug", "latency_stats"),
+    *("sysrq-trigger", "config.gz", "mtrr", "kpagecount", "kpageflags", "kpagecgroup"),
 )
 """/proc files that tell a session about the host or about other sessions (the kernel's command line,
-interrupt and disk counters, other processes' file locks, ...): /dev/null is bound over each one."""
-MASKED_PROC_DIRS = ("acpi", "asound", "bus", "driver", "fs", "irq", "pressure", "scsi", "sysvipc", "tty")
+interrupt and disk counters, other processes' file locks, ...): /dev/null is bound over each one that
+others may read or write (a file only root may read needs no cover: the session is never root)."""
+MASKED_PROC_DIRS = ("acpi", "bus", "irq", "pressure", "scsi")
 """/proc directories hidden under an empty read-only directory."""
 NOSUID_NODEV = isolation.MS_NOSUID | isolation.MS_NODEV
 SPARE_NICE = 19
@@ -70,7 +70,7 @@ class Context:
         self.nice = 0
         self.tmp_binds: list[tuple[str, str]] = []
         """Interpreter paths under /tmp (a venv in a checkout there): bound again over each session's /tmp."""
-        self.masked_files = [n for n in MASKED_PROC_FILES if os.path.isfile(f"/proc/{n}")]
+        self.masked_files = [n for n in MASKED_PROC_FILES if _open_to_others(f"/proc/{n}")]
         self.masked_dirs = [n for n in MASKED_PROC_DIRS if os.path.isdir(f"/proc/{n}")]
         self.null_fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         """The zygote's own (the sessions' inits get it as stdio); closed in every forked embryo."""
@@ -119,6 +119,13 @@ class Context:
             os.symlink(target, f"{t}/dev/{name}")
         flags = isolation.MS_REMOUNT | isolation.MS_BIND | isolation.MS_RDONLY | NOSUID_NODEV
         isolation.mount(None, t, None, flags)
+
+
+def _open_to_others(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & 0o006)
+    except OSError:
+        return False
 
 
 def init_argv() -> list[str]:
