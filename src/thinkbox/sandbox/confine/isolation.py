@@ -243,23 +243,7 @@ def open_nofollow(path: str) -> int:
     """
     if not path.startswith("/"):
         raise OSError(errno.EINVAL, f"{path!r} is not an absolute path")
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in path.split("/"):
-            if part in ("", "."):
-                continue
-            if part == "..":
-                raise OSError(errno.EINVAL, f"{path!r} climbs with '..'")
-            try:
-                nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                raise OSError(exc.errno, f"{path!r}: {part!r} is not a plain directory") from None
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _walk("/", path, create=False, what=repr(path))
 
 
 def open_beneath(base: str, relative: str) -> int:
@@ -268,21 +252,26 @@ def open_beneath(base: str, relative: str) -> int:
     Mount targets inside a workspace the sandbox could write must not be resolved through its symlinks
     (``data -> /etc`` would put a mount, or a new directory, on the host). Mount on ``/proc/self/fd/N``.
     """
+    return _walk(base, relative, create=True, what=f"mount target {relative!r}")
+
+
+def _walk(base: str, relative: str, *, create: bool, what: str) -> int:
+    """Open ``base`` then each component of ``relative`` with ``O_NOFOLLOW`` (``..`` refused), making
+    missing directories with ``create``; an fd of the last one."""
     fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         for part in relative.split("/"):
             if part in ("", "."):
                 continue
             if part == "..":
-                raise OSError(0, f"mount target {relative!r} climbs out with '..'")
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
+                raise OSError(errno.EINVAL, f"{what} climbs with '..'")
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
             try:
                 nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except OSError as exc:
-                raise OSError(
-                    exc.errno, f"mount target {relative!r}: {part!r} is not a plain directory"
-                ) from None
+                raise OSError(exc.errno, f"{what}: {part!r} is not a plain directory") from None
             os.close(fd)
             fd = nxt
     except BaseException:
