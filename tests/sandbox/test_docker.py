@@ -18,6 +18,7 @@ import pytest_asyncio
 from docker_engine import Engine
 
 from thinkbox.errors import SandboxUnavailable
+from thinkbox.sandbox import inside
 from thinkbox.sandbox.docker import image as docker_image
 from thinkbox.sandbox.docker.backend import LABEL_OWNER, LABEL_SESSION, DockerBackend
 from thinkbox.sandbox.pool import SessionPool
@@ -180,8 +181,10 @@ async def test_sessions_see_only_the_sandbox_part_of_thinkbox(backend: DockerBac
     session = await backend.create_session()
     try:
         result = await session.execute(
-            "import os, thinkbox\nsorted(os.listdir(os.path.dirname(thinkbox.__file__) + '/sandbox'))"
+            "import os, thinkbox\nroot = os.path.dirname(thinkbox.__file__)\n"
+            "sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)"
         )
     finally:
         await session.close()
-    assert result.result == "['__init__.py', 'kernel.py', 'launch.py', 'wire.py']", result
+    expected = sorted(["__init__.py", *inside.FILES])
+    assert result.result == repr(expected), result
