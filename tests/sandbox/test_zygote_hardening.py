@@ -228,6 +228,22 @@ out, os.path.ismount('data/sub')
         subprocess.run(["umount", "-l", str(sub)], check=False)
 
 
+async def test_a_new_session_never_gets_the_workspace_of_one_being_closed(backend: ZygoteBackend) -> None:
+    """Closing a session and opening another at the same moment: the new one may get the freed slot
+    number, never the files still in that slot's workspace."""
+    for _ in range(5):
+        old = await backend.create_session()
+        await old.put_file("left-behind.txt", b"of the closed session")
+        # the backend's release of a live session (as a pool reaping it, or a crash of its owner)
+        _, new = await asyncio.gather(backend.release(old.id), backend.create_session())
+        try:
+            listing = await new.execute("import os\nsorted(os.listdir('.'))")
+            assert listing.result == "[]", f"a new session found {listing.result} in its workspace"
+        finally:
+            await new.close()
+            await old.close()
+
+
 # -- 8. uids -----------------------------------------------------------------------------------------
 @pytest.mark.skipif(not ROOT, reason="sessions have host uids of their own only when the engine is root")
 async def test_two_engines_never_share_a_session_uid_and_stay_off_subuid_ranges(

@@ -350,6 +350,7 @@ class ZygoteBackend(SandboxBackend):
         request = {
             "op": "spawn",
             "slot": slot.number,
+            "fresh": not slot.spawned,
             "limits": config.limits.model_dump(),
             "mounts": slot.mounts,
         }
@@ -382,6 +383,7 @@ class ZygoteBackend(SandboxBackend):
         exited: asyncio.Future[ExitInfo] = asyncio.get_running_loop().create_future()
         live = Live(session_id, slot.number, pid, pidfd, exited, error=pending.error, cgroup=pending.cgroup)
         live.kernel, live.kernel_fd = pending.kernel, kernel_fd
+        slot.spawned = True
         self._live[pid] = live
         self._by_slot[slot.number] = live
         return ZygoteKernel(self, ours, live)
@@ -394,7 +396,7 @@ class ZygoteBackend(SandboxBackend):
             return known
         if known is not None:  # the caller asks for other mounts: a new request, checked anew
             self._forget_slot(session_id)
-            self._slots[session_id] = Slot(known.number, (), [], [])
+            self._slots[session_id] = Slot(known.number, (), [], [], spawned=known.spawned)
         if len(config.mounts) > MAX_MOUNTS:
             raise ConfigError(f"{len(config.mounts)} mounts; at most {MAX_MOUNTS} (SessionConfig.mounts)")
         taken = {s.number for s in self._slots.values()} | set(self._releasing)
@@ -411,7 +413,8 @@ class ZygoteBackend(SandboxBackend):
             for fd in fds:
                 os.close(fd)
             raise ConfigError(f"mount source cannot be opened: {exc} (SessionConfig.mounts)") from None
-        slot = self._slots[session_id] = Slot(number, config.mounts, mounts, fds)
+        spawned = known is not None and known.spawned
+        slot = self._slots[session_id] = Slot(number, config.mounts, mounts, fds, spawned=spawned)
         return slot
 
     def _forget_slot(self, session_id: str) -> Slot | None:
@@ -442,25 +445,30 @@ class ZygoteBackend(SandboxBackend):
         slot = self._forget_slot(session_id)
         if slot is None:
             return
-        live = self._by_slot.get(slot.number)
-        if live is not None:  # still running: the session should have killed it first
-            with contextlib.suppress(OSError):
-                if live.pidfd is not None:
-                    signal.pidfd_send_signal(live.pidfd, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(KILL_TIMEOUT_S):
-                    await asyncio.shield(live.exited)
-        if self._ctl is not None:  # the workspace is mounted in the zygote's mount namespace
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._releasing[slot.number] = waiter  # the number is not reused before its workspace is gone
-            try:
+        # the number is not reused before its workspace is gone (no await before this line)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releasing[slot.number] = waiter
+        confirmed = self._ctl is None  # without a zygote its mount namespace, workspaces included, is gone
+        try:
+            live = self._by_slot.get(slot.number)
+            if live is not None:  # still running: the session should have killed it first
+                with contextlib.suppress(OSError):
+                    if live.pidfd is not None:
+                        signal.pidfd_send_signal(live.pidfd, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KILL_TIMEOUT_S):
+                        await asyncio.shield(live.exited)
+            if self._ctl is not None:  # the workspace is mounted in the zygote's mount namespace
                 await self._send_request(json.dumps({"op": "release", "slot": slot.number}).encode(), [])
                 async with asyncio.timeout(KILL_TIMEOUT_S):
                     await waiter
-            except (TimeoutError, SessionStartError):
-                log.warning("session %s: the zygote did not confirm the workspace release", session_id)
-            finally:
+                confirmed = True
+        except (TimeoutError, SessionStartError):
+            log.warning("session %s: the zygote did not confirm the workspace release", session_id)
+        finally:
+            if confirmed:
                 self._releasing.pop(slot.number, None)
+            # unconfirmed: the number stays taken, so no later session can be handed that workspace
 
     async def aclose(self) -> None:
         for live in list(self._live.values()):

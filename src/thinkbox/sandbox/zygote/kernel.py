@@ -45,6 +45,8 @@ class Slot:
     spec: tuple[Mount, ...]
     mounts: list[dict[str, Any]]
     fds: list[int]
+    spawned: bool = False
+    """Once a session ran in this slot, a spawn is a restart and keeps the workspace."""
 
 
 @dataclass

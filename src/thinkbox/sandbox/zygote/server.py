@@ -239,6 +239,8 @@ class Server:
         try:
             if len(fds) != 1 + len(req.get("mounts", ())):
                 raise ValueError(f"{len(fds)} fds for {len(req.get('mounts', ()))} mounts")
+            if req.get("fresh", True):  # a new session: nothing of an earlier one in its workspace
+                self.release(slot, quiet=True)
             self.mount_workspace(slot, int(req["limits"]["workspace_mib"]), session_uid(self.ctx, req))
             embryo = self.take_embryo()
             try:
@@ -282,12 +284,16 @@ class Server:
             opts = f"size={size_mib}m,mode=0700,uid={uid},gid={uid}"
             isolation.mount("tmpfs", workspace, "tmpfs", NOSUID_NODEV, opts)
 
-    def release(self, slot: int) -> None:
+    def release(self, slot: int, *, quiet: bool = False) -> None:
         workspace = os.path.join(self.ctx.ws_root, str(slot))
-        with contextlib.suppress(OSError):
-            isolation.umount2(workspace, isolation.MNT_DETACH)
+        while os.path.ismount(workspace):  # a mount stacked on another, if ever: remove them all
+            try:
+                isolation.umount2(workspace, isolation.MNT_DETACH)
+            except OSError:
+                break
         shutil.rmtree(workspace, ignore_errors=True)
-        send(self.ctl, {"op": "released", "slot": slot})
+        if not quiet:
+            send(self.ctl, {"op": "released", "slot": slot})
 
     def reap(self) -> None:
         """The interpreter ends first (its init then gets SIGKILL, which ends the namespace); the init is
