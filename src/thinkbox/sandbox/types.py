@@ -5,10 +5,13 @@ Running code never raises for an error *in the code*: the error is part of :clas
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from thinkbox.errors import ConfigError
 
 MiB = 1024 * 1024
 
@@ -70,6 +73,16 @@ class Mount(BaseModel):
     source: Path = Field(description="Host directory (must exist).")
     target: str = Field(description="Path inside the workspace (relative) or absolute under /workspace.")
     read_only: bool = True
+
+    def target_in_workspace(self) -> str:
+        """The normalized absolute target, strictly below /workspace (every backend checks it here)."""
+        target = posixpath.normpath(posixpath.join(WORKSPACE, self.target))
+        if not target.startswith(WORKSPACE + "/"):
+            raise ConfigError(
+                f"mount target {self.target!r} must be a path under {WORKSPACE}, not {WORKSPACE} itself "
+                "(SessionConfig.mounts)"
+            )
+        return target
 
 
 class SessionConfig(BaseModel):

@@ -29,7 +29,6 @@ import ctypes.util
 import json
 import logging
 import os
-import posixpath
 import shutil
 import signal
 import socket
@@ -197,12 +196,7 @@ class _Sources:
         self.args: list[str] = []
         try:
             for mount in mounts:
-                target = posixpath.normpath(posixpath.join(WORKSPACE, mount.target))
-                if not target.startswith(WORKSPACE + "/"):
-                    raise ConfigError(
-                        f"mount target {mount.target!r} must be a path under {WORKSPACE} "
-                        "(SessionConfig.mounts)"
-                    )
+                target = mount.target_in_workspace()
                 source = Path(mount.source).resolve()
                 try:
                     fd = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 from pathlib import Path
 from typing import Any
 
 from thinkbox.errors import ConfigError, SessionStartError
 from thinkbox.sandbox.confine import isolation
-from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, Mount
+from thinkbox.sandbox.types import Limits, MiB, Mount
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,7 @@ def bind_mounts(mounts: tuple[Mount, ...], known: dict[str, tuple[str, int, int]
             raise ConfigError(
                 f"mount source {str(mount.source)!r} is not a host directory (SessionConfig.mounts)"
             )
-        target = posixpath.normpath(posixpath.join(WORKSPACE, mount.target))
-        if not target.startswith(WORKSPACE + "/"):
-            raise ConfigError(
-                f"mount target {mount.target!r} must be a path under {WORKSPACE} (SessionConfig.mounts)"
-            )
+        target = mount.target_in_workspace()
         if known is not None:
             source = pinned(Path(mount.source), known)
         docker_mount = DockerMount(target, str(source), type="bind", read_only=mount.read_only)

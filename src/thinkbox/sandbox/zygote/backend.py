@@ -406,7 +406,7 @@ class ZygoteBackend(SandboxBackend):
         mounts, fds = [], []
         try:
             for m in config.mounts:
-                checked = check_mount(m.source, m.target, m.read_only)
+                checked = check_mount(m)
                 fds.append(os.open(checked.pop("source"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
                 mounts.append(checked)
         except OSError as exc:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
 import shutil
 from pathlib import Path
 from typing import Any
 
 from thinkbox.errors import ConfigError
 from thinkbox.sandbox.confine import isolation, uids
-from thinkbox.sandbox.types import WORKSPACE
+from thinkbox.sandbox.types import WORKSPACE, Mount
 
 
 def default_runtime_root() -> Path:
@@ -30,19 +29,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "thinkbox" / "matplotlib"
 
 
-def check_mount(source: Path, target: str, read_only: bool) -> dict[str, Any]:
-    src = Path(source)
-    if not src.is_dir():
-        raise ConfigError(f"mount source {src} is not an existing directory (SessionConfig.mounts)")
-    rel = target[len(WORKSPACE) :] if target == WORKSPACE or target.startswith(WORKSPACE + "/") else target
-    if target.startswith("/") and rel == target:
-        raise ConfigError(
-            f"mount target {target!r} must be relative or under {WORKSPACE} (SessionConfig.mounts)"
-        )
-    norm = posixpath.normpath(rel.lstrip("/") or ".")
-    if norm in (".", "") or norm == ".." or norm.startswith("../"):
-        raise ConfigError(f"mount target {target!r} escapes or replaces {WORKSPACE} (SessionConfig.mounts)")
-    return {"source": str(src.resolve()), "target": norm, "read_only": read_only}
+def check_mount(mount: Mount) -> dict[str, Any]:
+    """The mount as the fork server gets it: the source checked (it travels as an fd), the target relative
+    to the workspace."""
+    if not Path(mount.source).is_dir():
+        raise ConfigError(f"mount source {mount.source} is not an existing directory (SessionConfig.mounts)")
+    target = mount.target_in_workspace()[len(WORKSPACE) + 1 :]
+    return {"source": str(Path(mount.source).resolve()), "target": target, "read_only": mount.read_only}
 
 
 def log_tail(path: Path, limit: int = 600) -> str:
