@@ -3,7 +3,8 @@
 Nested fields use ``__`` in environment variables: ``THINKBOX_MODEL__BASE_URL``,
 ``THINKBOX_SANDBOX__BACKEND``,
 ``THINKBOX_SANDBOX__LIMITS__TIMEOUT_S``. The config file is ``$THINKBOX_CONFIG`` or
-``~/.config/thinkbox/config.toml``, with the same sections (``[model]``, ``[sandbox]``, ``[agent]``).
+``~/.config/thinkbox/config.toml``, with the same sections (``[model]``, ``[sandbox]``, ``[agent]``,
+``[service]``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,32 @@ class AgentSettings(BaseModel):
     observation_chars: int = Field(4000, ge=200, description="Output fed back to the model is cut to this.")
 
 
+class ServiceSettings(BaseModel):
+    """``thinkbox serve``: the multi-tenant service. Everything it keeps lives under ``data_dir``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address thinkbox serve listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port thinkbox serve listens on (0: any free port).")
+    database_url: str | None = Field(
+        None,
+        description=(
+            "SQLAlchemy URL of the service's database, e.g. postgresql+psycopg://user@host/db; "
+            "default: SQLite at DATA_DIR/thinkbox.db."
+        ),
+    )
+    max_upload_mib: int = Field(64, ge=1, description="Largest file accepted by PUT /v1/files.")
+    user_quota_mib: int = Field(1024, ge=1, description="Bytes a user's folder may hold.")
+    user_quota_files: int = Field(10_000, ge=1, description="Files and folders a user's folder may hold.")
+    tenant_quota_mib: int = Field(10_240, ge=1, description="Bytes a tenant's storage may hold, all users.")
+    tenant_quota_files: int = Field(100_000, ge=1, description="Files and folders of a tenant, all users.")
+    runs_per_user: int = Field(4, ge=1, description="Runs of one user queued or running at once (429 past).")
+    runs_per_tenant: int = Field(16, ge=1, description="Runs of one tenant queued or running at once.")
+    active_runs: int = Field(64, ge=1, description="Runs executing at once in this process; more wait.")
+    session_idle_s: float = Field(1200.0, gt=0, description="A session unused this long is closed.")
+    sessions_per_user: int = Field(8, ge=1, description="Open sessions of one user at once.")
+
+
 class Settings(BaseSettings):
     """Every setting of thinkbox. Unknown keys are rejected."""
 
@@ -108,6 +135,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod
     def settings_customise_sources(
