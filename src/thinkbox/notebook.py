@@ -181,6 +181,13 @@ class _Builder:
             self._stream("stderr", "[thinkbox: " + "; ".join(notes) + "]\n")
         self.code_cell = None
 
+    def _on_run_resumed(self, e: dict[str, Any]) -> None:
+        self.code_cell = None
+        self._markdown(
+            f"*The run was interrupted and resumed: {e.get('replayed_cells', 0)} cells were run again to "
+            f"rebuild the session; {e.get('message', '')}.*"
+        )
+
     def _on_final_answer(self, e: dict[str, Any]) -> None:
         self._markdown(f"## Answer\n\n{e.get('answer', '')}\n\n{_totals(e)}")
 

@@ -2,9 +2,10 @@
 
 :func:`thinkbox.agent.loop.run_agent` yields these; the CLI renders them, the transcript writer stores
 them as JSON lines, the web service streams them. Each has a ``type`` literal, so a line of JSON maps back
-to its class with :func:`parse_event`. A run yields, in order::
+to its class with :func:`parse_event`. A run yields, in order (a run resumed after a crash starts
+with ``RunResumed`` instead, right after the events recorded before the crash)::
 
-    RunStarted
+    RunStarted | RunResumed
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
         [CodeStarted (OutputChunk | DisplayProduced)* ExecutionFinished]])*
     FinalAnswer | LimitReached | RunError
@@ -38,6 +39,17 @@ class RunStarted(_Event):
     files: list[str] = Field(default_factory=list, description="Files in the workspace at the start.")
 
 
+class RunResumed(_Event):
+    """The run goes on after its process died: the steps recorded before are kept (the model is not asked
+    for them again) and the sandbox state was rebuilt by running their code again in a fresh session."""
+
+    type: Literal["run_resumed"] = "run_resumed"
+    run_id: str
+    step: int = Field(description="The last step recorded before the interruption (0: none).")
+    replayed_cells: int = Field(description="Code cells run again to rebuild the session's state.")
+    message: str = Field("", description="What happens next, e.g. that step N's code runs again.")
+
+
 class StepStarted(_Event):
     type: Literal["step_started"] = "step_started"
     step: int
@@ -57,6 +69,7 @@ class ParseFailed(_Event):
         description="What was wrong (not a valid action, or failed code resent unchanged), told to the model."
     )
     raw: str = Field(description="The reply as the model wrote it.")
+    tokens: int = Field(0, description="Tokens the run has used so far, this reply included.")
 
 
 class ActionParsed(_Event):
@@ -67,6 +80,7 @@ class ActionParsed(_Event):
     code: str = ""
     final_answer: str = ""
     repairs: list[str] = Field(default_factory=list, description="What the tolerant parser had to fix.")
+    tokens: int = Field(0, description="Tokens the run has used so far, this reply included.")
 
 
 class CodeStarted(_Event):
@@ -140,6 +154,7 @@ class RunFinished(_Event):
 
 Event = Annotated[
     RunStarted
+    | RunResumed
     | StepStarted
     | ThoughtDelta
     | ParseFailed

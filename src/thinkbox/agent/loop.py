@@ -39,11 +39,13 @@ from thinkbox.agent.events import (
     ParseFailed,
     RunError,
     RunFinished,
+    RunResumed,
     RunStarted,
     StepStarted,
     ThoughtDelta,
 )
 from thinkbox.agent.parse import InvalidAction, ParsedAction, ThoughtStream, parse_action
+from thinkbox.agent.resume import RecordedState
 from thinkbox.config import Settings
 from thinkbox.errors import AgentError, ContextOverflow, ThinkboxError
 from thinkbox.models.base import Message, ModelBackend, ModelEvent, ModelReply, ModelRequest, TextDelta
@@ -77,23 +79,27 @@ async def run_agent(
     settings: Settings,
     history: list[Message] | None = None,
     run_id: str | None = None,
+    resume: RecordedState | None = None,
 ) -> AsyncIterator[Event]:
     """Answer ``question`` by thinking in code; yield events as they happen.
 
     ``history``: the conversation so far (a chat); it is extended in place with this run's messages.
     When it is empty or None, it starts with the system prompt, which lists the workspace's files.
+    ``resume``: the state recorded before the run's process died (:mod:`thinkbox.agent.resume`; the
+    session's state already rebuilt): the run goes on from there, starting with ``RunResumed``.
     """
     run = _Run(check_question(question), model, session, settings, history if history is not None else [])
     run.run_id = run_id or uuid.uuid4().hex[:12]
-    files = await _start_history(run)
-    yield RunStarted(run_id=run.run_id, question=run.question, model=model.name,
-                     sandbox=session.backend.name, files=files)  # fmt: skip
+    if resume is None:
+        files = await _start_history(run)
+        yield RunStarted(run_id=run.run_id, question=run.question, model=model.name,
+                         sandbox=session.backend.name, files=files)  # fmt: skip
+    else:
+        yield await _resume(run, resume)
     end: Event | None = None
     try:
         while (end := run.limit_reached()) is None:
-            run.step += 1
-            yield StepStarted(step=run.step)
-            async for event in _query(run):
+            async for event in _next_action(run):
                 yield event
             if run.action is None:
                 continue
@@ -126,6 +132,7 @@ class _Run:
     tokens: int = 0
     errors: int = 0
     action: Action | None = None
+    pending: Action | None = None  # a resumed run's recorded action, carried out without asking the model
     failed_code: dict[str, int] = field(default_factory=dict)  # failed since the last success: code -> step
     started: float = field(default_factory=time.monotonic)
     deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
@@ -143,7 +150,7 @@ class _Run:
 
     def limit_reached(self) -> LimitReached | None:
         agent = self.settings.agent
-        if self.step >= agent.max_steps:
+        if self.step >= agent.max_steps and self.pending is None:
             return self.limit("steps")
         if self.wall_left <= 0:
             return self.limit("wall_time")
@@ -188,6 +195,31 @@ async def _start_history(run: _Run) -> list[str]:
     return [f.path for f in files if not f.is_dir and not prompts.is_hidden(f.path)]
 
 
+async def _resume(run: _Run, state: RecordedState) -> RunResumed:
+    """Seed ``run`` with the recorded state (the history gets the system prompt if it has none)."""
+    if not run.messages:
+        files = await run.session.list_files()
+        run.messages.append({"role": "system", "content": prompts.system_prompt(files)})
+    run.messages.extend(state.messages)
+    run.step, run.tokens, run.errors = state.step, state.tokens, state.errors
+    run.failed_code, run.pending = dict(state.failed_code), state.pending
+    run.started -= state.duration_s
+    run.deadline -= state.duration_s
+    replayed = sum(1 for cell in state.cells if cell.code.strip())
+    return RunResumed(run_id=run.run_id, step=state.step, replayed_cells=replayed, message=state.what_next)
+
+
+async def _next_action(run: _Run) -> AsyncIterator[Event]:
+    """The next step's action into ``run.action``: the pending one of a resumed run, else the model's."""
+    if run.pending is not None:
+        run.action, run.pending = run.pending, None
+        return
+    run.step += 1
+    yield StepStarted(step=run.step)
+    async for event in _query(run):
+        yield event
+
+
 async def _query(run: _Run) -> AsyncIterator[Event]:
     """Ask the model for this step's action, re-asking up to ``max_parse_retries`` times.
 
@@ -213,7 +245,8 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
             _refuse_repeat(run, parsed.action)
         except InvalidAction as exc:
             problem = exc.problem + _cut_note(reply, run)
-            yield ParseFailed(step=run.step, attempt=attempt, error=problem, raw=reply.text)
+            yield ParseFailed(step=run.step, attempt=attempt, error=problem, raw=reply.text,
+                              tokens=run.tokens)  # fmt: skip
             pending = [{"role": "assistant", "content": reply.text[:_RAW_KEPT_CHARS]},
                        {"role": "user", "content": prompts.reask(problem)}]  # fmt: skip
             if isinstance(exc, _RepeatedCode):
@@ -224,7 +257,7 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
             continue
         run.action = parsed.action
         run.messages.append({"role": "assistant", "content": _history_text(reply.text, parsed)})
-        yield _action_event(run.step, parsed)
+        yield _action_event(run.step, parsed, run.tokens)
         return
     run.errors += 1
     run.messages.extend(pending)
@@ -258,12 +291,18 @@ def _history_text(text: str, parsed: ParsedAction) -> str:
     return canonical
 
 
-def _action_event(step: int, parsed: ParsedAction) -> ActionParsed:
+def _action_event(step: int, parsed: ParsedAction, tokens: int) -> ActionParsed:
     a = parsed.action
     code, answer = (a.code, "") if a.runs_code else ("", a.final_answer)
     repairs = list(parsed.repairs)
     return ActionParsed(
-        step=step, thought=a.thought, action=a.action, code=code, final_answer=answer, repairs=repairs
+        step=step,
+        thought=a.thought,
+        action=a.action,
+        code=code,
+        final_answer=answer,
+        repairs=repairs,
+        tokens=tokens,
     )
 
 

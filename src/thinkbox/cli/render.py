@@ -29,6 +29,7 @@ from thinkbox.agent.events import (
     ParseFailed,
     RunError,
     RunFinished,
+    RunResumed,
     RunStarted,
     StepStarted,
     ThoughtDelta,
@@ -120,6 +121,10 @@ class Renderer:
             self._end_line()
 
     # -- events -----------------------------------------------------------------------------------
+    def _on_run_resumed(self, e: RunResumed) -> None:
+        again = f"{e.replayed_cells} cells run again"
+        self._write(f"resumed after an interruption ({again}): {e.message}\n", "dim")
+
     def _on_run_started(self, e: RunStarted) -> None:
         files = f" · files: {', '.join(e.files)}" if e.files else ""
         line = terminal_safe(f"thinkbox · model {e.model} · sandbox {e.sandbox}{files}")
