@@ -145,7 +145,7 @@ class RunError(_Event):
 class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     run_id: str
-    status: Literal["answered", "limit", "error"]
+    status: Literal["answered", "limit", "error", "cancelled"]
     answer: str | None = None
     steps: int
     duration_s: float

@@ -8,6 +8,11 @@
 Replies are strings (sent as written, garbage included) or dicts (sent as JSON). They stream in small
 deltas like a real model's. Every request is recorded in :attr:`ScriptedModel.requests`. Running out of
 replies raises :class:`thinkbox.errors.ModelError` naming how many were given.
+
+With ``by_step=True`` the reply depends on the conversation, not on the order of requests: a request
+whose history holds N assistant messages gets reply ``N mod len(replies)``. One such model serves any
+number of concurrent runs the same script (the service's load benchmark), and a resumed run gets the
+reply its step would have got. A script file selects it as ``{"by_step": true, "replies": [...]}``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class ScriptedModel:
         name: str = "scripted",
         chunk_chars: int | None = 8,
         delay_s: float = 0.0,
+        by_step: bool = False,
     ) -> None:
         """``chunk_chars``: size of each streamed delta (None: the whole reply at once);
         ``delay_s``: pause before each delta, to imitate a slow model."""
@@ -41,6 +47,9 @@ class ScriptedModel:
         self.name = name
         self.chunk_chars = chunk_chars
         self.delay_s = delay_s
+        self.by_step = by_step
+        if by_step and not self.replies:
+            raise ConfigError("a by_step scripted model needs at least one reply")
         self.requests: list[ModelRequest] = []
 
     @classmethod
@@ -56,6 +65,9 @@ class ScriptedModel:
             ) from None
         try:
             data = json.loads(text)
+            if isinstance(data, dict) and isinstance(data.get("replies"), list):
+                options = {"by_step": bool(data.get("by_step")), **options}
+                data = data["replies"]
             replies = data if isinstance(data, list) else [data]
         except json.JSONDecodeError:
             try:
@@ -74,6 +86,8 @@ class ScriptedModel:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         index = len(self.requests)
         self.requests.append(request)
+        if self.by_step:
+            index = sum(m["role"] == "assistant" for m in request.messages) % len(self.replies)
         if index >= len(self.replies):
             raise ModelError(
                 f"the scripted model ran out of replies: it was given {len(self.replies)} and was asked for "

@@ -1,0 +1,82 @@
+"""``thinkbox serve``: the multi-tenant service (FastAPI under uvicorn), OpenAPI at ``/docs``.
+
+Refuses to start, saying why, when the database cannot be written or reached, the sandbox backend cannot
+run, or the model is missing; runs a crash interrupted go on at start.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thinkbox.config import load_settings
+from thinkbox.errors import ThinkboxError
+
+EXIT_ERROR = 2
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)
+
+
+def serve_command(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 8000).")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where the service keeps everything (default: THINKBOX_DATA_DIR)."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="e.g. postgresql+psycopg://user@host/db")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Sandbox backend (default zygote).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve the API: runs, sessions and files of many users of many tenants."""
+    overrides: dict[str, Any] = {}
+    service: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if backend is not None:
+        overrides["sandbox"] = {"backend": backend}
+    for key, value in (("host", host), ("port", port), ("database_url", database_url)):
+        if value is not None:
+            service[key] = value
+    if service:
+        overrides["service"] = service
+    try:
+        settings = load_settings(**overrides)
+        import uvicorn
+
+        from thinkbox.service.api.app import create_app
+        from thinkbox.service.db.engine import Database
+        from thinkbox.service.db.engine import database_url as url_of
+
+        db = Database.open(url_of(settings))  # refuses to start, saying why, before anything listens
+    except ThinkboxError as exc:
+        print(f"thinkbox serve: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_ERROR) from None
+    app = create_app(settings, db=db)
+    config = uvicorn.Config(
+        app,
+        host=settings.service.host,
+        port=settings.service.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        db.dispose()
+    if not server.started:
+        print("thinkbox serve: the service did not start (see the error above)", file=sys.stderr)
+        raise typer.Exit(EXIT_ERROR)

@@ -1,0 +1,113 @@
+"""The FastAPI application of ``thinkbox serve``: a thin layer over :class:`~thinkbox.service.core.Service`.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer KEY``. Errors have one shape,
+``{"error": {"code", "message"}}``; another user's or tenant's ids are answered 404, as ids that do not
+exist (nothing says they exist).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from thinkbox.service.storage import StorageError
+
+import thinkbox
+from thinkbox.config import Settings
+from thinkbox.errors import ConfigError, SandboxError, ThinkboxError
+from thinkbox.models.base import ModelBackend
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.service.api import routes_files, routes_runs, routes_sessions
+from thinkbox.service.api.deps import Caller
+from thinkbox.service.api.schemas import ErrorBody, Health, Me
+from thinkbox.service.core import Service
+from thinkbox.service.db.engine import Database
+from thinkbox.service.errors import ApiError
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429)
+}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    model: ModelBackend | None = None,
+    backend: SandboxBackend | None = None,
+    db: Database | None = None,
+) -> FastAPI:
+    """The app; its lifespan starts the service (parts passed in stay the caller's)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await Service.start(settings, model=model, backend=backend, db=db)
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    app = FastAPI(
+        title="thinkbox",
+        version=getattr(thinkbox, "__version__", "0"),
+        description="An AI agent that thinks in code: runs, sessions and files of a multi-tenant service.",
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else None
+        if exc.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StorageError)
+    async def storage_error(request: Request, exc: StorageError) -> JSONResponse:
+        return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()
+        )
+        return JSONResponse({"error": {"code": "invalid_request", "message": problems[:2000]}}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, exc.status_code)
+
+    @app.exception_handler(ThinkboxError)
+    async def thinkbox_error(request: Request, exc: ThinkboxError) -> JSONResponse:
+        status = 400 if isinstance(exc, ConfigError) else 503 if isinstance(exc, SandboxError) else 500
+        headers = {"Retry-After": "2"} if exc.retryable else None
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status, headers=headers)
+
+    @app.get("/healthz", response_model=Health, tags=["meta"])
+    async def healthz(request: Request) -> Health:
+        """Answers without a key: the service is up, with what it runs."""
+        service: Service = request.app.state.service
+        return Health(
+            version=app.version,
+            database=service.db.dialect,
+            sandbox=service.backend.name,
+            model=service.model.name,
+            active_runs=service.runs.active,
+            live_sessions=service.sessions.live_count,
+        )
+
+    @app.get("/v1/me", response_model=Me, tags=["meta"])
+    async def me(caller: Caller) -> Me:
+        """Who the key belongs to."""
+        return Me(tenant=caller.principal.tenant_name, user=caller.principal.user_name)
+
+    app.include_router(routes_runs.router)
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_files.router)
+    return app

@@ -1,0 +1,45 @@
+"""What every authenticated route needs: the caller (from the bearer key) and the service."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from thinkbox.service import accounts
+from thinkbox.service.accounts import Principal
+from thinkbox.service.core import Service
+from thinkbox.service.errors import ApiError
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `thinkbox admin key create TENANT USER`.")
+
+
+@dataclass(frozen=True)
+class CallerInfo:
+    principal: Principal
+    service: Service
+
+
+async def _caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> CallerInfo:
+    service: Service = request.app.state.service
+    if credentials is None or not credentials.credentials:
+        raise ApiError(401, "unauthorized", "missing API key: send the header Authorization: Bearer KEY")
+    key = credentials.credentials
+    if len(key) > 200:
+        raise ApiError(401, "unauthorized", "invalid API key (not one this service issued)")
+    principal = await asyncio.to_thread(accounts.authenticate, service.db, key)
+    if principal is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "invalid or revoked API key: ask an admin for a new one (thinkbox admin key create)",
+        )
+    return CallerInfo(principal, service)
+
+
+Caller = Annotated[CallerInfo, Depends(_caller)]

@@ -1,0 +1,132 @@
+"""/v1/sessions: a sandbox session for programs that bring their own code (a code-interpreter API)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import StreamingResponse
+
+from thinkbox.sandbox.types import DisplayData, ExecutionResult, OutputChunk
+from thinkbox.service.api.deps import Caller, CallerInfo
+from thinkbox.service.api.schemas import (
+    ExecuteRequest,
+    ExecuteResponse,
+    SessionCreated,
+    SessionInfo,
+    SessionList,
+)
+from thinkbox.service.db.models import SessionRow
+from thinkbox.service.errors import ApiError
+from thinkbox.service.sessions import LiveSession
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+@router.post("", status_code=201, response_model=SessionCreated)
+async def create_session(caller: Caller) -> SessionCreated:
+    """A new sandbox session of yours: your folder is its current directory, your tenant's shared folder
+    is ``..``. It closes after ``service.session_idle_s`` without use."""
+    live = await caller.service.sessions.create(caller.principal, "code")
+    return SessionCreated(id=live.id)
+
+
+@router.get("", response_model=SessionList)
+async def list_sessions(caller: Caller) -> SessionList:
+    """Your sessions, most recently used first (closed ones too, with why)."""
+    sessions = caller.service.sessions
+    rows = await asyncio.to_thread(sessions.list_rows, caller.principal)
+    return SessionList(sessions=[_info(row, sessions.live(row.id)) for row in rows])
+
+
+@router.get("/{session_id}", response_model=SessionInfo)
+async def get_session(session_id: str, caller: Caller) -> SessionInfo:
+    sessions = caller.service.sessions
+    row = await asyncio.to_thread(sessions.owned_row, caller.principal, session_id)
+    return _info(row, sessions.live(row.id))
+
+
+@router.delete("/{session_id}", status_code=204)
+async def delete_session(session_id: str, caller: Caller) -> Response:
+    """Close the session (its variables are gone; files stay). 409 while a run uses it."""
+    sessions = caller.service.sessions
+    row = await asyncio.to_thread(sessions.owned_row, caller.principal, session_id)
+    live = sessions.live(row.id)
+    if live is not None and live.busy_with is not None:
+        raise ApiError(
+            409,
+            "session_busy",
+            f"session {session_id!r} is used by run {live.busy_with!r}; cancel the run first",
+        )
+    if row.closed_at is None:
+        await sessions.close(session_id, "deleted")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{session_id}/execute",
+    response_model=ExecuteResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when asked for."}},
+)
+async def execute(
+    session_id: str,
+    body: ExecuteRequest,
+    caller: Caller,
+    accept: Annotated[str | None, Header(max_length=500)] = None,
+) -> ExecuteResponse | StreamingResponse:
+    """Run ``code`` like a notebook cell. With ``Accept: text/event-stream`` the output streams as events
+    ``stdout``/``stderr`` (``{"text"}``), ``display`` (``{"mime"}``) and a last ``result``."""
+    live = await caller.service.sessions.get(caller.principal, session_id)
+    if live.busy_with is not None:
+        raise ApiError(409, "session_busy", f"session {session_id!r} is used by run {live.busy_with!r}")
+    if accept is not None and "text/event-stream" in accept:
+        return StreamingResponse(_stream(caller, live, body), media_type="text/event-stream")
+    result: ExecutionResult | None = None
+    async with live.lock:
+        async for item in live.session.stream(body.code, timeout=body.timeout):
+            if isinstance(item, ExecutionResult):
+                result = item
+    assert result is not None
+    return await _finish(caller, live, result)
+
+
+async def _stream(caller: CallerInfo, live: LiveSession, body: ExecuteRequest) -> AsyncIterator[bytes]:
+    number = 0
+    async with live.lock:
+        async for item in live.session.stream(body.code, timeout=body.timeout):
+            number += 1
+            if isinstance(item, OutputChunk):
+                yield _frame(number, item.name, item.model_dump_json(include={"text"}))
+            elif isinstance(item, DisplayData):
+                yield _frame(number, "display", item.model_dump_json())
+            else:
+                done = await _finish(caller, live, item)
+                yield _frame(number, "result", done.model_dump_json())
+
+
+def _frame(number: int, event: str, data: str) -> bytes:
+    return f"id: {number}\nevent: {event}\ndata: {data}\n\n".encode()
+
+
+async def _finish(caller: CallerInfo, live: LiveSession, result: ExecutionResult) -> ExecuteResponse:
+    service, owner = caller.service, caller.principal
+    if result.killed:
+        await live.session.restart()
+    await service.sessions.touch(live)
+    over = await asyncio.to_thread(service.storage.check_quota, owner.tenant_name, owner.user_name)
+    return ExecuteResponse(**result.model_dump(), warnings=[str(over)] if over is not None else [])
+
+
+def _info(row: SessionRow, live: LiveSession | None) -> SessionInfo:
+    return SessionInfo(
+        id=row.id,
+        kind=row.kind,
+        created_at=row.created_at,
+        last_activity_at=live.last_activity if live is not None else row.last_activity_at,
+        closed_at=row.closed_at,
+        close_reason=row.close_reason,
+        live=live is not None,
+        busy_with=live.busy_with if live is not None else None,
+    )

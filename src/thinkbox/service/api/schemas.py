@@ -1,0 +1,128 @@
+"""Request and response bodies of the API. Requests refuse unknown fields: a typo is an error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from thinkbox.agent.loop import MAX_QUESTION_CHARS
+from thinkbox.sandbox.types import ExecutionResult
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Scope = Literal["user", "tenant"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, quota_exceeded.")
+    message: str = Field(description="What went wrong and what to change.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    database: str = Field(description="sqlite or postgresql.")
+    sandbox: str = Field(description="The sandbox backend's name.")
+    model: str
+    active_runs: int
+    live_sessions: int
+
+
+class Me(BaseModel):
+    tenant: str
+    user: str
+
+
+class RunRequest(_Request):
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="What to answer.")
+    session_id: str | None = Field(
+        None, max_length=64, description="Continue this session (follow-up): same variables, same history."
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Paths in your folder the question is about (they must exist); named to the model.",
+    )
+
+
+class RunCreated(BaseModel):
+    id: str
+    status: RunStatus
+    session_id: str | None = None
+
+
+class RunInfo(BaseModel):
+    id: str
+    status: RunStatus
+    question: str
+    answer: str | None
+    error: str | None
+    session_id: str | None
+    files: list[str]
+    steps: int
+    tokens: int
+    model: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    duration_s: float | None = Field(description="From start to end (or to now while running).")
+    events: int = Field(description="Events recorded so far (the last event id).")
+
+
+class RunList(BaseModel):
+    runs: list[RunInfo]
+    next_offset: int | None = Field(description="Pass as ?offset= for the next page; null at the end.")
+
+
+class SessionCreated(BaseModel):
+    id: str
+
+
+class SessionInfo(BaseModel):
+    id: str
+    kind: str
+    created_at: float
+    last_activity_at: float
+    closed_at: float | None
+    close_reason: str | None
+    live: bool = Field(description="Its interpreter is running now.")
+    busy_with: str | None = Field(None, description="The run using it now.")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class ExecuteRequest(_Request):
+    code: str = Field(max_length=1_000_000, description="Python to run like a notebook cell.")
+    timeout: float | None = Field(
+        None, gt=0, le=600, description="Seconds before the code is interrupted (default: the sandbox limit)."
+    )
+
+
+class ExecuteResponse(ExecutionResult):
+    warnings: list[str] = Field(default_factory=list, description="E.g. a storage quota is exceeded.")
+
+
+class FileEntry(BaseModel):
+    path: str
+    size: int
+    modified: float
+    is_dir: bool
+
+
+class FileList(BaseModel):
+    scope: Scope
+    files: list[FileEntry]
+    used_bytes: int
+    used_files: int
+    quota_bytes: int
+    quota_files: int

@@ -1,0 +1,96 @@
+"""The service's parts, built from the settings and started together (the API holds one :class:`Service`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from thinkbox.config import Settings
+from thinkbox.models.base import ModelBackend
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.service.db.engine import Database, database_url
+from thinkbox.service.journal import Journal
+from thinkbox.service.runs import RunManager
+from thinkbox.service.sessions import SessionManager
+from thinkbox.service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    db: Database
+    storage: Storage
+    backend: SandboxBackend
+    model: ModelBackend
+    journal: Journal
+    sessions: SessionManager
+    runs: RunManager
+    resumed: int = 0
+    _owned: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        model: ModelBackend | None = None,
+        backend: SandboxBackend | None = None,
+        db: Database | None = None,
+    ) -> Service:
+        """Open the database (migrating it), start the sandbox backend, load the model, resume runs that
+        a crash interrupted. Parts passed in belong to the caller; the others are closed by :meth:`aclose`."""
+        owned = []
+        if db is None:
+            db = await asyncio.to_thread(Database.open, database_url(settings))
+            owned.append("db")
+        if backend is None:
+            backend = registry.create_backend(settings.sandbox.backend)
+            await backend.start()
+            owned.append("backend")
+        if model is None:
+            from thinkbox.models.factory import get_model
+
+            model = get_model(settings)
+            owned.append("model")
+        storage = Storage.from_settings(settings)
+        journal = Journal(db)
+        journal.start()
+        sessions = SessionManager(db, backend, storage, settings)
+        sessions.start()
+        concurrency = 1 if settings.resolved_provider() == "local" else settings.service.model_concurrency
+        runs = RunManager(
+            db=db,
+            journal=journal,
+            sessions=sessions,
+            storage=storage,
+            model=model,
+            settings=settings,
+            model_concurrency=concurrency,
+        )
+        service = cls(settings, db, storage, backend, model, journal, sessions, runs, _owned=owned)
+        service.resumed = await runs.resume_unfinished()
+        if service.resumed:
+            log.warning("resuming %d runs interrupted by the last stop", service.resumed)
+        return service
+
+    async def aclose(self) -> None:
+        """Stop: runs still going stay unfinished in the database and go on at the next start."""
+        await self.runs.aclose()
+        await self.journal.aclose()
+        await self.sessions.aclose()
+        if "backend" in self._owned:
+            await self.backend.aclose()
+        if "model" in self._owned:
+            close = getattr(self.model, "aclose", None) or getattr(self.model, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+        if "db" in self._owned:
+            self.db.dispose()

@@ -1,0 +1,380 @@
+"""Runs of the service: the same agent loop as ``thinkbox ask``, driven in the background, journaled.
+
+``submit`` checks the user's limits, stores the run as ``queued`` and starts a task; the task waits for a
+run slot (:class:`~thinkbox.service.fair.FairGate`, tenants in turn), takes the user's session (a new one,
+or the one a follow-up names), and feeds every event of :func:`~thinkbox.agent.loop.run_agent` to the
+:class:`~thinkbox.service.journal.Journal`. The model is one instance shared by every run, behind its own
+fair gate. After a crash, :meth:`RunManager.resume_unfinished` goes on with every run that had not ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import select
+
+from thinkbox.agent.events import (
+    ActionParsed,
+    Event,
+    ExecutionFinished,
+    FinalAnswer,
+    LimitReached,
+    ParseFailed,
+    RunError,
+    RunFinished,
+    RunStarted,
+    StepStarted,
+    parse_event,
+)
+from thinkbox.agent.loop import check_question, run_agent
+from thinkbox.agent.resume import recorded_state, replay
+from thinkbox.config import Settings
+from thinkbox.errors import ThinkboxError
+from thinkbox.models.base import ModelBackend
+from thinkbox.service.accounts import Principal
+from thinkbox.service.db.engine import Database
+from thinkbox.service.db.models import Run, RunEvent, Tenant, User, new_id
+from thinkbox.service.errors import ApiError
+from thinkbox.service.fair import FairGate, FairModel
+from thinkbox.service.journal import Journal
+from thinkbox.service.sessions import LiveSession, SessionManager
+from thinkbox.service.storage import Storage
+
+log = logging.getLogger(__name__)
+TERMINAL = ("succeeded", "failed", "cancelled")
+_STATUS = {"answered": "succeeded", "limit": "failed", "error": "failed", "cancelled": "cancelled"}
+
+
+@dataclass
+class _Active:
+    run_id: str
+    owner: Principal
+    session_id: str | None
+    task: asyncio.Task[None] | None = None
+    steps: int = 0
+    tokens: int = 0
+    started: float = 0.0
+
+
+class _Stop(Exception):
+    """The run must end now, as ``RunError(code, message)``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class RunManager:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        journal: Journal,
+        sessions: SessionManager,
+        storage: Storage,
+        model: ModelBackend,
+        settings: Settings,
+        model_concurrency: int = 1,
+    ) -> None:
+        self.db, self.journal, self.sessions, self.storage = db, journal, sessions, storage
+        self.model, self.settings = model, settings
+        self.run_gate = FairGate(settings.service.active_runs)
+        self.model_gate = FairGate(model_concurrency)
+        self._active: dict[str, _Active] = {}
+        self._stopping = False
+
+    # -- submitting ---------------------------------------------------------------------------------
+    async def submit(self, owner: Principal, question: str, session_id: str | None, files: list[str]) -> Run:
+        try:
+            question = check_question(question)
+        except ThinkboxError as exc:
+            raise ApiError(400, "bad_question", exc.message) from None
+        self._check_limits(owner)
+        for path in files:
+            await asyncio.to_thread(self.storage.require_file, owner.tenant_name, owner.user_name, path)
+        if session_id is not None:
+            live = await self.sessions.get(owner, session_id)
+            if live.busy_with is not None:
+                raise ApiError(
+                    409,
+                    "session_busy",
+                    f"session {session_id!r} is busy with run {live.busy_with!r}; "
+                    "wait for it to end or cancel it (POST /v1/runs/{id}/cancel)",
+                )
+        row = Run(
+            id=new_id("r_"),
+            user_id=owner.user_id,
+            tenant_id=owner.tenant_id,
+            session_id=session_id,
+            question=question,
+            files=json.dumps(files),
+            status="queued",
+            created_at=time.time(),
+        )
+        await asyncio.to_thread(self._insert, row)
+        self._launch(row.id, owner, session_id, question, files)
+        return row
+
+    def _check_limits(self, owner: Principal) -> None:
+        svc = self.settings.service
+        mine = sum(1 for a in self._active.values() if a.owner.user_id == owner.user_id)
+        if mine >= svc.runs_per_user:
+            raise ApiError(
+                429,
+                "too_many_runs",
+                f"you have {mine} runs queued or running, the most allowed "
+                "(service.runs_per_user); wait for one to end",
+                retry_after=2,
+            )
+        ours = sum(1 for a in self._active.values() if a.owner.tenant_id == owner.tenant_id)
+        if ours >= svc.runs_per_tenant:
+            raise ApiError(
+                429,
+                "too_many_runs",
+                f"your tenant has {ours} runs queued or running, the most "
+                "allowed (service.runs_per_tenant); wait for one to end",
+                retry_after=2,
+            )
+
+    def _insert(self, row: Run) -> None:
+        with self.db.session() as s, s.begin():
+            s.add(row)
+
+    def _launch(
+        self,
+        run_id: str,
+        owner: Principal,
+        session_id: str | None,
+        question: str,
+        files: list[str],
+        events: list[Event] | None = None,
+        last_seq: int = 0,
+    ) -> None:
+        active = self._active[run_id] = _Active(run_id, owner, session_id)
+        self.journal.open_run(run_id, last_seq)
+        active.task = asyncio.create_task(self._drive(active, question, files, events), name=f"run-{run_id}")
+
+    # -- driving ------------------------------------------------------------------------------------
+    async def _drive(
+        self, active: _Active, question: str, files: list[str], events: list[Event] | None
+    ) -> None:
+        live: LiveSession | None = None
+        try:
+            async with self.run_gate.slot(active.owner.tenant_id):
+                active.started = time.time()
+                live = await self._session_for(active, resumed=events is not None)
+                self.journal.update_run(
+                    active.run_id, status="running", started_at=active.started, session_id=live.id
+                )
+                await self._agent(active, live, _with_files(question, files), events)
+        except asyncio.CancelledError:
+            if self._stopping:  # the service stops: the run goes on at the next start
+                raise
+            self._end(active, "cancelled", "cancelled by the user (POST /v1/runs/{id}/cancel)")
+        except _Stop as stop:
+            self._end(active, stop.code, stop.message)
+        except ApiError as exc:
+            self._end(active, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("run %s failed", active.run_id)
+            self._end(active, "internal_error", f"the service failed: {type(exc).__name__}: {exc}")
+        finally:
+            if live is not None:
+                live.busy_with = None
+                with contextlib.suppress(Exception):
+                    await self.sessions.touch(live)
+            if not self._stopping:
+                await self.journal.flush()
+                self.journal.close_run(active.run_id)
+            self._active.pop(active.run_id, None)
+
+    async def _session_for(self, active: _Active, *, resumed: bool) -> LiveSession:
+        if active.session_id is None:
+            live = await self.sessions.create(active.owner, "run")
+        elif resumed:
+            live = await self.sessions.rebuild(active.owner, active.session_id, unfinished=active.run_id)
+        else:
+            live = await self.sessions.get(active.owner, active.session_id)
+        live.busy_with = active.run_id
+        active.session_id = live.id
+        return live
+
+    async def _agent(
+        self, active: _Active, live: LiveSession, question: str, events: list[Event] | None
+    ) -> None:
+        state = recorded_state(events) if events else None
+        if state is not None:
+            failure = await replay(live.session, state.cells)
+            if failure is not None:
+                raise _Stop("resume_failed", f"the run could not be resumed after a restart: {failure}")
+            question = state.question
+        model = FairModel(self.model, self.model_gate, active.owner.tenant_id)
+        agent = cast(
+            AsyncGenerator[Event, None],
+            run_agent(
+                question,
+                model=model,
+                session=live.session,
+                settings=self.settings,
+                history=live.history,
+                run_id=active.run_id,
+                resume=state,
+            ),
+        )
+        try:
+            async for event in agent:
+                self.journal.append(active.run_id, event, **self._fields(active, event))
+                if isinstance(event, ExecutionFinished):
+                    live.touch()
+                    owner = active.owner
+                    over = await asyncio.to_thread(
+                        self.storage.check_quota, owner.tenant_name, owner.user_name
+                    )
+                    if over is not None:
+                        raise _Stop("quota_exceeded", str(over))
+        finally:
+            await agent.aclose()
+
+    def _fields(self, active: _Active, event: Event) -> dict[str, Any]:
+        if isinstance(event, RunStarted):
+            return {"model": event.model}
+        if isinstance(event, StepStarted):
+            active.steps = event.step
+            return {"steps": event.step}
+        if isinstance(event, ActionParsed | ParseFailed):
+            active.tokens = event.tokens
+            return {"tokens": event.tokens}
+        if isinstance(event, FinalAnswer):
+            return {"answer": event.answer}
+        if isinstance(event, LimitReached):
+            return {"error": event.message}
+        if isinstance(event, RunError):
+            return {"error": f"{event.code}: {event.message}"}
+        if isinstance(event, RunFinished):
+            return {
+                "status": _STATUS[event.status],
+                "steps": event.steps,
+                "tokens": event.tokens,
+                "finished_at": time.time(),
+            }
+        return {}
+
+    def _end(self, active: _Active, code: str, message: str) -> None:
+        """End the run that stopped outside the loop: its terminal events, as the loop would write them."""
+        duration = round(time.time() - active.started, 3) if active.started else 0.0
+        error = RunError(
+            code=code, message=message, steps=active.steps, duration_s=duration, tokens=active.tokens
+        )
+        status = "cancelled" if code == "cancelled" else "error"
+        finished = RunFinished(
+            run_id=active.run_id,
+            status=status,
+            answer=None,
+            steps=active.steps,
+            duration_s=duration,
+            tokens=active.tokens,
+        )
+        for event in (error, finished):
+            self.journal.append(active.run_id, event, **self._fields(active, event))
+
+    # -- cancelling, reading --------------------------------------------------------------------------
+    async def cancel(self, owner: Principal, run_id: str) -> Run:
+        row = await asyncio.to_thread(self.get, owner, run_id)
+        active = self._active.get(run_id)
+        if row.status in TERMINAL or active is None or active.task is None:
+            raise ApiError(
+                409,
+                "run_finished",
+                f"run {run_id!r} has already ended ({row.status}); there is nothing to cancel",
+            )
+        active.task.cancel()
+        await asyncio.wait({active.task}, timeout=10)
+        return await asyncio.to_thread(self.get, owner, run_id)
+
+    def get(self, owner: Principal, run_id: str) -> Run:
+        with self.db.session() as s:
+            row = s.get(Run, run_id)
+        if row is None or row.user_id != owner.user_id:
+            raise ApiError(404, "not_found", f"no run {run_id!r} of yours")
+        return row
+
+    def list_runs(self, owner: Principal, *, limit: int, offset: int, text: str | None) -> list[Run]:
+        query = select(Run).where(Run.user_id == owner.user_id)
+        if text:
+            query = query.where(Run.question.icontains(text, autoescape=True))
+        query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
+        with self.db.session() as s:
+            return list(s.scalars(query))
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            rows = s.scalars(select(RunEvent.data).where(RunEvent.run_id == run_id).order_by(RunEvent.seq))
+            return [json.loads(data) for data in rows]
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    async def wait_idle(self) -> None:
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def aclose(self) -> None:
+        """Stop driving runs, as a crash would: they stay unfinished in the database and resume at the next
+        start (no terminal event is written for them)."""
+        self._stopping = True
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+
+    # -- after a restart -------------------------------------------------------------------------------
+    async def resume_unfinished(self) -> int:
+        """Go on with every run that had not ended when the last process died; how many."""
+        unfinished = await asyncio.to_thread(self._unfinished)
+        for run, tenant, user in unfinished:
+            owner = Principal(
+                tenant_id=tenant.id, tenant_name=tenant.name, user_id=user.id, user_name=user.name, key_id=""
+            )
+            events = await asyncio.to_thread(self._run_events, run.id)
+            self._launch(
+                run.id,
+                owner,
+                run.session_id,
+                run.question,
+                json.loads(run.files),
+                events or None,
+                run.last_seq,
+            )
+        return len(unfinished)
+
+    def _unfinished(self) -> list[tuple[Run, Tenant, User]]:
+        query = (
+            select(Run, Tenant, User)
+            .join(User, User.id == Run.user_id)
+            .join(Tenant, Tenant.id == Run.tenant_id)
+            .where(Run.status.in_(("queued", "running")))
+            .order_by(Run.created_at)
+        )
+        with self.db.session() as s:
+            return [(r, t, u) for r, t, u in s.execute(query).tuples()]
+
+    def _run_events(self, run_id: str) -> list[Event]:
+        with self.db.session() as s:
+            rows = s.scalars(select(RunEvent.data).where(RunEvent.run_id == run_id).order_by(RunEvent.seq))
+            return [parse_event(data) for data in rows]
+
+
+def _with_files(question: str, files: list[str]) -> str:
+    if not files:
+        return question
+    return f"{question}\n\nFiles for this question (in the current folder): {', '.join(files)}"

@@ -1,0 +1,239 @@
+"""Sandbox sessions of the service's users: created, found, expired and closed here, never shared.
+
+A :class:`LiveSession` is a sandbox :class:`~thinkbox.sandbox.session.Session` of one user (the user's
+folder mounted as its current directory, the tenant's shared folder as ``..``) and the conversation its
+runs have had. Its row in the database says who owns it and when it was last used; a session unused for
+``service.session_idle_s`` is closed. After a restart, a session of runs is rebuilt on first use by
+replaying the code of its recorded runs (:mod:`thinkbox.agent.resume`); a session of ``/v1/sessions``
+code is not (its code is not journaled) and answers 410.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+
+from thinkbox.agent import prompts
+from thinkbox.agent.events import parse_event
+from thinkbox.agent.resume import Cell, RecordedState, recorded_state, replay
+from thinkbox.config import Settings
+from thinkbox.models.base import Message
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import SessionConfig
+from thinkbox.service.accounts import Principal
+from thinkbox.service.db.engine import Database
+from thinkbox.service.db.models import Run, RunEvent, SessionRow, new_id
+from thinkbox.service.errors import ApiError
+from thinkbox.service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveSession:
+    id: str
+    owner: Principal
+    kind: str
+    session: Session
+    history: list[Message] = field(default_factory=list)
+    busy_with: str | None = None
+    """The run using the session now (a second run on it is refused)."""
+    last_activity: float = field(default_factory=time.time)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def touch(self) -> None:
+        self.last_activity = time.time()
+
+
+class SessionManager:
+    def __init__(self, db: Database, backend: SandboxBackend, storage: Storage, settings: Settings) -> None:
+        self.db = db
+        self.backend = backend
+        self.storage = storage
+        self.settings = settings
+        self.idle_s = settings.service.session_idle_s
+        self.base_config = SessionConfig(limits=settings.sandbox.limits)
+        self._live: dict[str, LiveSession] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="session-reaper")
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for live in list(self._live.values()):
+            with contextlib.suppress(Exception):
+                await live.session.close()
+        self._live.clear()
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    # -- creating and finding -----------------------------------------------------------------------
+    async def create(self, owner: Principal, kind: str) -> LiveSession:
+        await self._make_room(owner)
+        row = SessionRow(id=new_id("s_"), user_id=owner.user_id, tenant_id=owner.tenant_id, kind=kind)
+        await asyncio.to_thread(self._insert, row)
+        live = LiveSession(row.id, owner, kind, await self._open_sandbox(owner))
+        self._live[row.id] = live
+        return live
+
+    async def _make_room(self, owner: Principal) -> None:
+        """Past ``service.sessions_per_user`` open sessions, close the user's least recently used idle one."""
+        mine = [s for s in self._live.values() if s.owner.user_id == owner.user_id]
+        if len(mine) < self.settings.service.sessions_per_user:
+            return
+        idle = [s for s in mine if s.busy_with is None and not s.lock.locked()]
+        if not idle:
+            raise ApiError(
+                429,
+                "too_many_sessions",
+                f"all your {len(mine)} sessions are busy (service.sessions_per_user); wait for one",
+                retry_after=5,
+            )
+        oldest = min(idle, key=lambda s: s.last_activity)
+        await self.close(oldest.id, "closed to make room for a newer session (service.sessions_per_user)")
+
+    async def _open_sandbox(self, owner: Principal) -> Session:
+        config = await asyncio.to_thread(
+            self.storage.session_config, owner.tenant_name, owner.user_name, self.base_config
+        )
+        return await self.backend.create_session(config)
+
+    def _insert(self, row: SessionRow) -> None:
+        with self.db.session() as s, s.begin():
+            s.add(row)
+
+    async def get(self, owner: Principal, session_id: str) -> LiveSession:
+        """The owner's session ``session_id``: 404 when it is not theirs (or does not exist), 410 when it
+        expired or was closed; a session of runs that a restart took down is rebuilt here."""
+        live = self._live.get(session_id)
+        if live is not None and live.owner.user_id == owner.user_id:
+            return live
+        row = await asyncio.to_thread(self._row, session_id)
+        if row is None or row.user_id != owner.user_id:
+            raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
+        if live is not None:  # live but another user's: impossible with unique ids, refuse anyway
+            raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
+        if row.closed_at is not None:
+            raise ApiError(410, "session_gone", _gone(session_id, row.close_reason or "closed"))
+        if row.kind != "run":
+            await asyncio.to_thread(self._mark_closed, session_id, "the server restarted")
+            raise ApiError(410, "session_gone", _gone(session_id, "the server restarted"))
+        if time.time() - row.last_activity_at > self.idle_s:
+            await asyncio.to_thread(self._mark_closed, session_id, "idle")
+            raise ApiError(410, "session_gone", _gone(session_id, "idle"))
+        return await self.rebuild(owner, session_id)
+
+    def live(self, session_id: str) -> LiveSession | None:
+        return self._live.get(session_id)
+
+    def owned_row(self, owner: Principal, session_id: str) -> SessionRow:
+        """The row of the owner's session ``session_id`` (404 when it is not theirs)."""
+        row = self._row(session_id)
+        if row is None or row.user_id != owner.user_id:
+            raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
+        return row
+
+    def _row(self, session_id: str) -> SessionRow | None:
+        with self.db.session() as s:
+            return s.get(SessionRow, session_id)
+
+    async def rebuild(
+        self, owner: Principal, session_id: str, *, unfinished: str | None = None
+    ) -> LiveSession:
+        """A fresh sandbox for the session, its state rebuilt from its finished runs (``unfinished``: a run
+        that will resume on it: its cells are replayed by the caller)."""
+        existing = self._live.get(session_id)
+        if existing is not None:
+            return existing
+        runs = await asyncio.to_thread(self._recorded_runs, session_id, unfinished)
+        live = LiveSession(session_id, owner, "run", await self._open_sandbox(owner))
+        self._live[session_id] = live
+        cells: list[Cell] = [cell for state in runs for cell in state.cells]
+        failure = await replay(live.session, cells)
+        if failure is not None:
+            await self.close(session_id, "rebuild failed")
+            raise ApiError(410, "session_gone", _gone(session_id, f"rebuilding it failed: {failure}"))
+        if runs:
+            files = await live.session.list_files()
+            live.history.append({"role": "system", "content": prompts.system_prompt(files)})
+            for state in runs:
+                live.history.extend(state.messages)
+        return live
+
+    def _recorded_runs(self, session_id: str, skip: str | None) -> list[RecordedState]:
+        with self.db.session() as s:
+            run_ids = s.scalars(
+                select(Run.id).where(Run.session_id == session_id).order_by(Run.created_at)
+            ).all()
+            states = []
+            for run_id in run_ids:
+                if run_id == skip:
+                    continue
+                rows = s.scalars(
+                    select(RunEvent.data).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
+                )
+                events = [parse_event(data) for data in rows]
+                if events:
+                    states.append(recorded_state(events))
+            return states
+
+    # -- activity, closing --------------------------------------------------------------------------
+    async def touch(self, live: LiveSession) -> None:
+        live.touch()
+        await asyncio.to_thread(self._touch_row, live.id, live.last_activity)
+
+    def _touch_row(self, session_id: str, when: float) -> None:
+        with self.db.session() as s, s.begin():
+            s.execute(update(SessionRow).where(SessionRow.id == session_id).values(last_activity_at=when))
+
+    async def close(self, session_id: str, reason: str) -> None:
+        live = self._live.pop(session_id, None)
+        if live is not None:
+            with contextlib.suppress(Exception):
+                await live.session.close()
+        await asyncio.to_thread(self._mark_closed, session_id, reason)
+
+    def _mark_closed(self, session_id: str, reason: str) -> None:
+        with self.db.session() as s, s.begin():
+            s.execute(
+                update(SessionRow)
+                .where(SessionRow.id == session_id, SessionRow.closed_at.is_(None))
+                .values(closed_at=time.time(), close_reason=reason)
+            )
+
+    def list_rows(self, owner: Principal) -> list[SessionRow]:
+        with self.db.session() as s:
+            query = select(SessionRow).where(SessionRow.user_id == owner.user_id)
+            return list(s.scalars(query.order_by(SessionRow.last_activity_at.desc()).limit(200)))
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self.idle_s / 4))
+            now = time.time()
+            for live in list(self._live.values()):
+                if (
+                    live.busy_with is None
+                    and not live.lock.locked()
+                    and now - live.last_activity > self.idle_s
+                ):
+                    log.info("closing idle session %s", live.id)
+                    await self.close(live.id, "idle")
+
+
+def _gone(session_id: str, why: str) -> str:
+    return (
+        f"session {session_id!r} is closed ({why}); its variables are gone but your files are kept: "
+        "start a new session (POST /v1/sessions, or a run without session_id)"
+    )

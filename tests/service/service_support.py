@@ -1,0 +1,229 @@
+"""A real thinkbox service on a loopback port for the tests, and a model the tests program by question.
+
+:class:`ThreadServer` runs the app under uvicorn in a thread of the test process (real HTTP, real sandbox
+sessions, a real database); :class:`ProcessServer` runs ``thinkbox serve`` as a child process, for tests
+that kill it. :class:`QuestionModel` is the scripted model of these tests: a question of the form
+``steps: ["code 1", "code 2"] answer: TEXT`` makes it reply with one code step per turn, then the answer,
+so any number of concurrent runs each follow their own script (a fake of the LLM, the only fake here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from thinkbox.config import Settings, load_settings
+from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
+from thinkbox.service import accounts
+from thinkbox.service.api.app import create_app
+from thinkbox.service.db.engine import Database
+
+_PROGRAM = re.compile(r"steps:\s*(\[.*?\])\s*answer:\s*(.*?)\s*(?:\n|$)", re.S)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def program(steps: list[str], answer: str) -> str:
+    """A question that makes :class:`QuestionModel` run ``steps`` (one per turn), then answer."""
+    return f"steps: {json.dumps(steps)} answer: {answer}"
+
+
+class QuestionModel:
+    """Replies with the next code step of the program in the run's question, then its answer."""
+
+    name = "question-model"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.requests = 0
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        self.requests += 1
+        messages = request.messages
+        start = max(
+            i for i, m in enumerate(messages) if m["role"] == "user" and _PROGRAM.search(m["content"])
+        )
+        match = _PROGRAM.search(messages[start]["content"])
+        assert match is not None
+        steps, answer = json.loads(match.group(1)), match.group(2)
+        done = sum(1 for m in messages[start:] if m["role"] == "assistant")
+        if done < len(steps):
+            reply = {
+                "thought": f"step {done + 1}",
+                "action": "execute_code",
+                "code": steps[done],
+                "final_answer": "",
+            }
+        else:
+            reply = {"thought": "done", "action": "provide_answer", "code": "", "final_answer": answer}
+        text = json.dumps(reply)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        for i in range(0, len(text), 40):
+            yield TextDelta(text[i : i + 40])
+        yield ModelReply(text=text, usage=Usage(100, len(text) // 4), finish_reason="stop")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_settings(data_dir: Path, database_url: str | None = None, **service: Any) -> Settings:
+    svc = {"database_url": database_url, **service}
+    return load_settings(
+        data_dir=data_dir,
+        cache_dir=data_dir / "cache",
+        model={"provider": "scripted", "script": str(data_dir / "unused.json")},
+        sandbox={"pool_size": 0, "limits": {"timeout_s": 10.0, "kill_grace_s": 1.0}},
+        agent={"max_steps": 8},
+        service=svc,
+    )
+
+
+@dataclass
+class Account:
+    tenant: str
+    user: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_account(db: Database, tenant: str, user: str) -> Account:
+    names = {t.name for t in accounts.list_tenants(db)}
+    if tenant not in names:
+        accounts.create_tenant(db, tenant)
+    if user not in {u.name for t, u in accounts.list_users(db, tenant)}:
+        accounts.create_user(db, tenant, user)
+    _, key = accounts.create_key(db, tenant, user)
+    return Account(tenant, user, key)
+
+
+class ThreadServer:
+    """The app under uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, settings: Settings, model: Any) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings, model=model)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="thinkbox-test-server", daemon=True)
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def service(self) -> Any:
+        return self.app.state.service
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+class ProcessServer:
+    """``thinkbox serve`` as a child process (to be killed for real)."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, **env}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+
+    def start(self, timeout: float = 60.0) -> ProcessServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "thinkbox"),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--log-level",
+                    "warning",
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"thinkbox serve exited {self.proc.returncode}: {self.log.read_text()[-3000:]}"
+                )
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"thinkbox serve did not answer in {timeout} s: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """kill -9, as a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def read_sse(response: httpx.Response) -> list[dict[str, Any]]:
+    """The events of an SSE response: dicts with id (int), event, data (parsed JSON)."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for line in response.iter_lines():
+        if not line:
+            if current:
+                events.append(current)
+                current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(": ")
+        if field == "id":
+            current["id"] = int(value)
+        elif field == "event":
+            current["event"] = value
+        elif field == "data":
+            current["data"] = json.loads(value)
+    return events
