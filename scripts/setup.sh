@@ -8,6 +8,7 @@
 #
 # usage: scripts/setup.sh [--no-model]      (THINKBOX_SKIP_MODEL=1 does the same as --no-model)
 #        THINKBOX_WITH_DOCKER=1 also installs the docker backend's packages (docker.io, debootstrap, runsc)
+#        THINKBOX_WITH_POSTGRES=1 also installs PostgreSQL (the service tests start a server of their own)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -77,6 +78,19 @@ if [[ "${THINKBOX_WITH_DOCKER:-0}" == "1" ]]; then
   fi
   .venv/bin/python -m pip install --disable-pip-version-check -q -e '.[docker]' 2>&1 | grep -v '^WARNING: Location' || true
   step "docker backend: start dockerd, then build the image once with  .venv/bin/thinkbox image build"
+fi
+
+# -- optional: PostgreSQL for the service's tests (THINKBOX_WITH_POSTGRES=1) ------------------------------
+if [[ "${THINKBOX_WITH_POSTGRES:-0}" == "1" ]]; then
+  if command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    step "PostgreSQL present"
+  else
+    step "installing PostgreSQL (Debian's postgresql package)"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  fi
+  step "PostgreSQL: the service tests start their own server on a loopback port (nothing to configure)"
 fi
 
 # -- 3 + 4. the embedded model -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "thinkbox.cli.config_cmd",  # config show
     "thinkbox.cli.model_cmd",  # model status | path | install
     "thinkbox.cli.image_cmd",  # image build
+    "thinkbox.cli.admin_cmd",  # admin tenant|user|key
 )
 
 for _name in _COMMAND_MODULES:
