@@ -53,22 +53,24 @@ class QuestionModel:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         self.requests += 1
         messages = request.messages
-        start = max(
-            i for i, m in enumerate(messages) if m["role"] == "user" and _PROGRAM.search(m["content"])
-        )
-        match = _PROGRAM.search(messages[start]["content"])
-        assert match is not None
-        steps, answer = json.loads(match.group(1)), match.group(2)
-        done = sum(1 for m in messages[start:] if m["role"] == "assistant")
-        if done < len(steps):
-            reply = {
-                "thought": f"step {done + 1}",
-                "action": "execute_code",
-                "code": steps[done],
-                "final_answer": "",
-            }
+        starts = [i for i, m in enumerate(messages) if m["role"] == "user" and _PROGRAM.search(m["content"])]
+        if not starts:  # not a program (a fuzzer's question): answer at once
+            reply = {"thought": "no program", "action": "provide_answer", "code": "", "final_answer": "?"}
         else:
-            reply = {"thought": "done", "action": "provide_answer", "code": "", "final_answer": answer}
+            match = _PROGRAM.search(messages[starts[-1]]["content"])
+            assert match is not None
+            steps, answer = json.loads(match.group(1)), match.group(2)
+            done = sum(1 for m in messages[starts[-1] :] if m["role"] == "assistant")
+            reply = (
+                {
+                    "thought": f"step {done + 1}",
+                    "action": "execute_code",
+                    "code": steps[done],
+                    "final_answer": "",
+                }
+                if done < len(steps)
+                else {"thought": "done", "action": "provide_answer", "code": "", "final_answer": answer}
+            )
         text = json.dumps(reply)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "thinkbox.cli.config_cmd",  # config show
     "thinkbox.cli.model_cmd",  # model status | path | install
     "thinkbox.cli.image_cmd",  # image build
+    "thinkbox.cli.serve_cmd",  # serve
     "thinkbox.cli.admin_cmd",  # admin tenant|user|key
 )
 
