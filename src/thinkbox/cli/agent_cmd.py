@@ -1,4 +1,5 @@
-"""``thinkbox ask "question"`` and ``thinkbox chat``: the agent at the terminal.
+"""``thinkbox ask "question"`` and ``thinkbox chat``: the agent at the terminal (``ask --server URL``: the
+agent of a thinkbox service, shown the same way; :mod:`thinkbox.cli.remote`).
 
 Exit status of ``ask``: 0 an answer was given, 1 a limit stopped the run, 2 a configuration or
 infrastructure error (the message names what to fix), 130 Ctrl-C (the running code is interrupted, the
@@ -12,7 +13,7 @@ import contextlib
 import json
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +53,18 @@ StepsOpt = Annotated[
 ScriptOpt = Annotated[
     Path | None, typer.Option("--script", help="JSON list of replies for the scripted model (model.script).")
 ]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Ask a thinkbox service (thinkbox serve) at this URL instead of the local engine; --file "
+        "uploads to your folder there.",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", help="The key for --server (default: THINKBOX_API_KEY).", show_default=False),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -68,19 +81,31 @@ def ask_command(
     base_url: BaseUrlOpt = None,
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
+    server: ServerOpt = None,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Answer a question by writing and running Python in an isolated sandbox."""
     console = Console(stderr=False, highlight=False)
     try:
         text = check_question(question)
         files = _check_files(file or [])
-        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
-        status = asyncio.run(_ask(text, files, settings, console, json_out))
+        if server is not None:
+            local = {"--backend": backend, "--model": model, "--base-url": base_url,
+                     "--max-steps": max_steps, "--script": script}  # fmt: skip
+            status = _ask_remote(text, files, server, api_key, local, console, json_out)
+        else:
+            settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+            status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
         raise typer.Exit(EXIT_INFRA) from None
     except KeyboardInterrupt:
-        print("thinkbox: cancelled; the code was interrupted and the session closed", file=sys.stderr)
+        where = (
+            "the run was cancelled on the service"
+            if server
+            else "the code was interrupted and the session closed"
+        )
+        print(f"thinkbox: cancelled; {where}", file=sys.stderr)
         raise typer.Exit(EXIT_CANCELLED) from None
     raise typer.Exit(status)
 
@@ -129,6 +154,27 @@ async def _ask(question: str, files: list[Path], settings: Settings, console: Co
             return outcome
 
 
+def _ask_remote(
+    question: str,
+    files: list[Path],
+    server: str,
+    api_key: str | None,
+    local: Mapping[str, object],
+    console: Console,
+    json_out: bool,
+) -> int:
+    from thinkbox.cli.remote import check_local_options, remote_run
+
+    check_local_options(local)
+    show = _show(load_settings(), console, json_out)
+    outcome = EXIT_INFRA
+    with remote_run(server, api_key, question, files) as events:
+        for event in events:
+            show(event)
+            outcome = _exit_status(event, outcome)
+    return outcome
+
+
 def _exit_status(event: Event, current: int) -> int:
     if isinstance(event, FinalAnswer):
         return EXIT_ANSWER
@@ -137,19 +183,23 @@ def _exit_status(event: Event, current: int) -> int:
     return current
 
 
-def _sink(settings: Settings, console: Console, json_out: bool, transcript: TranscriptWriter) -> Sink:
-    """Where events go: the terminal (rich, or JSON lines) and the run's transcript."""
+def _show(settings: Settings, console: Console, json_out: bool) -> Sink:
+    """The terminal: rich, or JSON lines; figures saved under the data dir."""
     figures = FigureSaver(settings.data_dir / "figures")
-    if json_out:
+    if not json_out:
+        return Renderer(console, figures)
 
-        def emit(event: Event) -> None:
-            path = figures(event)
-            if not isinstance(event, RunFinished):  # the outcome (final_answer / limit_reached) stays last
-                print(event_json(event, path), flush=True)
+    def emit(event: Event) -> None:
+        path = figures(event)
+        if not isinstance(event, RunFinished):  # the outcome (final_answer / limit_reached) stays last
+            print(event_json(event, path), flush=True)
 
-        show: Sink = emit
-    else:
-        show = Renderer(console, figures)
+    return emit
+
+
+def _sink(settings: Settings, console: Console, json_out: bool, transcript: TranscriptWriter) -> Sink:
+    """Where events go: the terminal and the run's transcript."""
+    show = _show(settings, console, json_out)
 
     def sink(event: Event) -> None:
         transcript.write(event)

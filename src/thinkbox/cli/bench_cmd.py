@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 bench_app = typer.Typer(
-    help="Measure thinkbox: the sandbox engine, the model, reasoning.", no_args_is_help=True
+    help="Measure thinkbox: the sandbox engine, the model, reasoning, the service.", no_args_is_help=True
 )
 
 
@@ -52,6 +52,52 @@ def bench_sandbox(
     if not primary.available:
         print(f"thinkbox bench sandbox: {primary.name} cannot run here: {primary.reason}", file=sys.stderr)
         raise typer.Exit(2)
+
+
+@bench_app.command("service")
+def bench_service(
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    runs: int = typer.Option(200, "--runs", min=1, help="Runs submitted at once."),
+    users: int = typer.Option(20, "--users", min=1, help="Users submitting them (runs go round-robin)."),
+    tenants: int = typer.Option(4, "--tenants", min=1, help="Tenants the users belong to."),
+    steps: int = typer.Option(3, "--steps", min=1, help="Code steps of every run before its answer."),
+    out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+) -> None:
+    """A thinkbox serve of its own with the scripted model: runs at once over SSE (latency, lost or duplicated
+    events), the service's added latency per step against run_agent in-process, and a kill -9 with restart
+    (every interrupted run must finish). Exit status 1 when events were lost or duplicated, a run stuck, an
+    interrupted run did not finish or something failed (a missed speed target is reported, not an error);
+    2 when it cannot run."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from thinkbox.bench.service import CORRECTNESS, render, run_service_bench
+    from thinkbox.errors import ThinkboxError
+
+    err = Console(stderr=True)
+    try:
+        report = asyncio.run(
+            run_service_bench(runs=runs, users=users, tenants=tenants, steps=steps,
+                              progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+        )  # fmt: skip
+    except ThinkboxError as exc:
+        print(f"thinkbox bench service: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    data = report.model_dump_json(indent=2)
+    if out:
+        Path(out).write_text(data + "\n", encoding="utf-8")
+    if json_out:
+        print(data)
+    else:
+        render(report, Console())
+    missed = [name for name, ok in report.targets.items() if not ok]
+    if missed:
+        print(f"thinkbox bench service: targets missed: {', '.join(missed)}", file=sys.stderr)
+    if report.errors or not all(report.targets[name] for name in CORRECTNESS):
+        raise typer.Exit(1)
 
 
 @bench_app.command("model")
