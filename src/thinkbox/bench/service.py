@@ -31,7 +31,14 @@ from rich.table import Table
 from thinkbox.agent.events import RunResumed, StepStarted
 from thinkbox.agent.loop import run_agent
 from thinkbox.bench.sandbox import p50, p99
-from thinkbox.bench.service_server import ChildServer, free_port, machine, make_users, write_script
+from thinkbox.bench.service_server import (
+    ChildServer,
+    database_url,
+    free_port,
+    machine,
+    make_users,
+    write_script,
+)
 from thinkbox.client import AsyncClient
 from thinkbox.config import Settings, load_settings
 from thinkbox.errors import ThinkboxError
@@ -40,7 +47,7 @@ from thinkbox.sandbox import registry
 from thinkbox.sandbox.types import SessionConfig
 
 Progress = Callable[[str], None]
-IDLE_RUNS = 10
+IDLE_RUNS = 20
 CRASH_RUNS = 40
 CRASH_STEP_CODE = "import time; time.sleep(0.3); print({k})"
 LOAD_TIMEOUT_S = 120.0
@@ -48,13 +55,15 @@ QUESTION = "What is the answer? (thinkbox bench service)"
 METHOD = {
     "latencies": "from sending the POST /v1/runs to receiving the event over SSE, in the bench process",
     "idle_first_event_ms": f"median of {IDLE_RUNS} runs one after another on the idle server (warm)",
-    "step": "step_started to the next step_started as received; service: the idle runs over SSE; in process: "
-    f"{IDLE_RUNS} runs through run_agent with the same scripted model and backend; overhead = difference "
-    "of the medians",
+    "step": "from one step_started to the next, by the events' own timestamps (taken where the loop makes "
+    f"them): in the service for the idle runs, in this process for {IDLE_RUNS} runs through run_agent with "
+    "the same scripted model and backend; overhead = difference of the medians: what the service adds in a "
+    "step (the shared-model gate, the journal, the quota check after each execution); delivery is in the "
+    "latencies",
     "lost_events": "ids of 1..last that never came, plus stored events (RunInfo.events) past the last one",
     "duplicated_events": "ids received a second time (the client drops and counts them)",
     "stuck_runs": f"runs without run_finished {LOAD_TIMEOUT_S:g} s after the start",
-    "crash_resumed_fraction": f"{CRASH_RUNS} runs of steps that sleep; kill -9 once all are submitted and "
+    "crash_resumed_fraction": "runs whose steps sleep 0.3 s; kill -9 once all are submitted and "
     "half have begun step 2; of the runs whose follower had no run_finished at the kill, the share that end "
     "succeeded with ids 1..last each once after the restart on the same data dir",
     "peak_rss_mib": "VmHWM of the server process after the load, sandbox processes not included",
@@ -139,11 +148,10 @@ async def _follow(client: AsyncClient, seen: _Seen, changed: asyncio.Event | Non
         seen.run_id = (await client.create_run(QUESTION)).id
         stream = client.run_events(seen.run_id)
         async for event in stream:
-            now = time.perf_counter()
-            seen.first = seen.first or now
+            seen.first = seen.first or time.perf_counter()
             seen.ids.append(stream.last_id)
             if isinstance(event, StepStarted):
-                seen.steps.append(now)
+                seen.steps.append(event.ts)
             seen.resumed = seen.resumed or isinstance(event, RunResumed)
             if changed is not None:
                 changed.set()
@@ -208,7 +216,7 @@ async def _in_process(settings: Settings, script: Path, runs: int) -> list[float
             try:
                 async for event in run_agent(QUESTION, model=model, session=session, settings=settings):
                     if isinstance(event, StepStarted):
-                        s.steps.append(time.perf_counter())
+                        s.steps.append(event.ts)
             finally:
                 await session.close()
             seen.append(s)
@@ -309,7 +317,8 @@ async def _measure(root: Path, report: ServiceBench, progress: Progress) -> None
     progress(f"accounts: {report.tenants} tenants, {report.users} users")
     keys = await asyncio.to_thread(make_users, data_dir, report.tenants, report.users)
     env = {**os.environ, "THINKBOX_MODEL__PROVIDER": "scripted", "THINKBOX_MODEL__SCRIPT": str(load_script),
-           "THINKBOX_SERVICE__RUNS_PER_USER": runs, "THINKBOX_SERVICE__RUNS_PER_TENANT": runs}  # fmt: skip
+           "THINKBOX_SERVICE__RUNS_PER_USER": runs, "THINKBOX_SERVICE__RUNS_PER_TENANT": runs,
+           "THINKBOX_SERVICE__DATABASE_URL": database_url(data_dir)}  # fmt: skip
     server = ChildServer(data_dir, free_port(), env)
     try:
         progress("starting thinkbox serve")
@@ -361,8 +370,9 @@ def _f(value: float | None, unit: str = " ms", digits: int = 1) -> str:
 
 def render(report: ServiceBench, console: Console) -> None:
     """The figures as a table, the targets, what went wrong and how each figure is measured."""
-    table = Table(title=f"thinkbox service benchmark: {report.runs} runs of {report.steps} code steps, "
-                  f"{report.users} users of {report.tenants} tenants", title_justify="left")  # fmt: skip
+    table = Table(title="thinkbox service benchmark", title_justify="left", caption_justify="left",
+                  caption=f"{report.runs} runs of {report.steps} code steps by {report.users} users of "
+                  f"{report.tenants} tenants")  # fmt: skip
     table.add_column("measurement")
     table.add_column("value", justify="right")
     rows = [

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 
-from thinkbox.config import load_settings
 from thinkbox.errors import ThinkboxError
 
 
@@ -82,12 +81,18 @@ def write_script(path: Path, codes: Sequence[str]) -> Path:
     return path
 
 
+def database_url(data_dir: Path) -> str:
+    """The bench's own SQLite database (whatever ``service.database_url`` the configuration names)."""
+    return f"sqlite:///{data_dir}/thinkbox.db"
+
+
 def make_users(data_dir: Path, tenants: int, users: int) -> list[str]:
     """Keys of ``users`` users spread over ``tenants`` tenants, made in the server's database."""
     from thinkbox.service import accounts
-    from thinkbox.service.db.engine import Database, database_url
+    from thinkbox.service.db.engine import Database
 
-    db = Database.open(database_url(load_settings(data_dir=data_dir)))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.open(database_url(data_dir))
     try:
         for t in range(tenants):
             accounts.create_tenant(db, f"tenant{t}")
@@ -101,7 +106,6 @@ def make_users(data_dir: Path, tenants: int, users: int) -> list[str]:
 
 
 def free_port() -> int:
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
