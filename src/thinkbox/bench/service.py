@@ -19,8 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,22 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from thinkbox.agent.events import RunResumed, StepStarted
+from thinkbox.agent.events import StepStarted
 from thinkbox.agent.loop import run_agent
 from thinkbox.bench.sandbox import p50, p99
 from thinkbox.bench.service_server import (
+    QUESTION,
     ChildServer,
+    Seen,
     database_url,
+    follow_all,
     free_port,
+    gapless,
+    lost_events,
     machine,
     make_users,
+    ms_between,
+    step_intervals,
     write_script,
 )
 from thinkbox.client import AsyncClient
@@ -51,7 +57,6 @@ IDLE_RUNS = 20
 CRASH_RUNS = 40
 CRASH_STEP_CODE = "import time; time.sleep(0.3); print({k})"
 LOAD_TIMEOUT_S = 120.0
-QUESTION = "What is the answer? (thinkbox bench service)"
 METHOD = {
     "latencies": "from sending the POST /v1/runs to receiving the event over SSE, in the bench process",
     "idle_first_event_ms": f"median of {IDLE_RUNS} runs one after another on the idle server (warm)",
@@ -67,6 +72,8 @@ METHOD = {
     "half have begun step 2; of the runs whose follower had no run_finished at the kill, the share that end "
     "succeeded with ids 1..last each once after the restart on the same data dir",
     "peak_rss_mib": "VmHWM of the server process after the load, sandbox processes not included",
+    "tree_pss_mib_max": "the most PSS summed over the server and every process below it (the sandboxes), "
+    "sampled every second during the load (PSS splits a shared page between its sharers)",
 }
 CORRECTNESS = ("no_lost_duplicated_or_stuck", "crash_resumed_100pct")
 """The targets that are behaviour, not speed: ``thinkbox bench service`` fails when one is missed."""
@@ -113,6 +120,7 @@ class ServiceBench(BaseModel):
     crash_stuck_runs: int = 0
     restart_s: float | None = None
     peak_rss_mib: float | None = None
+    tree_pss_mib_max: float | None = Field(None, description="Server and sandboxes, sampled during the load.")
     service_settings: dict[str, Any] = Field(default_factory=dict)
     targets: dict[str, bool] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
@@ -121,87 +129,15 @@ class ServiceBench(BaseModel):
     machine: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class _Seen:
-    """What the follower of one run saw."""
-
-    user: int
-    run_id: str = ""
-    submitted: float = 0.0
-    first: float | None = None
-    terminal: float | None = None
-    steps: list[float] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
-    duplicates: int = 0
-    missing: int = 0
-    reconnects: int = 0
-    resumed: bool = False
-    status: str = ""
-    stored: int = 0
-    error: str = ""
-
-
-# -- following runs -----------------------------------------------------------------------------------
-async def _follow(client: AsyncClient, seen: _Seen, changed: asyncio.Event | None = None) -> None:
-    seen.submitted = time.perf_counter()
-    try:
-        seen.run_id = (await client.create_run(QUESTION)).id
-        stream = client.run_events(seen.run_id)
-        async for event in stream:
-            seen.first = seen.first or time.perf_counter()
-            seen.ids.append(stream.last_id)
-            if isinstance(event, StepStarted):
-                seen.steps.append(event.ts)
-            seen.resumed = seen.resumed or isinstance(event, RunResumed)
-            if changed is not None:
-                changed.set()
-        seen.terminal = time.perf_counter()
-        seen.duplicates, seen.missing, seen.reconnects = stream.duplicates, stream.missing, stream.reconnects
-    except ThinkboxError as exc:
-        seen.error = str(exc)
-
-
-async def _follow_all(
-    clients: list[AsyncClient], seen: list[_Seen], timeout: float, changed: asyncio.Event | None = None
-) -> None:
-    """Follow every run until it ends or ``timeout`` passes; then read each run's status and count."""
-    tasks = [asyncio.ensure_future(_follow(clients[s.user], s, changed)) for s in seen]
-    _, late = await asyncio.wait(tasks, timeout=timeout)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*late, return_exceptions=True)
-    for s in seen:
-        with contextlib.suppress(ThinkboxError):
-            if s.run_id:
-                info = await clients[s.user].get_run(s.run_id)
-                s.status, s.stored = info.status, info.events
-
-
-def _intervals(seen: Sequence[_Seen]) -> list[float]:
-    return [(b - a) * 1000 for s in seen for a, b in zip(s.steps, s.steps[1:], strict=False)]
-
-
-def _gapless(s: _Seen) -> bool:
-    return s.ids == list(range(1, len(s.ids) + 1)) and s.stored == len(s.ids) and not s.duplicates
-
-
-def _lost(s: _Seen) -> int:
-    return s.missing + max(0, s.stored - (s.ids[-1] if s.ids else 0))
-
-
-def _ms(start: float, end: float | None) -> float | None:
-    return None if end is None else (end - start) * 1000
-
-
 # -- rounds -------------------------------------------------------------------------------------------
 async def _idle_round(clients: list[AsyncClient], report: ServiceBench) -> list[float]:
-    await _follow_all(clients[:1], [_Seen(0)], LOAD_TIMEOUT_S)  # warm-up
-    seen = [_Seen(0) for _ in range(IDLE_RUNS)]
+    await follow_all(clients[:1], [Seen(0)], LOAD_TIMEOUT_S)  # warm-up
+    seen = [Seen(0) for _ in range(IDLE_RUNS)]
     for s in seen:
-        await _follow_all(clients[:1], [s], LOAD_TIMEOUT_S)
-    report.idle_first_event_ms = p50([m for s in seen if (m := _ms(s.submitted, s.first)) is not None])
+        await follow_all(clients[:1], [s], LOAD_TIMEOUT_S)
+    report.idle_first_event_ms = p50([m for s in seen if (m := ms_between(s.submitted, s.first)) is not None])
     report.errors += [f"idle run: {s.error}" for s in seen if s.error]
-    return _intervals(seen)
+    return step_intervals(seen)
 
 
 async def _in_process(settings: Settings, script: Path, runs: int) -> list[float]:
@@ -212,7 +148,7 @@ async def _in_process(settings: Settings, script: Path, runs: int) -> list[float
     try:
         for _ in range(runs + 1):  # the first is a warm-up
             session = await backend.create_session(SessionConfig(limits=settings.sandbox.limits))
-            model, s = ScriptedModel.from_file(script), _Seen(0)
+            model, s = ScriptedModel.from_file(script), Seen(0)
             try:
                 async for event in run_agent(QUESTION, model=model, session=session, settings=settings):
                     if isinstance(event, StepStarted):
@@ -222,36 +158,47 @@ async def _in_process(settings: Settings, script: Path, runs: int) -> list[float
             seen.append(s)
     finally:
         await backend.aclose()
-    return _intervals(seen[1:])
+    return step_intervals(seen[1:])
 
 
-async def _load_round(clients: list[AsyncClient], report: ServiceBench) -> None:
-    seen = [_Seen(i % len(clients)) for i in range(report.runs)]
+async def _load_round(server: ChildServer, clients: list[AsyncClient], report: ServiceBench) -> None:
+    seen = [Seen(i % len(clients)) for i in range(report.runs)]
     started = time.perf_counter()
-    await _follow_all(clients, seen, LOAD_TIMEOUT_S)
+    sampling = asyncio.ensure_future(_sample_memory(server, report))
+    try:
+        await follow_all(clients, seen, LOAD_TIMEOUT_S)
+    finally:
+        sampling.cancel()
     ended = [s.terminal for s in seen if s.terminal is not None]
     report.total_s = round((max(ended) if ended else time.perf_counter()) - started, 3)
     report.runs_per_s = round(len(ended) / report.total_s, 2) if report.total_s else None
     report.succeeded = sum(s.status == "succeeded" for s in seen)
     report.stuck_runs = sum(s.terminal is None for s in seen)
-    report.lost_events = sum(_lost(s) for s in seen)
+    report.lost_events = sum(lost_events(s) for s in seen)
     report.duplicated_events = sum(s.duplicates for s in seen)
     report.reconnects = sum(s.reconnects for s in seen)
     report.events_per_run = round(sum(len(s.ids) for s in seen) / len(seen), 1) if seen else None
-    firsts = [m for s in seen if (m := _ms(s.submitted, s.first)) is not None]
-    terminals = [m for s in seen if (m := _ms(s.submitted, s.terminal)) is not None]
+    firsts = [m for s in seen if (m := ms_between(s.submitted, s.first)) is not None]
+    terminals = [m for s in seen if (m := ms_between(s.submitted, s.terminal)) is not None]
     report.first_event_ms_p50, report.first_event_ms_p99 = p50(firsts), p99(firsts)
     report.terminal_ms_p50, report.terminal_ms_p99 = p50(terminals), p99(terminals)
-    report.step_ms_under_load_p50 = p50(_intervals(seen))
+    report.step_ms_under_load_p50 = p50(step_intervals(seen))
     report.errors += [f"load run {s.run_id or '(not created)'}: {s.error}" for s in seen if s.error][:5]
+
+
+async def _sample_memory(server: ChildServer, report: ServiceBench) -> None:
+    while True:
+        pss = await asyncio.to_thread(server.tree_pss_mib)
+        report.tree_pss_mib_max = max(report.tree_pss_mib_max or 0.0, pss or 0.0)
+        await asyncio.sleep(1.0)
 
 
 async def _crash_round(server: ChildServer, keys: list[str], report: ServiceBench) -> None:
     clients = [AsyncClient(server.url, key, reconnect_s=LOAD_TIMEOUT_S) for key in keys]
-    seen = [_Seen(i % len(clients)) for i in range(report.crash_runs)]
+    seen = [Seen(i % len(clients)) for i in range(report.crash_runs)]
     try:
         changed = asyncio.Event()
-        following = asyncio.ensure_future(_follow_all(clients, seen, LOAD_TIMEOUT_S, changed))
+        following = asyncio.ensure_future(follow_all(clients, seen, LOAD_TIMEOUT_S, changed))
         deadline = time.perf_counter() + LOAD_TIMEOUT_S / 2
         while not (all(s.run_id for s in seen) and sum(len(s.steps) >= 2 for s in seen) >= len(seen) / 2):
             changed.clear()
@@ -267,12 +214,12 @@ async def _crash_round(server: ChildServer, keys: list[str], report: ServiceBenc
         await asyncio.gather(*(c.aclose() for c in clients))
     report.crash_interrupted = len(interrupted)
     report.crash_resumed = sum(s.resumed for s in interrupted)
-    report.crash_succeeded = sum(s.status == "succeeded" and _gapless(s) for s in interrupted)
+    report.crash_succeeded = sum(s.status == "succeeded" and gapless(s) for s in interrupted)
     if interrupted:
         report.crash_resumed_fraction = round(report.crash_succeeded / len(interrupted), 4)
     else:
         report.errors.append("crash round: no run was still going at the kill; nothing was measured")
-    report.crash_lost_events = sum(_lost(s) for s in seen)
+    report.crash_lost_events = sum(lost_events(s) for s in seen)
     report.crash_duplicated_events = sum(s.duplicates for s in seen)
     report.crash_stuck_runs = sum(s.terminal is None for s in seen)
     report.errors += [f"crash run {s.run_id or '(not created)'}: {s.error}" for s in seen if s.error][:5]
@@ -328,7 +275,7 @@ async def _measure(root: Path, report: ServiceBench, progress: Progress) -> None
             progress(f"idle: a warm-up run, then {IDLE_RUNS} runs one after another")
             report.step_ms_service_p50 = p50(await _idle_round(clients, report))
             progress(f"load: {report.runs} runs at once by {report.users} users")
-            await _load_round(clients, report)
+            await _load_round(server, clients, report)
         finally:
             await asyncio.gather(*(c.aclose() for c in clients))
         report.peak_rss_mib = server.peak_rss_mib()
@@ -407,6 +354,7 @@ def render(report: ServiceBench, console: Console) -> None:
         ),
         ("restart until /healthz answered", _f(report.restart_s, " s", 2)),
         ("server peak RSS (VmHWM)", _f(report.peak_rss_mib, " MiB")),
+        ("server + sandboxes PSS, most seen", _f(report.tree_pss_mib_max, " MiB")),
     ]
     for label, value in rows:
         table.add_row(label, value)

@@ -1,8 +1,9 @@
-"""The parts of ``thinkbox bench service`` around the service: the ``thinkbox serve`` child process, the
-scripts of its scripted model, its users, and a description of the machine."""
+"""The parts of ``thinkbox bench service``: the ``thinkbox serve`` child process, the scripts of its scripted
+model, its users, the followers of runs (what each saw), and a description of the machine."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -13,12 +14,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from thinkbox.agent.events import RunResumed, StepStarted
+from thinkbox.client import AsyncClient
 from thinkbox.errors import ThinkboxError
+
+QUESTION = "What is the answer? (thinkbox bench service)"
 
 
 class ChildServer:
@@ -51,11 +57,25 @@ class ChildServer:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
     def peak_rss_mib(self) -> float | None:
-        with contextlib.suppress(OSError, AttributeError):
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():  # type: ignore[union-attr]
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return None
+        """The server process's peak resident memory (VmHWM), its children not included."""
+        return _status_mib(self.proc.pid, "VmHWM") if self.proc is not None else None
+
+    def tree_pss_mib(self) -> float | None:
+        """Proportional memory (PSS: shared pages split between their sharers) of the server and every
+        process below it, now."""
+        if self.proc is None:
+            return None
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+        total, todo = 0.0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            total += _status_mib(pid, "Pss", "smaps_rollup") or 0.0
+            todo += children.get(pid, [])
+        return total
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -120,3 +140,84 @@ def machine() -> dict[str, Any]:
                 break
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"), "loadavg_1m_at_start": os.getloadavg()[0]}  # fmt: skip
+
+
+def _status_mib(pid: int, field: str, file: str = "status") -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+# -- following runs -----------------------------------------------------------------------------------
+@dataclass
+class Seen:
+    """What the follower of one run saw."""
+
+    user: int
+    run_id: str = ""
+    submitted: float = 0.0
+    first: float | None = None
+    terminal: float | None = None
+    steps: list[float] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    missing: int = 0
+    reconnects: int = 0
+    resumed: bool = False
+    status: str = ""
+    stored: int = 0
+    error: str = ""
+
+
+async def follow(client: AsyncClient, seen: Seen, changed: asyncio.Event | None = None) -> None:
+    seen.submitted = time.perf_counter()
+    try:
+        seen.run_id = (await client.create_run(QUESTION)).id
+        stream = client.run_events(seen.run_id)
+        async for event in stream:
+            seen.first = seen.first or time.perf_counter()
+            seen.ids.append(stream.last_id)
+            if isinstance(event, StepStarted):
+                seen.steps.append(event.ts)
+            seen.resumed = seen.resumed or isinstance(event, RunResumed)
+            seen.duplicates, seen.missing = stream.duplicates, stream.missing
+            seen.reconnects = stream.reconnects
+            if changed is not None:
+                changed.set()
+        seen.terminal = time.perf_counter()
+    except ThinkboxError as exc:
+        seen.error = str(exc)
+
+
+async def follow_all(
+    clients: list[AsyncClient], seen: list[Seen], timeout: float, changed: asyncio.Event | None = None
+) -> None:
+    """Follow every run until it ends or ``timeout`` passes; then read each run's status and count."""
+    tasks = [asyncio.ensure_future(follow(clients[s.user], s, changed)) for s in seen]
+    _, late = await asyncio.wait(tasks, timeout=timeout)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    for s in seen:
+        with contextlib.suppress(ThinkboxError):
+            if s.run_id:
+                info = await clients[s.user].get_run(s.run_id)
+                s.status, s.stored = info.status, info.events
+
+
+def step_intervals(seen: Sequence[Seen]) -> list[float]:
+    return [(b - a) * 1000 for s in seen for a, b in zip(s.steps, s.steps[1:], strict=False)]
+
+
+def gapless(s: Seen) -> bool:
+    return s.ids == list(range(1, len(s.ids) + 1)) and s.stored == len(s.ids) and not s.duplicates
+
+
+def lost_events(s: Seen) -> int:
+    return s.missing + max(0, s.stored - (s.ids[-1] if s.ids else 0))
+
+
+def ms_between(start: float, end: float | None) -> float | None:
+    return None if end is None else (end - start) * 1000
