@@ -58,6 +58,10 @@ async def test_cwd_is_the_workspace(sandbox_backend: SandboxBackend) -> None:
     await conformance.cwd_is_the_workspace(sandbox_backend)
 
 
+async def test_start_directory_nested_mounts_and_covers(sandbox_backend: SandboxBackend) -> None:
+    await conformance.start_directory_nested_mounts_and_covers(sandbox_backend)
+
+
 async def test_files_round_trip_including_binary(sandbox_backend: SandboxBackend) -> None:
     await conformance.files_round_trip_including_binary(sandbox_backend)
 

@@ -14,14 +14,17 @@ import asyncio
 import base64
 import contextlib
 import errno
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from thinkbox.errors import SessionStartError
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import WORKSPACE, ExecutionResult, Limits, OutputChunk, SessionConfig
+from thinkbox.sandbox.types import WORKSPACE, ExecutionResult, Limits, Mount, OutputChunk, SessionConfig
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,44 @@ async def cwd_is_the_workspace(backend: SandboxBackend) -> None:
     async with open_session(backend) as s:
         r = await run_ok(s, "import os\nos.getcwd()")
         expect(r.result == repr(WORKSPACE), f"the working directory is {WORKSPACE}", r)
+
+
+@check
+async def start_directory_nested_mounts_and_covers(backend: SandboxBackend) -> None:
+    """``SessionConfig.cwd`` inside a mount that lies inside an earlier mount, whose ``hide`` covers a
+    folder with an empty read-only directory; a start directory that does not exist fails the start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outer, inner = _nested_tree(Path(tmp))
+        mounts = (Mount(source=outer, target="t", hide=("hidden",)), Mount(source=inner, target="t/mine"))
+        session = await backend.create_session(SessionConfig(mounts=mounts, cwd="t/mine"))
+        try:
+            code = (
+                "import os\nos.getcwd(), os.listdir(), open('../shared.txt').read(), os.listdir('../hidden')"
+            )
+            r = await run_ok(session, code)
+            want = repr(("/workspace/t/mine", ["own.txt"], "shared", []))
+            expect(r.result == want, f"cwd, nested mount and cover give {want}", r)
+        finally:
+            await session.close()
+        try:
+            session = await backend.create_session(SessionConfig(mounts=mounts, cwd="t/absent"))
+        except SessionStartError as exc:
+            expect("SessionConfig.cwd" in str(exc), f"the start error names SessionConfig.cwd: {exc}")
+        else:
+            await session.close()
+            raise ConformanceError("a session whose start directory does not exist must not start")
+
+
+def _nested_tree(tmp: Path) -> tuple[Path, Path]:
+    outer, inner = tmp / "outer", tmp / "inner"
+    for folder in (outer / "mine", outer / "hidden", inner):
+        folder.mkdir(parents=True)
+    (outer / "shared.txt").write_text("shared")
+    (outer / "hidden" / "secret.txt").write_text("secret")
+    (inner / "own.txt").write_text("own")
+    for path in (tmp, outer, outer / "hidden", inner, *outer.iterdir(), *inner.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by any session uid
+    return outer, inner
 
 
 @check

@@ -105,6 +105,9 @@ class Session:
             )
         if hello.get("type") != "hello" or hello.get("protocol") != wire.PROTOCOL_VERSION:
             raise ProtocolError(f"expected hello for protocol {wire.PROTOCOL_VERSION}, got {hello!r:.500}")
+        if hello.get("error"):  # the interpreter could not apply the session's setup (its cwd)
+            why = clean(str(hello["error"]))[:2000]
+            raise SessionStartError(f"the {self.backend.name} session could not start: {why}")
         self.hello = hello
         self._dead_reason = None
         self._unanswered = None

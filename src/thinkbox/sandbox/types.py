@@ -9,7 +9,7 @@ import posixpath
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from thinkbox.errors import ConfigError
 
@@ -66,23 +66,74 @@ class Limits(BaseModel):
 
 
 class Mount(BaseModel):
-    """A host directory made visible inside the session's workspace."""
+    """A host directory made visible inside the session's workspace.
+
+    Mounts are applied in order, so a later mount may lie inside an earlier one (a user's folder inside
+    their tenant's folder). Each backend refuses a target outside /workspace, follows no symlink inside
+    the workspace to reach a target, and pins the source for the session's restarts.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: Path = Field(description="Host directory (must exist).")
     target: str = Field(description="Path inside the workspace (relative) or absolute under /workspace.")
     read_only: bool = True
+    hide: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Paths relative to this mount, each covered by an empty read-only directory right after the "
+            "mount, before any later mount (what the session must not see of the source). A path that "
+            "does not exist when the session starts is skipped; one that is a symlink fails the start."
+        ),
+    )
+    owner: tuple[int, int] | None = Field(
+        None,
+        description=(
+            "Host (uid, gid) that the session's own uid and gid stand for in this mount, whichever uid the "
+            "session runs as: files of that uid are the session's own, what it creates gets that uid and "
+            "gid. The zygote as root makes an idmapped mount (the other id of the pair stays writable as "
+            "nobody; files of any other id are read-only); a bwrap session acts as the engine's uid with "
+            "that gid as its host gid, so the uid must be the engine's; an unprivileged zygote's sessions "
+            "act as the engine's user, the only owner it accepts; docker refuses it. The source is then "
+            "opened without following any symlink."
+        ),
+    )
 
     def target_in_workspace(self) -> str:
         """The normalized absolute target, strictly below /workspace (every backend checks it here)."""
-        target = posixpath.normpath(posixpath.join(WORKSPACE, self.target))
-        if not target.startswith(WORKSPACE + "/"):
-            raise ConfigError(
-                f"mount target {self.target!r} must be a path under {WORKSPACE}, not {WORKSPACE} itself "
-                "(SessionConfig.mounts)"
-            )
-        return target
+        return in_workspace(self.target, "mount target", "SessionConfig.mounts")
+
+    def hidden_in_workspace(self) -> list[str]:
+        """The normalized absolute paths of :attr:`hide`, each strictly below the target."""
+        target = self.target_in_workspace()
+        out = []
+        for rel in self.hide:
+            path = posixpath.normpath(posixpath.join(target, rel.lstrip("/")))
+            if not path.startswith(target + "/"):
+                raise ConfigError(
+                    f"hidden path {rel!r} must lie below the mount target {self.target!r} "
+                    "(Mount.hide in SessionConfig.mounts)"
+                )
+            out.append(path)
+        return out
+
+
+MAX_MOUNTS = 128
+"""Mounts per session, every backend (the zygote sends one fd per distinct source in one message)."""
+MAX_OWNERS = 4
+"""Distinct :attr:`Mount.owner` values per session (each one is a user namespace on the zygote)."""
+MAX_HIDDEN = 4096
+"""Paths covered per session, all mounts together (:attr:`Mount.hide`)."""
+
+
+def in_workspace(path: str, what: str, setting: str) -> str:
+    """``path`` (relative to /workspace, or absolute under it) normalized, strictly below /workspace."""
+    full = posixpath.normpath(posixpath.join(WORKSPACE, path))
+    if not full.startswith(WORKSPACE + "/") or "\0" in path:
+        raise ConfigError(
+            f"{what} {path!r} must be a path under {WORKSPACE}, not {WORKSPACE} itself ({setting})"
+        )
+    return full
 
 
 class SessionConfig(BaseModel):
@@ -91,6 +142,31 @@ class SessionConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     mounts: tuple[Mount, ...] = ()
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the interpreter.")
+    cwd: str | None = Field(
+        None,
+        description=(
+            "Where the interpreter starts: a path relative to /workspace or absolute under it (typically "
+            "inside a mount); None: /workspace. The session fails to start when it is not a directory."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SessionConfig:
+        if len(self.mounts) > MAX_MOUNTS:
+            raise ValueError(f"{len(self.mounts)} mounts; at most {MAX_MOUNTS}")
+        owners = {m.owner for m in self.mounts if m.owner is not None}
+        if len(owners) > MAX_OWNERS:
+            raise ValueError(f"{len(owners)} distinct mount owners; at most {MAX_OWNERS}")
+        hidden = sum(len(m.hide) for m in self.mounts)
+        if hidden > MAX_HIDDEN:
+            raise ValueError(f"{hidden} hidden paths; at most {MAX_HIDDEN}")
+        return self
+
+    def cwd_in_workspace(self) -> str:
+        """The interpreter's start directory, normalized (/workspace when :attr:`cwd` is None)."""
+        if self.cwd is None or posixpath.normpath(posixpath.join(WORKSPACE, self.cwd)) == WORKSPACE:
+            return WORKSPACE
+        return in_workspace(self.cwd, "cwd", "SessionConfig.cwd")
 
 
 WORKSPACE = "/workspace"

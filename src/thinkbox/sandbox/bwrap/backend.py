@@ -41,8 +41,9 @@ from typing import Any, ClassVar
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
 from thinkbox.sandbox import inside, procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
+from thinkbox.sandbox.bwrap.mounts import Sources
 from thinkbox.sandbox.confine import cgroups, rlimits
-from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, Mount, SessionConfig
+from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -186,42 +187,13 @@ class BwrapKernel(KernelProcess):
         return sorted(set(pids) | {p for p in known if p is not None})
 
 
-class _Sources:
-    """A session's mount sources, opened once (``O_PATH``) at its first spawn and bound by fd at every
-    restart: a symlink swapped into a writable mount meanwhile cannot redirect a restart's mount."""
-
-    def __init__(self, mounts: tuple[Mount, ...]) -> None:
-        self.spec = mounts
-        self.fds: list[int] = []
-        self.args: list[str] = []
-        try:
-            for mount in mounts:
-                target = mount.target_in_workspace()
-                source = Path(mount.source).resolve()
-                try:
-                    fd = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                except OSError:
-                    raise ConfigError(
-                        f"mount source {str(mount.source)!r} is not a host directory (SessionConfig.mounts)"
-                    ) from None
-                self.fds.append(fd)
-                self.args += ["--ro-bind-fd" if mount.read_only else "--bind-fd", str(fd), target]
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
-
-
 class _ChildSetup:
     """Runs in the forked child just before it execs bwrap: cgroup, rlimits, death signal, new session."""
 
-    def __init__(self, cgroup: cgroups.Cgroup | None, limits: Limits) -> None:
+    def __init__(self, cgroup: cgroups.Cgroup | None, limits: Limits, gid: int | None = None) -> None:
         self.cgroup = cgroup
         self.limits = limits
+        self.gid = gid
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self.prctl = libc.prctl
 
@@ -231,6 +203,9 @@ class _ChildSetup:
         if self.cgroup is not None:
             self.cgroup.add(0)
         rlimits.apply(self.limits)
+        if self.gid is not None:  # the session's host gid (Mount.owner), and no supplementary groups
+            os.setgroups([])
+            os.setresgid(self.gid, self.gid, self.gid)
 
 
 class BwrapBackend(SandboxBackend):
@@ -259,7 +234,7 @@ class BwrapBackend(SandboxBackend):
         self._mpl_files: list[Path] = []
         self._seq = 0
         self._live: dict[str, BwrapKernel] = {}
-        self._sources: dict[str, _Sources] = {}
+        self._sources: dict[str, Sources] = {}
         self._start_lock = asyncio.Lock()
 
     def info(self) -> BackendInfo:
@@ -294,6 +269,7 @@ class BwrapBackend(SandboxBackend):
     def _prepare_runtime(self, runtime: Path) -> None:
         """Copy the kernel's files, compile the seccomp filter and build matplotlib's font cache once."""
         inside.install(runtime)
+        (runtime / "empty").mkdir(mode=0o555)  # what covers a hidden path (Mount.hide)
         if self._use_seccomp:
             try:
                 from thinkbox.sandbox.confine import seccomp
@@ -405,8 +381,9 @@ class BwrapBackend(SandboxBackend):
         if sources is None or sources.spec != config.mounts:
             if sources is not None:
                 sources.close()
-            sources = self._sources[session_id] = _Sources(config.mounts)
-        mount_args = sources.args
+            assert self._runtime is not None
+            sources = self._sources[session_id] = Sources(config.mounts, self._runtime / "empty")
+        mount_args = sources.args + sources.cover_args()
         old = self._live.pop(session_id, None)
         if old is not None:
             await old.kill()
@@ -427,7 +404,12 @@ class BwrapBackend(SandboxBackend):
                 files[path.name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             argv = self._argv(self._uid_base + self._seq % 40000, limits, mount_args, files)
             argv += ["--json-status-fd", str(status_w), self._python, "-m", "thinkbox.sandbox.inside.launch"]
-            options = {"output_bytes": limits.output_bytes, "env": config.env, "preload": self._preload}
+            options = {
+                "output_bytes": limits.output_bytes,
+                "env": config.env,
+                "preload": self._preload,
+                "cwd": config.cwd_in_workspace(),
+            }
             argv += [str(child_sock.fileno()), json.dumps(options)]
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -436,7 +418,7 @@ class BwrapBackend(SandboxBackend):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=[child_sock.fileno(), status_w, *files.values(), *sources.fds],
-                preexec_fn=_ChildSetup(cgroup, limits),
+                preexec_fn=_ChildSetup(cgroup, limits, sources.gid),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             parent_sock.close()

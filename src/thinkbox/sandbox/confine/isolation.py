@@ -246,13 +246,14 @@ def open_nofollow(path: str) -> int:
     return _walk("/", path, create=False, what=repr(path))
 
 
-def open_beneath(base: str, relative: str) -> int:
-    """An ``O_PATH`` fd of directory ``base/relative``, created as needed, never following a symlink.
+def open_beneath(base: str, relative: str, *, create: bool = True) -> int:
+    """An ``O_PATH`` fd of directory ``base/relative``, created as needed (with ``create``), never
+    following a symlink.
 
     Mount targets inside a workspace the sandbox could write must not be resolved through its symlinks
     (``data -> /etc`` would put a mount, or a new directory, on the host). Mount on ``/proc/self/fd/N``.
     """
-    return _walk(base, relative, create=True, what=f"mount target {relative!r}")
+    return _walk(base, relative, create=create, what=f"mount target {relative!r}")
 
 
 def _walk(base: str, relative: str, *, create: bool, what: str) -> int:
@@ -278,6 +279,83 @@ def _walk(base: str, relative: str, *, create: bool, what: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+# -- idmapped mounts (Linux 5.12+) -----------------------------------------------------------------------
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_OPEN_TREE_CLONE = 1
+_AT_EMPTY_PATH = 0x1000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_IDMAP = 0x100000
+
+
+def userns_fd(uid_map: str, gid_map: str) -> int:
+    """An fd of a new, empty user namespace with these maps ("inside outside count" lines): a child
+    unshares it and waits while the caller (root) writes the maps. Its only use is an idmapped mount.
+    Call from a single-threaded process."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            unshare(CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(errno.EPERM, "userns_fd: the child could not create a user namespace")
+        for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+def bind_idmapped(source_fd: int, target_fd: int, userns: int, *, read_only: bool, what: str) -> None:
+    """Bind the directory ``source_fd`` (not its submounts) on ``target_fd``, nosuid, nodev, read-only
+    if asked, with the ids of the user namespace ``userns`` (an idmapped mount: open_tree, mount_setattr,
+    move_mount). ``what`` names the source in errors."""
+    flags = _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_EMPTY_PATH
+    tree = int(
+        _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(source_fd), b"", ctypes.c_uint(flags))
+    )
+    if tree < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree({what}): {os.strerror(err)}")
+    try:
+        attrs = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        attr = _MountAttr(attrs | (MOUNT_ATTR_RDONLY if read_only else 0), 0, 0, userns)
+        res = _libc.syscall(
+            ctypes.c_long(_SYS_MOUNT_SETATTR),
+            ctypes.c_int(tree),
+            b"",
+            ctypes.c_uint(_AT_EMPTY_PATH),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        )
+        if res != 0:
+            err = ctypes.get_errno()
+            hint = " (its filesystem or this kernel has no idmapped mounts)" if err == errno.EINVAL else ""
+            raise OSError(err, f"idmapped mount of {what}: {os.strerror(err)}{hint}")
+        flags = _MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH
+        tree_fd, to = ctypes.c_int(tree), ctypes.c_int(target_fd)
+        res = _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), tree_fd, b"", to, b"", ctypes.c_uint(flags))
+        if res != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"move_mount({what}): {os.strerror(err)}")
+    finally:
+        os.close(tree)
 
 
 MADV_HUGEPAGE = 14

@@ -47,7 +47,7 @@ from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, Sandb
 from thinkbox.sandbox.docker import image as docker_image
 from thinkbox.sandbox.docker.mounts import bind_mounts, ulimits
 from thinkbox.sandbox.docker.profile import seccomp_profile
-from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, SessionConfig
+from thinkbox.sandbox.types import WORKSPACE, MiB, SessionConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -342,7 +342,7 @@ class DockerBackend(SandboxBackend):
             os.chmod(workdir / SOCKET_NAME, 0o666)
             listener.listen(1)
             listener.setblocking(False)
-            container = await self._call(self._run, session_id, limits, config.env, mounts, workdir)
+            container = await self._call(self._run, session_id, config, mounts, workdir)
             conn = await self._accept(listener, container)
         except BaseException:
             listener.close()
@@ -357,13 +357,17 @@ class DockerBackend(SandboxBackend):
         self._live[session_id] = kernel
         return kernel
 
-    def _run(
-        self, session_id: str, limits: Limits, env: dict[str, str], mounts: list[Any], workdir: Path
-    ) -> Any:
+    def _run(self, session_id: str, config: SessionConfig, mounts: list[Any], workdir: Path) -> Any:
         import docker.errors
         from docker.types import Mount as DockerMount
 
-        options = {"output_bytes": limits.output_bytes, "env": env, "preload": self._preload}
+        limits = config.limits
+        options = {
+            "output_bytes": limits.output_bytes,
+            "env": config.env,
+            "preload": self._preload,
+            "cwd": config.cwd_in_workspace(),
+        }
         memory = (limits.memory_mib + 256) * MiB  # the cgroup backstop sits above RLIMIT_AS
         kwargs: dict[str, Any] = dict(
             command=[

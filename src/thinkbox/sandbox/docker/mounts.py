@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ def bind_mounts(mounts: tuple[Mount, ...], known: dict[str, tuple[str, int, int]
 
     out = []
     for mount in mounts:
+        if mount.owner is not None:
+            raise ConfigError(
+                "Mount.owner: docker sessions run as the image's user and cannot stand for a host owner; "
+                "use the zygote or bwrap backend (THINKBOX_SANDBOX__BACKEND / --backend)"
+            )
         source = Path(mount.source).resolve()
         if not source.is_dir():
             raise ConfigError(
@@ -37,6 +43,24 @@ def bind_mounts(mounts: tuple[Mount, ...], known: dict[str, tuple[str, int, int]
         if mount.read_only:
             docker_mount["BindOptions"] = {"NonRecursive": True}
         out.append(docker_mount)
+        out += _covers(mount, source)
+    return out
+
+
+def _covers(mount: Mount, source: Path) -> list[Any]:
+    """An empty read-only tmpfs over each hidden path that exists now (dockerd would create a missing
+    one on the host, and follow a symlink: refused). Docker mounts parents before children."""
+    from docker.types import Mount as DockerMount
+
+    out = []
+    for rel, target in zip(mount.hide, mount.hidden_in_workspace(), strict=True):
+        try:
+            st = os.lstat(source / rel.lstrip("/"))
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise SessionStartError(f"hidden path {target} is not a directory; not started")
+        out.append(DockerMount(target, None, type="tmpfs", read_only=True, tmpfs_size=4096))
     return out
 
 

@@ -208,16 +208,18 @@ class Kernel:
         plt.close("all")
 
     # -- requests ---------------------------------------------------------------------------------
-    def serve(self) -> None:
+    def serve(self, setup_error: str | None = None) -> None:
         signal.signal(signal.SIGINT, self._on_sigint)
-        self.channel.send(
-            {
-                "type": "hello",
-                "protocol": wire.PROTOCOL_VERSION,
-                "pid": os.getpid(),
-                "python": sys.version.split()[0],
-            }
-        )
+        hello = {
+            "type": "hello",
+            "protocol": wire.PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+        }
+        if setup_error is not None:  # the host fails the session's start with this; nothing is served
+            self.channel.send({**hello, "error": setup_error})
+            return
+        self.channel.send(hello)
         self.pump.start()  # after the hello: off the session's start-up path; no request is read before
         while True:
             try:
@@ -476,6 +478,18 @@ def serve(sock: socket.socket, options: dict[str, Any]) -> None:
         }
     )
     os.environ.update({str(k): str(v) for k, v in env.items()})
+    setup_error = _enter(options.get("cwd"))
     sock.setblocking(True)
     _ACTIVE = Kernel(sock, options)
-    _ACTIVE.serve()
+    _ACTIVE.serve(setup_error)
+
+
+def _enter(cwd: object) -> str | None:
+    """chdir to the session's start directory (``SessionConfig.cwd``); what went wrong, if anything."""
+    if not cwd:
+        return None
+    try:
+        os.chdir(str(cwd))
+    except OSError as exc:
+        return f"the session's start directory {cwd!r} cannot be entered: {exc.strerror} (SessionConfig.cwd)"
+    return None

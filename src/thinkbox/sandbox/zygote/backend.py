@@ -32,13 +32,12 @@ from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, Sandb
 from thinkbox.sandbox.confine import cgroups, uids
 from thinkbox.sandbox.inside import wire
 from thinkbox.sandbox.types import SessionConfig
-from thinkbox.sandbox.zygote.embryo import MAX_MOUNTS
 from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Live, Pending, Slot, ZygoteKernel
 from thinkbox.sandbox.zygote.runtime import (
-    check_mount,
     default_cache_dir,
     default_runtime_root,
     log_tail,
+    open_mounts,
     remove_runtime,
 )
 
@@ -51,6 +50,8 @@ _INSTANCE_PREFIX = "z"
 
 MAX_ENV_BYTES = 64 * 1024
 """A session's environment travels in one frame over its socket before the protocol starts."""
+MAX_REQUEST_BYTES = 60 * 1024
+"""A spawn request (limits, mount targets, hidden paths) is one packet to the zygote and on to the session."""
 
 
 class ZygoteBackend(SandboxBackend):
@@ -338,7 +339,7 @@ class ZygoteBackend(SandboxBackend):
             raise SessionStartError(self._dead_reason or "the zygote is not running")
         if config.limits.network:
             raise ConfigError("limits.network=True is not supported by the zygote backend; set it to false")
-        setup = wire.encode({"type": "setup", "env": config.env})
+        setup = wire.encode({"type": "setup", "env": config.env, "cwd": config.cwd_in_workspace()})
         if len(setup) > MAX_ENV_BYTES:
             raise ConfigError(
                 f"the session's environment is {len(setup)} bytes encoded; at most {MAX_ENV_BYTES} "
@@ -353,11 +354,19 @@ class ZygoteBackend(SandboxBackend):
             "fresh": not slot.spawned,
             "limits": config.limits.model_dump(),
             "mounts": slot.mounts,
+            "sources": len(slot.fds),
+            "owners": slot.owners,
         }
+        encoded = json.dumps(request).encode()
+        if len(encoded) > MAX_REQUEST_BYTES:
+            raise ConfigError(
+                f"the session's mounts take {len(encoded)} bytes to describe; at most {MAX_REQUEST_BYTES} "
+                "(fewer or shorter Mount.hide paths in SessionConfig.mounts)"
+            )
         pending = Pending(asyncio.get_running_loop().create_future())
         self._pending[slot.number] = pending
         try:
-            await self._send_request(json.dumps(request).encode(), [theirs.fileno(), *slot.fds])
+            await self._send_request(encoded, [theirs.fileno(), *slot.fds])
             theirs.close()
             async with asyncio.timeout(SPAWN_TIMEOUT_S):
                 pid = await pending.spawned
@@ -396,25 +405,14 @@ class ZygoteBackend(SandboxBackend):
             return known
         if known is not None:  # the caller asks for other mounts: a new request, checked anew
             self._forget_slot(session_id)
-            self._slots[session_id] = Slot(known.number, (), [], [], spawned=known.spawned)
-        if len(config.mounts) > MAX_MOUNTS:
-            raise ConfigError(f"{len(config.mounts)} mounts; at most {MAX_MOUNTS} (SessionConfig.mounts)")
+            self._slots[session_id] = Slot(known.number, (), [], [], [], spawned=known.spawned)
         taken = {s.number for s in self._slots.values()} | set(self._releasing)
         number = known.number if known is not None else next(n for n in itertools.count(1) if n not in taken)
         if number >= uids.BLOCK_SIZE:
             raise SessionStartError(f"{uids.BLOCK_SIZE - 1} sessions are open in this engine; close some")
-        mounts, fds = [], []
-        try:
-            for m in config.mounts:
-                checked = check_mount(m)
-                fds.append(os.open(checked.pop("source"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-                mounts.append(checked)
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            raise ConfigError(f"mount source cannot be opened: {exc} (SessionConfig.mounts)") from None
+        mounts, fds, owners = open_mounts(config.mounts, os.geteuid() == 0)
         spawned = known is not None and known.spawned
-        slot = self._slots[session_id] = Slot(number, config.mounts, mounts, fds, spawned=spawned)
+        slot = self._slots[session_id] = Slot(number, config.mounts, mounts, fds, owners, spawned=spawned)
         return slot
 
     def _forget_slot(self, session_id: str) -> Slot | None:

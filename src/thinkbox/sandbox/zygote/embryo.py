@@ -21,15 +21,17 @@ from typing import Any
 
 from thinkbox.sandbox.confine import cgroups, isolation, rlimits, seccomp
 from thinkbox.sandbox.inside import kernel, wire
-from thinkbox.sandbox.types import Limits
+from thinkbox.sandbox.types import MAX_MOUNTS, MAX_OWNERS, Limits
 
 SESSION_NAMESPACES = (
     isolation.CLONE_NEWNS | isolation.CLONE_NEWNET | isolation.CLONE_NEWIPC | isolation.CLONE_NEWUTS
 )
 DEFAULT_LIMITS = Limits()
 DEVICES = ("null", "zero", "full", "random", "urandom")
-MAX_MOUNTS = 16
-"""Mounts per session: each travels as an O_PATH fd with the spawn request."""
+MAX_FDS = 1 + MAX_MOUNTS + MAX_OWNERS
+"""A spawn request's fds: the session socket, one per distinct mount source, one user namespace per owner
+(one SCM_RIGHTS message; the kernel allows 253)."""
+MAX_PACKET = 64 * 1024
 MASKED_PROC_FILES = (
     *("cmdline", "interrupts", "softirqs", "diskstats", "partitions", "swaps", "locks", "modules"),
     *("devices", "buddyinfo", "zoneinfo", "pagetypeinfo", "vmallocinfo", "slabinfo", "iomem", "ioports"),
@@ -193,28 +195,52 @@ def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int
     with open(r + "/run/group", "w") as f:
         f.write(f"root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")
     isolation.bind(os.path.join(ctx.ws_root, str(req["slot"])), r + "/workspace", read_only=False)
-    mounts = req.get("mounts", ())
-    if len(mounts) != len(sources):
-        raise ValueError(f"{len(mounts)} mounts but {len(sources)} source fds")
-    for m, source in zip(mounts, sources, strict=True):
-        own = _reopen_source(source)
-        # the workspace is the sandbox's: never follow its symlinks
-        fd = isolation.open_beneath(r + "/workspace", m["target"])
-        try:
-            isolation.mount(
-                f"/proc/self/fd/{own}", f"/proc/self/fd/{fd}", None, isolation.MS_BIND | isolation.MS_REC
-            )
-        finally:
+    count = int(req.get("sources", 0))
+    if len(sources) != count + len(req.get("owners", ())):
+        raise ValueError(f"{len(sources)} fds for {count} mount sources and the owners {req.get('owners')}")
+    own: list[int] = []
+    try:
+        for fd in sources[:count]:
+            own.append(_reopen_source(fd))
+        for m in req.get("mounts", ()):
+            _mount(ctx, r + "/workspace", m, own[int(m["source"])], sources[count:])
+    finally:
+        for fd in own + sources:
             os.close(fd)
-            os.close(own)
-            os.close(source)
-        # the path was just checked component by component, and no sandbox code runs meanwhile
-        isolation.restrict(f"{r}/workspace/{m['target']}", read_only=bool(m["read_only"]), recursive=True)
     os.chdir(r)
     isolation.pivot_root(".", ".")
     isolation.umount2(".", isolation.MNT_DETACH)
     os.chdir("/")
     isolation.sethostname("sandbox")
+
+
+def _mount(ctx: Context, workspace: str, m: dict[str, Any], source: int, userns: list[int]) -> None:
+    """One of the caller's mounts, then its covers (``Mount.hide``): targets opened beneath the
+    workspace, never through its symlinks; the path is then used for the flags, checked component by
+    component just before, with no sandbox code running meanwhile."""
+    target, read_only = str(m["target"]), bool(m["read_only"])
+    fd = isolation.open_beneath(workspace, target)
+    try:
+        if m.get("owner") is None:
+            isolation.mount(
+                f"/proc/self/fd/{source}", f"/proc/self/fd/{fd}", None, isolation.MS_BIND | isolation.MS_REC
+            )
+            isolation.restrict(f"{workspace}/{target}", read_only=read_only, recursive=True)
+        else:
+            what = f"the mount at /workspace/{target}"
+            isolation.bind_idmapped(source, fd, userns[int(m["owner"])], read_only=read_only, what=what)
+    finally:
+        os.close(fd)
+    for hidden in m.get("hide", ()):
+        try:
+            fd = isolation.open_beneath(workspace, str(hidden), create=False)
+        except FileNotFoundError:
+            continue  # nothing there to hide
+        try:  # the template's own /proc: an empty read-only directory
+            isolation.mount(ctx.template + "/proc", f"/proc/self/fd/{fd}", None, isolation.MS_BIND)
+        finally:
+            os.close(fd)
+        isolation.restrict(f"{workspace}/{hidden}", read_only=True, recursive=False)
 
 
 def _reopen_source(fd: int) -> int:
@@ -359,7 +385,8 @@ def _session_c(
         setup = wire.recv_frame(sess)
         if setup is None or setup.get("type") != "setup":
             raise ValueError(f"expected the session's setup frame, got {setup!r}")
-        kernel.serve(sess, {"output_bytes": limits.output_bytes, "env": setup.get("env") or {}})
+        env = setup.get("env") or {}
+        kernel.serve(sess, {"output_bytes": limits.output_bytes, "env": env, "cwd": setup.get("cwd")})
     except BaseException:
         traceback.print_exc()
         os._exit(1)
@@ -371,7 +398,7 @@ def recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
     argument before Python 3.12, so recvmsg is called directly)."""
     itemsize = array.array("i").itemsize
     data, ancdata, _, _ = sock.recvmsg(
-        65536, socket.CMSG_LEN((1 + MAX_MOUNTS) * itemsize), socket.MSG_CMSG_CLOEXEC
+        MAX_PACKET, socket.CMSG_LEN(MAX_FDS * itemsize), socket.MSG_CMSG_CLOEXEC
     )
     fds = array.array("i")
     for level, kind, payload in ancdata:

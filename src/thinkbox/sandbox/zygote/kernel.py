@@ -45,6 +45,9 @@ class Slot:
     spec: tuple[Mount, ...]
     mounts: list[dict[str, Any]]
     fds: list[int]
+    """One per distinct source; each of ``mounts`` names its own by index."""
+    owners: list[list[int]]
+    """Distinct (uid, gid) of idmapped mounts; each of ``mounts`` with an owner names its own by index."""
     spawned: bool = False
     """Once a session ran in this slot, a spawn is a restart and keeps the workspace."""
 

@@ -29,13 +29,70 @@ def default_cache_dir() -> Path:
     return Path(base) / "thinkbox" / "matplotlib"
 
 
-def check_mount(mount: Mount) -> dict[str, Any]:
-    """The mount as the fork server gets it: the source checked (it travels as an fd), the target relative
-    to the workspace."""
-    if not Path(mount.source).is_dir():
+def check_mount(mount: Mount, privileged: bool) -> dict[str, Any]:
+    """The mount as the fork server gets it: the source checked (it travels as an fd), the target and the
+    hidden paths relative to the workspace, and the owner where an idmapped mount is needed (as root;
+    an unprivileged engine's sessions act as its own user already, so only that owner is accepted)."""
+    source = Path(mount.source)
+    if not source.is_dir():
         raise ConfigError(f"mount source {mount.source} is not an existing directory (SessionConfig.mounts)")
-    target = mount.target_in_workspace()[len(WORKSPACE) + 1 :]
-    return {"source": str(Path(mount.source).resolve()), "target": target, "read_only": mount.read_only}
+    owner = mount.owner
+    if owner is not None and not privileged:
+        if owner != (os.geteuid(), os.getegid()):
+            raise ConfigError(
+                f"Mount.owner {owner}: sessions of an unprivileged zygote act as the engine's user "
+                f"({os.geteuid()}, {os.getegid()}) and cannot stand for another; run the engine as root"
+            )
+        owner = None
+    skip = len(WORKSPACE) + 1
+    return {
+        # an owner's mount grants ownership of what it shows: its path is taken as given, never resolved
+        "source": os.path.abspath(source) if mount.owner is not None else str(source.resolve()),
+        "nofollow": mount.owner is not None,
+        "target": mount.target_in_workspace()[skip:],
+        "read_only": mount.read_only,
+        "hide": [path[skip:] for path in mount.hidden_in_workspace()],
+        "owner": owner,
+    }
+
+
+def open_mounts(
+    mounts: tuple[Mount, ...], privileged: bool
+) -> tuple[list[dict[str, Any]], list[int], list[list[int]]]:
+    """The mounts of a spawn request, the fds of their sources (one per distinct source: many covers may
+    share one) and their distinct owners; each mount names its source and owner by index."""
+    out: list[dict[str, Any]] = []
+    fds: list[int] = []
+    owners: list[list[int]] = []
+    opened: dict[tuple[str, bool], int] = {}
+    try:
+        for m in mounts:
+            checked = check_mount(m, privileged)
+            key = (checked.pop("source"), checked.pop("nofollow"))
+            if key not in opened:
+                opened[key] = len(fds)
+                fds.append(_open_source(*key))
+            checked["source"] = opened[key]
+            owner = checked.pop("owner")
+            if owner is not None:
+                if list(owner) not in owners:
+                    owners.append(list(owner))
+                checked["owner"] = owners.index(list(owner))
+            out.append(checked)
+    except BaseException as exc:
+        for fd in fds:
+            os.close(fd)
+        if isinstance(exc, OSError):
+            raise ConfigError(f"mount source cannot be opened: {exc} (SessionConfig.mounts)") from None
+        raise
+    return out, fds, owners
+
+
+def _open_source(path: str, nofollow: bool) -> int:
+    """An ``O_PATH`` fd of a mount source, opened once per session (without any symlink: ``nofollow``)."""
+    if nofollow:
+        return isolation.open_nofollow(path)
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def log_tail(path: Path, limit: int = 600) -> str:

@@ -57,9 +57,12 @@ removes the cgroup. Messages to the host::
     {"op": "released", "slot": ...}                   the workspace of a closed session is gone
     {"op": "embryo", "pid": I, "kernel": C}           a prepared, unused session (for idle_pids())
 
-Requests from the host: ``{"op": "spawn", "slot", "limits", "mounts": [{"target", "read_only"}]}`` (+ the
-session socket and one fd per mount) and ``{"op": "release", "slot"}``. The host then sends C, over the
-session socket, one ``{"type": "setup", "env": {...}}`` frame before the protocol starts.
+Requests from the host: ``{"op": "spawn", "slot", "limits", "sources": n, "owners": [[uid, gid], ...],
+"mounts": [{"source": i, "target", "read_only", "hide": [...], "owner": j}]}`` (+ the session socket and
+one fd per distinct mount source) and ``{"op": "release", "slot"}``. For each owner the zygote adds the fd
+of a user namespace mapping it to the session's uid (made once per mapping), for C's idmapped mounts.
+The host then sends C, over the session socket, one ``{"type": "setup", "env": {...}, "cwd": ...}``
+frame before the protocol starts.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ from thinkbox.sandbox.zygote.embryo import (
     session_uid,
 )
 
+NOBODY = 65534
+
 
 # -- the server loop ----------------------------------------------------------------------------------
 class Embryo:
@@ -113,6 +118,7 @@ class Server:
         self.inits: dict[int, Embryo] = {}
         self.kernels: dict[int, Embryo] = {}
         self.counter = 0
+        self.usernses: dict[tuple[int, int, int], int] = {}
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -237,18 +243,21 @@ class Server:
         slot = int(req["slot"])
         data = json.dumps(req).encode()
         try:
-            if len(fds) != 1 + len(req.get("mounts", ())):
-                raise ValueError(f"{len(fds)} fds for {len(req.get('mounts', ()))} mounts")
+            if len(fds) != 1 + int(req.get("sources", 0)):
+                raise ValueError(f"{len(fds)} fds for {req.get('sources')} mount sources")
+            uid = session_uid(self.ctx, req)
+            # one user namespace per mount owner, mapping it to this slot's uid: for idmapped mounts
+            userns = [self.userns(int(o), int(g), uid) for o, g in req.get("owners", ())]
             if req.get("fresh", True):  # a new session: nothing of an earlier one in its workspace
                 self.release(slot, quiet=True)
-            self.mount_workspace(slot, int(req["limits"]["workspace_mib"]), session_uid(self.ctx, req))
+            self.mount_workspace(slot, int(req["limits"]["workspace_mib"]), uid)
             embryo = self.take_embryo()
             try:
-                socket.send_fds(embryo.chan, [data], fds)
+                socket.send_fds(embryo.chan, [data], fds + userns)
             except OSError:  # that embryo died meanwhile: make a fresh one
                 embryo.chan.close()
                 embryo = self.take_embryo(fresh=True)
-                socket.send_fds(embryo.chan, [data], fds)
+                socket.send_fds(embryo.chan, [data], fds + userns)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             msg = f"session setup failed in the zygote: {reason(exc)}"
             send(self.ctl, {"op": "error", "slot": slot, "message": msg, "no_process": True})
@@ -267,6 +276,21 @@ class Server:
             "cgroup": cgroup,
         }
         send(self.ctl, spawned)
+
+    def userns(self, owner: int, group: int, uid: int) -> int:
+        """A user namespace for an idmapped mount (``Mount.owner``): host uid ``owner`` and gid ``group``
+        become the session's uid and gid ``uid``; the other id of the pair stays mapped too, as nobody
+        (the kernel refuses any write to a file whose uid or gid is unmapped). Made once per mapping by
+        a short-lived child, then kept (slot numbers are reused)."""
+        key = (owner, group, uid)
+        fd = self.usernses.get(key)
+        if fd is None:
+            uid_map, gid_map = f"{owner} {uid} 1\n", f"{group} {uid} 1\n"
+            if owner != group and uid != NOBODY:
+                uid_map += f"{group} {NOBODY} 1\n"
+                gid_map += f"{owner} {NOBODY} 1\n"
+            fd = self.usernses[key] = isolation.userns_fd(uid_map, gid_map)
+        return fd
 
     def take_embryo(self, fresh: bool = False) -> Embryo:
         embryo = self.embryos.pop(0) if self.embryos and not fresh else self.make_embryo()
