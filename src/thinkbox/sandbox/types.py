@@ -109,7 +109,7 @@ class Mount(BaseModel):
         out = []
         for rel in self.hide:
             path = posixpath.normpath(posixpath.join(target, rel.lstrip("/")))
-            if not path.startswith(target + "/"):
+            if not path.startswith(target + "/") or "\0" in rel:
                 raise ConfigError(
                     f"hidden path {rel!r} must lie below the mount target {self.target!r} "
                     "(Mount.hide in SessionConfig.mounts)"

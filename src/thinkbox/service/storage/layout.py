@@ -16,7 +16,9 @@ Ownership, and users created after a session started. As root the engine runs ev
 a uid of its own (one per session slot), so plain binds would leave files that the next session of the
 same user cannot overwrite. Instead both folders are **idmapped mounts** (``Mount.owner``): on disk every
 file belongs to the engine's uid 0, and each session sees it as its own, whichever uid it runs as; what it
-creates is stored as uid 0 again. The two mounts map different groups, which is what closes the late-user
+creates is stored as uid 0 again. (Rather than ``umask 0`` plus a host walk that resets modes and
+owners: no walk is needed before the next session, a ``chmod 600`` by code keeps its meaning, and no file
+is left writable by every host user.) The two mounts map different groups, which is what closes the late-user
 gap by ownership: the shared folder's mount maps uid 0 and gid 0, the user's folder's mount maps uid 0 and
 gid :data:`FOLDER_ID`. A user's folder itself (its top directory only) is owned by :data:`FOLDER_ID`
 (uid and gid, an id no process runs as) with mode 0770 and is made in ``.staging`` then renamed into place
