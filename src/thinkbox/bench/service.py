@@ -71,6 +71,8 @@ METHOD = {
     "crash_resumed_fraction": "runs whose steps sleep 0.3 s; kill -9 once all are submitted and "
     "half have begun step 2; of the runs whose follower had no run_finished at the kill, the share that end "
     "succeeded with ids 1..last each once after the restart on the same data dir",
+    "load_phases_ms_p50": "from the run's row (created_at, started_at, finished_at) and its run_started "
+    "event: waiting for a run slot (service.active_runs), getting its sandbox session, the rest",
     "peak_rss_mib": "VmHWM of the server process after the load, sandbox processes not included",
     "tree_pss_mib_max": "the most PSS summed over the server and every process below it (the sandboxes), "
     "sampled every second during the load (PSS splits a shared page between its sharers)",
@@ -110,6 +112,9 @@ class ServiceBench(BaseModel):
     step_ms_in_process_p50: float | None = None
     step_overhead_ms_p50: float | None = None
     step_ms_under_load_p50: float | None = None
+    load_phases_ms_p50: dict[str, float | None] = Field(
+        default_factory=dict, description="Where a run's time goes under load, by the server's clock."
+    )
     crash_runs: int = 0
     crash_interrupted: int = 0
     crash_resumed: int = Field(0, description="Interrupted runs that said run_resumed after the restart.")
@@ -183,6 +188,9 @@ async def _load_round(server: ChildServer, clients: list[AsyncClient], report: S
     report.first_event_ms_p50, report.first_event_ms_p99 = p50(firsts), p99(firsts)
     report.terminal_ms_p50, report.terminal_ms_p99 = p50(terminals), p99(terminals)
     report.step_ms_under_load_p50 = p50(step_intervals(seen))
+    phases = [s.phases for s in seen if s.phases is not None]
+    for i, name in enumerate(("waiting_for_a_run_slot", "starting_its_session", "running")):
+        report.load_phases_ms_p50[name] = p50([p[i] * 1000 for p in phases])
     report.errors += [f"load run {s.run_id or '(not created)'}: {s.error}" for s in seen if s.error][:5]
 
 
@@ -296,6 +304,9 @@ def _judge(report: ServiceBench) -> None:
     for name, value in report:
         if isinstance(value, float):
             setattr(report, name, round(value, 3))
+    report.load_phases_ms_p50 = {
+        k: v if v is None else round(v, 1) for k, v in report.load_phases_ms_p50.items()
+    }
 
     def le(value: float | None, limit: float) -> bool:
         return value is not None and value <= limit
@@ -335,6 +346,10 @@ def render(report: ServiceBench, console: Console) -> None:
         ),
         ("added latency per step p50", _f(report.step_overhead_ms_p50, " ms", 2)),
         ("step p50 under load", _f(report.step_ms_under_load_p50)),
+        (
+            "under load p50: slot wait / session start / run",
+            " / ".join(_f(v, "", 0) for v in report.load_phases_ms_p50.values()) + " ms",
+        ),
         (
             "events lost / duplicated / runs stuck",
             f"{report.lost_events} / {report.duplicated_events} / {report.stuck_runs}",

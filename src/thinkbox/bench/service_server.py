@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from thinkbox.agent.events import RunResumed, StepStarted
+from thinkbox.agent.events import RunResumed, RunStarted, StepStarted
 from thinkbox.client import AsyncClient
 from thinkbox.errors import ThinkboxError
 
@@ -169,6 +169,10 @@ class Seen:
     status: str = ""
     stored: int = 0
     error: str = ""
+    phases: tuple[float, float, float] | None = None
+    """Seconds, by the server's clock: waiting for a run slot, until run_started (the sandbox session),
+    from run_started to the end."""
+    started_ts: float | None = None
 
 
 async def follow(client: AsyncClient, seen: Seen, changed: asyncio.Event | None = None) -> None:
@@ -182,6 +186,8 @@ async def follow(client: AsyncClient, seen: Seen, changed: asyncio.Event | None 
             if isinstance(event, StepStarted):
                 seen.steps.append(event.ts)
             seen.resumed = seen.resumed or isinstance(event, RunResumed)
+            if isinstance(event, RunStarted):
+                seen.started_ts = event.ts
             seen.duplicates, seen.missing = stream.duplicates, stream.missing
             seen.reconnects = stream.reconnects
             if changed is not None:
@@ -205,6 +211,9 @@ async def follow_all(
             if s.run_id:
                 info = await clients[s.user].get_run(s.run_id)
                 s.status, s.stored = info.status, info.events
+                if info.started_at and info.finished_at and s.started_ts:
+                    s.phases = (info.started_at - info.created_at, s.started_ts - info.started_at,
+                                info.finished_at - s.started_ts)  # fmt: skip
 
 
 def step_intervals(seen: Sequence[Seen]) -> list[float]:
