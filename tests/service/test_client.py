@@ -306,3 +306,13 @@ async def test_the_async_client_asks_resumes_a_broken_stream_runs_code_and_moves
     async with AsyncClient(f"http://127.0.0.1:{free_port()}", "k", timeout=5) as down:
         with pytest.raises(ServiceUnreachable):
             await down.health()
+
+
+def test_the_event_stream_decoder_follows_the_format() -> None:
+    from thinkbox.client._sse import Decoder, Message
+
+    decoder = Decoder()
+    lines = [": keep-alive", "", "id: 7", "event:step", "data: {\"a\":", "data:  1}", "retry: 10", "",
+             "event: ignored-without-data", "", "data: x", ""]  # fmt: skip
+    messages = [m for m in map(decoder.feed, lines) if m is not None]
+    assert messages == [Message("step", '{"a":\n 1}', "7"), Message("message", "x", None)]
