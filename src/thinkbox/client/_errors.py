@@ -54,7 +54,7 @@ def api_error(response: httpx.Response, *, key_given: bool) -> ApiError:
     except (ValueError, KeyError, TypeError):
         pass
     if response.status_code == 401 and not key_given:
-        message += " (pass api_key= to the client, or set THINKBOX_API_KEY)"
+        message += " (no key was given: set THINKBOX_API_KEY, or pass one: api_key=, thinkbox ask --api-key)"
     return ApiError(response.status_code, code, message, retry_after(response.headers.get("Retry-After")))
 
 
