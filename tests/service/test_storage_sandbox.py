@@ -6,6 +6,7 @@ and what happens with a user created while a session runs."""
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import pytest
 import pytest_asyncio
 
 from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.zygote.backend import ZygoteBackend
 from thinkbox.service.storage import FOLDER_ID, BadPath, Storage
 
-from .storage_support import PROBE, make_storage, open_as, start_backend, value
+from .storage_support import BASE, PROBE, make_storage, open_as, scan_memory, start_backend, value
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -259,3 +261,35 @@ async def test_a_tenant_with_many_users_hides_them_all(backend: SandboxBackend, 
         assert found == {"/workspace/acme/user-000/mine.txt": "user-000"}
     finally:
         await s.close()
+
+
+async def test_tenant_and_user_names_never_reach_the_zygote_or_later_sessions(
+    backend: SandboxBackend, tmp_path: Path
+) -> None:
+    if not isinstance(backend, ZygoteBackend) or os.geteuid() != 0:
+        pytest.skip("the fork server's heap, which later sessions inherit, exists on the zygote backend")
+    tenant, user, other = ("tb" + secrets.token_hex(10) for _ in range(3))
+    storage = make_storage(tmp_path / "storage")
+    storage.ensure(tenant, other)  # hidden in the session: its name is a mount target too
+    s = await open_as(backend, storage, tenant, user)
+    later = []
+    try:
+        assert await value(s, "import os\nos.getcwd()") == f"/workspace/{tenant}/{user}"
+        later = [await backend.create_session(BASE) for _ in range(2)]
+        for session in later:
+            assert await value(session, "1") == 1
+        needles = [name.encode() for name in (tenant, user, other)]
+        assert s.process is not None
+        hits, _ = scan_memory(s.process.host_pids()[0], needles)
+        assert needles[0] in hits, "positive control: the session's own memory holds its tenant's name"
+        pids = {"zygote": backend.zygote_pid}
+        pids |= {f"later session {i}": x.process.host_pids()[0] for i, x in enumerate(later) if x.process}
+        for what, pid in pids.items():
+            assert pid is not None
+            hits, scanned = scan_memory(pid, needles)
+            assert scanned > 20 * 1024 * 1024, f"only {scanned} bytes of the {what} were read"
+            assert not hits, f"{sorted(hits)} found in the memory of the {what}"
+    finally:
+        await s.close()
+        for session in later:
+            await session.close()

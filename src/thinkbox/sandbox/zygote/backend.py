@@ -50,8 +50,9 @@ _INSTANCE_PREFIX = "z"
 
 MAX_ENV_BYTES = 64 * 1024
 """A session's environment travels in one frame over its socket before the protocol starts."""
-MAX_REQUEST_BYTES = 60 * 1024
-"""A spawn request (limits, mount targets, hidden paths) is one packet to the zygote and on to the session."""
+MAX_MOUNTS_BYTES = 64 * 1024
+"""The session's mounts (targets, hidden paths) travel in one frame over its socket, before its setup:
+both sit in the socket's buffer until the session reads them."""
 
 
 class ZygoteBackend(SandboxBackend):
@@ -346,23 +347,25 @@ class ZygoteBackend(SandboxBackend):
                 "(SessionConfig.env)"
             )
         slot = self._slot(session_id, config)
+        mounts = wire.encode({"type": "mounts", "mounts": slot.mounts})
+        if len(mounts) > MAX_MOUNTS_BYTES:
+            raise ConfigError(
+                f"the session's mounts take {len(mounts)} bytes to describe; at most {MAX_MOUNTS_BYTES} "
+                "(fewer or shorter Mount.hide paths in SessionConfig.mounts)"
+            )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ours.sendall(setup)  # read by the interpreter once it is confined; never seen by the zygote
+        # Both are read by the session's own process, never by the zygote (whose heap every later
+        # session inherits): the mounts before it drops its privileges, the setup once it is confined.
+        ours.sendall(mounts + setup)
         request = {
             "op": "spawn",
             "slot": slot.number,
             "fresh": not slot.spawned,
             "limits": config.limits.model_dump(),
-            "mounts": slot.mounts,
             "sources": len(slot.fds),
             "owners": slot.owners,
         }
         encoded = json.dumps(request).encode()
-        if len(encoded) > MAX_REQUEST_BYTES:
-            raise ConfigError(
-                f"the session's mounts take {len(encoded)} bytes to describe; at most {MAX_REQUEST_BYTES} "
-                "(fewer or shorter Mount.hide paths in SessionConfig.mounts)"
-            )
         pending = Pending(asyncio.get_running_loop().create_future())
         self._pending[slot.number] = pending
         try:

@@ -180,7 +180,23 @@ def session_uid(ctx: Context, req: dict[str, Any]) -> int:
     return ctx.uid_base + int(req["slot"]) if ctx.privileged else 0
 
 
-def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int, sources: list[int]) -> None:
+def _read_mounts(sess: socket.socket) -> list[dict[str, Any]]:
+    """The session's mounts, the first frame on its socket: sent by the host to this process only, so
+    that no mount target or hidden path (a tenant's or a user's name) ever reaches the zygote's heap."""
+    frame = wire.recv_frame(sess)
+    if frame is None or frame.get("type") != "mounts" or not isinstance(frame.get("mounts"), list):
+        raise ValueError("expected the session's mounts first on its socket")
+    return list(frame["mounts"])
+
+
+def _specialize_root(
+    ctx: Context,
+    req: dict[str, Any],
+    limits: Limits,
+    uid: int,
+    sources: list[int],
+    mounts: list[dict[str, Any]],
+) -> None:
     r = ctx.root_mnt
     for target in ("/tmp", "/dev/shm"):
         opts = f"size={limits.tmp_mib}m,mode=1777"
@@ -202,7 +218,7 @@ def _specialize_root(ctx: Context, req: dict[str, Any], limits: Limits, uid: int
     try:
         for fd in sources[:count]:
             own.append(_reopen_source(fd))
-        for m in req.get("mounts", ()):
+        for m in mounts:
             _mount(ctx, r + "/workspace", m, own[int(m["source"])], sources[count:])
     finally:
         for fd in own + sources:
@@ -350,7 +366,7 @@ def run_embryo(
         limits = Limits.model_validate(req["limits"])
         if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
             cg.set_limits(limits)
-        _specialize_root(ctx, req, limits, uid, fds[1:])
+        _specialize_root(ctx, req, limits, uid, fds[1:], _read_mounts(sess))
     except BaseException as exc:
         send(ctl, {"op": "error", "slot": slot, "message": f"sandbox setup failed: {reason(exc)}"})
         os._exit(1)

@@ -30,9 +30,10 @@ for its children only, then starts two processes in it, both its own children::
              capabilities, NO_NEW_PRIVS), rlimits, seccomp, reads its environment from the host over the
              session socket, kernel.serve().
 
-**What the zygote never sees**: a session's id, environment and mount paths. Whatever the zygote parses
-stays in its heap, and every later session is forked from that heap: requests carry only a slot number
-(the session's uid offset and workspace name), limits and mount targets.
+**What the zygote never sees**: a session's id, environment, mount paths, mount targets and hidden paths
+(a service's tenant and user names). Whatever the zygote parses stays in its heap, and every later session
+is forked from that heap: requests carry only a slot number (the session's uid offset and workspace
+name), limits, the number of mount sources and the owners' ids.
 
 One fork of the 100 MB zygote per session, not two: the fork's copy of the page tables and the first
 writes to shared pages are most of the CPU a session start costs. I stays in the zygote's mount and
@@ -57,12 +58,13 @@ removes the cgroup. Messages to the host::
     {"op": "released", "slot": ...}                   the workspace of a closed session is gone
     {"op": "embryo", "pid": I, "kernel": C}           a prepared, unused session (for idle_pids())
 
-Requests from the host: ``{"op": "spawn", "slot", "limits", "sources": n, "owners": [[uid, gid], ...],
-"mounts": [{"source": i, "target", "read_only", "hide": [...], "owner": j}]}`` (+ the session socket and
-one fd per distinct mount source) and ``{"op": "release", "slot"}``. For each owner the zygote adds the fd
-of a user namespace mapping it to the session's uid (made once per mapping), for C's idmapped mounts.
-The host then sends C, over the session socket, one ``{"type": "setup", "env": {...}, "cwd": ...}``
-frame before the protocol starts.
+Requests from the host: ``{"op": "spawn", "slot", "limits", "sources": n, "owners": [[uid, gid], ...]}``
+(+ the session socket and one fd per distinct mount source) and ``{"op": "release", "slot"}``. For each
+owner the zygote adds the fd of a user namespace mapping it to the session's uid (made once per mapping),
+for C's idmapped mounts. Over the session socket, never through the zygote, the host sends C two frames:
+``{"type": "mounts", "mounts": [{"source": i, "target", "read_only", "hide": [...], "owner": j}]}``,
+read before C specializes its root, and ``{"type": "setup", "env": {...}, "cwd": ...}``, read once C is
+confined, before the protocol starts.
 """
 
 from __future__ import annotations
