@@ -121,7 +121,9 @@ class ServiceSettings(BaseModel):
     active_runs: int = Field(64, ge=1, description="Runs executing at once in this process; more wait.")
     session_idle_s: float = Field(1200.0, gt=0, description="A session unused this long is closed.")
     sessions_per_user: int = Field(
-        8, ge=1, description="Open sessions kept per user; past it the least recently used idle one is closed."
+        8,
+        ge=1,
+        description="Open sessions kept per user; past it the least recently used idle one is closed.",
     )
     model_concurrency: int = Field(
         4, ge=1, description="Model requests at once to an endpoint (the embedded model takes one at a time)."

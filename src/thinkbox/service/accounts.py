@@ -106,7 +106,7 @@ def list_users(db: Database, tenant_name: str | None = None) -> list[tuple[Tenan
     if tenant_name is not None:
         query = query.where(Tenant.id == get_tenant(db, tenant_name).id)
     with db.session() as s:
-        return [(tenant, user) for tenant, user in s.execute(query).tuples()]
+        return [(tenant, user) for tenant, user in s.execute(query)]
 
 
 def get_user(db: Database, tenant_name: str, user_name: str) -> User:
@@ -152,7 +152,7 @@ def list_keys(
     elif tenant_name is not None:
         query = query.where(Tenant.id == get_tenant(db, tenant_name).id)
     with db.session() as s:
-        return [(tenant, user, key) for tenant, user, key in s.execute(query).tuples()]
+        return [(tenant, user, key) for tenant, user, key in s.execute(query)]
 
 
 def revoke_key(db: Database, key_id_or_prefix: str) -> ApiKey:
@@ -198,7 +198,7 @@ def authenticate(db: Database, key: str) -> Principal | None:
         .where(ApiKey.key_hash == digest)
     )
     with db.session() as s:
-        found = s.execute(query).tuples().first()
+        found = s.execute(query).first()
         if found is None:
             return None
         row, user, tenant = found

@@ -194,17 +194,26 @@ class Journal:
         with self.db.session() as s:
             return [Record(*row) for row in s.execute(query.order_by(RunEvent.seq))]
 
+    def _stored_and_ended(self, run_id: str, after: int) -> tuple[list[Record], bool]:
+        records = self.stored(run_id, after)
+        with self.db.session() as s:
+            status = s.scalar(select(Run.status).where(Run.id == run_id))
+        return records, status in ("succeeded", "failed", "cancelled")
+
     async def follow(self, run_id: str, after: int = 0, *, poll_s: float = 0.5) -> AsyncIterator[Record]:
         """Every committed event of ``run_id`` after ``after``, as they come, to the terminal one."""
         last = after
         while True:
             channel = self._channels.get(run_id)
             if channel is None:  # not live here: what is stored is all there is (or a resume is coming)
-                for record in await asyncio.to_thread(self.stored, run_id, last):
+                records, ended = await asyncio.to_thread(self._stored_and_ended, run_id, last)
+                for record in records:
                     yield record
                     last = record.seq
                     if record.type == TERMINAL_TYPE:
                         return
+                if ended:  # the client already has the terminal event
+                    return
                 await asyncio.sleep(poll_s)
                 continue
             if last + 1 < channel.first_seq:

@@ -97,28 +97,39 @@ class RunManager:
         except ThinkboxError as exc:
             raise ApiError(400, "bad_question", exc.message) from None
         self._check_limits(owner)
-        for path in files:
-            await asyncio.to_thread(self.storage.require_file, owner.tenant_name, owner.user_name, path)
-        if session_id is not None:
-            live = await self.sessions.get(owner, session_id)
-            if live.busy_with is not None:
-                raise ApiError(
-                    409,
-                    "session_busy",
-                    f"session {session_id!r} is busy with run {live.busy_with!r}; "
-                    "wait for it to end or cancel it (POST /v1/runs/{id}/cancel)",
-                )
-        row = Run(
-            id=new_id("r_"),
-            user_id=owner.user_id,
-            tenant_id=owner.tenant_id,
-            session_id=session_id,
-            question=question,
-            files=json.dumps(files),
-            status="queued",
-            created_at=time.time(),
-        )
-        await asyncio.to_thread(self._insert, row)
+        run_id = new_id("r_")
+        self._active[run_id] = _Active(run_id, owner, session_id)  # holds the place while we check the rest
+        live: LiveSession | None = None
+        try:
+            for path in files:
+                await asyncio.to_thread(self.storage.require_file, owner.tenant_name, owner.user_name, path)
+            if session_id is not None:
+                live = await self.sessions.get(owner, session_id)
+                if live.busy_with is not None:
+                    busy, live = live.busy_with, None
+                    raise ApiError(
+                        409,
+                        "session_busy",
+                        f"session {session_id!r} is busy with run {busy!r}; "
+                        "wait for it to end or cancel it (POST /v1/runs/{id}/cancel)",
+                    )
+                live.busy_with = run_id
+            row = Run(
+                id=run_id,
+                user_id=owner.user_id,
+                tenant_id=owner.tenant_id,
+                session_id=session_id,
+                question=question,
+                files=json.dumps(files),
+                status="queued",
+                created_at=time.time(),
+            )
+            await asyncio.to_thread(self._insert, row)
+        except BaseException:
+            self._active.pop(run_id, None)
+            if live is not None and live.busy_with == run_id:
+                live.busy_with = None
+            raise
         self._launch(row.id, owner, session_id, question, files)
         return row
 
@@ -157,7 +168,8 @@ class RunManager:
         events: list[Event] | None = None,
         last_seq: int = 0,
     ) -> None:
-        active = self._active[run_id] = _Active(run_id, owner, session_id)
+        active = self._active.get(run_id) or _Active(run_id, owner, session_id)
+        self._active[run_id] = active
         self.journal.open_run(run_id, last_seq)
         active.task = asyncio.create_task(self._drive(active, question, files, events), name=f"run-{run_id}")
 
@@ -366,7 +378,7 @@ class RunManager:
             .order_by(Run.created_at)
         )
         with self.db.session() as s:
-            return [(r, t, u) for r, t, u in s.execute(query).tuples()]
+            return [(r, t, u) for r, t, u in s.execute(query)]
 
     def _run_events(self, run_id: str) -> list[Event]:
         with self.db.session() as s:
