@@ -19,6 +19,7 @@ from thinkbox.cli.app import app
 from thinkbox.errors import ConfigError
 from thinkbox.service import accounts
 from thinkbox.service.db import ApiKey, Database
+from thinkbox.service.storage import FOLDER_ID
 
 THINKBOX = Path(sys.executable).parent / "thinkbox"
 KEY_RE = re.compile(r"^tbx_[A-Za-z0-9_-]{43}$")
@@ -74,9 +75,12 @@ def test_key_create_prints_the_key_alone_on_its_last_line_and_stores_only_its_ha
         assert who.key_id == before[-1].split()[1]
     finally:
         db.dispose()
-    for folder in (data_dir / "storage" / "acme", data_dir / "storage" / "acme" / "alice"):
-        assert folder.is_dir()
-        assert folder.stat().st_mode & 0o777 == 0o755
+    shared, own = data_dir / "storage" / "acme", data_dir / "storage" / "acme" / "alice"
+    assert shared.is_dir() and shared.stat().st_mode & 0o777 == 0o755
+    # the user's folder is made as the service makes it: only that user's sessions can enter it
+    assert own.is_dir() and own.stat().st_mode & 0o777 == (0o770 if os.geteuid() == 0 else 0o700)
+    if os.geteuid() == 0:
+        assert own.stat().st_gid == FOLDER_ID
 
 
 def test_a_key_revoked_by_another_process_stops_working_within_the_cache_time(

@@ -122,6 +122,20 @@ def _table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str
     console.print(table)
 
 
+def _user_folder(data_dir: Path, tenant: str, user: str) -> Path:
+    """The user's folder, made as the service makes it (owned so that no other user's session can enter it,
+    even one that started before: :mod:`thinkbox.service.storage.layout`)."""
+    from thinkbox.service.storage.layout import Layout
+
+    try:
+        return Layout(data_dir / "storage").ensure(tenant, user)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the folder of {user} in {data_dir / 'storage' / tenant} ({exc.strerror}): fix "
+            f"the permissions of {data_dir} or choose another --data-dir"
+        ) from None
+
+
 # -- tenants -------------------------------------------------------------------------------------------------
 
 
@@ -163,7 +177,7 @@ def user_create(
     with _open(data_dir, database_url) as target:
         accounts.check_name("user", user)
         accounts.get_tenant(target.db, tenant)
-        folder = _storage(target.data_dir, tenant, user)
+        folder = _user_folder(target.data_dir, tenant, user)
         row = accounts.create_user(target.db, tenant, user)
         print(f"created user {row.name} ({row.id}) of tenant {tenant}, folder {folder}")
 
