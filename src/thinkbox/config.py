@@ -125,6 +125,7 @@ class ServiceSettings(BaseModel):
         ge=1,
         description="Open sessions kept per user; past it the least recently used idle one is closed.",
     )
+    worker_threads: int = Field(32, ge=2, le=512, description="Threads for database, storage and key checks.")
     model_concurrency: int = Field(
         4, ge=1, description="Model requests at once to an endpoint (the embedded model takes one at a time)."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from thinkbox.config import Settings
@@ -45,6 +46,11 @@ class Service:
         """Open the database (migrating it), start the sandbox backend, load the model, resume runs that
         a crash interrupted. Parts passed in belong to the caller; the others are closed by :meth:`aclose`."""
         owned = []
+        # database, storage and key checks run in worker threads; asyncio's default pool (cores + 4)
+        # queues them behind each other under a burst of runs
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=settings.service.worker_threads, thread_name_prefix="thinkbox")
+        )
         if db is None:
             db = await asyncio.to_thread(Database.open, database_url(settings))
             owned.append("db")

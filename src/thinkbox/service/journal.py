@@ -67,8 +67,14 @@ class _Pending:
 class Journal:
     """Group-committing event log over :class:`Database`. Start it inside the event loop that uses it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, linger_s: float = 0.002) -> None:
         self.db = db
+        self.linger_s = linger_s
+        """How long the writer waits after the first new event for more to join its commit."""
+        self.inline = db.dialect == "sqlite"
+        """SQLite commits (WAL, a fraction of a millisecond) run in the event loop's thread: a worker
+        thread would hold the GIL for SQLAlchemy's Python while the loop waits for it. PostgreSQL's
+        network round trip runs in a worker thread."""
         self._seq: dict[str, int] = {}
         self._channels: dict[str, Channel] = {}
         self._pending: list[_Pending] = []
@@ -118,6 +124,8 @@ class Journal:
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()
+            if self.linger_s:
+                await asyncio.sleep(self.linger_s)
             self._wake.clear()
             batch, self._pending = self._pending, []
             if not batch:
@@ -134,7 +142,10 @@ class Journal:
     async def _commit_with_retry(self, batch: list[_Pending]) -> None:
         for attempt in range(len(_RETRY_S) + 1):
             try:
-                await asyncio.to_thread(self._commit, batch)
+                if self.inline:
+                    self._commit(batch)
+                else:
+                    await asyncio.to_thread(self._commit, batch)
                 self.commits += 1
                 return
             except Exception as exc:  # the database went away for a moment: nothing is published meanwhile
@@ -168,12 +179,12 @@ class Journal:
                 fields["last_seq"] = p.record.seq
             if p.run_fields:
                 fields.update(p.run_fields)
-        with self.db.session() as s, s.begin():
+        with self.db.engine.begin() as connection:
             if rows:
-                s.execute(insert(RunEvent), rows)
+                connection.execute(insert(RunEvent), rows)
             for run_id, fields in runs.items():
                 if fields:
-                    s.execute(update(Run).where(Run.id == run_id).values(**fields))
+                    connection.execute(update(Run).where(Run.id == run_id).values(**fields))
 
     # -- reading ------------------------------------------------------------------------------------
     def channel(self, run_id: str) -> Channel | None:

@@ -45,7 +45,7 @@ from thinkbox.service.errors import ApiError
 from thinkbox.service.fair import FairGate, FairModel
 from thinkbox.service.journal import Journal
 from thinkbox.service.sessions import LiveSession, SessionManager
-from thinkbox.service.storage import Storage
+from thinkbox.service.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -103,6 +103,11 @@ class RunManager:
         try:
             for path in files:
                 await asyncio.to_thread(self.storage.require_file, owner.tenant_name, owner.user_name, path)
+            over = await asyncio.to_thread(self.storage.check_quota, owner.tenant_name, owner.user_name)
+            if over is not None:
+                raise ApiError(
+                    413, "quota_exceeded", f"{over}; delete files (DELETE /v1/files/{{path}}) to go on"
+                )
             if session_id is not None:
                 live = await self.sessions.get(owner, session_id)
                 if live.busy_with is not None:
@@ -240,19 +245,26 @@ class RunManager:
                 resume=state,
             ),
         )
+        quota: asyncio.Task[StorageError | None] | None = None
+        owner = active.owner
         try:
             async for event in agent:
                 self.journal.append(active.run_id, event, **self._fields(active, event))
+                if quota is not None and quota.done():  # checked while the model thought
+                    if (over := quota.result()) is not None:
+                        raise _Stop("quota_exceeded", str(over))
+                    quota = None
                 if isinstance(event, ExecutionFinished):
                     live.touch()
-                    owner = active.owner
-                    over = await asyncio.to_thread(
-                        self.storage.check_quota, owner.tenant_name, owner.user_name
-                    )
-                    if over is not None:
-                        raise _Stop("quota_exceeded", str(over))
+                    if quota is None:
+                        check = asyncio.to_thread(
+                            self.storage.check_quota, owner.tenant_name, owner.user_name
+                        )
+                        quota = asyncio.ensure_future(check)
         finally:
             await agent.aclose()
+            if quota is not None:
+                quota.cancel()
 
     def _fields(self, active: _Active, event: Event) -> dict[str, Any]:
         if isinstance(event, RunStarted):
