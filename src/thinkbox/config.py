@@ -125,6 +125,15 @@ class ServiceSettings(BaseModel):
         ge=1,
         description="Open sessions kept per user; past it the least recently used idle one is closed.",
     )
+    warm_sessions: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description=(
+            "Sandbox sessions kept started ahead of requests (the zygote's embryos; each becomes any user's "
+            "session when asked, so one warm pool serves every tenant). 0: started on demand."
+        ),
+    )
     worker_threads: int = Field(32, ge=2, le=512, description="Threads for database, storage and key checks.")
     model_concurrency: int = Field(
         4, ge=1, description="Model requests at once to an endpoint (the embedded model takes one at a time)."

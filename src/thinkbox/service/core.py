@@ -55,7 +55,9 @@ class Service:
             db = await asyncio.to_thread(Database.open, database_url(settings))
             owned.append("db")
         if backend is None:
-            backend = registry.create_backend(settings.sandbox.backend)
+            backend = registry.create_backend(
+                settings.sandbox.backend, embryos=settings.service.warm_sessions
+            )
             await backend.start()
             owned.append("backend")
         if model is None:
