@@ -261,7 +261,7 @@ async def _measure(root: Path, report: ServiceBench, progress: Progress) -> None
     settings = load_settings(data_dir=data_dir, model={"provider": "scripted", "script": load_script})
     report.service_settings = {
         "backend": settings.sandbox.backend,
-        "pool_size": settings.sandbox.pool_size,
+        "warm_sessions": settings.service.warm_sessions,
         "active_runs": settings.service.active_runs,
         "model_concurrency": settings.service.model_concurrency,
         "database": "sqlite",
