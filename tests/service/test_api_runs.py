@@ -158,6 +158,8 @@ def test_requests_without_a_valid_key_are_refused(
             "s_0000000000000000",
         ),
         (json.dumps({"question": "hi", "files": ["missing.csv"]}).encode(), 404, "missing.csv"),
+        (json.dumps({"question": "a\u0000b"}).encode(), 400, "nul character"),
+        (json.dumps({"question": "hi", "session_id": "s_\u0000"}).encode(), 404, "s_"),
     ],
 )
 def test_bad_run_requests_get_a_clear_4xx(running: Running, body: bytes, status: int, needle: str) -> None:

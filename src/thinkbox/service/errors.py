@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_ID = re.compile(r"[a-z]_[0-9a-f]{16}")
+
 
 class ApiError(Exception):
     """A 4xx (or 503) answer: ``{"error": {"code": ..., "message": ...}}``."""
@@ -15,3 +19,16 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+def is_id(value: str) -> bool:
+    """``value`` has the shape of the service's ids (``r_`` + 16 hex digits...): anything else cannot
+    exist, and is answered 404 without asking the database (which may refuse it: NUL in PostgreSQL)."""
+    return _ID.fullmatch(value) is not None
+
+
+def no_nul(field: str, value: str) -> str:
+    """``value``, or 400 when it holds a NUL character (no database text column can keep one)."""
+    if "\x00" in value:
+        raise ApiError(400, "bad_request", f"{field} contains a NUL character; remove it")
+    return value

@@ -41,7 +41,7 @@ from thinkbox.models.base import ModelBackend
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, RunEvent, Tenant, User, new_id
-from thinkbox.service.errors import ApiError
+from thinkbox.service.errors import ApiError, is_id, no_nul
 from thinkbox.service.fair import FairGate, FairModel
 from thinkbox.service.journal import Journal
 from thinkbox.service.sessions import LiveSession, SessionManager
@@ -93,7 +93,7 @@ class RunManager:
     # -- submitting ---------------------------------------------------------------------------------
     async def submit(self, owner: Principal, question: str, session_id: str | None, files: list[str]) -> Run:
         try:
-            question = check_question(question)
+            question = check_question(no_nul("the question", question))
         except ThinkboxError as exc:
             raise ApiError(400, "bad_question", exc.message) from None
         self._check_limits(owner)
@@ -323,6 +323,8 @@ class RunManager:
         return await asyncio.to_thread(self.get, owner, run_id)
 
     def get(self, owner: Principal, run_id: str) -> Run:
+        if not is_id(run_id):
+            raise ApiError(404, "not_found", f"no run {run_id!r} of yours")
         with self.db.session() as s:
             row = s.get(Run, run_id)
         if row is None or row.user_id != owner.user_id:
@@ -332,6 +334,7 @@ class RunManager:
     def list_runs(self, owner: Principal, *, limit: int, offset: int, text: str | None) -> list[Run]:
         query = select(Run).where(Run.user_id == owner.user_id)
         if text:
+            no_nul("q", text)
             query = query.where(Run.question.icontains(text, autoescape=True))
         query = query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit).offset(offset)
         with self.db.session() as s:

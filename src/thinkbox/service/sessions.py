@@ -29,7 +29,7 @@ from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, RunEvent, SessionRow, new_id
-from thinkbox.service.errors import ApiError
+from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,8 @@ class SessionManager:
         return row
 
     def _row(self, session_id: str) -> SessionRow | None:
+        if not is_id(session_id):
+            return None
         with self.db.session() as s:
             return s.get(SessionRow, session_id)
 
