@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from typing import Any
 
@@ -153,3 +155,44 @@ def test_a_limit_ends_with_finish_reason_length(running: Running) -> None:
     reply = ask(client(running), program(steps, "never"))
     assert reply.choices[0].finish_reason == "length"
     assert "agent.max_steps" in reply.choices[0].message.content
+
+
+def test_a_busy_conversation_is_409_and_a_client_that_leaves_cancels_its_run(running: Running) -> None:
+    user = f"conv-{uuid.uuid4().hex[:8]}"
+    body = {
+        "model": "thinkbox",
+        "stream": True,
+        "user": user,
+        "messages": [{"role": "user", "content": program(["import time; time.sleep(8)"], "slept")}],
+    }
+    with httpx.Client(base_url=running.url, headers=running.alice.headers, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            run_id = first["id"].removeprefix("chatcmpl-")
+            for line in lines:  # until its code runs
+                if "time.sleep" in line:
+                    break
+            with pytest.raises(openai.ConflictError) as caught:
+                ask(client(running), program(["print(1)"], "one"), user=user)
+            assert caught.value.code == "session_busy"
+        deadline = time.monotonic() + 20
+        while http.get(f"/v1/runs/{run_id}").json()["status"] != "cancelled":
+            assert time.monotonic() < deadline, "the run was not cancelled"
+            time.sleep(0.1)
+
+
+def test_a_conversation_without_its_session_gets_the_earlier_messages_as_context(running: Running) -> None:
+    question = program(["print('hi')"], "hello Ada")
+    messages = [
+        {"role": "user", "content": "My name is Ada Lovelace."},
+        {"role": "assistant", "content": "Nice to meet you."},
+        {"role": "user", "content": [{"type": "text", "text": question}]},
+    ]
+    reply = ask(client(running), question, messages=messages)
+    assert reply.choices[0].message.content == "hello Ada"
+    run = running.client(running.alice).get(f"/v1/runs/{reply.id.removeprefix('chatcmpl-')}").json()
+    live = running.server.service.sessions.live(run["session_id"])
+    texts = [m["content"] for m in live.history]
+    assert any("Ada Lovelace" in t for t in texts) and any("Nice to meet you." in t for t in texts)
