@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -13,7 +14,7 @@ import pytest
 from openai import OpenAI
 
 from .conftest import Running
-from .service_support import program
+from .service_support import make_account, program
 
 
 def client(running: Running, key: str | None = None) -> OpenAI:
@@ -135,6 +136,9 @@ def test_no_user_message_is_400(running: Running) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client(running), "", messages=[{"role": "system", "content": "be brief"}])
     assert caught.value.code == "no_user_message"
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client(running), "what\x00now")
+    assert caught.value.code == "bad_question"
     with pytest.raises(openai.BadRequestError):  # not a message at all
         ask(client(running), "", messages=[{"role": "wizard", "content": "hi"}])
 
@@ -196,3 +200,35 @@ def test_a_conversation_without_its_session_gets_the_earlier_messages_as_context
     live = running.server.service.sessions.live(run["session_id"])
     texts = [m["content"] for m in live.history]
     assert any("Ada Lovelace" in t for t in texts) and any("Nice to meet you." in t for t in texts)
+
+
+def test_past_the_run_limit_is_429_in_openai_shape(running: Running) -> None:
+    who = make_account(running.db, f"t{uuid.uuid4().hex[:6]}", "eve")  # runs_per_user is 6 here
+    body = {
+        "model": "thinkbox",
+        "stream": True,
+        "messages": [{"role": "user", "content": program(["import time; time.sleep(6)"], "slept")}],
+    }
+    run_ids, readers = [], []  # a reader let go closes its stream
+    with httpx.Client(base_url=running.url, headers=who.headers, timeout=60) as http:
+        with contextlib.ExitStack() as streams:
+            for _ in range(6):
+                response = streams.enter_context(http.stream("POST", "/v1/chat/completions", json=body))
+                assert response.status_code == 200
+                readers.append(response.iter_lines())
+                first = next(line for line in readers[-1] if line.startswith("data: "))
+                run_ids.append(json.loads(first[6:])["id"].removeprefix("chatcmpl-"))
+            with pytest.raises(openai.RateLimitError) as caught:
+                ask(client(running, key=who.key), program(["print(1)"], "one"))
+            assert caught.value.code == "too_many_runs"
+            assert caught.value.response.headers["retry-after"]
+            assert isinstance(caught.value.body, dict) and set(caught.value.body) == {
+                "message",
+                "type",
+                "param",
+                "code",
+            }
+        deadline = time.monotonic() + 30  # the streams are closed: their runs are cancelled
+        while any(http.get(f"/v1/runs/{r}").json()["status"] != "cancelled" for r in run_ids):
+            assert time.monotonic() < deadline, "the runs were not cancelled"
+            time.sleep(0.1)

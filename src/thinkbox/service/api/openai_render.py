@@ -20,6 +20,7 @@ import binascii
 import math
 import secrets
 from dataclasses import dataclass, field
+from typing import Literal
 
 from thinkbox.agent.events import (
     ActionParsed,
@@ -60,7 +61,7 @@ class ChatRender:
     """The service's URL as the client reached it (ends with ``/``), for image links."""
     reasoning: list[str] = field(default_factory=list)
     content: str = ""
-    finish_reason: str | None = None
+    finish_reason: Literal["stop", "length"] | None = None
     error: RunError | None = None
     tokens: int = 0
     images: list[str] = field(default_factory=list)

@@ -5,6 +5,8 @@ run. The agent answers the last user message; the conversation is kept in one sa
 its key (:mod:`thinkbox.service.conversations` says which key wins: ``user``, then
 ``metadata.conversation_id``, then the header ``X-Thinkbox-Conversation``, then a hash of the earlier
 messages). A conversation without a live session gets a new one, with its earlier messages as context.
+The client's system messages are not passed on (the agent has its own system prompt), nor are image parts
+of messages; sampling fields (``temperature``, ``max_tokens``, ...) are accepted and ignored.
 
 The answer is the message's ``content``; the thoughts, code and outputs are ``reasoning_content`` (the
 field reasoning models use, which chat apps show folded). ``stream: true`` sends them as they happen, as
@@ -94,6 +96,8 @@ async def chat_completions(
     if split is None:
         raise ApiError(400, "no_user_message", "messages holds no user message with text: nothing to answer")
     earlier, question = split
+    if "\x00" in question:  # PostgreSQL text cannot hold it
+        raise ApiError(400, "bad_question", "the last user message holds a NUL character; remove it")
     key = _conversation_key(body, x_thinkbox_conversation, earlier)
     session_id, fresh = await _session_for(caller, key, earlier)
     try:
@@ -196,7 +200,7 @@ class _Chat:
         if render.finish_reason is None:
             raise self._failure()
         message = AssistantMessage(content=render.content, reasoning_content=render.reasoning_text.strip())
-        choice = Choice(message=message, finish_reason=render.finish_reason)  # type: ignore[arg-type]
+        choice = Choice(message=message, finish_reason=render.finish_reason)
         return ChatCompletion(
             id=self.id, created=self.created, model=self.model, choices=[choice], usage=render.usage()
         )
