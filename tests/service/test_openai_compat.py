@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,8 +16,10 @@ import openai
 import pytest
 from openai import OpenAI
 
+from thinkbox.models.base import ModelEvent, ModelRequest, TextDelta
+
 from .conftest import Running
-from .service_support import make_account, program
+from .service_support import QuestionModel, ThreadServer, make_account, program, service_settings
 
 
 def client(running: Running, key: str | None = None) -> OpenAI:
@@ -232,3 +237,30 @@ def test_past_the_run_limit_is_429_in_openai_shape(running: Running) -> None:
         while any(http.get(f"/v1/runs/{r}").json()["status"] != "cancelled" for r in run_ids):
             assert time.monotonic() < deadline, "the runs were not cancelled"
             time.sleep(0.1)
+
+
+class SlowReplies(QuestionModel):
+    """The question model, writing each reply over about a second (as a real model streams)."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        async for event in super().stream(request):
+            if isinstance(event, TextDelta):
+                await asyncio.sleep(0.25)
+            yield event
+
+
+def test_reasoning_streams_while_the_model_still_writes(tmp_path: Path) -> None:
+    server = ThreadServer(service_settings(tmp_path), SlowReplies()).start()
+    try:
+        who = make_account(server.service.db, "acme", "alice")
+        ai = OpenAI(base_url=server.url + "/v1", api_key=who.key, max_retries=0, timeout=60)
+        seen: dict[str, float] = {}
+        for chunk in ask(ai, program(["print(1)"], "one"), stream=True):
+            reasoning = getattr(chunk.choices[0].delta, "reasoning_content", None) if chunk.choices else None
+            if reasoning:
+                seen.setdefault("thought", time.monotonic())
+                if "```python" in reasoning:
+                    seen.setdefault("code", time.monotonic())
+        assert seen["code"] - seen["thought"] > 0.3, seen  # the thought came before the reply was whole
+    finally:
+        server.stop()
