@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from thinkbox.config import Settings
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.service.conversations import Conversations
 from thinkbox.service.db.engine import Database, database_url
 from thinkbox.service.journal import Journal
 from thinkbox.service.runs import RunManager
@@ -32,6 +34,9 @@ class Service:
     sessions: SessionManager
     runs: RunManager
     resumed: int = 0
+    conversations: Conversations = field(default_factory=Conversations)
+    """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
+    started_at: float = field(default_factory=time.time)
     _owned: list[str] = field(default_factory=list)
 
     @classmethod

@@ -1,8 +1,10 @@
 """The FastAPI application of ``thinkbox serve``: a thin layer over :class:`~thinkbox.service.core.Service`.
 
-Every route but ``/healthz`` needs ``Authorization: Bearer KEY``. Errors have one shape,
-``{"error": {"code", "message"}}``; another user's or tenant's ids are answered 404, as ids that do not
-exist (nothing says they exist).
+Every route but ``/healthz`` (and the capability links of ``/v1/images``) needs
+``Authorization: Bearer KEY``. Errors have one shape, ``{"error": {"code", "message"}}``, except on the
+OpenAI-compatible routes (``/v1/chat/...``, ``/v1/models``), which answer in OpenAI's shape
+(:mod:`.routes_openai`); another user's or tenant's ids are answered 404, as ids that do not exist
+(nothing says they exist).
 """
 
 from __future__ import annotations
@@ -15,19 +17,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from thinkbox.service.storage import StorageError
 
 import thinkbox
 from thinkbox.config import Settings
 from thinkbox.errors import ConfigError, SandboxError, ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.service.api import routes_files, routes_runs, routes_sessions
+from thinkbox.service.api import routes_files, routes_openai, routes_runs, routes_sessions
 from thinkbox.service.api.deps import Caller
+from thinkbox.service.api.openai_schemas import openai_error
 from thinkbox.service.api.schemas import ErrorBody, Health, Me
 from thinkbox.service.core import Service
 from thinkbox.service.db.engine import Database
 from thinkbox.service.errors import ApiError
+from thinkbox.service.storage import StorageError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429)
@@ -65,29 +68,30 @@ def create_app(
         headers = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else None
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return _error(request, exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(StorageError)
     async def storage_error(request: Request, exc: StorageError) -> JSONResponse:
-        return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=exc.status)
+        return _error(request, exc.status, exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()
         )
-        return JSONResponse({"error": {"code": "invalid_request", "message": problems[:2000]}}, 422)
+        status = 400 if routes_openai.is_openai_path(request.url.path) else 422  # as OpenAI answers
+        return _error(request, status, "invalid_request", problems[:2000])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, exc.status_code)
+        return _error(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(ThinkboxError)
     async def thinkbox_error(request: Request, exc: ThinkboxError) -> JSONResponse:
         status = 400 if isinstance(exc, ConfigError) else 503 if isinstance(exc, SandboxError) else 500
         headers = {"Retry-After": "2"} if exc.retryable else None
-        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status, headers=headers)
+        return _error(request, status, exc.code, exc.message, headers)
 
     @app.get("/healthz", response_model=Health, tags=["meta"])
     async def healthz(request: Request) -> Health:
@@ -110,4 +114,14 @@ def create_app(
     app.include_router(routes_runs.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_files.router)
+    app.include_router(routes_openai.router)
     return app
+
+
+def _error(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The error answer: OpenAI's shape on the OpenAI-compatible routes, thinkbox's elsewhere."""
+    if routes_openai.is_openai_path(request.url.path):
+        return JSONResponse(openai_error(status, code, message), status, headers=headers)
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)

@@ -1,0 +1,266 @@
+"""The OpenAI-compatible API through the real ``openai`` SDK, against a running server (both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from thinkbox.models.base import ModelEvent, ModelRequest, TextDelta
+
+from .conftest import Running
+from .service_support import QuestionModel, ThreadServer, make_account, program, service_settings
+
+
+def client(running: Running, key: str | None = None) -> OpenAI:
+    return OpenAI(base_url=running.url + "/v1", api_key=key or running.alice.key, max_retries=0, timeout=60)
+
+
+def ask(ai: OpenAI, question: str, **kwargs: Any) -> Any:
+    messages = kwargs.pop("messages", [{"role": "user", "content": question}])
+    return ai.chat.completions.create(model="thinkbox", messages=messages, **kwargs)
+
+
+def test_models_lists_thinkbox_and_the_backend(running: Running) -> None:
+    models = client(running).models.list()
+    ids = [m.id for m in models.data]
+    assert ids == ["thinkbox", "thinkbox:question-model"]
+    assert all(m.object == "model" and m.owned_by == "thinkbox" and m.created > 0 for m in models.data)
+
+
+def test_a_completion_answers_with_reasoning_and_usage(running: Running) -> None:
+    reply = ask(client(running), program(["print(6 * 7)"], "it is 42"), temperature=0.2, max_tokens=50)
+    choice = reply.choices[0]
+    assert choice.message.content == "it is 42"
+    assert choice.finish_reason == "stop"
+    reasoning = choice.message.reasoning_content
+    assert "step 1" in reasoning and "```python\nprint(6 * 7)\n```" in reasoning and "42" in reasoning
+    assert reply.object == "chat.completion" and reply.model == "thinkbox"
+    usage = reply.usage
+    assert usage is not None and usage.total_tokens > 0
+    assert usage.prompt_tokens + usage.completion_tokens == usage.total_tokens
+    assert usage.completion_tokens > 0
+
+
+def test_streaming_sends_reasoning_before_the_answer_then_usage(running: Running) -> None:
+    question = program(["print('hello ' * 2)"], "said hello")
+    chunks = list(ask(client(running), question, stream=True, stream_options={"include_usage": True}))
+    kinds = []
+    for chunk in chunks:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if getattr(delta, "reasoning_content", None):
+            kinds.append("reasoning")
+        if delta.content:
+            kinds.append("content")
+    assert "reasoning" in kinds and "content" in kinds
+    assert kinds.index("reasoning") < kinds.index("content")
+    assert max(i for i, k in enumerate(kinds) if k == "reasoning") < kinds.index("content")
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks)
+    assert "hello hello" in reasoning and "```python" in reasoning
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == "said hello"
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.usage is not None and last.usage.total_tokens > 0
+    assert all(c.id == chunks[0].id and c.object == "chat.completion.chunk" for c in chunks)
+
+
+def test_a_follow_up_with_the_same_user_sees_earlier_variables(running: Running) -> None:
+    ai, user = client(running), f"conv-{uuid.uuid4().hex[:8]}"
+    first = ask(ai, program(["secret = 41"], "stored"), user=user)
+    assert first.choices[0].message.content == "stored"
+    second = ask(ai, program(["print(secret + 1)"], "done"), user=user)
+    assert "42" in second.choices[0].message.reasoning_content
+    other = ask(ai, program(["print(secret + 1)"], "done"), user=user + "-other")
+    assert "NameError" in other.choices[0].message.reasoning_content
+
+
+def test_a_follow_up_without_a_key_is_found_by_its_earlier_messages(running: Running) -> None:
+    ai = client(running)
+    q1 = program([f"token = '{uuid.uuid4().hex[:6]}'"], "kept")
+    first = ask(ai, q1)
+    q2 = program(["print(token.upper())"], "shown")
+    messages = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": q1},
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": q2},
+    ]
+    second = ask(ai, q2, messages=messages)
+    assert "NameError" not in second.choices[0].message.reasoning_content
+    assert second.choices[0].message.content == "shown"
+
+
+def test_the_conversation_header_keys_a_session(running: Running) -> None:
+    conversation = {"X-Thinkbox-Conversation": uuid.uuid4().hex}
+    ai = client(running)
+    ask(ai, program(["n = 5"], "ok"), extra_headers=conversation)
+    reply = ask(ai, program(["print(n * 3)"], "ok"), extra_headers=conversation)
+    assert "15" in reply.choices[0].message.reasoning_content
+
+
+def test_a_display_image_comes_back_as_a_markdown_link(running: Running) -> None:
+    code = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
+    reply = ask(client(running), program([code], "plotted"))
+    content = reply.choices[0].message.content
+    assert content.startswith("plotted\n\n![figure 1](http://")
+    url = content.split("](", 1)[1].rstrip(")")
+    image = httpx.get(url, timeout=30)  # no key: a chat app's browser fetches it
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG")
+    forged = url.rsplit("/", 1)[0] + "/1-" + "0" * 32 + ".png"
+    assert httpx.get(forged, timeout=30).status_code == 404
+    listed = running.client(running.alice).get("/v1/files").json()["files"]
+    assert any(f["path"].startswith(".thinkbox/images/") for f in listed)
+
+
+def test_a_wrong_key_is_401_in_openai_shape(running: Running) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        ask(client(running, key="tbx_not-a-key"), "hi")
+    assert caught.value.status_code == 401
+    body = caught.value.body
+    assert isinstance(body, dict) and set(body) == {"message", "type", "param", "code"}
+    assert body["code"] == "invalid_api_key" and "API key" in body["message"]
+    raw = httpx.get(running.url + "/v1/models", headers={"Authorization": "Bearer nope"})
+    assert raw.status_code == 401 and set(raw.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_no_user_message_is_400(running: Running) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client(running), "", messages=[{"role": "system", "content": "be brief"}])
+    assert caught.value.code == "no_user_message"
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client(running), "what\x00now")
+    assert caught.value.code == "bad_question"
+    with pytest.raises(openai.BadRequestError):  # not a message at all
+        ask(client(running), "", messages=[{"role": "wizard", "content": "hi"}])
+
+
+def test_an_unknown_model_is_404(running: Running) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(running).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.code == "model_not_found"
+
+
+def test_other_routes_keep_the_thinkbox_error_shape(running: Running) -> None:
+    response = httpx.get(running.url + "/v1/runs", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401 and set(response.json()["error"]) == {"code", "message"}
+
+
+def test_a_limit_ends_with_finish_reason_length(running: Running) -> None:
+    steps = [f"x{i} = {i}" for i in range(12)]  # more than agent.max_steps (8)
+    reply = ask(client(running), program(steps, "never"))
+    assert reply.choices[0].finish_reason == "length"
+    assert "agent.max_steps" in reply.choices[0].message.content
+
+
+def test_a_busy_conversation_is_409_and_a_client_that_leaves_cancels_its_run(running: Running) -> None:
+    user = f"conv-{uuid.uuid4().hex[:8]}"
+    body = {
+        "model": "thinkbox",
+        "stream": True,
+        "user": user,
+        "messages": [{"role": "user", "content": program(["import time; time.sleep(8)"], "slept")}],
+    }
+    with httpx.Client(base_url=running.url, headers=running.alice.headers, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            run_id = first["id"].removeprefix("chatcmpl-")
+            for line in lines:  # until its code runs
+                if "time.sleep" in line:
+                    break
+            with pytest.raises(openai.ConflictError) as caught:
+                ask(client(running), program(["print(1)"], "one"), user=user)
+            assert caught.value.code == "session_busy"
+        deadline = time.monotonic() + 20
+        while http.get(f"/v1/runs/{run_id}").json()["status"] != "cancelled":
+            assert time.monotonic() < deadline, "the run was not cancelled"
+            time.sleep(0.1)
+
+
+def test_a_conversation_without_its_session_gets_the_earlier_messages_as_context(running: Running) -> None:
+    question = program(["print('hi')"], "hello Ada")
+    messages = [
+        {"role": "user", "content": "My name is Ada Lovelace."},
+        {"role": "assistant", "content": "Nice to meet you."},
+        {"role": "user", "content": [{"type": "text", "text": question}]},
+    ]
+    reply = ask(client(running), question, messages=messages)
+    assert reply.choices[0].message.content == "hello Ada"
+    run = running.client(running.alice).get(f"/v1/runs/{reply.id.removeprefix('chatcmpl-')}").json()
+    live = running.server.service.sessions.live(run["session_id"])
+    texts = [m["content"] for m in live.history]
+    assert any("Ada Lovelace" in t for t in texts) and any("Nice to meet you." in t for t in texts)
+
+
+def test_past_the_run_limit_is_429_in_openai_shape(running: Running) -> None:
+    who = make_account(running.db, f"t{uuid.uuid4().hex[:6]}", "eve")  # runs_per_user is 6 here
+    body = {
+        "model": "thinkbox",
+        "stream": True,
+        "messages": [{"role": "user", "content": program(["import time; time.sleep(6)"], "slept")}],
+    }
+    run_ids, readers = [], []  # a reader let go closes its stream
+    with httpx.Client(base_url=running.url, headers=who.headers, timeout=60) as http:
+        with contextlib.ExitStack() as streams:
+            for _ in range(6):
+                response = streams.enter_context(http.stream("POST", "/v1/chat/completions", json=body))
+                assert response.status_code == 200
+                readers.append(response.iter_lines())
+                first = next(line for line in readers[-1] if line.startswith("data: "))
+                run_ids.append(json.loads(first[6:])["id"].removeprefix("chatcmpl-"))
+            with pytest.raises(openai.RateLimitError) as caught:
+                ask(client(running, key=who.key), program(["print(1)"], "one"))
+            assert caught.value.code == "too_many_runs"
+            assert caught.value.response.headers["retry-after"]
+            assert isinstance(caught.value.body, dict) and set(caught.value.body) == {
+                "message",
+                "type",
+                "param",
+                "code",
+            }
+        deadline = time.monotonic() + 30  # the streams are closed: their runs are cancelled
+        while any(http.get(f"/v1/runs/{r}").json()["status"] != "cancelled" for r in run_ids):
+            assert time.monotonic() < deadline, "the runs were not cancelled"
+            time.sleep(0.1)
+
+
+class SlowReplies(QuestionModel):
+    """The question model, writing each reply over about a second (as a real model streams)."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        async for event in super().stream(request):
+            if isinstance(event, TextDelta):
+                await asyncio.sleep(0.25)
+            yield event
+
+
+def test_reasoning_streams_while_the_model_still_writes(tmp_path: Path) -> None:
+    server = ThreadServer(service_settings(tmp_path), SlowReplies()).start()
+    try:
+        who = make_account(server.service.db, "acme", "alice")
+        ai = OpenAI(base_url=server.url + "/v1", api_key=who.key, max_retries=0, timeout=60)
+        seen: dict[str, float] = {}
+        for chunk in ask(ai, program(["print(1)"], "one"), stream=True):
+            reasoning = getattr(chunk.choices[0].delta, "reasoning_content", None) if chunk.choices else None
+            if reasoning:
+                seen.setdefault("thought", time.monotonic())
+                if "```python" in reasoning:
+                    seen.setdefault("code", time.monotonic())
+        assert seen["code"] - seen["thought"] > 0.3, seen  # the thought came before the reply was whole
+    finally:
+        server.stop()
