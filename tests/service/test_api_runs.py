@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import nbformat
 import pytest
 
 from .conftest import Running
-from .service_support import program, read_sse
+from .service_support import QuestionModel, ThreadServer, make_account, program, read_sse, service_settings
 
 
 def events_of(client: httpx.Client, run_id: str, **params: Any) -> list[dict[str, Any]]:
@@ -179,3 +180,25 @@ def test_run_limits_answer_429_with_retry_after(running: Running) -> None:
         assert "service.runs_per_user" in refused.json()["error"]["message"]
         for run in started:
             client.post(f"/v1/runs/{run['id']}/cancel")
+
+
+def test_a_follow_up_cancelled_while_queued_frees_its_session(tmp_path: Path) -> None:
+    server = ThreadServer(service_settings(tmp_path, active_runs=1), QuestionModel()).start()
+    try:
+        who = make_account(server.service.db, "acme", "frank")
+        with httpx.Client(base_url=server.url, headers=who.headers, timeout=60) as client:
+            first = submit(client, program(["v = 1"], "set"))
+            events_of(client, first["id"])
+            session_id = client.get(f"/v1/runs/{first['id']}").json()["session_id"]
+            blocker = submit(client, program(["import time; time.sleep(30)"], "slow"))  # holds the one slot
+            queued = submit(client, program(["print(v)"], "1"), session_id=session_id)
+            assert client.get(f"/v1/runs/{queued['id']}").json()["status"] == "queued"
+            assert client.post(f"/v1/runs/{queued['id']}/cancel").json()["status"] == "cancelled"
+            client.post(f"/v1/runs/{blocker['id']}/cancel")
+            again = submit(client, program(["print(v + 1)"], "2"), session_id=session_id)
+            printed = "".join(
+                e["data"]["text"] for e in events_of(client, again["id"]) if e["event"] == "output_chunk"
+            )
+            assert printed.strip() == "2"
+    finally:
+        server.stop()

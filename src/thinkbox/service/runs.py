@@ -203,6 +203,10 @@ class RunManager:
             log.exception("run %s failed", active.run_id)
             self._end(active, "internal_error", f"the service failed: {type(exc).__name__}: {exc}")
         finally:
+            if live is None and active.session_id is not None:  # ended before taking its session
+                live = self.sessions.live(active.session_id)
+                if live is not None and live.busy_with != active.run_id:
+                    live = None
             if live is not None:
                 live.busy_with = None
                 with contextlib.suppress(Exception):
