@@ -23,7 +23,7 @@ from sqlalchemy import insert, select, update
 
 from thinkbox.agent.events import Event
 from thinkbox.service.db.engine import Database
-from thinkbox.service.db.models import Run, RunEvent
+from thinkbox.service.db.models import RUN_ENDED, Run, RunEvent
 
 log = logging.getLogger(__name__)
 TERMINAL_TYPE = "run_finished"
@@ -196,20 +196,13 @@ class Journal:
         self._seq.pop(run_id, None)
 
     def stored(self, run_id: str, after: int, before: int | None = None) -> list[Record]:
-        """Committed events of ``run_id`` with ``after < seq`` (``< before``), from the database."""
-        query = select(RunEvent.seq, RunEvent.type, RunEvent.data).where(
-            RunEvent.run_id == run_id, RunEvent.seq > after
-        )
-        if before is not None:
-            query = query.where(RunEvent.seq < before)
-        with self.db.session() as s:
-            return [Record(*row) for row in s.execute(query.order_by(RunEvent.seq))]
+        return stored_records(self.db, run_id, after, before)
 
     def _stored_and_ended(self, run_id: str, after: int) -> tuple[list[Record], bool]:
         records = self.stored(run_id, after)
         with self.db.session() as s:
             status = s.scalar(select(Run.status).where(Run.id == run_id))
-        return records, status in ("succeeded", "failed", "cancelled")
+        return records, status in RUN_ENDED
 
     async def follow(self, run_id: str, after: int = 0, *, poll_s: float = 0.5) -> AsyncIterator[Record]:
         """Every committed event of ``run_id`` after ``after``, as they come, to the terminal one."""
@@ -239,3 +232,13 @@ class Journal:
                     return
             if self._channels.get(run_id) is channel:
                 await changed.wait()
+
+
+def stored_records(db: Database, run_id: str, after: int = 0, before: int | None = None) -> list[Record]:
+    """Committed events of ``run_id`` with ``after < seq`` (``< before``), in order, from the database."""
+    query = select(RunEvent.seq, RunEvent.type, RunEvent.data)
+    query = query.where(RunEvent.run_id == run_id, RunEvent.seq > after)
+    if before is not None:
+        query = query.where(RunEvent.seq < before)
+    with db.session() as s:
+        return [Record(*row) for row in s.execute(query.order_by(RunEvent.seq))]

@@ -40,15 +40,14 @@ from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
-from thinkbox.service.db.models import Run, RunEvent, Tenant, User, new_id
+from thinkbox.service.db.models import RUN_ENDED, Run, Tenant, User, new_id
 from thinkbox.service.errors import ApiError, is_id, no_nul
 from thinkbox.service.fair import FairGate, FairModel
-from thinkbox.service.journal import Journal
+from thinkbox.service.journal import Journal, stored_records
 from thinkbox.service.sessions import LiveSession, SessionManager
 from thinkbox.service.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
-TERMINAL = ("succeeded", "failed", "cancelled")
 _STATUS = {"answered": "succeeded", "limit": "failed", "error": "failed", "cancelled": "cancelled"}
 
 
@@ -316,7 +315,7 @@ class RunManager:
     async def cancel(self, owner: Principal, run_id: str) -> Run:
         row = await asyncio.to_thread(self.get, owner, run_id)
         active = self._active.get(run_id)
-        if row.status in TERMINAL or active is None or active.task is None:
+        if row.status in RUN_ENDED or active is None or active.task is None:
             raise ApiError(
                 409,
                 "run_finished",
@@ -345,9 +344,7 @@ class RunManager:
             return list(s.scalars(query))
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        with self.db.session() as s:
-            rows = s.scalars(select(RunEvent.data).where(RunEvent.run_id == run_id).order_by(RunEvent.seq))
-            return [json.loads(data) for data in rows]
+        return [json.loads(record.data) for record in stored_records(self.db, run_id)]
 
     @property
     def active(self) -> int:
@@ -400,9 +397,7 @@ class RunManager:
             return [(r, t, u) for r, t, u in s.execute(query)]
 
     def _run_events(self, run_id: str) -> list[Event]:
-        with self.db.session() as s:
-            rows = s.scalars(select(RunEvent.data).where(RunEvent.run_id == run_id).order_by(RunEvent.seq))
-            return [parse_event(data) for data in rows]
+        return [parse_event(record.data) for record in stored_records(self.db, run_id)]
 
 
 def _with_files(question: str, files: list[str]) -> str:

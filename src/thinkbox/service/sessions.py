@@ -28,8 +28,9 @@ from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
-from thinkbox.service.db.models import Run, RunEvent, SessionRow, new_id
+from thinkbox.service.db.models import Run, SessionRow, new_id
 from thinkbox.service.errors import ApiError, is_id
+from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -183,10 +184,7 @@ class SessionManager:
             for run_id in run_ids:
                 if run_id == skip:
                     continue
-                rows = s.scalars(
-                    select(RunEvent.data).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
-                )
-                events = [parse_event(data) for data in rows]
+                events = [parse_event(record.data) for record in stored_records(self.db, run_id)]
                 if events:
                     states.append(recorded_state(events))
             return states

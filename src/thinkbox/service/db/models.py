@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID_LENGTH = 40
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_ENDED = ("succeeded", "failed", "cancelled")
 SESSION_KINDS = ("run", "code")
 
 # Deterministic constraint names: the same on both databases, so later migrations can name what they alter.
