@@ -138,6 +138,13 @@ class ServiceSettings(BaseModel):
     model_concurrency: int = Field(
         4, ge=1, description="Model requests at once to an endpoint (the embedded model takes one at a time)."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names clients reach the service by, besides loopback and service.host (e.g. "
+            "thinkbox.example.com): /mcp refuses other Host and Origin headers (DNS rebinding)."
+        ),
+    )
 
 
 class Settings(BaseSettings):

@@ -350,6 +350,10 @@ class RunManager:
     def active(self) -> int:
         return len(self._active)
 
+    def running(self) -> dict[str, Principal]:
+        """The runs going on now -> who asked."""
+        return {run_id: active.owner for run_id, active in self._active.items()}
+
     async def wait_idle(self) -> None:
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if tasks:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -25,7 +26,7 @@ from thinkbox.config import Settings
 from thinkbox.models.base import Message
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import SessionConfig
+from thinkbox.sandbox.types import DisplayData, ExecutionResult, OutputChunk, SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
@@ -34,6 +35,7 @@ from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
 
 log = logging.getLogger(__name__)
+TOUCH_ROW_EVERY_S = 30.0
 
 
 @dataclass
@@ -47,6 +49,8 @@ class LiveSession:
     """The run using the session now (a second run on it is refused)."""
     last_activity: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    row_touched: float = 0.0
+    """When its row's ``last_activity_at`` was last written (see :meth:`SessionManager.touch`)."""
 
     def touch(self) -> None:
         self.last_activity = time.time()
@@ -139,6 +143,9 @@ class SessionManager:
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
 
+    def live_ids(self) -> list[str]:
+        return list(self._live)
+
     def owned_row(self, owner: Principal, session_id: str) -> SessionRow:
         """The row of the owner's session ``session_id`` (404 when it is not theirs)."""
         row = self._row(session_id)
@@ -189,10 +196,31 @@ class SessionManager:
                     states.append(recorded_state(events))
             return states
 
+    # -- running code -------------------------------------------------------------------------------
+    async def execute(
+        self, live: LiveSession, code: str, timeout: float | None
+    ) -> AsyncIterator[OutputChunk | DisplayData | ExecutionResult]:
+        """Run ``code`` in the session like a notebook cell (a session used by a run answers 409): its
+        output as it comes, then the result; an interpreter that was killed is started again."""
+        if live.busy_with is not None:
+            raise ApiError(409, "session_busy", f"session {live.id!r} is used by run {live.busy_with!r}")
+        async with live.lock:
+            async for item in live.session.stream(code, timeout=timeout):
+                if isinstance(item, ExecutionResult):
+                    if item.killed:
+                        await live.session.restart()
+                    await self.touch(live)
+                yield item
+
     # -- activity, closing --------------------------------------------------------------------------
     async def touch(self, live: LiveSession) -> None:
+        """Mark the session used. Expiry reads the live value; the row, read only after a restart and by
+        a session list of a closed session, is written at most every TOUCH_ROW_EVERY_S (a database write
+        per call would double the cost of a small cell)."""
         live.touch()
-        await asyncio.to_thread(self._touch_row, live.id, live.last_activity)
+        if live.last_activity - live.row_touched >= TOUCH_ROW_EVERY_S:
+            live.row_touched = live.last_activity
+            await asyncio.to_thread(self._touch_row, live.id, live.last_activity)
 
     def _touch_row(self, session_id: str, when: float) -> None:
         with self.db.session() as s, s.begin():
