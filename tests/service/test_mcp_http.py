@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -238,3 +239,37 @@ async def test_foreign_hosts_and_origins_are_refused(running: Running) -> None:
     assert host.status_code == 421
     assert origin.status_code == 403
     assert local.status_code != 403 and local.status_code != 421
+
+
+async def test_a_client_that_goes_away_during_ask_cancels_its_run(running: Running) -> None:
+    started = asyncio.Event()
+
+    async def on_progress(_done: float, _total: float | None, message: str | None) -> None:
+        if message == "step 1: thinking":
+            started.set()
+
+    question = program(["import time\ntime.sleep(30)"], "never")
+    before = {run["id"] for run in await _runs(running)}
+
+    async def ask() -> None:
+        async with mcp_client(running, running.bob) as client:
+            await client.call_tool("ask", {"question": question}, progress_callback=on_progress)
+
+    task = asyncio.ensure_future(ask())
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, BaseExceptionGroup):
+        await task
+    [mine] = [run for run in await _runs(running) if run["id"] not in before]
+    for _ in range(100):
+        if mine["status"] not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.1)
+        [mine] = [run for run in await _runs(running) if run["id"] == mine["id"]]
+    assert mine["status"] == "cancelled"
+
+
+async def _runs(running: Running) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=running.url, headers=running.bob.headers) as http:
+        runs: list[dict[str, Any]] = (await http.get("/v1/runs", params={"limit": 50})).json()["runs"]
+    return runs
