@@ -119,6 +119,11 @@ class Session:
         return usable and self._dead_reason is None and self._proc is not None
 
     @property
+    def busy(self) -> bool:
+        """A request (a cell, a file) is being served now."""
+        return self._lock.locked()
+
+    @property
     def process(self) -> KernelProcess | None:
         return self._proc
 

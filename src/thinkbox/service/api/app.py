@@ -23,7 +23,14 @@ from thinkbox.config import Settings
 from thinkbox.errors import ConfigError, SandboxError, ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.service.api import routes_files, routes_openai, routes_runs, routes_sessions
+from thinkbox.service.api import (
+    routes_files,
+    routes_openai,
+    routes_runs,
+    routes_sessions,
+    routes_variables,
+    routes_web,
+)
 from thinkbox.service.api.deps import Caller
 from thinkbox.service.api.openai_schemas import openai_error
 from thinkbox.service.api.schemas import ErrorBody, Health, Me
@@ -115,6 +122,8 @@ def create_app(
     app.include_router(routes_sessions.router)
     app.include_router(routes_files.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_variables.router)
+    app.include_router(routes_web.router)
     return app
 
 
