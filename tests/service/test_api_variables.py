@@ -17,7 +17,11 @@ from .test_api_sessions import execute
 def test_a_code_session_lists_its_names_and_a_listing_is_not_a_cell(running: Running) -> None:
     with running.client(running.alice) as client:
         sid = client.post("/v1/sessions").json()["id"]
-        assert client.get(f"/v1/sessions/{sid}/variables").json() == {"live": True, "variables": [], "omitted": 0}
+        assert client.get(f"/v1/sessions/{sid}/variables").json() == {
+            "live": True,
+            "variables": [],
+            "omitted": 0,
+        }
         execute(client, sid, "import numpy as np\nrows = [1, 2]\narr = np.ones((2, 3))\n_hidden = 1\nrows")
         before = client.get(f"/v1/sessions/{sid}").json()["last_activity_at"]
         listed = client.get(f"/v1/sessions/{sid}/variables")
@@ -54,14 +58,20 @@ def test_only_the_owner_sees_a_sessions_names_and_a_closed_one_is_not_live(runni
                 assert answer.status_code == 404 and "alice-only" not in answer.text
         assert alice.get("/v1/sessions/s_0000000000000000/variables").status_code == 404
         assert alice.delete(f"/v1/sessions/{sid}").status_code == 204
-        assert alice.get(f"/v1/sessions/{sid}/variables").json() == {"live": False, "variables": [], "omitted": 0}
+        assert alice.get(f"/v1/sessions/{sid}/variables").json() == {
+            "live": False,
+            "variables": [],
+            "omitted": 0,
+        }
     assert httpx.get(f"{running.url}/v1/sessions/{sid}/variables").status_code == 401
 
 
 def test_while_a_cell_runs_the_listing_answers_409(running: Running) -> None:
     with running.client(running.alice) as client:
         sid = client.post("/v1/sessions").json()["id"]
-        worker = threading.Thread(target=execute, args=(client, sid, "import time\ntime.sleep(1.5)\nslept = 1"))
+        worker = threading.Thread(
+            target=execute, args=(client, sid, "import time\ntime.sleep(1.5)\nslept = 1")
+        )
         worker.start()
         live = running.server.service.sessions.live(sid)
         deadline = time.monotonic() + 5

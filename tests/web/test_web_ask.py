@@ -3,9 +3,11 @@ follow-ups in the same session, the session panel, and a wrong key."""
 
 from __future__ import annotations
 
-from conftest import Web, ask, sign_in
 from playwright.sync_api import Page, expect
+
 from service.service_support import program
+
+from .web_support import Web, ask, sign_in
 
 
 def test_a_run_shows_thought_code_output_and_answer_in_order(web: Web, page: Page) -> None:

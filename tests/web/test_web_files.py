@@ -3,9 +3,13 @@ without a reload, download, delete, the shared folder; uploads past the limit an
 
 from __future__ import annotations
 
-from conftest import MAX_UPLOAD_MIB, Web, ask, sign_in
+from pathlib import Path
+
 from playwright.sync_api import Page, expect
+
 from service.service_support import program
+
+from .web_support import MAX_UPLOAD_MIB, Web, ask, sign_in
 
 
 def file_row(page: Page, path: str, list_id: str = "file-list"):  # type: ignore[no-untyped-def]
@@ -30,11 +34,13 @@ def test_an_uploaded_file_is_used_by_a_run_and_its_output_appears(web: Web, page
     expect(page.get_by_test_id("attachment")).to_have_count(0)  # attachments go with one question
     expect(file_row(page, "total.txt")).to_be_visible()  # written by the run, shown without a reload
     run_info = web.server.service.runs.list_runs  # the attachment was sent as the run's files
-    assert any("sales.csv" in r.files for r in run_info(_principal(web, "alice"), limit=5, offset=0, text=None))
+    assert any(
+        "sales.csv" in r.files for r in run_info(_principal(web, "alice"), limit=5, offset=0, text=None)
+    )
     with page.expect_download() as download:
         file_row(page, "total.txt").get_by_role("button", name="Download total.txt").click()
     assert download.value.suggested_filename == "total.txt"
-    assert open(download.value.path()).read() == "42"
+    assert Path(download.value.path()).read_text() == "42"
     file_row(page, "total.txt").get_by_role("button", name="Delete total.txt").click()
     expect(file_row(page, "total.txt")).to_have_count(0)
     assert not (web.data_dir / "storage" / "acme" / "alice" / "total.txt").exists()
@@ -50,7 +56,8 @@ def test_drop_uploads_and_the_shared_folder_is_listed_beside(web: Web, page: Pag
         """zone => {
             const data = new DataTransfer();
             data.items.add(new File(["dropped"], "dropped.txt", { type: "text/plain" }));
-            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+            const drop = { dataTransfer: data, bubbles: true, cancelable: true };
+            zone.dispatchEvent(new DragEvent("drop", drop));
         }"""
     )
     expect(file_row(page, "dropped.txt")).to_contain_text("7 B")
@@ -76,8 +83,10 @@ def test_a_name_with_dot_dot_is_refused_and_markup_in_a_name_is_text(web: Web, p
         """zone => {
             const data = new DataTransfer();
             data.items.add(new File(["x"], "../escape.txt"));
-            data.items.add(new File(["y"], "<img src=x onerror=\\"localStorage.setItem('thinkbox.probe','1')\\">.txt"));
-            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+            const name = "<img src=x onerror=\\"localStorage.setItem('thinkbox.probe','1')\\">.txt";
+            data.items.add(new File(["y"], name));
+            const drop = { dataTransfer: data, bubbles: true, cancelable: true };
+            zone.dispatchEvent(new DragEvent("drop", drop));
         }"""
     )
     error = page.get_by_test_id("files-error")

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import httpx
-from conftest import Web
 from playwright.sync_api import Browser, expect
+
 from service.service_support import program
+
+from .web_support import Web
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(web: Web) -> None:

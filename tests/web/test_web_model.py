@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import sign_in
 from playwright.sync_api import Browser, expect
-from service.service_support import Account, ProcessServer
 
+from service.service_support import Account, ProcessServer
 from thinkbox.config import load_settings
 from thinkbox.errors import ConfigError
 from thinkbox.models import install
+
+from .web_support import sign_in
 
 pytestmark = pytest.mark.model
 THINKBOX = str(Path(sys.executable).with_name("thinkbox"))
@@ -37,7 +38,11 @@ def test_the_embedded_model_answers_a_question_typed_in_the_page(tmp_path: Path,
     env = {k: v for k, v in os.environ.items() if not k.startswith("THINKBOX_MODEL__")}
     env["THINKBOX_CONFIG"] = str(tmp_path / "none.toml")
     admin = [THINKBOX, "admin"]
-    for argv in (["tenant", "create", "acme"], ["user", "create", "acme", "alice"], ["key", "create", "acme", "alice"]):
+    for argv in (
+        ["tenant", "create", "acme"],
+        ["user", "create", "acme", "alice"],
+        ["key", "create", "acme", "alice"],
+    ):
         done = subprocess.run(
             [*admin, *argv, "--data-dir", str(data_dir)], env=env, check=True, capture_output=True, text=True
         )

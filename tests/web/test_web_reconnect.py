@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ask, sign_in
 from playwright.sync_api import Page, expect
+
 from service.service_support import QuestionModel, ThreadServer, make_account, program, service_settings
+
+from .web_support import ask, sign_in
 
 
 class Restartable:

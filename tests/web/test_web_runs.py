@@ -4,10 +4,13 @@ other, and markup in questions, answers and outputs shown as text, never run."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from conftest import Watch, Web, ask, sign_in
 from playwright.sync_api import Browser, Page, expect
+
 from service.service_support import program
+
+from .web_support import Watch, Web, ask, sign_in
 
 
 def test_stop_cancels_a_long_run(web: Web, page: Page) -> None:
@@ -57,7 +60,7 @@ def test_history_opens_a_past_run_searches_and_exports_a_notebook(web: Web, page
     expect(opened.get_by_test_id("answer")).to_have_text("from the past")
     with page.expect_download() as download:
         item.get_by_role("button", name="Download as a notebook (.ipynb)").click()
-    notebook = json.loads(open(download.value.path()).read())
+    notebook = json.loads(Path(download.value.path()).read_text())
     assert download.value.suggested_filename.endswith(".ipynb")
     assert any(marker in "".join(c["source"]) for c in notebook["cells"])
     follow_up = ask(page, program(["print('again')"], "continued"))  # the opened run's session goes on
@@ -96,7 +99,7 @@ def test_markup_in_a_question_an_answer_and_outputs_is_shown_as_text(
     page.evaluate("localStorage.setItem('thinkbox.probe', '0')")
     attack = "<img src=x onerror=\"localStorage.setItem('thinkbox.probe','1')\">"
     script = "<script>localStorage.setItem('thinkbox.probe','2')</script>"
-    html = f"<table><tr><td onclick=\"alert(1)\">cell</td></tr></table>{script}{attack}"
+    html = f'<table><tr><td onclick="alert(1)">cell</td></tr></table>{script}{attack}'
     code = (
         f"print({attack!r})\n"
         "class Rich:\n"

@@ -23,7 +23,9 @@ _HIDDEN = {"In", "Out", "exit", "quit", "get_ipython"}
 def describe(ns: dict[str, Any], hidden: set[int]) -> dict[str, Any]:
     """The user's names in ``ns`` (sorted; ``_private`` names and objects whose ``id`` is in ``hidden``
     left out), at most :data:`MAX_VARIABLES` of them."""
-    names = sorted(n for n, v in ns.items() if not n.startswith("_") and n not in _HIDDEN and id(v) not in hidden)
+    names = sorted(
+        n for n, v in ns.items() if not n.startswith("_") and n not in _HIDDEN and id(v) not in hidden
+    )
     out = [
         {"name": name, "type": type_name(ns[name]), "repr": short(ns[name])} for name in names[:MAX_VARIABLES]
     ]
@@ -56,8 +58,8 @@ def _describe(value: Any, depth: int) -> str:
         items = list(value)[:_ITEMS] if kind not in (set, frozenset) else _first(value)
         inner = ", ".join(_describe(v, depth + 1) for v in items)
         more = ", ..." if len(value) > _ITEMS else ""
-        open_, close = {"list": "[]", "tuple": "()"}.get(kind.__name__, "{}")
-        return f"{open_}{inner}{more}{close}"
+        brackets = "[]" if kind is list else "()" if kind is tuple else "{}"
+        return f"{brackets[0]}{inner}{more}{brackets[1]}"
     if kind is dict:
         if depth > 1:
             return f"dict of {len(value)}"
@@ -82,7 +84,7 @@ def _scalar(value: Any) -> str:
 
 
 def _first(items: Any) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for item in items:
         if len(out) == _ITEMS:
             break

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import BaseModel, Field
-
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from thinkbox.errors import SessionDead
 from thinkbox.sandbox.types import Variable
@@ -42,7 +41,9 @@ async def session_variables(session_id: str, caller: Caller) -> SessionVariables
     if live is None or not live.session.is_alive():
         return SessionVariables(live=False, variables=[])
     if live.session.busy:
-        raise ApiError(409, "session_busy", f"code is running in session {session_id!r}; ask again when it ends")
+        raise ApiError(
+            409, "session_busy", f"code is running in session {session_id!r}; ask again when it ends"
+        )
     try:
         found = await live.session.variables()
     except (SessionDead, OSError):

@@ -45,6 +45,7 @@ export class RunView {
   on_step_started(e) {
     const step = {
       start: e.ts,
+      startTokens: this.tokens,
       el: h("section", { class: "step", testid: "step", "data-step": e.step, "aria-label": `Step ${e.step}` }),
       thought: h("p", { class: "thought", testid: "step-thought" }),
       output: null,
@@ -75,8 +76,8 @@ export class RunView {
   on_action_parsed(e) {
     const step = this.step(e.step);
     step.thought.textContent = e.thought;
-    step.tokens = (e.tokens || this.tokens) - this.tokens;
     this.tokens = e.tokens || this.tokens;
+    step.tokens = this.tokens - step.startTokens; // failed replies of the step included
     if (e.action === "execute_code") this.showCode(step, e.code);
     else this.footer(step, e.ts);
   }
