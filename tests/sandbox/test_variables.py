@@ -42,6 +42,8 @@ class Loud:
         return "loud"
 calls = []
 loud = Loud()
+globals()[1] = "a key that is not a name"
+globals()["long" * 100] = 1
 """
 
 
@@ -61,6 +63,7 @@ async def test_variables_are_described_without_running_user_code(backend: Zygote
         assert found["loud"].type == "Loud" and found["loud"].repr == "Loud"
         assert found["np"].repr == "module numpy"
         assert "_private" not in found and "display" not in found
+        assert any(name.startswith("longlong") and len(name) <= 120 for name in found)
         after = await s.execute("print(len(calls))\n_")
         assert after.stdout == "0\n", "listing the variables ran the user's __repr__"
 

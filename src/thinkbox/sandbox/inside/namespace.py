@@ -24,10 +24,13 @@ def describe(ns: dict[str, Any], hidden: set[int]) -> dict[str, Any]:
     """The user's names in ``ns`` (sorted; ``_private`` names and objects whose ``id`` is in ``hidden``
     left out), at most :data:`MAX_VARIABLES` of them."""
     names = sorted(
-        n for n, v in ns.items() if not n.startswith("_") and n not in _HIDDEN and id(v) not in hidden
+        n
+        for n, v in ns.items()
+        if type(n) is str and not n.startswith("_") and n not in _HIDDEN and id(v) not in hidden
     )
     out = [
-        {"name": name, "type": type_name(ns[name]), "repr": short(ns[name])} for name in names[:MAX_VARIABLES]
+        {"name": _cap(name), "type": _cap(type_name(ns[name])), "repr": short(ns[name])}
+        for name in names[:MAX_VARIABLES]
     ]
     return {"variables": out, "omitted": max(0, len(names) - MAX_VARIABLES)}
 
@@ -37,6 +40,10 @@ def type_name(value: Any) -> str:
     module = type.__dict__["__module__"].__get__(kind)
     name = type.__dict__["__qualname__"].__get__(kind)
     return str(name) if module in ("builtins", "__main__") else f"{module}.{name}"
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= REPR_CHARS else text[: REPR_CHARS - 3] + "..."
 
 
 def short(value: Any) -> str:
