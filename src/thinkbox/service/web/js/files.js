@@ -30,10 +30,16 @@ export class FilesPanel {
       try {
         const listing = await this.api.files(scope);
         this.render(scope, listing);
+        if (this.error.dataset.kind === "listing") this.showError("");
       } catch (err) {
-        this.error.textContent = `Could not list the files: ${err.message}`;
+        this.showError(`Could not list the files: ${err.message}`, "listing");
       }
     }));
+  }
+
+  showError(text, kind = "action") {
+    this.error.textContent = text;
+    this.error.dataset.kind = kind;
   }
 
   render(scope, listing) {
@@ -57,7 +63,7 @@ export class FilesPanel {
   }
 
   async upload(files) {
-    this.error.textContent = "";
+    this.showError("");
     const problems = [];
     for (const file of files) {
       try {
@@ -66,7 +72,7 @@ export class FilesPanel {
         problems.push(`${file.name}: ${err.message}`);
       }
     }
-    this.error.textContent = problems.join("\n");
+    this.showError(problems.join("\n"));
     await this.refresh();
   }
 
@@ -75,7 +81,7 @@ export class FilesPanel {
       const response = await this.api.download(path, scope);
       saveBlob(await response.blob(), path);
     } catch (err) {
-      this.error.textContent = `${path}: ${err.message}`;
+      this.showError(`${path}: ${err.message}`);
     }
   }
 
@@ -83,7 +89,7 @@ export class FilesPanel {
     try {
       await this.api.remove(path, scope);
     } catch (err) {
-      if (!(err instanceof ApiError && err.status === 404)) this.error.textContent = `${path}: ${err.message}`;
+      if (!(err instanceof ApiError && err.status === 404)) this.showError(`${path}: ${err.message}`);
     }
     await this.refresh();
   }

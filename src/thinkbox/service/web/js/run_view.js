@@ -20,7 +20,7 @@ export class RunView {
     this.el = h("article", { class: "run", testid: "run", "data-run-id": runId },
       h("div", { class: "question", testid: "question" }, question || ""));
     this.body = h("div", { class: "run-body" });
-    this.status = h("p", { class: "run-status", testid: "run-status" }, "Waiting for a run slot...");
+    this.status = h("p", { class: "run-status", role: "status", testid: "run-status" }, "Waiting for a run slot...");
     this.el.append(this.body, this.status);
   }
 
