@@ -71,22 +71,35 @@ def test_another_user_sees_none_of_the_first_users_runs_or_files(web: Web, brows
     first = browser.new_context()
     second = browser.new_context()
     try:
-        alice = first.new_page()
-        sign_in(alice, web.url, web.alice)
-        alice.get_by_test_id("file-input").set_input_files(
+        page = first.new_page()
+        sign_in(page, web.url, web.alice)
+        page.get_by_test_id("file-input").set_input_files(
             files=[{"name": "alice-secret.txt", "mimeType": "text/plain", "buffer": b"mine"}]
         )
-        expect(alice.get_by_test_id("file-list")).to_contain_text("alice-secret.txt")
-        ask(alice, program(["print('alice-only')"], "alice's answer"))
-        expect(alice.get_by_test_id("history-list")).to_contain_text("alice-only")
-        for who in (web.bob, web.carol):  # same tenant, another tenant
-            other = second.new_page()
-            sign_in(other, web.url, who)
-            expect(other.get_by_test_id("history-list")).not_to_contain_text("alice-only")
-            expect(other.get_by_test_id("file-list")).not_to_contain_text("alice-secret.txt")
-            expect(other.get_by_test_id("run")).to_have_count(0)
-            other.get_by_test_id("sign-out").click()
-            other.close()
+        expect(page.get_by_test_id("file-list")).to_contain_text("alice-secret.txt")
+        ask(page, program(["print('alice-only')"], "alice's answer"))
+        expect(page.get_by_test_id("history-list")).to_contain_text("alice-only")
+        # bob signs in on the same page (not reloaded) after alice signed out; carol (another tenant) in
+        # another browser
+        page.get_by_test_id("sign-out").click()
+        page.get_by_test_id("api-key-input").fill(web.bob.key)
+        page.get_by_test_id("sign-in").click()
+        other = second.new_page()
+        sign_in(other, web.url, web.carol)
+        for tab, who in ((page, web.bob), (other, web.carol)):
+            expect(tab.get_by_test_id("who")).to_have_text(f"{who.user} · {who.tenant}")
+            expect(tab.get_by_test_id("history-list")).not_to_contain_text("alice-only")
+            expect(tab.get_by_test_id("file-list")).not_to_contain_text("alice-secret.txt")
+            expect(tab.get_by_test_id("run")).to_have_count(0)
+            tab.get_by_test_id("file-input").set_input_files(
+                files=[{"name": f"{who.user}-upload.txt", "mimeType": "text/plain", "buffer": b"x"}]
+            )
+            expect(tab.get_by_test_id("file-list")).to_contain_text(f"{who.user}-upload.txt")
+        # each upload went to its user's folder only, once (alice's page left nothing listening)
+        storage = web.data_dir / "storage"
+        assert not list(storage.glob("acme/alice/*-upload.txt"))
+        assert (storage / "acme" / "bob" / "bob-upload.txt").exists()
+        assert (storage / "globex" / "carol" / "carol-upload.txt").exists()
     finally:
         first.close()
         second.close()

@@ -22,12 +22,16 @@ class Page {
     this.attachments = new Set();
     this.active = null; // { view, controller }
     this.controllers = [];
+    this.asking = false;
+    this.lifetime = new AbortController(); // removes the panels' listeners at sign-out
+    const signal = this.lifetime.signal;
     this.files = new FilesPanel(api, {
       onAttach: (path) => this.attach(path), mine: $("file-list"), shared: $("shared-list"),
-      error: $("files-error"), input: $("file-input"), drop: $("drop"),
+      error: $("files-error"), input: $("file-input"), drop: $("drop"), signal,
     });
     this.history = new HistoryPanel(api, {
-      list: $("history-list"), search: $("history-search"), more: $("history-more"), onOpen: (run) => this.open(run),
+      list: $("history-list"), search: $("history-search"), more: $("history-more"), signal,
+      onOpen: (run) => this.open(run),
     });
     this.session = new SessionPanel(api, { state: $("session-state"), rows: $("variables") });
   }
@@ -58,15 +62,18 @@ class Page {
 
   async ask() {
     const question = $("question").value.trim();
-    if (!question || this.active) return;
+    if (!question || this.active || this.asking) return;
     $("ask-error").textContent = "";
     let created;
+    this.asking = true;
     try {
       created = await this.api.ask(question, this.conversation.sessionId, [...this.attachments]);
     } catch (err) {
       $("ask-error").textContent = err instanceof ApiError && err.code === "session_gone"
         ? `${err.message}. Press "New conversation" to go on.` : err.message;
       return;
+    } finally {
+      this.asking = false;
     }
     $("question").value = "";
     this.attachments.clear();
@@ -173,6 +180,7 @@ class Page {
 
   close() {
     this.stopFollowing();
+    this.lifetime.abort();
   }
 }
 

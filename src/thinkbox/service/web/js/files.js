@@ -5,24 +5,25 @@ import { ApiError } from "./api.js";
 import { clear, formatBytes, h, saveBlob } from "./dom.js";
 
 export class FilesPanel {
-  constructor(api, { onAttach, mine, shared, error, input, drop }) {
+  constructor(api, { onAttach, mine, shared, error, input, drop, signal }) {
     this.api = api;
     this.onAttach = onAttach;
     this.lists = { user: mine, tenant: shared };
     this.error = error;
+    const opts = { signal };
     input.addEventListener("change", async () => {
       await this.upload([...input.files]);
       input.value = "";
-    });
+    }, opts);
     for (const name of ["dragenter", "dragover"]) {
-      drop.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.add("dragging"); });
+      drop.addEventListener(name, (ev) => { ev.preventDefault(); drop.classList.add("dragging"); }, opts);
     }
-    drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+    drop.addEventListener("dragleave", () => drop.classList.remove("dragging"), opts);
     drop.addEventListener("drop", (ev) => {
       ev.preventDefault();
       drop.classList.remove("dragging");
       this.upload([...(ev.dataTransfer?.files || [])]);
-    });
+    }, opts);
   }
 
   async refresh() {

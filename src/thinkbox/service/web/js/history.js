@@ -4,7 +4,7 @@
 import { clear, formatTime, h, saveBlob } from "./dom.js";
 
 export class HistoryPanel {
-  constructor(api, { list, search, more, onOpen }) {
+  constructor(api, { list, search, more, onOpen, signal }) {
     this.api = api;
     this.list = list;
     this.more = more;
@@ -12,11 +12,12 @@ export class HistoryPanel {
     this.search = search;
     this.next = null;
     let timer = null;
+    search.value = "";
     search.addEventListener("input", () => {
       clearTimeout(timer);
       timer = setTimeout(() => this.refresh(), 250);
-    });
-    more.addEventListener("click", () => this.load(this.next));
+    }, { signal });
+    more.addEventListener("click", () => this.load(this.next), { signal });
   }
 
   refresh() {
