@@ -1,26 +1,13 @@
-"""The ``variables`` request (docs/protocol.md): what a session defines, listed without running its code."""
+"""The ``variables`` request (docs/protocol.md): what a session defines, listed without running its code,
+on every backend that runs here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
-from sandbox_support import start_backend
 
-from thinkbox.sandbox.zygote.backend import ZygoteBackend
+from thinkbox.sandbox.backend import SandboxBackend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def backend() -> AsyncIterator[ZygoteBackend]:
-    started = await start_backend("zygote")
-    assert isinstance(started, ZygoteBackend)
-    try:
-        yield started
-    finally:
-        await started.aclose()
 
 
 CELL = """
@@ -47,8 +34,8 @@ globals()["long" * 100] = 1
 """
 
 
-async def test_variables_are_described_without_running_user_code(backend: ZygoteBackend) -> None:
-    async with await backend.create_session() as s:
+async def test_variables_are_described_without_running_user_code(sandbox_backend: SandboxBackend) -> None:
+    async with await sandbox_backend.create_session() as s:
         result = await s.execute(CELL)
         assert result.error is None, result.error
         found = {v.name: v for v in (await s.variables()).variables}
@@ -68,8 +55,8 @@ async def test_variables_are_described_without_running_user_code(backend: Zygote
         assert after.stdout == "0\n", "listing the variables ran the user's __repr__"
 
 
-async def test_a_listing_is_not_a_cell_and_changes_nothing(backend: ZygoteBackend) -> None:
-    async with await backend.create_session() as s:
+async def test_a_listing_is_not_a_cell_and_changes_nothing(sandbox_backend: SandboxBackend) -> None:
+    async with await sandbox_backend.create_session() as s:
         await s.execute("x = 1\nx")
         executions = s.executions
         await s.variables()

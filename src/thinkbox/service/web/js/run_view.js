@@ -43,6 +43,11 @@ export class RunView {
   }
 
   on_step_started(e) {
+    const known = this.steps.get(e.step);
+    if (known) { // the step starts again after a restart of the server: one section, its new thought
+      known.thought.textContent = "";
+      return;
+    }
     const step = {
       start: e.ts,
       startTokens: this.tokens,
@@ -84,6 +89,8 @@ export class RunView {
 
   on_code_started(e) {
     const step = this.step(e.step);
+    if (step.ran) this.note("The code runs again: the server restarted while it ran.", step);
+    step.ran = true;
     this.showCode(step, e.code);
     this.status.textContent = "Running code...";
   }
