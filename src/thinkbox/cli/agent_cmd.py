@@ -94,7 +94,7 @@ def ask_command(
                      "--max-steps": max_steps, "--script": script}  # fmt: skip
             status = _ask_remote(text, files, server, api_key, local, console, json_out)
         else:
-            settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+            settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script))
             status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
@@ -122,7 +122,7 @@ def chat_command(
     console = Console(highlight=False)
     try:
         files = _check_files(file or [])
-        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+        settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script))
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
@@ -308,7 +308,7 @@ async def _chat_turn(chat: _Chat, question: str, sink: Sink) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _overrides(
+def option_overrides(
     backend: str | None, model: str | None, base_url: str | None, max_steps: int | None, script: Path | None
 ) -> dict[str, Any]:
     model_over: dict[str, Any] = {}
