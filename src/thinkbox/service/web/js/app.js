@@ -219,8 +219,7 @@ async function signIn(key, { quiet = false } = {}) {
       return;
     }
     showSignIn();
-    error.textContent = err instanceof ApiError && err.status === 401
-      ? `Sign-in failed: ${err.message}` : `Sign-in failed: ${err.message}`;
+    error.textContent = `Sign-in failed: ${err.message}`;
     return;
   }
   $("banner").hidden = true;

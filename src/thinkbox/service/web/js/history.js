@@ -50,7 +50,7 @@ export class HistoryPanel {
       const response = await this.api.notebook(id);
       saveBlob(await response.blob(), `${id}.ipynb`);
     } catch (err) {
-      alert(err.message);
+      this.list.prepend(h("li", { class: "error", role: "alert" }, `${id}.ipynb: ${err.message}`));
     }
   }
 }
