@@ -71,7 +71,17 @@ class Quotas:
         A walk of the tenant's folder younger than ``max_age_s`` is taken instead of a new one: small cells
         sent in a loop then cost one walk per ``max_age_s``, not one each (a tenant's folder may hold
         100,000 files)."""
-        tally = self.tally(tenant, fresh=True, max_age_s=max_age_s)
+        return self.verdict(self.tally(tenant, fresh=True, max_age_s=max_age_s), tenant, user)
+
+    def recent(self, tenant: str, max_age_s: float) -> _Tally | None:
+        """The tenant's last walk when it is younger than ``max_age_s`` (no disk access: for the event
+        loop), else None."""
+        with self._lock:
+            cached = self._tallies.get(tenant)
+        return cached if cached is not None and time.monotonic() - cached.at < max_age_s else None
+
+    def verdict(self, tally: _Tally, tenant: str, user: str) -> QuotaExceeded | None:
+        """Which quota ``tally`` shows exceeded, if any."""
         mine = tally.users.get(user, [0, 0])
         for scope, (used_bytes, used_files) in (("user", mine), ("tenant", tally.tenant)):
             for kind, used, limit in (
