@@ -29,7 +29,7 @@ import traceback
 import types
 from typing import Any
 
-from thinkbox.sandbox.inside import wire
+from thinkbox.sandbox.inside import engines, wire
 
 _KERNEL_FILES = {__file__, wire.__file__}
 _RESULT_REPR_LIMIT = 20_000
@@ -53,15 +53,17 @@ class _Channel:
 class _OutputPump(threading.Thread):
     """Forwards fds 1 and 2 to the channel; enforces the output limit per request."""
 
-    def __init__(self, channel: _Channel, limit: int) -> None:
+    def __init__(self, channel: _Channel, limit: int, adopt: tuple[int, ...] = ()) -> None:
+        """``adopt``: the read ends of a pre-started engine's stdout and stderr pipes."""
         super().__init__(name="thinkbox-output", daemon=True)
         self.channel = channel
         self.limit = limit
         out_r, self.out_w = os.pipe()
         err_r, self.err_w = os.pipe()
-        for fd in (out_r, err_r):
-            os.set_blocking(fd, False)
         self.readers = {out_r: "stdout", err_r: "stderr"}
+        self.readers.update(zip(adopt, ("stdout", "stderr"), strict=False))
+        for fd in self.readers:
+            os.set_blocking(fd, False)
         self.decoders = {
             name: codecs.getincrementaldecoder("utf-8")("replace") for name in self.readers.values()
         }
@@ -140,7 +142,13 @@ class _OutputPump(threading.Thread):
 class Kernel:
     def __init__(self, sock: socket.socket, options: dict[str, Any]) -> None:
         self.channel = _Channel(sock)
-        self.pump = _OutputPump(self.channel, int(options.get("output_bytes", 1 << 20)))
+        self.options = options
+        self.language = str(options.get("language") or "py")
+        self.engines: dict[str, engines.Engine] = {}
+        if options.get("engine") is not None:  # pre-started before the session was confined
+            self.engines[self.language] = options["engine"]
+        adopt = tuple(options.get("engine_fds") or ())
+        self.pump = _OutputPump(self.channel, int(options.get("output_bytes", 1 << 20)), adopt)
         self.cell = 0
         self.in_user_code = False
         self.current_id: str | None = None
@@ -215,7 +223,10 @@ class Kernel:
             "protocol": wire.PROTOCOL_VERSION,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
+            "language": self.language,
         }
+        if setup_error is None and self.language != "py":
+            setup_error, hello["engine"] = self._start_main_engine()
         if setup_error is not None:  # the host fails the session's start with this; nothing is served
             self.channel.send({**hello, "error": setup_error})
             return
@@ -258,6 +269,9 @@ class Kernel:
     def handle(self, rid: str, msg: dict[str, Any]) -> dict[str, Any]:
         kind = msg.get("type")
         if kind == "execute":
+            language = str(msg.get("language") or self.language)
+            if language != "py":
+                return self._run(rid, lambda: self._in_engine(rid, language, str(msg.get("code", ""))))
             return self._run(rid, lambda: self._execute(str(msg.get("code", ""))))
         if kind == "shell":
             return self._run(rid, lambda: self._shell(str(msg.get("command", ""))))
@@ -300,7 +314,7 @@ class Kernel:
         except BaseException as exc:
             print(f"thinkbox: figures could not be sent: {exc!r}", file=sys.stderr)
         self._flush()
-        reply["output"] = self.pump.sync()
+        reply["output"] = _merge_output(self.pump.sync(), reply.pop("engine_output", None))
         reply["duration_ms"] = (time.perf_counter() - start) * 1000
         self.current_id = None
         return reply
@@ -330,6 +344,42 @@ class Kernel:
         if mime:
             self._display_object(value)
         return {"result": text}
+
+    def _start_main_engine(self) -> tuple[str | None, str]:
+        """The session's own language's engine, ready before the hello; (what went wrong, its version)."""
+        try:
+            engine = self.engines.get(self.language)
+            if engine is None:
+                engine = self._engine(self.language)
+            elif isinstance(engine, engines.NodeEngine):
+                answer = engine.setup(dict(os.environ), os.getcwd(), self.pump.limit)
+                if answer.get("error"):
+                    return str(answer["error"]), ""
+        except Exception as exc:
+            return f"the session's {self.language} interpreter could not start: {exc}", ""
+        return None, str(getattr(engine, "version", ""))
+
+    def _engine(self, language: str) -> engines.Engine:
+        engine = self.engines.get(language)
+        if engine is None:
+            memory_mib = int(self.options.get("memory_mib", 1024))
+            engine = engines.start(language, memory_mib, dict(os.environ), os.getcwd(), self.pump.limit)
+            self.engines[language] = engine
+        return engine
+
+    def _in_engine(self, rid: str, language: str, code: str) -> dict[str, Any]:
+        """A cell of another language: run by that engine; its death ends a session of its language."""
+        try:
+            return self._engine(language).run(rid, code, self.channel.send)
+        except engines.EngineDied as exc:
+            self.engines.pop(language).close()
+            if language == self.language:  # the session's interpreter is gone: the host says so
+                self._flush()
+                self.pump.sync()
+                engines.exit_like(exc.status)
+            lost = "its variables are lost; the next cell of that language starts a new one"
+            return {"status": "error", "error": {"type": "InterpreterDied", "message": f"{exc}: {lost}",
+                                                 "traceback": ""}}
 
     def _shell(self, command: str) -> dict[str, Any]:
         self.in_user_code = True
@@ -381,6 +431,15 @@ def _error_dict(exc: BaseException, tb: types.TracebackType | None) -> dict[str,
     te = traceback.TracebackException(type(exc), exc, None if isinstance(exc, SyntaxError) else tb)
     te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in _KERNEL_FILES])
     return {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(te.format())}
+
+
+def _merge_output(own: dict[str, Any], engine: dict[str, Any] | None) -> dict[str, Any]:
+    """The output summary of the kernel's pipes and of an engine's own stream messages together."""
+    if not engine or not engine.get("omitted_bytes"):
+        return own
+    merged = dict(own, omitted_bytes=own.get("omitted_bytes", 0) + int(engine["omitted_bytes"]))
+    merged["tail"] = engine.get("tail") if not own.get("omitted_bytes") else own.get("tail")
+    return merged
 
 
 def _shell_lines_to_calls(code: str) -> str:
@@ -448,6 +507,7 @@ def preload() -> None:
     import pandas  # noqa: F401
 
     plt.show = _show  # type: ignore[assignment]
+    engines.kernel_source()  # read now: a forked session's root does not show the file
     import html  # noqa: F401  (used by pandas' _repr_html_)
 
 

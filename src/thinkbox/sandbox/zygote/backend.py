@@ -26,12 +26,13 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
+import thinkbox
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
 from thinkbox.sandbox import procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
 from thinkbox.sandbox.confine import cgroups, uids
 from thinkbox.sandbox.inside import wire
-from thinkbox.sandbox.types import SessionConfig
+from thinkbox.sandbox.types import SessionConfig, check_language
 from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Live, Pending, Slot, ZygoteKernel
 from thinkbox.sandbox.zygote.runtime import (
     default_cache_dir,
@@ -66,13 +67,17 @@ class ZygoteBackend(SandboxBackend):
         runtime_dir: str | Path | None = None,
         uid_base: int | None = None,
         embryos: int = 2,
+        js_embryos: int = 1,
         **_: Any,
     ) -> None:
         """``embryos``: forked, not yet specialized sessions the fork server keeps ready (0: on demand).
+        ``js_embryos``: the same for JavaScript sessions, each with Node started (0: on demand; Node is
+        then started when the session is, which takes longer than the rest of a session's start).
         ``uid_base``: as root, sessions run as host uids ``uid_base + 1 ...``; by default a block of its
         own is reserved for this engine (:mod:`thinkbox.sandbox.confine.uids`), so no two engines share
         a uid."""
         self.embryos = embryos
+        self.js_embryos = js_embryos
         self.runtime_root = Path(runtime_dir) if runtime_dir is not None else default_runtime_root()
         self._uid_override = uid_base
         self._uid_block: uids.UidBlock | None = None
@@ -89,6 +94,9 @@ class ZygoteBackend(SandboxBackend):
         self._releasing: dict[int, asyncio.Future[None]] = {}
         self._embryos: dict[int, int] = {}
         """Prepared, unused sessions: init pid -> interpreter pid."""
+        self._embryo_kind: dict[int, str] = {}
+        self._warm: set[int] = set()
+        """JavaScript embryos whose Node is up."""
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -174,12 +182,15 @@ class ZygoteBackend(SandboxBackend):
             "MPLBACKEND": "Agg",
             "MPLCONFIGDIR": str(cache),
             "PYTHONDONTWRITEBYTECODE": "1",
+            # the fork server runs the very thinkbox the host imported (not another install's)
+            "PYTHONPATH": str(Path(thinkbox.__file__).resolve().parents[1]),
         }
         config = {
             "runtime_dir": str(self.runtime),
             "instance": self.instance,
             "uid_base": self.uid_base,
             "embryos": self.embryos,
+            "js_embryos": self.js_embryos,
         }
         log_file = open(self._log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child, local file
         try:
@@ -245,10 +256,13 @@ class ZygoteBackend(SandboxBackend):
         if op in ("ready", "fatal"):
             if not self._ready.done():
                 self._ready.set_result(msg)
+        elif op == "warm":
+            self._warm.add(int(msg["pid"]))
         elif op == "embryo":
             self._embryos[int(msg["pid"])] = int(msg["kernel"])
+            self._embryo_kind[int(msg["pid"])] = str(msg.get("kind", "py"))
         elif op == "spawned":
-            self._embryos.pop(int(msg["pid"]), None)
+            self._forget_embryo(int(msg["pid"]))
             pending = self._pending.get(slot)
             if pending is not None and not pending.spawned.done():
                 pending.cgroup = msg.get("cgroup")
@@ -271,7 +285,7 @@ class ZygoteBackend(SandboxBackend):
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
-            self._embryos.pop(int(msg["pid"]), None)
+            self._forget_embryo(int(msg["pid"]))
             live = self._live.pop(int(msg["pid"]), None)
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
@@ -279,6 +293,11 @@ class ZygoteBackend(SandboxBackend):
             waiter = self._releasing.pop(slot, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+    def _forget_embryo(self, pid: int) -> None:
+        self._embryos.pop(pid, None)
+        self._embryo_kind.pop(pid, None)
+        self._warm.discard(pid)
 
     def _finish(self, live: Live, init_rc: int | None, reason: str = "") -> None:
         for fd in (live.pidfd, live.kernel_fd):
@@ -340,6 +359,7 @@ class ZygoteBackend(SandboxBackend):
             raise SessionStartError(self._dead_reason or "the zygote is not running")
         if config.limits.network:
             raise ConfigError("limits.network=True is not supported by the zygote backend; set it to false")
+        check_language(config)
         setup = wire.encode({"type": "setup", "env": config.env, "cwd": config.cwd_in_workspace()})
         if len(setup) > MAX_ENV_BYTES:
             raise ConfigError(
@@ -362,6 +382,7 @@ class ZygoteBackend(SandboxBackend):
             "slot": slot.number,
             "fresh": not slot.spawned,
             "limits": config.limits.model_dump(),
+            "language": config.language,
             "sources": len(slot.fds),
             "owners": slot.owners,
         }
@@ -490,6 +511,16 @@ class ZygoteBackend(SandboxBackend):
         if self._uid_block is not None:
             self._uid_block.release()
             self._uid_block = None
+
+    def ready_embryos(self, kind: str = "py") -> int:
+        """Prepared sessions of ``kind`` (py: Python and shell; js: JavaScript) ready now."""
+        return sum(
+            1
+            for pid in self._embryos
+            if self._embryo_kind.get(pid, "py") == kind
+            and (kind != "js" or pid in self._warm)
+            and os.path.exists(f"/proc/{pid}")
+        )
 
     def idle_pids(self) -> set[int]:
         """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each).
