@@ -97,12 +97,16 @@ class NodeEngine:
         argv = node_argv(memory_mib, theirs.fileno())
         try:
             if preexec is None:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    pass_fds=(theirs.fileno(),),
-                    env=_node_env(),
-                )
+                saved = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Node starts with SIGINT ignored
+                try:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        pass_fds=(theirs.fileno(),),
+                        env=_node_env(),
+                    )
+                finally:
+                    signal.signal(signal.SIGINT, saved)
                 pid = proc.pid
                 proc.returncode = 0  # reaped by wait() below, not by subprocess
             else:
@@ -110,6 +114,7 @@ class NodeEngine:
                 if pid == 0:
                     try:
                         theirs.set_inheritable(True)
+                        signal.signal(signal.SIGINT, signal.SIG_IGN)  # see kernel.js
                         preexec()
                         os.execve(argv[0], argv, _node_env())
                     finally:
@@ -225,8 +230,9 @@ class BashEngine:
                 "type": "KeyboardInterrupt", "message": "interrupted (SIGINT)", "traceback": "",
             })
         elif status:
+            why = " (command not found: the cell ran as bash)" if status == 127 else ""
             reply.update(status="error", error={
-                "type": "CommandFailed", "message": f"exit status {status}", "traceback": "",
+                "type": "CommandFailed", "message": f"exit status {status}{why}", "traceback": "",
             })
         return reply
 

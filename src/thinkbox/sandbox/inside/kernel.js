@@ -16,6 +16,7 @@
 
 const net = require('net');
 const repl = require('repl');
+const vm = require('vm');
 const util = require('util');
 const { PassThrough } = require('stream');
 const { StringDecoder } = require('string_decoder');
@@ -119,12 +120,15 @@ const ENGINE_FRAME = /\(node:|^\s*at node:|\[eval\]|REPLServer|ContextifyScript|
 function errorDict(err) {
   if (err instanceof repl.Recoverable && err.err) err = err.err; // incomplete input: its SyntaxError
   if (err instanceof Error || (err && typeof err === 'object' && 'stack' in err)) {
-    const interrupted = /Script execution (was )?interrupted/.test(String(err.message));
-    const lines = String(err.stack || `${err.name}: ${err.message}`).split('\n');
+    const interrupted = /^Script execution was interrupted/.test(String(err.message));
+    let lines = String(err.stack || `${err.name}: ${err.message}`).split('\n');
+    if (/^node:/.test(lines[0]) && lines.indexOf('') > 0) lines = lines.slice(lines.indexOf('') + 1); // engine source
     const kept = lines.filter((line) => !(/^\s+at /.test(line) && ENGINE_FRAME.test(line)));
+    let message = interrupted ? 'execution interrupted (SIGINT)' : String(err.message);
+    if (err instanceof SyntaxError) message += ' (the cell ran as JavaScript, in Node.js)';
     return {
       type: interrupted ? 'KeyboardInterrupt' : String(err.name || (err.constructor && err.constructor.name) || 'Error'),
-      message: interrupted ? 'execution interrupted (SIGINT)' : String(err.message),
+      message,
       traceback: kept.join('\n') + '\n',
     };
   }
@@ -136,6 +140,15 @@ function errorDict(err) {
 let server = null;
 let pending = null;
 let cell = 0;
+let current = null;
+
+function interrupt(id) {
+  if (id === null || id !== current || !pending) return; // between cells
+  const err = new Error('Script execution was interrupted by SIGINT while the cell awaited');
+  const done = pending;
+  pending = null;
+  done(err, undefined);
+}
 
 function startRepl() {
   server = repl.start({
@@ -143,7 +156,6 @@ function startRepl() {
     output: new PassThrough().resume(), // the REPL's own prompts and echoes: discarded
     terminal: false,
     useGlobal: true,
-    breakEvalOnSigint: true,
     prompt: '',
   });
   // an error thrown by a cell reaches the REPL's domain, not the eval callback: answer the cell with it
@@ -156,16 +168,44 @@ function startRepl() {
   });
 }
 
-function evaluate(code) {
-  cell += 1;
-  return new Promise((resolve, reject) => {
-    pending = (err, value) => (err ? reject(err) : resolve(value));
-    server.eval(code, server.context, `cell-${cell}`, (err, value) => {
-      const done = pending;
-      pending = null;
-      if (done) done(err, value);
-    });
+function compile(code, filename) {
+  if (/^\s*\{/.test(code) && /\}\s*;?\s*$/.test(code)) {
+    try {
+      return new vm.Script(`(${code})`, { filename }); // {a: 1} is an object, as in Node's REPL
+    } catch {
+      // a block after all
+    }
+  }
+  return new vm.Script(code, { filename });
+}
+
+// A cell is compiled as a script (its completion value is the result; let, const and class declarations
+// persist in the global scope) and run with breakOnSigint. Only a cell with top-level await, which a
+// script cannot have, goes through Node's REPL evaluator, which rewrites it into an async function.
+function evaluate(code, name) {
+  let script;
+  try {
+    script = compile(code, name);
+  } catch (err) {
+    if (err instanceof SyntaxError && /\bawait\b/.test(code)) return { promise: evaluateAsync(code, name) };
+    throw err;
+  }
+  return { value: script.runInThisContext({ breakOnSigint: true, displayErrors: true }) };
+}
+
+function evaluateAsync(code, name) {
+  let settle;
+  const result = new Promise((resolve, reject) => {
+    settle = (err, value) => (err ? reject(err) : resolve(value));
   });
+  pending = settle;
+  // called here, not inside the Promise's executor: no frame of ours under the cell's own
+  server.eval(code, server.context, name, (err, value) => {
+    const done = pending;
+    pending = null;
+    if (done) done(err, value);
+  });
+  return result;
 }
 
 async function execute(id, code) {
@@ -173,7 +213,10 @@ async function execute(id, code) {
   const started = process.hrtime.bigint();
   let reply = { status: 'ok' };
   try {
-    const value = await evaluate(code);
+    cell += 1;
+    current = id;
+    const ran = evaluate(code, `cell-${cell}`);
+    const value = 'promise' in ran ? await ran.promise : ran.value;
     if (value !== undefined) {
       let text = util.inspect(value, { depth: 6, maxArrayLength: 200, breakLength: 100 });
       if (text.length > RESULT_LIMIT) text = `${text.slice(0, RESULT_LIMIT)}... [cut at ${RESULT_LIMIT} characters]`;
@@ -182,6 +225,7 @@ async function execute(id, code) {
   } catch (err) {
     reply = { status: 'error', error: errorDict(err) };
   }
+  current = null;
   reply.output = end();
   reply.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
   send({ id, type: 'reply', ...reply });
@@ -239,6 +283,9 @@ sock.on('error', () => process.exit(1));
 // a stray error (a timer's, a promise nobody awaited) is printed, never the end of the session's state
 process.on('uncaughtException', (err) => emit('stderr', `Uncaught ${errorDict(err).traceback}`));
 process.on('unhandledRejection', (err) => emit('stderr', `Uncaught (in promise) ${errorDict(err).traceback}`));
-process.on('SIGINT', () => {}); // an interrupt between cells is ignored; a running cell gets it as an error
+// SIGINT (Node starts with it ignored): while a cell's synchronous code runs, vm's watchdog turns it into
+// an error in that code; while a cell awaits, this listener ends the cell; between cells it does nothing.
+process.on('SIGINT', () => interrupt(current));
 startRepl();
-evaluate('0').catch(() => {}); // warm the evaluator before the first request
+evaluate('0', 'warm-up'); // warm the evaluators before the first request
+evaluateAsync('await 0', 'warm-up').catch(() => {});
