@@ -33,5 +33,5 @@ async def test_javascript_below_nodes_memory_floor_is_refused_naming_the_setting
     sandbox_backend: SandboxBackend,
 ) -> None:
     config = SessionConfig(language="js", limits=Limits(memory_mib=256))
-    with pytest.raises(ConfigError, match=r"limits\.memory_mib >= 512"):
+    with pytest.raises(ConfigError, match=r"limits\.memory_mib >= 1024"):
         await sandbox_backend.create_session(config)

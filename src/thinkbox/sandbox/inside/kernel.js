@@ -158,6 +158,12 @@ function startRepl() {
     useGlobal: true,
     prompt: '',
   });
+  // the REPL puts every built-in module on the global object (fs, net, ...): a cell's own `const fs`
+  // after an await would then clash with it; cells require() what they use, as scripts do
+  for (const name of require('module').builtinModules) {
+    const own = Object.getOwnPropertyDescriptor(globalThis, name);
+    if (own && own.configurable && !['process', 'console', 'crypto'].includes(name)) delete globalThis[name];
+  }
   // an error thrown by a cell reaches the REPL's domain, not the eval callback: answer the cell with it
   server._domain.removeAllListeners('error');
   server._domain.on('error', (err) => {
