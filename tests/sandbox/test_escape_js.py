@@ -147,7 +147,8 @@ const attempt = (options) => new Promise((resolve) => {{
   s.on('error', (e) => resolve(e.code));
 }});
 const out = [];
-for (const host of ['127.0.0.1', 'localhost', '::1', '0.0.0.0']) out.push(await attempt({{host, port: {port}}}));
+for (const host of ['127.0.0.1', 'localhost', '::1', '0.0.0.0'])
+  out.push(await attempt({{host, port: {port}}}));
 out.push(await attempt({{path: {str(unix_path)!r}}}));
 out.push(await attempt({{host: '1.1.1.1', port: 53}}));
 console.log(JSON.stringify(out))
@@ -199,7 +200,8 @@ const scan = (dir) => {{ let names = []; try {{ names = fs.readdirSync(dir) }} c
 for (const pid of fs.readdirSync('/proc').filter(p => /^\\d+$/.test(p))) {{
   for (const sub of ['root/workspace', 'cwd', 'root/tmp']) scan(`/proc/${{pid}}/${{sub}}`);
   for (const f of ['environ', 'cmdline']) {{ try {{
-    if (fs.readFileSync(`/proc/${{pid}}/${{f}}`, 'latin1').includes({marker!r})) found.push(`${{pid}}/${{f}}`) }}
+    if (fs.readFileSync(`/proc/${{pid}}/${{f}}`, 'latin1').includes({marker!r}))
+      found.push(`${{pid}}/${{f}}`) }}
     catch (e) {{}} }}
 }}
 scan('/workspace'); scan('/tmp');

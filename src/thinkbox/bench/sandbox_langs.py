@@ -58,7 +58,7 @@ async def _pool_ready(backend: SandboxBackend, kind: str) -> None:
     if ready is None:
         return
     deadline = time.perf_counter() + POOL_WAIT_S
-    while ready(kind) < 1 and time.perf_counter() < deadline:
+    while ready(kind) < 1 and time.perf_counter() < deadline:  # noqa: ASYNC110 - polls the backend's count
         await asyncio.sleep(0.01)
 
 

@@ -32,7 +32,14 @@ from thinkbox.config import load_settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import DisplayData, ExecutionResult, Limits, OutputChunk, SessionConfig, parse_language
+from thinkbox.sandbox.types import (
+    DisplayData,
+    ExecutionResult,
+    Limits,
+    OutputChunk,
+    SessionConfig,
+    parse_language,
+)
 
 EXIT_OK, EXIT_CODE_FAILED, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
 

@@ -35,10 +35,10 @@ from thinkbox.sandbox.frames import (
 )
 from thinkbox.sandbox.inside import wire
 from thinkbox.sandbox.types import (
+    LANGUAGES,
     DisplayData,
     ExecutionError,
     ExecutionResult,
-    LANGUAGES,
     FileInfo,
     Language,
     OutputChunk,

@@ -202,8 +202,8 @@ class SessionConfig(BaseModel):
 
 WORKSPACE = "/workspace"
 NODE_MIN_MEMORY_MIB = 1024
-"""Node reserves about 730 MiB of address space as it starts (measured, Node 20): below this ``Limits.memory_mib``
-(the session's RLIMIT_AS) it cannot run."""
+"""Node reserves about 730 MiB of address space as it starts (measured, Node 20): below this
+``Limits.memory_mib`` (the session's RLIMIT_AS) it cannot run."""
 
 
 def check_language(config: SessionConfig) -> None:

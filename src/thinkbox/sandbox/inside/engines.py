@@ -47,8 +47,10 @@ class EngineDied(Exception):
     """The engine's process ended; ``status`` as ``os.waitstatus_to_exitcode`` gives it."""
 
     def __init__(self, language: str, status: int | None) -> None:
-        how = "unknown status" if status is None else (
-            f"signal {-status}" if status < 0 else f"exit status {status}"
+        how = (
+            "unknown status"
+            if status is None
+            else (f"signal {-status}" if status < 0 else f"exit status {status}")
         )
         super().__init__(f"the {language} interpreter of this session ended ({how})")
         self.status = status
@@ -226,14 +228,24 @@ class BashEngine:
         status = int(line)
         reply: dict[str, Any] = {"exit_status": status}
         if status == 130:
-            reply.update(status="error", error={
-                "type": "KeyboardInterrupt", "message": "interrupted (SIGINT)", "traceback": "",
-            })
+            reply.update(
+                status="error",
+                error={
+                    "type": "KeyboardInterrupt",
+                    "message": "interrupted (SIGINT)",
+                    "traceback": "",
+                },
+            )
         elif status:
             why = " (command not found: the cell ran as bash)" if status == 127 else ""
-            reply.update(status="error", error={
-                "type": "CommandFailed", "message": f"exit status {status}{why}", "traceback": "",
-            })
+            reply.update(
+                status="error",
+                error={
+                    "type": "CommandFailed",
+                    "message": f"exit status {status}{why}",
+                    "traceback": "",
+                },
+            )
         return reply
 
     def wait(self) -> int | None:
@@ -284,7 +296,7 @@ def check_dropped(pid: int, uid: int) -> None:
         raise RuntimeError(f"process {pid} kept privileges: uids {sorted(uids)}, capabilities {caps}")
 
 
-class _passing_sigint:  # noqa: N801 - used as a context manager
+class _passing_sigint:
     """While an engine runs a cell, SIGINT to the kernel is passed on to it (never raised here: a
     KeyboardInterrupt in the middle of a frame would lose the engine's place in the stream)."""
 
@@ -305,4 +317,3 @@ class _passing_sigint:  # noqa: N801 - used as a context manager
 
 def _node_env() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/workspace"}
-

@@ -378,8 +378,10 @@ class Kernel:
                 self.pump.sync()
                 engines.exit_like(exc.status)
             lost = "its variables are lost; the next cell of that language starts a new one"
-            return {"status": "error", "error": {"type": "InterpreterDied", "message": f"{exc}: {lost}",
-                                                 "traceback": ""}}
+            return {
+                "status": "error",
+                "error": {"type": "InterpreterDied", "message": f"{exc}: {lost}", "traceback": ""},
+            }
 
     def _shell(self, command: str) -> dict[str, Any]:
         self.in_user_code = True

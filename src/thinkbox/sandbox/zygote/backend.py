@@ -44,6 +44,8 @@ from thinkbox.sandbox.zygote.runtime import (
 
 log = logging.getLogger(__name__)
 
+_PACKAGE_ROOT = str(Path(thinkbox.__file__).resolve().parents[1])
+"""Where the host imported thinkbox from: the fork server imports the same."""
 START_TIMEOUT_S = 60.0
 SPAWN_TIMEOUT_S = 30.0
 _INSTANCE_PREFIX = "z"
@@ -183,7 +185,7 @@ class ZygoteBackend(SandboxBackend):
             "MPLCONFIGDIR": str(cache),
             "PYTHONDONTWRITEBYTECODE": "1",
             # the fork server runs the very thinkbox the host imported (not another install's)
-            "PYTHONPATH": str(Path(thinkbox.__file__).resolve().parents[1]),
+            "PYTHONPATH": _PACKAGE_ROOT,
         }
         config = {
             "runtime_dir": str(self.runtime),
