@@ -18,6 +18,7 @@ FILES = (
     "sandbox/inside/wire.py",
     "sandbox/inside/launch.py",
     "sandbox/inside/engines.py",
+    "sandbox/inside/display.py",
     "sandbox/inside/kernel.js",
 )
 """The in-sandbox files, relative to the ``thinkbox`` package."""

@@ -277,6 +277,65 @@ def start(language: str, memory_mib: int, env: dict[str, str], cwd: str, output_
     raise ValueError(f"unknown language {language!r}: use py, js or sh")
 
 
+class Engines:
+    """A session's engines by language: the session's own (started before its hello, or pre-started and
+    handed over) and any other language's, started at its first cell."""
+
+    def __init__(self, language: str, options: dict[str, Any], output_bytes: int) -> None:
+        self.language = language
+        self.memory_mib = int(options.get("memory_mib", 1024))
+        self.output_bytes = output_bytes
+        self.live: dict[str, Engine] = {}
+        if options.get("engine") is not None:  # pre-started before the session was confined
+            self.live[language] = options["engine"]
+
+    def start_main(self) -> tuple[str | None, str]:
+        """The session's own language's engine, ready; (what went wrong or None, its version)."""
+        try:
+            engine = self.live.get(self.language)
+            if engine is None:
+                engine = self.get(self.language)
+            elif isinstance(engine, NodeEngine):
+                answer = engine.setup(dict(os.environ), os.getcwd(), self.output_bytes)
+                if answer.get("error"):
+                    return str(answer["error"]), ""
+        except Exception as exc:
+            return f"the session's {self.language} interpreter could not start: {exc}", ""
+        return None, engine.version
+
+    def get(self, language: str) -> Engine:
+        engine = self.live.get(language)
+        if engine is None:
+            env, cwd = dict(os.environ), os.getcwd()
+            engine = self.live[language] = start(language, self.memory_mib, env, cwd, self.output_bytes)
+        return engine
+
+    def run(
+        self, rid: str, language: str, code: str, forward: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """One cell in ``language``'s engine. When it dies: :class:`EngineDied` for the session's own
+        language (the session is over), an ``InterpreterDied`` error for another one (started anew at
+        its next cell)."""
+        try:
+            return self.get(language).run(rid, code, forward)
+        except EngineDied as exc:
+            self.live.pop(language).close()
+            if language == self.language:
+                raise
+            lost = "its variables are lost; the next cell of that language starts a new one"
+            error = {"type": "InterpreterDied", "message": f"{exc}: {lost}", "traceback": ""}
+            return {"status": "error", "error": error}
+
+
+def merge_output(own: dict[str, Any], engine: dict[str, Any] | None) -> dict[str, Any]:
+    """The output summary of the kernel's pipes and of an engine's own stream messages together."""
+    if not engine or not engine.get("omitted_bytes"):
+        return own
+    merged = dict(own, omitted_bytes=own.get("omitted_bytes", 0) + int(engine["omitted_bytes"]))
+    merged["tail"] = engine.get("tail") if not own.get("omitted_bytes") else own.get("tail")
+    return merged
+
+
 def exit_like(status: int | None) -> None:
     """End the calling process the way an engine ended (the host reports the session's death so)."""
     if status is not None and status < 0:

@@ -29,10 +29,9 @@ import traceback
 import types
 from typing import Any
 
-from thinkbox.sandbox.inside import engines, wire
+from thinkbox.sandbox.inside import display, engines, wire
 
 _KERNEL_FILES = {__file__, wire.__file__}
-_RESULT_REPR_LIMIT = 20_000
 _TAIL_BYTES = 8 * 1024
 _MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -142,13 +141,10 @@ class _OutputPump(threading.Thread):
 class Kernel:
     def __init__(self, sock: socket.socket, options: dict[str, Any]) -> None:
         self.channel = _Channel(sock)
-        self.options = options
         self.language = str(options.get("language") or "py")
-        self.engines: dict[str, engines.Engine] = {}
-        if options.get("engine") is not None:  # pre-started before the session was confined
-            self.engines[self.language] = options["engine"]
         adopt = tuple(options.get("engine_fds") or ())
         self.pump = _OutputPump(self.channel, int(options.get("output_bytes", 1 << 20)), adopt)
+        self.engines = engines.Engines(self.language, options, self.pump.limit)
         self.cell = 0
         self.in_user_code = False
         self.current_id: str | None = None
@@ -195,7 +191,7 @@ class Kernel:
             raise KeyboardInterrupt
 
     def _display_object(self, obj: Any) -> None:
-        mime = _mime_bundle(obj)
+        mime = display.mime_bundle(obj)
         if mime and self.current_id is not None:
             self._flush()
             self.channel.send({"id": self.current_id, "type": "display", "mime": mime})
@@ -212,7 +208,7 @@ class Kernel:
             except Exception as exc:  # a broken figure must not break the kernel
                 print(f"thinkbox: could not render figure {num}: {exc}", file=sys.stderr)
                 continue
-            self._display_object(_Png(buf.getvalue()))
+            self._display_object(display.Png(buf.getvalue()))
         plt.close("all")
 
     # -- requests ---------------------------------------------------------------------------------
@@ -226,7 +222,7 @@ class Kernel:
             "language": self.language,
         }
         if setup_error is None and self.language != "py":
-            setup_error, hello["engine"] = self._start_main_engine()
+            setup_error, hello["engine"] = self.engines.start_main()
         if setup_error is not None:  # the host fails the session's start with this; nothing is served
             self.channel.send({**hello, "error": setup_error})
             return
@@ -314,7 +310,7 @@ class Kernel:
         except BaseException as exc:
             print(f"thinkbox: figures could not be sent: {exc!r}", file=sys.stderr)
         self._flush()
-        reply["output"] = _merge_output(self.pump.sync(), reply.pop("engine_output", None))
+        reply["output"] = engines.merge_output(self.pump.sync(), reply.pop("engine_output", None))
         reply["duration_ms"] = (time.perf_counter() - start) * 1000
         self.current_id = None
         return reply
@@ -339,49 +335,22 @@ class Kernel:
         if value is None:
             return {}
         self.ns["_"] = value
-        mime = _mime_bundle(value)
+        mime = display.mime_bundle(value)
         text = mime.pop("text/plain", None)
         if mime:
             self._display_object(value)
         return {"result": text}
 
-    def _start_main_engine(self) -> tuple[str | None, str]:
-        """The session's own language's engine, ready before the hello; (what went wrong, its version)."""
-        try:
-            engine = self.engines.get(self.language)
-            if engine is None:
-                engine = self._engine(self.language)
-            elif isinstance(engine, engines.NodeEngine):
-                answer = engine.setup(dict(os.environ), os.getcwd(), self.pump.limit)
-                if answer.get("error"):
-                    return str(answer["error"]), ""
-        except Exception as exc:
-            return f"the session's {self.language} interpreter could not start: {exc}", ""
-        return None, str(getattr(engine, "version", ""))
-
-    def _engine(self, language: str) -> engines.Engine:
-        engine = self.engines.get(language)
-        if engine is None:
-            memory_mib = int(self.options.get("memory_mib", 1024))
-            engine = engines.start(language, memory_mib, dict(os.environ), os.getcwd(), self.pump.limit)
-            self.engines[language] = engine
-        return engine
-
     def _in_engine(self, rid: str, language: str, code: str) -> dict[str, Any]:
-        """A cell of another language: run by that engine; its death ends a session of its language."""
+        """A cell of another language; if the session's own language's interpreter dies, so does this
+        process, the same way (the host reports the death as for Python)."""
         try:
-            return self._engine(language).run(rid, code, self.channel.send)
+            return self.engines.run(rid, language, code, self.channel.send)
         except engines.EngineDied as exc:
-            self.engines.pop(language).close()
-            if language == self.language:  # the session's interpreter is gone: the host says so
-                self._flush()
-                self.pump.sync()
-                engines.exit_like(exc.status)
-            lost = "its variables are lost; the next cell of that language starts a new one"
-            return {
-                "status": "error",
-                "error": {"type": "InterpreterDied", "message": f"{exc}: {lost}", "traceback": ""},
-            }
+            self._flush()
+            self.pump.sync()
+            engines.exit_like(exc.status)
+            raise
 
     def _shell(self, command: str) -> dict[str, Any]:
         self.in_user_code = True
@@ -390,58 +359,11 @@ class Kernel:
         return {"exit_status": proc.returncode}
 
 
-class _Png:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def _repr_png_(self) -> bytes:
-        return self.data
-
-
-def _mime_bundle(obj: Any) -> dict[str, str]:
-    bundle: dict[str, str] = {}
-    for mime, method in (
-        ("image/png", "_repr_png_"),
-        ("text/html", "_repr_html_"),
-        ("image/svg+xml", "_repr_svg_"),
-    ):
-        fn = getattr(obj, method, None)
-        if fn is None or isinstance(obj, type):
-            continue
-        try:
-            data = fn()
-        except Exception:
-            continue
-        if data is None:
-            continue
-        if isinstance(data, bytes):
-            data = base64.b64encode(data).decode("ascii")
-        bundle[mime] = str(data)
-    if not isinstance(obj, _Png):
-        try:
-            text = repr(obj)
-        except Exception as exc:
-            text = f"<repr failed: {type(exc).__name__}: {exc}>"
-        if len(text) > _RESULT_REPR_LIMIT:
-            text = text[:_RESULT_REPR_LIMIT] + f"... [repr cut at {_RESULT_REPR_LIMIT} characters]"
-        bundle["text/plain"] = text
-    return bundle
-
-
 def _error_dict(exc: BaseException, tb: types.TracebackType | None) -> dict[str, str]:
     """The user's traceback: the engine's own frames (at the start, or a signal handler's) are left out."""
     te = traceback.TracebackException(type(exc), exc, None if isinstance(exc, SyntaxError) else tb)
     te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in _KERNEL_FILES])
     return {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(te.format())}
-
-
-def _merge_output(own: dict[str, Any], engine: dict[str, Any] | None) -> dict[str, Any]:
-    """The output summary of the kernel's pipes and of an engine's own stream messages together."""
-    if not engine or not engine.get("omitted_bytes"):
-        return own
-    merged = dict(own, omitted_bytes=own.get("omitted_bytes", 0) + int(engine["omitted_bytes"]))
-    merged["tail"] = engine.get("tail") if not own.get("omitted_bytes") else own.get("tail")
-    return merged
 
 
 def _shell_lines_to_calls(code: str) -> str:

@@ -28,18 +28,18 @@ from typing import Any, ClassVar
 
 import thinkbox
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
 from thinkbox.sandbox.confine import cgroups, uids
 from thinkbox.sandbox.inside import wire
 from thinkbox.sandbox.types import SessionConfig, check_language
-from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Live, Pending, Slot, ZygoteKernel
+from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Embryos, Live, Pending, Slot, ZygoteKernel
 from thinkbox.sandbox.zygote.runtime import (
     default_cache_dir,
     default_runtime_root,
     log_tail,
     open_mounts,
     remove_runtime,
+    remove_stale_instances,
 )
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,7 @@ class ZygoteBackend(SandboxBackend):
         self._by_slot: dict[int, Live] = {}
         self._slots: dict[str, Slot] = {}
         self._releasing: dict[int, asyncio.Future[None]] = {}
-        self._embryos: dict[int, int] = {}
-        """Prepared, unused sessions: init pid -> interpreter pid."""
-        self._embryo_kind: dict[int, str] = {}
-        self._warm: set[int] = set()
-        """JavaScript embryos whose Node is up."""
+        self._embryos = Embryos()
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -151,20 +147,7 @@ class ZygoteBackend(SandboxBackend):
 
     def _remove_stale(self) -> None:
         """Workspaces and cgroups of thinkbox instances whose owner process is gone."""
-
-        def owner_gone(name: str) -> bool:
-            if not name.startswith(_INSTANCE_PREFIX):
-                return False
-            pid_text = name[len(_INSTANCE_PREFIX) :].split("-", 1)[0]
-            return pid_text.isdigit() and not os.path.exists(f"/proc/{pid_text}")
-
-        with contextlib.suppress(OSError):
-            cgroups.remove_stale(owner_gone)
-        if not self.runtime_root.is_dir():
-            return
-        for inst in self.runtime_root.iterdir():
-            if inst.is_dir() and owner_gone(inst.name):
-                remove_runtime(inst)
+        remove_stale_instances(self.runtime_root, _INSTANCE_PREFIX)
 
     async def _launch(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -259,12 +242,11 @@ class ZygoteBackend(SandboxBackend):
             if not self._ready.done():
                 self._ready.set_result(msg)
         elif op == "warm":
-            self._warm.add(int(msg["pid"]))
+            self._embryos.warm.add(int(msg["pid"]))
         elif op == "embryo":
-            self._embryos[int(msg["pid"])] = int(msg["kernel"])
-            self._embryo_kind[int(msg["pid"])] = str(msg.get("kind", "py"))
+            self._embryos.add(int(msg["pid"]), int(msg["kernel"]), str(msg.get("kind", "py")))
         elif op == "spawned":
-            self._forget_embryo(int(msg["pid"]))
+            self._embryos.forget(int(msg["pid"]))
             pending = self._pending.get(slot)
             if pending is not None and not pending.spawned.done():
                 pending.cgroup = msg.get("cgroup")
@@ -287,7 +269,7 @@ class ZygoteBackend(SandboxBackend):
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
-            self._forget_embryo(int(msg["pid"]))
+            self._embryos.forget(int(msg["pid"]))
             live = self._live.pop(int(msg["pid"]), None)
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
@@ -295,11 +277,6 @@ class ZygoteBackend(SandboxBackend):
             waiter = self._releasing.pop(slot, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-
-    def _forget_embryo(self, pid: int) -> None:
-        self._embryos.pop(pid, None)
-        self._embryo_kind.pop(pid, None)
-        self._warm.discard(pid)
 
     def _finish(self, live: Live, init_rc: int | None, reason: str = "") -> None:
         for fd in (live.pidfd, live.kernel_fd):
@@ -515,27 +492,14 @@ class ZygoteBackend(SandboxBackend):
             self._uid_block = None
 
     def ready_embryos(self, kind: str = "py") -> int:
-        """Prepared sessions of ``kind`` (py: Python and shell; js: JavaScript) ready now."""
-        return sum(
-            1
-            for pid in self._embryos
-            if self._embryo_kind.get(pid, "py") == kind
-            and (kind != "js" or pid in self._warm)
-            and os.path.exists(f"/proc/{pid}")
-        )
+        """Prepared sessions of ``kind`` (py: Python and shell; js: JavaScript, Node up) ready now."""
+        return self._embryos.ready(kind)
 
     def idle_pids(self) -> set[int]:
-        """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each).
-
-        They come and go as the fork server refills its pool: a leak check should leave them out.
-        """
-        found: set[int] = set()
-        for pid, kernel in list(self._embryos.items()):
-            for p in (pid, kernel):
-                if os.path.exists(f"/proc/{p}"):
-                    found.add(p)
-                    found.update(procs.children(p))
-        return found
+        """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each;
+        Node too for JavaScript). They come and go as the fork server refills its pool: a leak check
+        should leave them out."""
+        return self._embryos.pids()
 
     def workspace_dir(self, session_id: str) -> Path | None:
         """Where an open session's workspace is mounted, in the zygote's mount namespace (seen from the
