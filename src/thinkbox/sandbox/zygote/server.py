@@ -30,6 +30,16 @@ for its children only, then starts two processes in it, both its own children::
              capabilities, NO_NEW_PRIVS), rlimits, seccomp, reads its environment from the host over the
              session socket, kernel.serve().
 
+**JavaScript sessions** get embryos of their own (``js_embryos`` in the config; python and shell
+sessions share the Python ones): before its request, C also starts Node (``inside/kernel.js``), its child,
+in C's namespaces and cgroup, exec'd with NO_NEW_PRIVS, the session's seccomp filters, SIGINT ignored and
+a bounding set of only CAP_SETUID and CAP_SETGID (empty unprivileged), and tells the host ``warm`` once
+Node answers (Node takes longer to start than a whole Python session). After the request, C's
+pivot_root moves Node's root with its own; C sets Node's rlimits (prlimit) and priority, tells it to
+become the session's uid (setgroups, setgid, setuid: every capability goes) and checks that through
+``/proc/<pid>/status`` before it drops its own privileges. C then serves as the kernel of the session and
+hands JavaScript cells to Node (docs/protocol.md, Languages).
+
 **What the zygote never sees**: a session's id, environment, mount paths, mount targets and hidden paths
 (a service's tenant and user names). Whatever the zygote parses stays in its heap, and every later session
 is forked from that heap: requests carry only a slot number (the session's uid offset and workspace
@@ -59,7 +69,8 @@ removes the cgroup. Messages to the host::
     {"op": "embryo", "pid": I, "kernel": C, "kind"}   a prepared, unused session (for idle_pids())
     {"op": "warm", "pid": I}                          from C: its pre-started Node answered (kind js)
 
-Requests from the host: ``{"op": "spawn", "slot", "limits", "sources": n, "owners": [[uid, gid], ...]}``
+Requests from the host: ``{"op": "spawn", "slot", "limits", "language", "sources": n, "owners": [[uid, gid],
+...]}``
 (+ the session socket and one fd per distinct mount source) and ``{"op": "release", "slot"}``. For each
 owner the zygote adds the fd of a user namespace mapping it to the session's uid (made once per mapping),
 for C's idmapped mounts. Over the session socket, never through the zygote, the host sends C two frames:
