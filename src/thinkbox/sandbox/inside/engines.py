@@ -8,7 +8,7 @@ engine is started at the session's first cell of its language, or before the req
 is of that language (the zygote pre-starts Node in its JavaScript embryos: Node takes far longer to start
 than a session may). Stdlib only, like the rest of :mod:`thinkbox.sandbox.inside`.
 
-- ``js``: ``node -e <kernel.js>`` with a socketpair on fd 3 speaking the framing of docs/protocol.md;
+- ``js``: ``node -e <kernel.js> FD`` with a socketpair on FD speaking the framing of docs/protocol.md;
   cells are answered by kernel.js. SIGINT to the kernel is passed on to Node.
 - ``sh``: ``bash`` reading NUL-terminated cells from a pipe, ``eval``-ing each in a function of the
   shell itself (variables, functions and the working directory persist), writing the status to another
@@ -69,7 +69,7 @@ def node_binary() -> str:
     if node is None:
         raise FileNotFoundError(
             "Node.js is not installed where the session runs: install Debian's nodejs package "
-            "(scripts/setup.sh does; for docker, rebuild the image with `thinkbox image build`)"
+            "(scripts/setup.sh does); the docker backend's image has none: use the zygote or bwrap backend"
         )
     return node
 
@@ -81,7 +81,7 @@ def node_argv(memory_mib: int, fd: int) -> list[str]:
 
 
 class NodeEngine:
-    """A Node.js interpreter driven over a socketpair (fd 3 in Node)."""
+    """A Node.js interpreter driven over a socketpair (Node's end: the fd number on its command line)."""
 
     language = "js"
 

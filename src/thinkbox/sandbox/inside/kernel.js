@@ -77,8 +77,33 @@ function emit(name, text) {
   }
   out.sent += head.length;
   const decoder = new StringDecoder('utf8'); // never split a character: a partial one is left out
-  const piece = decoder.write(head);
-  if (piece) send({ id: out.id, type: 'stream', name, text: piece });
+  queueText(name, decoder.write(head));
+}
+
+// Output is sent in pieces of up to 64 KiB: consecutive writes to one stream are joined until the event
+// loop turns (a cell that awaits streams as it goes), the piece is full, or the cell ends.
+const PIECE = 64 * 1024;
+const queued = [];
+let queuedBytes = 0;
+let flushScheduled = false;
+
+function queueText(name, text) {
+  if (!text) return;
+  const last = queued[queued.length - 1];
+  if (last && last[0] === name) last[1] += text;
+  else queued.push([name, text]);
+  queuedBytes += text.length;
+  if (queuedBytes >= PIECE) flush();
+  else if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+function flush() {
+  flushScheduled = false;
+  for (const [name, text] of queued.splice(0)) send({ id: out.id, type: 'stream', name, text });
+  queuedBytes = 0;
 }
 
 function capture(name) {
@@ -103,6 +128,7 @@ function begin(id) {
 }
 
 function end() {
+  flush();
   const summary = { omitted_bytes: out.omitted };
   if (out.omitted) {
     summary.tail = {
