@@ -134,3 +134,23 @@ async def test_a_hello_of_another_language_is_refused(backend: SandboxBackend) -
             await liar.create_session(SessionConfig(language="js", limits=Limits()))
     finally:
         await liar.aclose()
+
+
+async def test_an_engine_started_by_a_python_session_is_confined_like_it(backend: SandboxBackend) -> None:
+    fields = "Uid|CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs|Seccomp"
+    s = await backend.create_session(SessionConfig())
+    try:
+        code = f"import re\n''.join(l for l in open('/proc/self/status') if re.match(r'({fields}):', l))"
+        py = (await s.execute(code)).result
+        js = await s.execute(
+            f"console.log(require('fs').readFileSync('/proc/self/status', 'utf8').split('\\n')"
+            f".filter(l => /^({fields}):/.test(l)).join('\\n'))",
+            language="js",
+        )
+        sh = await s.execute(f"grep -E '^({fields}):' /proc/self/status", language="sh")
+        assert py is not None and "NoNewPrivs:\\t1" in py and "Seccomp:\\t2" in py, py
+        expected = py.strip("'").replace("\\t", "\t").replace("\\n", "\n").strip()
+        assert js.stdout.strip() == expected, (js.stdout, expected)
+        assert sh.stdout.strip() == expected, (sh.stdout, expected)
+    finally:
+        await s.close()
