@@ -30,7 +30,7 @@ from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import SessionConfig
+from thinkbox.sandbox.types import SessionConfig, parse_language
 from thinkbox.transcripts import TranscriptWriter
 
 EXIT_ANSWER, EXIT_LIMIT, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
@@ -46,6 +46,14 @@ ModelOpt = Annotated[
 ]
 BaseUrlOpt = Annotated[
     str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (model.base_url).")
+]
+LanguageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--language",
+        "-l",
+        help="The language the agent writes: py, js, sh, or auto (it chooses per step) (agent.language).",
+    ),
 ]
 StepsOpt = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Model turns at most (agent.max_steps).")
@@ -81,6 +89,7 @@ def ask_command(
     base_url: BaseUrlOpt = None,
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
+    language: LanguageOpt = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
@@ -91,10 +100,10 @@ def ask_command(
         files = _check_files(file or [])
         if server is not None:
             local = {"--backend": backend, "--model": model, "--base-url": base_url,
-                     "--max-steps": max_steps, "--script": script}  # fmt: skip
+                     "--max-steps": max_steps, "--script": script, "--language": language}  # fmt: skip
             status = _ask_remote(text, files, server, api_key, local, console, json_out)
         else:
-            settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+            settings = load_settings(**_overrides(backend, model, base_url, max_steps, script, language))
             status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
@@ -309,7 +318,12 @@ async def _chat_turn(chat: _Chat, question: str, sink: Sink) -> None:
 
 # -- helpers --------------------------------------------------------------------------------------
 def _overrides(
-    backend: str | None, model: str | None, base_url: str | None, max_steps: int | None, script: Path | None
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    max_steps: int | None,
+    script: Path | None,
+    language: str | None = None,
 ) -> dict[str, Any]:
     model_over: dict[str, Any] = {}
     if model == "scripted" or (script is not None and model is None):
@@ -325,8 +339,14 @@ def _overrides(
         overrides["model"] = model_over
     if backend is not None:
         overrides["sandbox"] = {"backend": backend}
+    agent: dict[str, Any] = {}
     if max_steps is not None:
-        overrides["agent"] = {"max_steps": max_steps}
+        agent["max_steps"] = max_steps
+    if language is not None:
+        name = language.strip().lower()
+        agent["language"] = "auto" if name == "auto" else parse_language(name, "--language, or auto")
+    if agent:
+        overrides["agent"] = agent
     return overrides
 
 
