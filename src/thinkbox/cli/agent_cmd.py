@@ -126,12 +126,13 @@ def chat_command(
     base_url: BaseUrlOpt = None,
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
+    language: LanguageOpt = None,
 ) -> None:
     """A conversation: every question is answered in the same session, with the same history."""
     console = Console(highlight=False)
     try:
         files = _check_files(file or [])
-        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script))
+        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script, language))
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
