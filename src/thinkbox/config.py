@@ -70,6 +70,13 @@ class ModelSettings(BaseModel):
     )
     path: Path | None = Field(None, description="A local GGUF file to use instead of the bundled model.")
     context_tokens: int = Field(8192, ge=512, description="Context window of the local model.")
+    prompt_cache: bool = Field(
+        True,
+        description=(
+            "Keep the local model's evaluated system prompt on disk (CACHE_DIR/prompt-states), so that a "
+            "new process starts answering without evaluating it again."
+        ),
+    )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for the local model (default: cores - 1)."
     )
@@ -144,6 +151,13 @@ class ServiceSettings(BaseModel):
     worker_threads: int = Field(32, ge=2, le=512, description="Threads for database, storage and key checks.")
     model_concurrency: int = Field(
         4, ge=1, description="Model requests at once to an endpoint (the embedded model takes one at a time)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names clients reach the service by, besides loopback and service.host (e.g. "
+            "thinkbox.example.com): /mcp refuses other Host and Origin headers (DNS rebinding)."
+        ),
     )
 
 

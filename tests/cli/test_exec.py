@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from process_support import alive, descendants
+
 THINKBOX = Path(sys.executable).parent / "thinkbox"
 RUN_TIMEOUT_S = 120
 
@@ -134,31 +136,6 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 def _ctrl_c(backend: str, code: str, presses: int) -> tuple[int, str, list[int]]:
     """Run code, press Ctrl-C ``presses`` times: SIGINT to the process group, as a terminal does."""
     proc = subprocess.Popen(
@@ -173,16 +150,16 @@ def _ctrl_c(backend: str, code: str, presses: int) -> tuple[int, str, list[int]]
     proc.stdin.write(code)
     proc.stdin.close()
     assert proc.stdout.readline() == "started\n"
-    tree = _descendants(proc.pid)
+    tree = descendants(proc.pid)
     for _ in range(presses):
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.5)
     returncode = proc.wait(timeout=30)
     stderr = proc.stderr.read()
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return returncode, stderr, [pid for pid in tree if _alive(pid)]
+    return returncode, stderr, [pid for pid in tree if alive(pid)]
 
 
 def test_ctrl_c_interrupts_the_code_and_leaves_no_process(backend: str) -> None:

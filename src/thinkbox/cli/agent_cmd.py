@@ -103,7 +103,9 @@ def ask_command(
                      "--max-steps": max_steps, "--script": script, "--language": language}  # fmt: skip
             status = _ask_remote(text, files, server, api_key, local, console, json_out)
         else:
-            settings = load_settings(**_overrides(backend, model, base_url, max_steps, script, language))
+            settings = load_settings(
+                **option_overrides(backend, model, base_url, max_steps, script, language)
+            )
             status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
@@ -132,7 +134,7 @@ def chat_command(
     console = Console(highlight=False)
     try:
         files = _check_files(file or [])
-        settings = load_settings(**_overrides(backend, model, base_url, max_steps, script, language))
+        settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script, language))
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
@@ -318,7 +320,7 @@ async def _chat_turn(chat: _Chat, question: str, sink: Sink) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _overrides(
+def option_overrides(
     backend: str | None,
     model: str | None,
     base_url: str | None,

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "thinkbox.cli.model_cmd",  # model status | path | install
     "thinkbox.cli.image_cmd",  # image build
     "thinkbox.cli.serve_cmd",  # serve
+    "thinkbox.cli.mcp_cmd",  # mcp
     "thinkbox.cli.admin_cmd",  # admin tenant|user|key
 )
 

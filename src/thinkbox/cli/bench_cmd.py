@@ -100,6 +100,40 @@ def bench_service(
         raise typer.Exit(1)
 
 
+@bench_app.command("mcp")
+def bench_mcp(
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    samples: int = typer.Option(400, "--samples", min=25, help="run_code calls on each side."),
+    out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+) -> None:
+    """What `thinkbox mcp` (stdio) adds to running code: run_code through the mcp SDK's client against
+    Session.execute, interleaved in one run. Exit status 1 when the 3 ms target is missed."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from thinkbox.bench.mcp import render, run_mcp_bench
+    from thinkbox.errors import ThinkboxError
+
+    err = Console(stderr=True)
+    try:
+        report = asyncio.run(run_mcp_bench(samples, progress=lambda m: err.print(f"[dim]{m}[/dim]")))
+    except ThinkboxError as exc:
+        print(f"thinkbox bench mcp: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    data = report.model_dump_json(indent=2)
+    if out:
+        Path(out).write_text(data + "\n", encoding="utf-8")
+    if json_out:
+        print(data)
+    else:
+        render(report, Console())
+    if not report.target_added_le_3ms:
+        raise typer.Exit(1)
+
+
 @bench_app.command("model")
 def bench_model(
     json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
@@ -109,9 +143,13 @@ def bench_model(
         None, "--temperature", help="Sampling temperature of the question runs (default: model.temperature)."
     ),
     out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+    cold: bool = typer.Option(
+        True, "--cold/--no-cold", help="Also time thinkbox ask in new processes against the loaded model."
+    ),
 ) -> None:
     """The local model: prompt and generation tokens/s, memory, turn-3 latency with and without KV-cache
-    reuse, and the four reference questions through the agent loop."""
+    reuse, cold and warm time to the first token and to the answer, and the four reference questions
+    through the agent loop."""
     import asyncio
     import sys
     from pathlib import Path
@@ -126,7 +164,9 @@ def bench_model(
     try:
         settings = load_settings(**({"model": {"name": name}} if name else {}))
         report = asyncio.run(
-            run_model_bench(settings, runs=runs, temperature=temperature, progress=lambda m: err.log(m))
+            run_model_bench(
+                settings, runs=runs, cold=cold, temperature=temperature, progress=lambda m: err.log(m)
+            )
         )
     except ThinkboxError as exc:
         print(f"thinkbox bench model: {exc}", file=sys.stderr)

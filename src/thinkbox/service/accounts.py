@@ -12,6 +12,7 @@ form (``check_name``). Every misuse is a ``ConfigError`` whose message names the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -212,6 +213,16 @@ def authenticate(db: Database, key: str) -> Principal | None:
     principal = Principal(tenant.id, tenant.name, user.id, user.name, row.id)
     db.auth_cache.put(digest, principal)
     return principal
+
+
+def local_principal(db: Database, tenant_name: str, user_name: str) -> Principal:
+    """The user ``tenant_name/user_name``, made (with the tenant) when missing: who a local client without a
+    key acts as (``thinkbox mcp`` over stdio)."""
+    for make in (lambda: create_tenant(db, tenant_name), lambda: create_user(db, tenant_name, user_name)):
+        with contextlib.suppress(ConfigError):  # exists already (maybe made by another process just now)
+            make()
+    user = get_user(db, tenant_name, user_name)
+    return Principal(user.tenant_id, tenant_name, user.id, user_name, key_id="")
 
 
 def clear_auth_cache(db: Database) -> None:

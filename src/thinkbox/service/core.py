@@ -47,9 +47,11 @@ class Service:
         model: ModelBackend | None = None,
         backend: SandboxBackend | None = None,
         db: Database | None = None,
+        resume: bool = True,
     ) -> Service:
         """Open the database (migrating it), start the sandbox backend, load the model, resume runs that
-        a crash interrupted. Parts passed in belong to the caller; the others are closed by :meth:`aclose`."""
+        a crash interrupted (unless ``resume`` is false). Parts passed in belong to the caller; the others
+        are closed by :meth:`aclose`."""
         owned = []
         # database, storage and key checks run in worker threads; asyncio's default pool (cores + 4)
         # queues them behind each other under a burst of runs
@@ -86,7 +88,7 @@ class Service:
             model_concurrency=concurrency,
         )
         service = cls(settings, db, storage, backend, model, journal, sessions, runs, _owned=owned)
-        service.resumed = await runs.resume_unfinished()
+        service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
         return service

@@ -261,7 +261,7 @@ class RunManager:
                     live.touch()
                     if quota is None:
                         check = asyncio.to_thread(
-                            self.storage.check_quota, owner.tenant_name, owner.user_name
+                            self.storage.check_after_code, owner.tenant_name, owner.user_name
                         )
                         quota = asyncio.ensure_future(check)
         finally:
@@ -349,6 +349,10 @@ class RunManager:
     @property
     def active(self) -> int:
         return len(self._active)
+
+    def running(self) -> dict[str, Principal]:
+        """The runs going on now -> who asked."""
+        return {run_id: active.owner for run_id, active in self._active.items()}
 
     async def wait_idle(self) -> None:
         tasks = [a.task for a in self._active.values() if a.task is not None]

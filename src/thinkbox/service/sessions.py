@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -25,7 +26,7 @@ from thinkbox.config import Settings
 from thinkbox.models.base import Message
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import SessionConfig
+from thinkbox.sandbox.types import DisplayData, ExecutionResult, OutputChunk, SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
@@ -34,6 +35,7 @@ from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
 
 log = logging.getLogger(__name__)
+TOUCH_ROW_EVERY_S = 30.0
 
 
 @dataclass
@@ -47,6 +49,8 @@ class LiveSession:
     """The run using the session now (a second run on it is refused)."""
     last_activity: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    row_touched: float = 0.0
+    """When its row's ``last_activity_at`` was last written (see :meth:`SessionManager.touch`)."""
 
     def touch(self) -> None:
         self.last_activity = time.time()
@@ -61,6 +65,8 @@ class SessionManager:
         self.idle_s = settings.service.session_idle_s
         self.base_config = SessionConfig(limits=settings.sandbox.limits)
         self._live: dict[str, LiveSession] = {}
+        self._closing: dict[str, str] = {}
+        """Sessions being closed -> why (out of ``_live``, their row not marked yet)."""
         self._reaper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -124,6 +130,8 @@ class SessionManager:
         row = await asyncio.to_thread(self._row, session_id)
         if row is None or row.user_id != owner.user_id:
             raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
+        if (closing := self._closing.get(session_id)) is not None:
+            raise ApiError(410, "session_gone", _gone(session_id, closing))
         if live is not None:  # live but another user's: impossible with unique ids, refuse anyway
             raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
         if row.closed_at is not None:
@@ -138,6 +146,9 @@ class SessionManager:
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
+
+    def live_ids(self) -> list[str]:
+        return list(self._live)
 
     def owned_row(self, owner: Principal, session_id: str) -> SessionRow:
         """The row of the owner's session ``session_id`` (404 when it is not theirs)."""
@@ -189,21 +200,46 @@ class SessionManager:
                     states.append(recorded_state(events))
             return states
 
+    # -- running code -------------------------------------------------------------------------------
+    async def execute(
+        self, live: LiveSession, code: str, timeout: float | None
+    ) -> AsyncIterator[OutputChunk | DisplayData | ExecutionResult]:
+        """Run ``code`` in the session like a notebook cell (a session used by a run answers 409): its
+        output as it comes, then the result; an interpreter that was killed is started again."""
+        if live.busy_with is not None:
+            raise ApiError(409, "session_busy", f"session {live.id!r} is used by run {live.busy_with!r}")
+        async with live.lock:
+            async for item in live.session.stream(code, timeout=timeout):
+                if isinstance(item, ExecutionResult):
+                    if item.killed:
+                        await live.session.restart()
+                    await self.touch(live)
+                yield item
+
     # -- activity, closing --------------------------------------------------------------------------
     async def touch(self, live: LiveSession) -> None:
+        """Mark the session used. Expiry reads the live value; the row, read only after a restart and by
+        a session list of a closed session, is written at most every TOUCH_ROW_EVERY_S (a database write
+        per call would double the cost of a small cell)."""
         live.touch()
-        await asyncio.to_thread(self._touch_row, live.id, live.last_activity)
+        if live.last_activity - live.row_touched >= TOUCH_ROW_EVERY_S:
+            live.row_touched = live.last_activity
+            await asyncio.to_thread(self._touch_row, live.id, live.last_activity)
 
     def _touch_row(self, session_id: str, when: float) -> None:
         with self.db.session() as s, s.begin():
             s.execute(update(SessionRow).where(SessionRow.id == session_id).values(last_activity_at=when))
 
     async def close(self, session_id: str, reason: str) -> None:
-        live = self._live.pop(session_id, None)
-        if live is not None:
-            with contextlib.suppress(Exception):
-                await live.session.close()
-        await asyncio.to_thread(self._mark_closed, session_id, reason)
+        self._closing[session_id] = reason
+        try:
+            live = self._live.pop(session_id, None)
+            if live is not None:
+                with contextlib.suppress(Exception):
+                    await live.session.close()
+            await asyncio.to_thread(self._mark_closed, session_id, reason)
+        finally:
+            self._closing.pop(session_id, None)
 
     def _mark_closed(self, session_id: str, reason: str) -> None:
         with self.db.session() as s, s.begin():

@@ -1,7 +1,8 @@
 """The FastAPI application of ``thinkbox serve``: a thin layer over :class:`~thinkbox.service.core.Service`.
 
 Every route but ``/healthz`` (and the capability links of ``/v1/images``) needs
-``Authorization: Bearer KEY``. Errors have one shape, ``{"error": {"code", "message"}}``, except on the
+``Authorization: Bearer KEY``; ``/mcp`` is the MCP server (:mod:`thinkbox.service.mcp.http`). Errors have
+one shape, ``{"error": {"code", "message"}}``, except on the
 OpenAI-compatible routes (``/v1/chat/...``, ``/v1/models``), which answer in OpenAI's shape
 (:mod:`.routes_openai`); another user's or tenant's ids are answered 404, as ids that do not exist
 (nothing says they exist).
@@ -17,19 +18,29 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 import thinkbox
 from thinkbox.config import Settings
 from thinkbox.errors import ConfigError, SandboxError, ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.service.api import routes_files, routes_openai, routes_runs, routes_sessions
+from thinkbox.service.api import (
+    routes_files,
+    routes_openai,
+    routes_runs,
+    routes_sessions,
+    routes_variables,
+    routes_web,
+)
 from thinkbox.service.api.deps import Caller
 from thinkbox.service.api.openai_schemas import openai_error
 from thinkbox.service.api.schemas import ErrorBody, Health, Me
 from thinkbox.service.core import Service
 from thinkbox.service.db.engine import Database
 from thinkbox.service.errors import ApiError
+from thinkbox.service.mcp.http import PATH as MCP_PATH
+from thinkbox.service.mcp.http import McpEndpoint
 from thinkbox.service.storage import StorageError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -46,12 +57,15 @@ def create_app(
 ) -> FastAPI:
     """The app; its lifespan starts the service (parts passed in stay the caller's)."""
 
+    mcp = McpEndpoint(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await Service.start(settings, model=model, backend=backend, db=db)
         app.state.service = service
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             await service.aclose()
 
@@ -115,6 +129,9 @@ def create_app(
     app.include_router(routes_sessions.router)
     app.include_router(routes_files.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_variables.router)
+    app.include_router(routes_web.router)
+    app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
     return app
 
 

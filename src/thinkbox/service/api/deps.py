@@ -26,10 +26,14 @@ class CallerInfo:
 async def _caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> CallerInfo:
-    service: Service = request.app.state.service
-    if credentials is None or not credentials.credentials:
+    key = credentials.credentials if credentials is not None else None
+    return await authenticate(request.app.state.service, key)
+
+
+async def authenticate(service: Service, key: str | None) -> CallerInfo:
+    """Who the bearer ``key`` belongs to; 401 naming what to do when it is missing, unknown or revoked."""
+    if not key:
         raise ApiError(401, "unauthorized", "missing API key: send the header Authorization: Bearer KEY")
-    key = credentials.credentials
     if len(key) > 200:
         raise ApiError(401, "unauthorized", "invalid API key (not one this service issued)")
     principal = await asyncio.to_thread(accounts.authenticate, service.db, key)

@@ -38,7 +38,8 @@ async def list_sessions(caller: Caller) -> SessionList:
     """Your sessions, most recently used first (closed ones too, with why)."""
     sessions = caller.service.sessions
     rows = await asyncio.to_thread(sessions.list_rows, caller.principal)
-    return SessionList(sessions=[_info(row, sessions.live(row.id)) for row in rows])
+    infos = [_info(row, sessions.live(row.id)) for row in rows]  # a live session's row lags (touch)
+    return SessionList(sessions=sorted(infos, key=lambda info: info.last_activity_at, reverse=True))
 
 
 @router.get("/{session_id}", response_model=SessionInfo)
@@ -78,44 +79,40 @@ async def execute(
 ) -> ExecuteResponse | StreamingResponse:
     """Run ``code`` like a notebook cell. With ``Accept: text/event-stream`` the output streams as events
     ``stdout``/``stderr`` (``{"text"}``), ``display`` (``{"mime"}``) and a last ``result``."""
-    live = await caller.service.sessions.get(caller.principal, session_id)
+    sessions = caller.service.sessions
+    live = await sessions.get(caller.principal, session_id)
     if live.busy_with is not None:
         raise ApiError(409, "session_busy", f"session {session_id!r} is used by run {live.busy_with!r}")
     if accept is not None and "text/event-stream" in accept:
         return StreamingResponse(_stream(caller, live, body), media_type="text/event-stream")
     result: ExecutionResult | None = None
-    async with live.lock:
-        async for item in live.session.stream(body.code, timeout=body.timeout):
-            if isinstance(item, ExecutionResult):
-                result = item
+    async for item in sessions.execute(live, body.code, body.timeout):
+        if isinstance(item, ExecutionResult):
+            result = item
     assert result is not None
-    return await _finish(caller, live, result)
+    return await _finish(caller, result)
 
 
 async def _stream(caller: CallerInfo, live: LiveSession, body: ExecuteRequest) -> AsyncIterator[bytes]:
     number = 0
-    async with live.lock:
-        async for item in live.session.stream(body.code, timeout=body.timeout):
-            number += 1
-            if isinstance(item, OutputChunk):
-                yield _frame(number, item.name, item.model_dump_json(include={"text"}))
-            elif isinstance(item, DisplayData):
-                yield _frame(number, "display", item.model_dump_json())
-            else:
-                done = await _finish(caller, live, item)
-                yield _frame(number, "result", done.model_dump_json())
+    async for item in caller.service.sessions.execute(live, body.code, body.timeout):
+        number += 1
+        if isinstance(item, OutputChunk):
+            yield _frame(number, item.name, item.model_dump_json(include={"text"}))
+        elif isinstance(item, DisplayData):
+            yield _frame(number, "display", item.model_dump_json())
+        else:
+            done = await _finish(caller, item)
+            yield _frame(number, "result", done.model_dump_json())
 
 
 def _frame(number: int, event: str, data: str) -> bytes:
     return f"id: {number}\nevent: {event}\ndata: {data}\n\n".encode()
 
 
-async def _finish(caller: CallerInfo, live: LiveSession, result: ExecutionResult) -> ExecuteResponse:
-    service, owner = caller.service, caller.principal
-    if result.killed:
-        await live.session.restart()
-    await service.sessions.touch(live)
-    over = await asyncio.to_thread(service.storage.check_quota, owner.tenant_name, owner.user_name)
+async def _finish(caller: CallerInfo, result: ExecutionResult) -> ExecuteResponse:
+    storage, owner = caller.service.storage, caller.principal
+    over = await storage.after_code(owner.tenant_name, owner.user_name)
     return ExecuteResponse(**result.model_dump(), warnings=[str(over)] if over is not None else [])
 
 

@@ -5,6 +5,7 @@ in :mod:`.layout`, the quotas in :mod:`.quota`.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import errno
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from thinkbox.config import Settings
 
 Scope = Literal["user", "tenant"]
+AFTER_CODE_MAX_AGE_S = 1.0
+"""How stale the usage a cell's quota check reads may be (one walk per second per tenant at most)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class FileEntry:
 
 
 class Storage:
-    """Folders of tenants and users under ``root``; every method is synchronous (call it in a thread)."""
+    """Folders of tenants and users under ``root``; every method but :meth:`after_code` is synchronous (call
+    it in a thread)."""
 
     def __init__(
         self,
@@ -196,11 +200,24 @@ class Storage:
         self.ensure(tenant, user)
         return self.quotas.usage(tenant, user)
 
-    def check_quota(self, tenant: str, user: str) -> QuotaExceeded | None:
+    def check_quota(self, tenant: str, user: str, *, max_age_s: float = 0.0) -> QuotaExceeded | None:
         """After code ran: walk the tenant's folder again (and, as root, give back to uid 0 and the
-        expected group what a session left with other ids) and say which quota is exceeded, if any."""
+        expected group what a session left with other ids) and say which quota is exceeded, if any; a
+        walk younger than ``max_age_s`` is taken instead (see :meth:`Quotas.exceeded`)."""
         self.ensure(tenant, user)
-        return self.quotas.exceeded(tenant, user)
+        return self.quotas.exceeded(tenant, user, max_age_s=max_age_s)
+
+    def check_after_code(self, tenant: str, user: str) -> QuotaExceeded | None:
+        """:meth:`check_quota` after a cell ran, with a walk up to AFTER_CODE_MAX_AGE_S old."""
+        return self.check_quota(tenant, user, max_age_s=AFTER_CODE_MAX_AGE_S)
+
+    async def after_code(self, tenant: str, user: str) -> QuotaExceeded | None:
+        """:meth:`check_after_code` for the event loop: a recent walk's verdict at once, else a walk in a
+        worker thread (a cell's added latency is mostly this thread hop when nothing is walked)."""
+        recent = self.quotas.recent(tenant, AFTER_CODE_MAX_AGE_S)
+        if recent is not None:
+            return self.quotas.verdict(recent, tenant, user)
+        return await asyncio.to_thread(self.check_after_code, tenant, user)
 
     # -- internals --------------------------------------------------------------------------------
     def _check(self, tenant: str, scope: Scope, path: str) -> str:
