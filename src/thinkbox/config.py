@@ -102,6 +102,13 @@ class AgentSettings(BaseModel):
     max_tokens: int = Field(100_000, ge=1000, description="Prompt+completion tokens of a whole run.")
     max_parse_retries: int = Field(2, ge=0, description="Re-asks when a reply is not a valid action.")
     observation_chars: int = Field(4000, ge=200, description="Output fed back to the model is cut to this.")
+    language: Literal["py", "js", "sh", "auto"] = Field(
+        "py",
+        description=(
+            "The language the agent writes its code in: py (Python), js (JavaScript, Node.js), sh (bash), "
+            "or auto: the model names one per step (the action's language field)."
+        ),
+    )
 
 
 class ServiceSettings(BaseModel):

@@ -231,3 +231,20 @@ def test_a_hundred_figures_leave_at_most_the_cap_of_files(backend: str, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "plain").iterdir())) == 32
     assert "68 display item(s) were dropped" in proc.stderr
+
+
+def test_language_from_the_suffix_or_the_option_with_the_same_json(backend: str, tmp_path: Path) -> None:
+    script = tmp_path / "check.js"
+    script.write_text("console.log('from node');\nconst n = await Promise.resolve(21);\nn * 2\n")
+    proc = _exec("--backend", backend, "--json", str(script))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["stdout"] == "from node\n" and out["result"] == "42" and out["error"] is None, out
+    proc = _exec("--backend", backend, "--json", "--language", "sh", "-", stdin="cd /tmp; x=5; echo $x $PWD")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["stdout"] == "5 /tmp\n"
+
+
+def test_unknown_language_is_refused_naming_the_choices(backend: str) -> None:
+    proc = _exec("--backend", backend, "--language", "ruby", "-", stdin="puts 1")
+    assert proc.returncode != 0 and "use one of py, js, sh" in proc.stderr, proc.stderr

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from thinkbox.sandbox.types import LANGUAGE_ALIASES
 
 ActionKind = Literal["execute_code", "debug_error", "provide_answer"]
 ACTION_KINDS: tuple[str, ...] = ("execute_code", "debug_error", "provide_answer")
@@ -35,6 +37,16 @@ class Action(BaseModel):
     action: ActionKind
     code: str = Field("", description="Python to run in the session (execute_code, debug_error).")
     final_answer: str = Field("", description="The answer to the user's question (provide_answer).")
+    language: Literal["py", "js", "sh"] | None = Field(
+        None, description="The code's language (agent.language auto); None: the run's language."
+    )
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        return LANGUAGE_ALIASES.get(str(value).strip().lower(), value)  # "python", "javascript", "bash"
 
     @model_validator(mode="after")
     def _required_fields(self) -> Action:
@@ -54,32 +66,37 @@ class Action(BaseModel):
         The unused field is written empty, as the constrained schema demands, so the history shows the model
         exactly the form it must produce.
         """
-        data: dict[str, str] = {
-            "thought": self.thought,
-            "action": self.action,
-            "code": self.code if self.runs_code else "",
-            "final_answer": self.final_answer if not self.runs_code else "",
-        }
+        data: dict[str, str] = {"thought": self.thought, "action": self.action}
+        if self.language is not None:  # only in runs where the model chooses (agent.language auto)
+            data["language"] = self.language if self.runs_code else ""
+        data["code"] = self.code if self.runs_code else ""
+        data["final_answer"] = self.final_answer if not self.runs_code else ""
         return json.dumps(data, ensure_ascii=False)
 
 
-def action_json_schema() -> dict[str, Any]:
+def action_json_schema(choose_language: bool = False) -> dict[str, Any]:
     """JSON schema for constrained decoding (llama.cpp grammar, ``response_format`` json_schema).
 
     Two alternatives with the same four keys in the same order: coding (``final_answer`` must be ``""``)
-    and answering (``code`` must be ``""``).
+    and answering (``code`` must be ``""``). ``choose_language`` (agent.language auto) adds a fifth key
+    after ``action``, ``language``: py, js or sh when coding, ``""`` when answering; without it the schema
+    is the one of a Python-only agent.
     """
 
-    def variant(actions: list[str], code: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    def variant(
+        actions: list[str], code: dict[str, Any], answer: dict[str, Any], language: list[str]
+    ) -> dict[str, Any]:
+        properties: dict[str, Any] = {
+            "thought": {"type": "string"},
+            "action": {"type": "string", "enum": actions},
+        }
+        if choose_language:
+            properties["language"] = {"type": "string", "enum": language}
+        properties.update(code=code, final_answer=answer)
         return {
             "type": "object",
-            "properties": {
-                "thought": {"type": "string"},
-                "action": {"type": "string", "enum": actions},
-                "code": code,
-                "final_answer": answer,
-            },
-            "required": ["thought", "action", "code", "final_answer"],
+            "properties": properties,
+            "required": list(properties),
             "additionalProperties": False,
         }
 
@@ -88,7 +105,7 @@ def action_json_schema() -> dict[str, Any]:
     return {
         "title": "Action",
         "anyOf": [
-            variant(list(CODE_ACTIONS), text, empty),
-            variant(["provide_answer"], empty, text),
+            variant(list(CODE_ACTIONS), text, empty, ["py", "js", "sh"]),
+            variant(["provide_answer"], empty, text, [""]),
         ],
     }

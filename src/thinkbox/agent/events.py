@@ -79,6 +79,7 @@ class ActionParsed(_Event):
     action: str
     code: str = ""
     final_answer: str = ""
+    language: str | None = Field(None, description="The language the action named (agent.language auto).")
     repairs: list[str] = Field(default_factory=list, description="What the tolerant parser had to fix.")
     tokens: int = Field(0, description="Tokens the run has used so far, this reply included.")
 
@@ -87,6 +88,7 @@ class CodeStarted(_Event):
     type: Literal["code_started"] = "code_started"
     step: int
     code: str
+    language: str = "py"
 
 
 class OutputChunk(_Event):

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from thinkbox.agent import prompts
 from thinkbox.agent.actions import Action, action_json_schema
@@ -141,6 +141,16 @@ class _Run:
         self.deadline += self.settings.agent.max_wall_s
 
     @property
+    def language(self) -> str:
+        """agent.language: py, js, sh, or auto (the model names each step's language)."""
+        return self.settings.agent.language
+
+    def code_language(self, action: Action) -> sandbox_types.Language:
+        if self.language == "auto":
+            return action.language or "py"
+        return cast(sandbox_types.Language, self.language)
+
+    @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
@@ -190,7 +200,7 @@ class _Run:
 async def _start_history(run: _Run) -> list[str]:
     files = await run.session.list_files()
     if not run.messages:
-        run.messages.append({"role": "system", "content": prompts.system_prompt(files)})
+        run.messages.append({"role": "system", "content": prompts.system_prompt(files, run.language)})
     run.add_user(run.question)
     return [f.path for f in files if not f.is_dir and not prompts.is_hidden(f.path)]
 
@@ -199,7 +209,7 @@ async def _resume(run: _Run, state: RecordedState) -> RunResumed:
     """Seed ``run`` with the recorded state (the history gets the system prompt if it has none)."""
     if not run.messages:
         files = await run.session.list_files()
-        run.messages.append({"role": "system", "content": prompts.system_prompt(files)})
+        run.messages.append({"role": "system", "content": prompts.system_prompt(files, run.language)})
     run.messages.extend(state.messages)
     run.step, run.tokens, run.errors = state.step, state.tokens, state.errors
     run.failed_code, run.pending = dict(state.failed_code), state.pending
@@ -301,6 +311,7 @@ def _action_event(step: int, parsed: ParsedAction, tokens: int) -> ActionParsed:
         action=a.action,
         code=code,
         final_answer=answer,
+        language=a.language,
         repairs=repairs,
         tokens=tokens,
     )
@@ -309,7 +320,7 @@ def _action_event(step: int, parsed: ParsedAction, tokens: int) -> ActionParsed:
 def action_request(messages: list[Message], settings: Settings) -> ModelRequest:
     """The request for one action: ``messages`` under the action schema, with the model settings' limits."""
     model = settings.model
-    return ModelRequest(messages=messages, json_schema=action_json_schema(),
+    return ModelRequest(messages=messages, json_schema=action_json_schema(settings.agent.language == "auto"),
                         max_tokens=model.max_tokens, temperature=model.temperature)  # fmt: skip
 
 
@@ -348,12 +359,13 @@ async def _until(stream: AsyncIterator[ModelEvent], deadline: float) -> AsyncIte
 
 async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     """Run the action's code, stream what it prints, tell the model what happened."""
-    yield CodeStarted(step=run.step, code=action.code)
+    language = run.code_language(action)
+    yield CodeStarted(step=run.step, code=action.code, language=language)
     limits = run.session.config.limits
     timeout = max(min(limits.timeout_s, run.wall_left), 0.5)
     result: sandbox_types.ExecutionResult | None = None
     figures = 0
-    async for item in run.session.stream(action.code, timeout=timeout):
+    async for item in run.session.stream(action.code, timeout=timeout, language=language):
         if isinstance(item, sandbox_types.OutputChunk):
             yield OutputChunk(step=run.step, name=item.name, text=item.text)
         elif isinstance(item, sandbox_types.DisplayData):
@@ -366,7 +378,8 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     if restarted:
         await run.session.restart()
     max_chars = run.settings.agent.observation_chars
-    assigned = await _peek_assigned(run, action.code, result)
+    python = language == "py"  # the guards below read Python
+    assigned = await _peek_assigned(run, action.code, result) if python else ""
     observation = prompts.observation(
         result,
         max_chars=max_chars,
@@ -374,7 +387,7 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         restarted=restarted,
         figures=figures,
         assigned=assigned,
-        defined=prompts.defined_names(action.code),
+        defined=prompts.defined_names(action.code) if python else [],
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1

@@ -56,9 +56,111 @@ ACTION_TEMPLATE = (
 )
 
 
-def system_prompt(files: Sequence[FileInfo] = ()) -> str:
-    """The system prompt, listing the workspace's files (they are what data questions are about)."""
-    return SYSTEM_PROMPT.format(files=describe_files(files))
+_COMMON = """
+{files}
+
+Reply with ONE JSON object and nothing else:
+{{"thought": "...", "action": "...",{lang_key} "code": "...", "final_answer": "..."}}
+- "execute_code": run "code" and see its output. Keep "final_answer" empty.
+- "debug_error": the same, to fix the error of the last step.
+- "provide_answer": give "final_answer". Keep "code" empty.{lang_rule}
+
+Write code for anything computed or checked: arithmetic, money, dates, counting letters or items, data \
+files, searching, verifying a claim. Answer directly (provide_answer at once) only for greetings, opinions \
+and well-known facts.
+
+Rules:
+1. Only what you {printer} comes back to you: print every value you need to see.
+2. Small steps. If the code fails, fix it with debug_error.
+3. Answer exactly what was asked, with the value computed in the last output (and units); check \
+that they match.
+4. In JSON strings write \\n for a new line and \\" for a quote; never use triple quotes.
+"""
+
+_INTROS = {
+    "js": """\
+You answer questions by thinking in JavaScript. You have a persistent Node.js session: variables stay \
+between steps and top-level await works. require() loads Node's built-in modules (fs, path, crypto, ...); \
+no npm package is installed and there is no internet. The working directory is /workspace.""",
+    "sh": """\
+You answer questions by thinking in bash. You have a persistent bash session: variables, functions and the \
+working directory stay between steps. coreutils, grep, sed and awk are installed; $((...)) is integer \
+arithmetic only, use awk for decimals. No internet. The working directory is /workspace.""",
+    "auto": """\
+You answer questions by thinking in code, in one of three persistent sessions on the same files, each \
+keeping its variables between steps: "py" (Python: numpy, pandas, matplotlib, openpyxl, networkx, sympy), \
+"js" (Node.js, built-in modules only) and "sh" (bash: coreutils, grep, sed, awk). No internet. The working \
+directory is /workspace. Python suits numbers and data best.""",
+}
+_EXAMPLES = {
+    "js": """
+Example.
+User: What is 15% of 2345.50?
+{{"thought": "Compute 15% of the price.", "action": "execute_code", \
+"code": "console.log((0.15 * price).toFixed(2))", "final_answer": ""}}
+User: Output:
+ReferenceError: price is not defined
+{{"thought": "price was not defined. Define it, then compute.", "action": "debug_error", \
+"code": "const price = 2345.50\\nconsole.log((0.15 * price).toFixed(2))", "final_answer": ""}}
+User: Output:
+351.82
+{{"thought": "The output is 351.82.", "action": "provide_answer", "code": "", "final_answer": "351.82"}}""",
+    "sh": """
+Example.
+User: What is 15% of 2345.50?
+{{"thought": "Compute 15% of the price.", "action": "execute_code", "code": "echo $((15 * 2345.50 / 100))", \
+"final_answer": ""}}
+User: Output:
+bash: 15 * 2345.50 / 100: syntax error: invalid arithmetic operator (error token is ".50 / 100")
+{{"thought": "Bash arithmetic has no decimals. Use awk.", "action": "debug_error", \
+"code": "awk 'BEGIN {{ printf \\"%.2f\\\\n\\", 0.15 * 2345.50 }}'", "final_answer": ""}}
+User: Output:
+351.82
+{{"thought": "The output is 351.82.", "action": "provide_answer", "code": "", "final_answer": "351.82"}}""",
+    "auto": """
+Examples.
+User: What is 15% of 2345.50?
+{{"thought": "Compute 15% of the price.", "action": "execute_code", "language": "py", \
+"code": "print(round(0.15 * 2345.50, 2))", "final_answer": ""}}
+User: Output:
+351.82
+{{"thought": "The output is 351.82.", "action": "provide_answer", "language": "", "code": "", \
+"final_answer": "351.82"}}
+User: Is 'level' a palindrome?
+{{"thought": "Compare the word with its reverse.", "action": "execute_code", "language": "js", \
+"code": "const w = 'level'\\nconsole.log(w === [...w].reverse().join(''))", "final_answer": ""}}
+User: Output:
+true
+{{"thought": "It is.", "action": "provide_answer", "language": "", "code": "", "final_answer": "yes"}}
+User: How many lines does notes.txt have?
+{{"thought": "Count them.", "action": "execute_code", "language": "sh", "code": "wc -l < notes.txt", \
+"final_answer": ""}}
+User: Output:
+12
+{{"thought": "12 lines.", "action": "provide_answer", "language": "", "code": "", "final_answer": "12"}}""",
+}
+"""agent.language -> the start and the worked examples of its system prompt, around :data:`_COMMON` (py:
+:data:`SYSTEM_PROMPT`, measured with bench reasoning; these are not measured yet)."""
+_FILLS = {
+    "js": {"lang_key": "", "lang_rule": "", "printer": "console.log()"},
+    "sh": {"lang_key": "", "lang_rule": "", "printer": "echo or printf"},
+    "auto": {
+        "lang_key": ' "language": "py",',
+        "lang_rule": '\n- "language": "py", "js" or "sh": the language of "code"; "" when answering.',
+        "printer": "print (console.log, echo)",
+    },
+}
+
+
+def system_prompt(files: Sequence[FileInfo] = (), language: str = "py") -> str:
+    """The system prompt, listing the workspace's files (they are what data questions are about).
+
+    ``language``: agent.language (py, js, sh, or auto: the model names each step's language).
+    """
+    if language == "py":
+        return SYSTEM_PROMPT.format(files=describe_files(files))
+    template = _INTROS[language] + _COMMON + _EXAMPLES[language]
+    return template.format(files=describe_files(files), **_FILLS[language])
 
 
 def describe_files(files: Sequence[FileInfo]) -> str:

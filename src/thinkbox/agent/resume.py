@@ -40,6 +40,7 @@ class Cell:
 
     code: str
     ok: bool
+    language: str = "py"
 
 
 @dataclass
@@ -76,6 +77,7 @@ def recorded_state(events: Sequence[Event]) -> RecordedState:
     state.messages.append({"role": "user", "content": state.question})
     failed: ParseFailed | None = None
     action: Action | None = None
+    language = "py"
     started = events[0].ts
     for event in events[1:]:
         state.duration_s = max(state.duration_s, event.ts - started)
@@ -88,15 +90,17 @@ def recorded_state(events: Sequence[Event]) -> RecordedState:
         elif isinstance(event, ActionParsed):
             state.tokens = max(state.tokens, event.tokens)
             action = Action(thought=event.thought, action=event.action,  # type: ignore[arg-type]
-                            code=event.code, final_answer=event.final_answer)  # fmt: skip
+                            code=event.code, final_answer=event.final_answer,
+                            language=event.language)  # type: ignore[arg-type]  # fmt: skip
             state.messages.append({"role": "assistant", "content": action.to_message()})
             state.pending = action
         elif isinstance(event, CodeStarted):
             state.pending = action
+            language = event.language
         elif isinstance(event, ExecutionFinished):
             _add_user(state.messages, event.observation)
             ok = event.result.ok
-            state.cells.append(Cell(action.code if action else "", ok))
+            state.cells.append(Cell(action.code if action else "", ok, language))
             state.errors = 0 if ok else state.errors + 1
             if ok:
                 state.failed_code.clear()
@@ -130,7 +134,7 @@ async def replay(session: Session, cells: Sequence[Cell], *, timeout: float | No
     for number, cell in enumerate(cells, 1):
         if not cell.code.strip():
             continue
-        result = await session.execute(cell.code, timeout=timeout)
+        result = await session.execute(cell.code, timeout=timeout, language=cell.language)  # type: ignore[arg-type]
         if cell.ok and not result.ok:
             why = result.error.type + ": " + result.error.message if result.error else "it timed out or died"
             return f"replaying cell {number} of {len(cells)} to rebuild the session failed ({why[:300]})"

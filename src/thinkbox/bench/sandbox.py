@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
+from thinkbox.bench.sandbox_langs import LanguageFigures, measure_languages, render_languages
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
@@ -51,6 +52,8 @@ TARGETS: dict[str, str] = {
     "roundtrip_p50_le_0_5ms": "round trip of 1+1 p50 <= 0.5 ms",
     "session_pss_le_15mib": "<= 15 MiB PSS per idle session",
     "burst100_le_1s": "100 sessions at once ready in <= 1 s",
+    "js_fresh_session_p50_le_50ms": "fresh JavaScript session p50 <= 50 ms",
+    "js_roundtrip_p50_le_1ms": "JavaScript round trip of 1+1 p50 <= 1 ms",
 }
 
 Progress = Callable[[str], None]
@@ -119,6 +122,9 @@ class SandboxBench(BaseModel):
     fresh_vs_bwrap_x: float | None = None
     warm_vs_bwrap_x: float | None = None
     pss_vs_bwrap_x: float | None = None
+    js_fresh_session_ms_p50: float | None = None
+    js_roundtrip_ms_p50: float | None = None
+    languages: LanguageFigures | None = Field(None, description="JavaScript and shell sessions (primary).")
     backends: dict[str, BackendFigures] = Field(default_factory=dict)
     targets: dict[str, bool] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
@@ -367,6 +373,12 @@ async def _measure_backend(
     report.burst100_s, report.burst_sessions, report.burst_failed = elapsed, ready, len(failures)
     if failures:
         report.notes.append(f"burst: {len(failures)} of {samples.burst} sessions failed, e.g. {failures[0]}")
+    report.languages = await measure_languages(
+        backend, n_fresh=samples.fresh, n_roundtrip=samples.roundtrip, quick=report.quick, say=say
+    )
+    report.js_fresh_session_ms_p50 = report.languages.js_fresh_session_ms_p50
+    report.js_roundtrip_ms_p50 = report.languages.js_roundtrip_ms_p50
+    report.notes.extend(f"languages: {e}" for e in report.languages.errors[:3])
 
 
 def _ratio(slow: float | None, fast: float | None) -> float | None:
@@ -398,6 +410,8 @@ def _summarize(report: SandboxBench) -> None:
         "roundtrip_p50_le_0_5ms": le(report.roundtrip_ms_p50, 0.5),
         "session_pss_le_15mib": le(report.session_pss_mib, 15.0),
         "burst100_le_1s": report.burst_sessions == BURST and le(report.burst100_s, 1.0),
+        "js_fresh_session_p50_le_50ms": le(report.js_fresh_session_ms_p50, 50.0),
+        "js_roundtrip_p50_le_1ms": le(report.js_roundtrip_ms_p50, 1.0),
     }
 
 
@@ -472,6 +486,8 @@ def render(report: SandboxBench, console: Console) -> None:
             burst += f" ({report.burst_sessions} of {BURST} ready)"
     row(f"{BURST} sessions at once: all ready", [burst if p else "-" for p in primary_only])
     console.print(table)
+    if report.languages is not None:
+        render_languages(report.languages, report.fresh_session_ms_p50, report.roundtrip_ms_p50, console)
 
     for figures in report.backends.values():
         if not figures.available:

@@ -30,7 +30,7 @@ from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import SessionConfig
+from thinkbox.sandbox.types import SessionConfig, parse_language
 from thinkbox.transcripts import TranscriptWriter
 
 EXIT_ANSWER, EXIT_LIMIT, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
@@ -46,6 +46,14 @@ ModelOpt = Annotated[
 ]
 BaseUrlOpt = Annotated[
     str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (model.base_url).")
+]
+LanguageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--language",
+        "-l",
+        help="The language the agent writes: py, js, sh, or auto (it chooses per step) (agent.language).",
+    ),
 ]
 StepsOpt = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Model turns at most (agent.max_steps).")
@@ -81,6 +89,7 @@ def ask_command(
     base_url: BaseUrlOpt = None,
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
+    language: LanguageOpt = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
@@ -91,10 +100,12 @@ def ask_command(
         files = _check_files(file or [])
         if server is not None:
             local = {"--backend": backend, "--model": model, "--base-url": base_url,
-                     "--max-steps": max_steps, "--script": script}  # fmt: skip
+                     "--max-steps": max_steps, "--script": script, "--language": language}  # fmt: skip
             status = _ask_remote(text, files, server, api_key, local, console, json_out)
         else:
-            settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script))
+            settings = load_settings(
+                **option_overrides(backend, model, base_url, max_steps, script, language)
+            )
             status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
@@ -117,12 +128,13 @@ def chat_command(
     base_url: BaseUrlOpt = None,
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
+    language: LanguageOpt = None,
 ) -> None:
     """A conversation: every question is answered in the same session, with the same history."""
     console = Console(highlight=False)
     try:
         files = _check_files(file or [])
-        settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script))
+        settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script, language))
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
@@ -309,7 +321,12 @@ async def _chat_turn(chat: _Chat, question: str, sink: Sink) -> None:
 
 # -- helpers --------------------------------------------------------------------------------------
 def option_overrides(
-    backend: str | None, model: str | None, base_url: str | None, max_steps: int | None, script: Path | None
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    max_steps: int | None,
+    script: Path | None,
+    language: str | None = None,
 ) -> dict[str, Any]:
     model_over: dict[str, Any] = {}
     if model == "scripted" or (script is not None and model is None):
@@ -325,8 +342,14 @@ def option_overrides(
         overrides["model"] = model_over
     if backend is not None:
         overrides["sandbox"] = {"backend": backend}
+    agent: dict[str, Any] = {}
     if max_steps is not None:
-        overrides["agent"] = {"max_steps": max_steps}
+        agent["max_steps"] = max_steps
+    if language is not None:
+        name = language.strip().lower()
+        agent["language"] = "auto" if name == "auto" else parse_language(name, "--language, or auto")
+    if agent:
+        overrides["agent"] = agent
     return overrides
 
 

@@ -32,7 +32,14 @@ from thinkbox.config import load_settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import DisplayData, ExecutionResult, Limits, OutputChunk, SessionConfig
+from thinkbox.sandbox.types import (
+    DisplayData,
+    ExecutionResult,
+    Limits,
+    OutputChunk,
+    SessionConfig,
+    parse_language,
+)
 
 EXIT_OK, EXIT_CODE_FAILED, EXIT_INFRA, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -63,7 +70,7 @@ def register(app: typer.Typer) -> None:
 
 
 def exec_command(
-    source: Annotated[str, typer.Argument(metavar="FILE|-", help="Python file to run, or - to read stdin.")],
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="File to run, or - to read stdin.")],
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -79,9 +86,18 @@ def exec_command(
     figures_dir: Annotated[
         Path | None, typer.Option("--figures-dir", help="Where figures are saved (default: DATA_DIR/exec).")
     ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            "-l",
+            help="py, js or sh (default: by the file's suffix, .js or .sh; else py).",
+        ),
+    ] = None,
 ) -> None:
-    """Run Python code in a fresh, isolated session and print what it produced."""
+    """Run code (Python, JavaScript or bash) in a fresh, isolated session and print what it produced."""
     try:
+        lang = parse_language(language or _language_of(source), "--language")
         code = _read_source(source)
         settings = load_settings()
         limits = settings.sandbox.limits
@@ -93,7 +109,7 @@ def exec_command(
             figures_dir=figures_dir or settings.data_dir / "exec",
             limits=limits,
         )
-        status = asyncio.run(_execute(code, run, SessionConfig(limits=limits)))
+        status = asyncio.run(_execute(code, run, SessionConfig(limits=limits, language=lang)))
     except ThinkboxError as exc:
         _infra_error(exc.code, exc.message, json_out)
         raise typer.Exit(EXIT_INFRA) from None
@@ -101,6 +117,11 @@ def exec_command(
         _infra_error("os_error", str(exc), json_out)
         raise typer.Exit(EXIT_INFRA) from None
     raise typer.Exit(status)
+
+
+def _language_of(source: str) -> str:
+    suffix = Path(source).suffix.lower()
+    return {".js": "js", ".mjs": "js", ".cjs": "js", ".sh": "sh", ".bash": "sh"}.get(suffix, "py")
 
 
 def _read_source(source: str) -> str:

@@ -154,10 +154,12 @@ class Renderer:
             self.console.print(Text(terminal_safe(f"(repaired: {'; '.join(e.repairs)})"), style="dim"))
 
     def _on_code_started(self, e: CodeStarted) -> None:
+        lexer = {"js": "javascript", "sh": "bash"}.get(e.language, "python")
         code = Syntax(
-            terminal_safe(e.code), "python", theme="ansi_dark", background_color="default", word_wrap=True
+            terminal_safe(e.code), lexer, theme="ansi_dark", background_color="default", word_wrap=True
         )
-        self.console.print(Panel(code, title="executing", title_align="left", border_style="cyan"))
+        title = "executing" if e.language == "py" else f"executing ({e.language})"
+        self.console.print(Panel(code, title=title, title_align="left", border_style="cyan"))
 
     def _on_output_chunk(self, e: OutputChunk) -> None:
         self._write(e.text, "red" if e.name == "stderr" else "")

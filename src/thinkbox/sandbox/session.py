@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from thinkbox.errors import ProtocolError, SessionDead, SessionStartError
+from thinkbox.errors import ConfigError, ProtocolError, SessionDead, SessionStartError
 from thinkbox.sandbox import procs
 from thinkbox.sandbox.frames import (
     CHUNK,
@@ -35,10 +35,12 @@ from thinkbox.sandbox.frames import (
 )
 from thinkbox.sandbox.inside import wire
 from thinkbox.sandbox.types import (
+    LANGUAGES,
     DisplayData,
     ExecutionError,
     ExecutionResult,
     FileInfo,
+    Language,
     Namespace,
     OutputChunk,
     SessionConfig,
@@ -53,7 +55,8 @@ HELLO_TIMEOUT_S = 30.0
 
 
 class Session:
-    """A persistent, isolated Python interpreter. Create with ``await backend.create_session()``."""
+    """A persistent, isolated interpreter (Python, JavaScript or bash: :attr:`SessionConfig.language`).
+    Create with ``await backend.create_session()``."""
 
     def __init__(self, backend: SandboxBackend, session_id: str, config: SessionConfig) -> None:
         self.backend = backend
@@ -107,6 +110,11 @@ class Session:
             )
         if hello.get("type") != "hello" or hello.get("protocol") != wire.PROTOCOL_VERSION:
             raise ProtocolError(f"expected hello for protocol {wire.PROTOCOL_VERSION}, got {hello!r:.500}")
+        if hello.get("language", "py") != self.config.language:
+            raise ProtocolError(
+                f"asked for a {self.config.language} session, the interpreter serves "
+                f"{hello.get('language')!r:.50}"
+            )
         if hello.get("error"):  # the interpreter could not apply the session's setup (its cwd)
             why = clean(str(hello["error"]))[:2000]
             raise SessionStartError(f"the {self.backend.name} session could not start: {why}")
@@ -175,10 +183,16 @@ class Session:
         *,
         timeout: float | None = None,
         on_output: Callable[[OutputChunk], None] | None = None,
+        language: Language | None = None,
     ) -> ExecutionResult:
-        """Run ``code`` like a notebook cell. The result is data: errors in the code never raise."""
+        """Run ``code`` like a notebook cell. The result is data: errors in the code never raise.
+
+        ``language``: py, js or sh; None: the session's own (:attr:`SessionConfig.language`). A cell of
+        another language runs in the same sandbox, on the same workspace, in an interpreter of that
+        language which the session starts at its first such cell and keeps (its variables persist).
+        """
         result: ExecutionResult | None = None
-        async for item in self.stream(code, timeout=timeout):
+        async for item in self.stream(code, timeout=timeout, language=language):
             if isinstance(item, OutputChunk) and on_output is not None:
                 on_output(item)
             elif isinstance(item, ExecutionResult):
@@ -195,9 +209,16 @@ class Session:
         assert result is not None
         return result
 
-    def stream(self, code: str, *, timeout: float | None = None) -> AsyncIterator[StreamItem]:
+    def stream(
+        self, code: str, *, timeout: float | None = None, language: Language | None = None
+    ) -> AsyncIterator[StreamItem]:
         """Run ``code``; yield output chunks and display data as they come, then the ExecutionResult."""
-        return self._request({"type": "execute", "code": code}, timeout)
+        body: dict[str, Any] = {"type": "execute", "code": code}
+        if language is not None and language != self.config.language:
+            if language not in LANGUAGES:
+                raise ConfigError(f"unknown language {language!r}: use one of {', '.join(LANGUAGES)}")
+            body["language"] = language
+        return self._request(body, timeout)
 
     async def _request(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[StreamItem]:
         limits = self.config.limits

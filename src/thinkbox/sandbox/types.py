@@ -136,9 +136,40 @@ def in_workspace(path: str, what: str, setting: str) -> str:
     return full
 
 
+Language = Literal["py", "js", "sh"]
+"""A session's language: Python (the default), JavaScript (Node.js) or shell (bash)."""
+LANGUAGES: tuple[Language, ...] = ("py", "js", "sh")
+LANGUAGE_ALIASES: dict[str, Language] = {
+    "py": "py",
+    "python": "py",
+    "js": "js",
+    "javascript": "js",
+    "node": "js",
+    "sh": "sh",
+    "bash": "sh",
+    "shell": "sh",
+}
+
+
+def parse_language(name: str, setting: str = "language") -> Language:
+    """``name`` (py, js, sh or a long name such as python, javascript, bash) as a :data:`Language`."""
+    language = LANGUAGE_ALIASES.get(name.strip().lower())
+    if language is None:
+        raise ConfigError(f"unknown language {name!r}: use one of py, js, sh ({setting})")
+    return language
+
+
 class SessionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    language: Language = Field(
+        "py",
+        description=(
+            "What ``execute`` runs: py (Python), js (JavaScript, Node.js) or sh (bash). Cells of another "
+            "language may be sent to the same session (``Session.execute(language=...)``): they run in "
+            "the same sandbox, on the same workspace."
+        ),
+    )
     limits: Limits = Field(default_factory=Limits)
     mounts: tuple[Mount, ...] = ()
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the interpreter.")
@@ -170,6 +201,18 @@ class SessionConfig(BaseModel):
 
 
 WORKSPACE = "/workspace"
+NODE_MIN_MEMORY_MIB = 1024
+"""Node reserves about 730 MiB of address space as it starts (measured, Node 20): below this
+``Limits.memory_mib`` (the session's RLIMIT_AS) it cannot run."""
+
+
+def check_language(config: SessionConfig) -> None:
+    """What every backend checks before it starts a session of ``config.language``."""
+    if config.language == "js" and config.limits.memory_mib < NODE_MIN_MEMORY_MIB:
+        raise ConfigError(
+            f"a JavaScript session needs limits.memory_mib >= {NODE_MIN_MEMORY_MIB} (Node reserves its "
+            f"address space as it starts); it is {config.limits.memory_mib}"
+        )
 
 
 class OutputChunk(BaseModel):

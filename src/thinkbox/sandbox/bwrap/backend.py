@@ -43,7 +43,7 @@ from thinkbox.sandbox import inside, procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
 from thinkbox.sandbox.bwrap.mounts import Sources
 from thinkbox.sandbox.confine import cgroups, rlimits
-from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, SessionConfig
+from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, SessionConfig, check_language
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,7 @@ class BwrapBackend(SandboxBackend):
         limits = config.limits
         if limits.network:
             raise ConfigError("sessions have no network: set Limits.network to False")
+        check_language(config)
         sources = self._sources.get(session_id)
         if sources is None or sources.spec != config.mounts:
             if sources is not None:
@@ -409,6 +410,8 @@ class BwrapBackend(SandboxBackend):
                 "env": config.env,
                 "preload": self._preload,
                 "cwd": config.cwd_in_workspace(),
+                "language": config.language,
+                "memory_mib": limits.memory_mib,
             }
             argv += [str(child_sock.fileno()), json.dumps(options)]
             proc = await asyncio.create_subprocess_exec(

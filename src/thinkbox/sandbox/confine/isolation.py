@@ -187,10 +187,16 @@ def last_capability() -> int:
         return 40
 
 
-def drop_bounding_set(last_cap: int) -> None:
-    """Empty the capability bounding set and the ambient set (needs CAP_SETPCAP: call before setuid)."""
+CAP_SETGID = 6
+CAP_SETUID = 7
+
+
+def drop_bounding_set(last_cap: int, keep: frozenset[int] = frozenset()) -> None:
+    """Empty the capability bounding set (but ``keep``) and the ambient set (needs CAP_SETPCAP: call
+    before setuid)."""
     for cap in range(last_cap + 1):
-        prctl(PR_CAPBSET_DROP, cap)
+        if cap not in keep:
+            prctl(PR_CAPBSET_DROP, cap)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
 
 

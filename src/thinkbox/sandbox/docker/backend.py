@@ -323,6 +323,11 @@ class DockerBackend(SandboxBackend):
 
     # -- sessions ---------------------------------------------------------------------------------
     async def spawn(self, session_id: str, config: SessionConfig) -> KernelProcess:
+        if config.language == "js":  # before any container starts: the image is the problem
+            raise ConfigError(
+                "the docker backend's image has no Node.js, which JavaScript sessions need: use the zygote "
+                "(default) or bwrap backend for language js (py and sh sessions run on docker)"
+            )
         await self.start()
         limits = config.limits
         if limits.network:

@@ -1,7 +1,8 @@
 """What runs inside the sandbox: the kernel (:mod:`.kernel`), the framing (:mod:`.wire`) and the launcher
 of a freshly exec'd interpreter (:mod:`.launch`).
 
-Standard library only (a test checks every file of :data:`FILES`): backends that exec a new interpreter
+Standard library only (a test checks every Python file of :data:`FILES`; kernel.js uses Node's built-in
+modules only): backends that exec a new interpreter
 copy or bind exactly these files into the sandbox, where nothing else of thinkbox exists.
 """
 
@@ -17,6 +18,9 @@ FILES = (
     "sandbox/inside/namespace.py",
     "sandbox/inside/wire.py",
     "sandbox/inside/launch.py",
+    "sandbox/inside/engines.py",
+    "sandbox/inside/display.py",
+    "sandbox/inside/kernel.js",
 )
 """The in-sandbox files, relative to the ``thinkbox`` package."""
 

@@ -29,10 +29,9 @@ import traceback
 import types
 from typing import Any
 
-from thinkbox.sandbox.inside import namespace, wire
+from thinkbox.sandbox.inside import display, engines, namespace, wire
 
 _KERNEL_FILES = {__file__, wire.__file__}
-_RESULT_REPR_LIMIT = 20_000
 _TAIL_BYTES = 8 * 1024
 _MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -53,15 +52,17 @@ class _Channel:
 class _OutputPump(threading.Thread):
     """Forwards fds 1 and 2 to the channel; enforces the output limit per request."""
 
-    def __init__(self, channel: _Channel, limit: int) -> None:
+    def __init__(self, channel: _Channel, limit: int, adopt: tuple[int, ...] = ()) -> None:
+        """``adopt``: the read ends of a pre-started engine's stdout and stderr pipes."""
         super().__init__(name="thinkbox-output", daemon=True)
         self.channel = channel
         self.limit = limit
         out_r, self.out_w = os.pipe()
         err_r, self.err_w = os.pipe()
-        for fd in (out_r, err_r):
-            os.set_blocking(fd, False)
         self.readers = {out_r: "stdout", err_r: "stderr"}
+        self.readers.update(zip(adopt, ("stdout", "stderr"), strict=False))
+        for fd in self.readers:
+            os.set_blocking(fd, False)
         self.decoders = {
             name: codecs.getincrementaldecoder("utf-8")("replace") for name in self.readers.values()
         }
@@ -140,7 +141,10 @@ class _OutputPump(threading.Thread):
 class Kernel:
     def __init__(self, sock: socket.socket, options: dict[str, Any]) -> None:
         self.channel = _Channel(sock)
-        self.pump = _OutputPump(self.channel, int(options.get("output_bytes", 1 << 20)))
+        self.language = str(options.get("language") or "py")
+        adopt = tuple(options.get("engine_fds") or ())
+        self.pump = _OutputPump(self.channel, int(options.get("output_bytes", 1 << 20)), adopt)
+        self.engines = engines.Engines(self.language, options, self.pump.limit)
         self.cell = 0
         self.in_user_code = False
         self.current_id: str | None = None
@@ -188,7 +192,7 @@ class Kernel:
             raise KeyboardInterrupt
 
     def _display_object(self, obj: Any) -> None:
-        mime = _mime_bundle(obj)
+        mime = display.mime_bundle(obj)
         if mime and self.current_id is not None:
             self._flush()
             self.channel.send({"id": self.current_id, "type": "display", "mime": mime})
@@ -205,7 +209,7 @@ class Kernel:
             except Exception as exc:  # a broken figure must not break the kernel
                 print(f"thinkbox: could not render figure {num}: {exc}", file=sys.stderr)
                 continue
-            self._display_object(_Png(buf.getvalue()))
+            self._display_object(display.Png(buf.getvalue()))
         plt.close("all")
 
     # -- requests ---------------------------------------------------------------------------------
@@ -216,7 +220,10 @@ class Kernel:
             "protocol": wire.PROTOCOL_VERSION,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
+            "language": self.language,
         }
+        if setup_error is None and self.language != "py":
+            setup_error, hello["engine"] = self.engines.start_main()
         if setup_error is not None:  # the host fails the session's start with this; nothing is served
             self.channel.send({**hello, "error": setup_error})
             return
@@ -259,6 +266,9 @@ class Kernel:
     def handle(self, rid: str, msg: dict[str, Any]) -> dict[str, Any]:
         kind = msg.get("type")
         if kind == "execute":
+            language = str(msg.get("language") or self.language)
+            if language != "py":
+                return self._run(rid, lambda: self._in_engine(rid, language, str(msg.get("code", ""))))
             return self._run(rid, lambda: self._execute(str(msg.get("code", ""))))
         if kind == "shell":
             return self._run(rid, lambda: self._shell(str(msg.get("command", ""))))
@@ -303,7 +313,7 @@ class Kernel:
         except BaseException as exc:
             print(f"thinkbox: figures could not be sent: {exc!r}", file=sys.stderr)
         self._flush()
-        reply["output"] = self.pump.sync()
+        reply["output"] = engines.merge_output(self.pump.sync(), reply.pop("engine_output", None))
         reply["duration_ms"] = (time.perf_counter() - start) * 1000
         self.current_id = None
         return reply
@@ -328,55 +338,28 @@ class Kernel:
         if value is None:
             return {}
         self.ns["_"] = value
-        mime = _mime_bundle(value)
+        mime = display.mime_bundle(value)
         text = mime.pop("text/plain", None)
         if mime:
             self._display_object(value)
         return {"result": text}
+
+    def _in_engine(self, rid: str, language: str, code: str) -> dict[str, Any]:
+        """A cell of another language; if the session's own language's interpreter dies, so does this
+        process, the same way (the host reports the death as for Python)."""
+        try:
+            return self.engines.run(rid, language, code, self.channel.send)
+        except engines.EngineDied as exc:
+            self._flush()
+            self.pump.sync()
+            engines.exit_like(exc.status)
+            raise
 
     def _shell(self, command: str) -> dict[str, Any]:
         self.in_user_code = True
         proc = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, check=False)
         self.in_user_code = False
         return {"exit_status": proc.returncode}
-
-
-class _Png:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def _repr_png_(self) -> bytes:
-        return self.data
-
-
-def _mime_bundle(obj: Any) -> dict[str, str]:
-    bundle: dict[str, str] = {}
-    for mime, method in (
-        ("image/png", "_repr_png_"),
-        ("text/html", "_repr_html_"),
-        ("image/svg+xml", "_repr_svg_"),
-    ):
-        fn = getattr(obj, method, None)
-        if fn is None or isinstance(obj, type):
-            continue
-        try:
-            data = fn()
-        except Exception:
-            continue
-        if data is None:
-            continue
-        if isinstance(data, bytes):
-            data = base64.b64encode(data).decode("ascii")
-        bundle[mime] = str(data)
-    if not isinstance(obj, _Png):
-        try:
-            text = repr(obj)
-        except Exception as exc:
-            text = f"<repr failed: {type(exc).__name__}: {exc}>"
-        if len(text) > _RESULT_REPR_LIMIT:
-            text = text[:_RESULT_REPR_LIMIT] + f"... [repr cut at {_RESULT_REPR_LIMIT} characters]"
-        bundle["text/plain"] = text
-    return bundle
 
 
 def _error_dict(exc: BaseException, tb: types.TracebackType | None) -> dict[str, str]:
@@ -451,6 +434,7 @@ def preload() -> None:
     import pandas  # noqa: F401
 
     plt.show = _show  # type: ignore[assignment]
+    engines.kernel_source()  # read now: a forked session's root does not show the file
     import html  # noqa: F401  (used by pandas' _repr_html_)
 
 

@@ -11,7 +11,7 @@ import socket
 import struct
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 96 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 

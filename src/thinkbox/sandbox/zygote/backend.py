@@ -26,23 +26,26 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
+import thinkbox
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
-from thinkbox.sandbox import procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
 from thinkbox.sandbox.confine import cgroups, uids
 from thinkbox.sandbox.inside import wire
-from thinkbox.sandbox.types import SessionConfig
-from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Live, Pending, Slot, ZygoteKernel
+from thinkbox.sandbox.types import SessionConfig, check_language
+from thinkbox.sandbox.zygote.kernel import KILL_TIMEOUT_S, Embryos, Live, Pending, Slot, ZygoteKernel
 from thinkbox.sandbox.zygote.runtime import (
     default_cache_dir,
     default_runtime_root,
     log_tail,
     open_mounts,
     remove_runtime,
+    remove_stale_instances,
 )
 
 log = logging.getLogger(__name__)
 
+_PACKAGE_ROOT = str(Path(thinkbox.__file__).resolve().parents[1])
+"""Where the host imported thinkbox from: the fork server imports the same."""
 START_TIMEOUT_S = 60.0
 SPAWN_TIMEOUT_S = 30.0
 _INSTANCE_PREFIX = "z"
@@ -66,13 +69,17 @@ class ZygoteBackend(SandboxBackend):
         runtime_dir: str | Path | None = None,
         uid_base: int | None = None,
         embryos: int = 2,
+        js_embryos: int = 1,
         **_: Any,
     ) -> None:
         """``embryos``: forked, not yet specialized sessions the fork server keeps ready (0: on demand).
+        ``js_embryos``: the same for JavaScript sessions, each with Node started (0: on demand; Node is
+        then started when the session is, which takes longer than the rest of a session's start).
         ``uid_base``: as root, sessions run as host uids ``uid_base + 1 ...``; by default a block of its
         own is reserved for this engine (:mod:`thinkbox.sandbox.confine.uids`), so no two engines share
         a uid."""
         self.embryos = embryos
+        self.js_embryos = js_embryos
         self.runtime_root = Path(runtime_dir) if runtime_dir is not None else default_runtime_root()
         self._uid_override = uid_base
         self._uid_block: uids.UidBlock | None = None
@@ -87,8 +94,7 @@ class ZygoteBackend(SandboxBackend):
         self._by_slot: dict[int, Live] = {}
         self._slots: dict[str, Slot] = {}
         self._releasing: dict[int, asyncio.Future[None]] = {}
-        self._embryos: dict[int, int] = {}
-        """Prepared, unused sessions: init pid -> interpreter pid."""
+        self._embryos = Embryos()
         self._zygote_pid: int | None = None
         self._dead_reason: str | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -141,20 +147,7 @@ class ZygoteBackend(SandboxBackend):
 
     def _remove_stale(self) -> None:
         """Workspaces and cgroups of thinkbox instances whose owner process is gone."""
-
-        def owner_gone(name: str) -> bool:
-            if not name.startswith(_INSTANCE_PREFIX):
-                return False
-            pid_text = name[len(_INSTANCE_PREFIX) :].split("-", 1)[0]
-            return pid_text.isdigit() and not os.path.exists(f"/proc/{pid_text}")
-
-        with contextlib.suppress(OSError):
-            cgroups.remove_stale(owner_gone)
-        if not self.runtime_root.is_dir():
-            return
-        for inst in self.runtime_root.iterdir():
-            if inst.is_dir() and owner_gone(inst.name):
-                remove_runtime(inst)
+        remove_stale_instances(self.runtime_root, _INSTANCE_PREFIX)
 
     async def _launch(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -174,12 +167,15 @@ class ZygoteBackend(SandboxBackend):
             "MPLBACKEND": "Agg",
             "MPLCONFIGDIR": str(cache),
             "PYTHONDONTWRITEBYTECODE": "1",
+            # the fork server runs the very thinkbox the host imported (not another install's)
+            "PYTHONPATH": _PACKAGE_ROOT,
         }
         config = {
             "runtime_dir": str(self.runtime),
             "instance": self.instance,
             "uid_base": self.uid_base,
             "embryos": self.embryos,
+            "js_embryos": self.js_embryos,
         }
         log_file = open(self._log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child, local file
         try:
@@ -245,10 +241,12 @@ class ZygoteBackend(SandboxBackend):
         if op in ("ready", "fatal"):
             if not self._ready.done():
                 self._ready.set_result(msg)
+        elif op == "warm":
+            self._embryos.warm.add(int(msg["pid"]))
         elif op == "embryo":
-            self._embryos[int(msg["pid"])] = int(msg["kernel"])
+            self._embryos.add(int(msg["pid"]), int(msg["kernel"]), str(msg.get("kind", "py")))
         elif op == "spawned":
-            self._embryos.pop(int(msg["pid"]), None)
+            self._embryos.forget(int(msg["pid"]))
             pending = self._pending.get(slot)
             if pending is not None and not pending.spawned.done():
                 pending.cgroup = msg.get("cgroup")
@@ -271,7 +269,7 @@ class ZygoteBackend(SandboxBackend):
             if live is not None:
                 live.returncode = int(msg["returncode"])
         elif op == "exit":
-            self._embryos.pop(int(msg["pid"]), None)
+            self._embryos.forget(int(msg["pid"]))
             live = self._live.pop(int(msg["pid"]), None)
             if live is not None:
                 self._finish(live, int(msg["returncode"]))
@@ -340,6 +338,7 @@ class ZygoteBackend(SandboxBackend):
             raise SessionStartError(self._dead_reason or "the zygote is not running")
         if config.limits.network:
             raise ConfigError("limits.network=True is not supported by the zygote backend; set it to false")
+        check_language(config)
         setup = wire.encode({"type": "setup", "env": config.env, "cwd": config.cwd_in_workspace()})
         if len(setup) > MAX_ENV_BYTES:
             raise ConfigError(
@@ -362,6 +361,7 @@ class ZygoteBackend(SandboxBackend):
             "slot": slot.number,
             "fresh": not slot.spawned,
             "limits": config.limits.model_dump(),
+            "language": config.language,
             "sources": len(slot.fds),
             "owners": slot.owners,
         }
@@ -491,18 +491,15 @@ class ZygoteBackend(SandboxBackend):
             self._uid_block.release()
             self._uid_block = None
 
-    def idle_pids(self) -> set[int]:
-        """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each).
+    def ready_embryos(self, kind: str = "py") -> int:
+        """Prepared sessions of ``kind`` (py: Python and shell; js: JavaScript, Node up) ready now."""
+        return self._embryos.ready(kind)
 
-        They come and go as the fork server refills its pool: a leak check should leave them out.
-        """
-        found: set[int] = set()
-        for pid, kernel in list(self._embryos.items()):
-            for p in (pid, kernel):
-                if os.path.exists(f"/proc/{p}"):
-                    found.add(p)
-                    found.update(procs.children(p))
-        return found
+    def idle_pids(self) -> set[int]:
+        """Host pids of the prepared, not yet used sessions (an init, its sleep and an interpreter each;
+        Node too for JavaScript). They come and go as the fork server refills its pool: a leak check
+        should leave them out."""
+        return self._embryos.pids()
 
     def workspace_dir(self, session_id: str) -> Path | None:
         """Where an open session's workspace is mounted, in the zygote's mount namespace (seen from the

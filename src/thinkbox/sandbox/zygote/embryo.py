@@ -10,6 +10,7 @@ import array
 import contextlib
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -20,7 +21,7 @@ import traceback
 from typing import Any
 
 from thinkbox.sandbox.confine import cgroups, isolation, rlimits, seccomp
-from thinkbox.sandbox.inside import kernel, wire
+from thinkbox.sandbox.inside import engines, kernel, wire
 from thinkbox.sandbox.types import MAX_MOUNTS, MAX_OWNERS, Limits
 
 SESSION_NAMESPACES = (
@@ -314,8 +315,55 @@ def _is_open(fd: int) -> bool:
     return True
 
 
+def _prestart_node(ctx: Context) -> tuple[engines.NodeEngine, tuple[int, int]]:
+    """Node for a JavaScript session, started before the request (it takes longer to start than a whole
+    Python session): in the session's namespaces and cgroup, with NO_NEW_PRIVS and the session's seccomp
+    filters, and a bounding set of CAP_SETUID and CAP_SETGID only (none unprivileged), so that it holds
+    no other capability even as root. Once the request came, the embryo sets its rlimits and tells it to
+    become the session's user (:func:`_confine_node`). Its stdout and stderr are pipes for the kernel."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    keep = frozenset({isolation.CAP_SETUID, isolation.CAP_SETGID}) if ctx.privileged else frozenset()
+
+    def preexec() -> None:
+        null = os.open("/dev/null", os.O_RDONLY)
+        for fd, target in ((null, 0), (out_w, 1), (err_w, 2)):
+            os.dup2(fd, target)
+        os.chdir("/")  # pivot_root moves it into the session's root with the embryo
+        isolation.set_no_new_privs()
+        isolation.drop_bounding_set(ctx.last_cap, keep)
+        for program in ctx.seccomp_programs:
+            seccomp.load_program(program)
+
+    try:
+        engine = engines.NodeEngine.spawn(DEFAULT_LIMITS.memory_mib, preexec)
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    engine.ping()  # Node is up: the embryo is worth as much as a Python one now
+    return engine, (out_r, err_r)
+
+
+def _confine_node(ctx: Context, engine: engines.NodeEngine, limits: Limits, uid: int) -> None:
+    """The pre-started Node gets the session's rlimits and priority, then drops to its uid (checked from
+    here, through /proc, before the embryo drops its own privileges)."""
+    for res, value in rlimits.table(limits).items():
+        resource.prlimit(engine.pid, res, (value, value))
+    if ctx.privileged:
+        os.setpriority(os.PRIO_PROCESS, engine.pid, 0)
+        engine.confine(uid, uid)
+    else:  # root of the zygote's user namespace, exec'd with an empty bounding set: no capability
+        engines.check_dropped(engine.pid, 0)
+
+
 def run_embryo(
-    ctx: Context, ctl: socket.socket, chan: socket.socket, cg: cgroups.Cgroup | None, spare: bool
+    ctx: Context,
+    ctl: socket.socket,
+    chan: socket.socket,
+    cg: cgroups.Cgroup | None,
+    spare: bool,
+    language: str = "py",
+    init: int = 0,
 ) -> None:
     """The session's interpreter (pid 2 of its pid namespace): prepare what does not depend on the
     request, wait for it, specialize, drop privileges and serve.
@@ -350,6 +398,9 @@ def run_embryo(
         if spare:  # a request already waits for an embryo made on demand: no time to gain
             with contextlib.suppress(Exception):
                 _warm_up()
+        node = _prestart_node(ctx) if language == "js" else None
+        if node is not None and spare:  # the host counts it as ready only now
+            send(ctl, {"op": "warm", "pid": init})
         data, fds = recv_fds(chan)
         if not data or not fds:  # the zygote is gone or discarded this embryo
             os._exit(0)
@@ -367,14 +418,25 @@ def run_embryo(
         if cg is not None and limits != DEFAULT_LIMITS:  # the embryo's cgroup has the defaults
             cg.set_limits(limits)
         _specialize_root(ctx, req, limits, uid, fds[1:], _read_mounts(sess))
+        if node is not None:
+            _confine_node(ctx, node[0], limits, uid)
     except BaseException as exc:
         send(ctl, {"op": "error", "slot": slot, "message": f"sandbox setup failed: {reason(exc)}"})
         os._exit(1)
-    _session_c(ctx, ctl, sess, slot, limits, uid)
+    options: dict[str, Any] = {"language": req.get("language", "py"), "memory_mib": limits.memory_mib}
+    if node is not None:
+        options.update(engine=node[0], engine_fds=node[1])
+    _session_c(ctx, ctl, sess, slot, limits, uid, options)
 
 
 def _session_c(
-    ctx: Context, ctl: socket.socket, sess: socket.socket, slot: int, limits: Limits, uid: int
+    ctx: Context,
+    ctl: socket.socket,
+    sess: socket.socket,
+    slot: int,
+    limits: Limits,
+    uid: int,
+    options: dict[str, Any],
 ) -> None:
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -402,7 +464,8 @@ def _session_c(
         if setup is None or setup.get("type") != "setup":
             raise ValueError(f"expected the session's setup frame, got {setup!r}")
         env = setup.get("env") or {}
-        kernel.serve(sess, {"output_bytes": limits.output_bytes, "env": env, "cwd": setup.get("cwd")})
+        options.update(output_bytes=limits.output_bytes, env=env, cwd=setup.get("cwd"))
+        kernel.serve(sess, options)
     except BaseException:
         traceback.print_exc()
         os._exit(1)

@@ -27,6 +27,37 @@ _INIT_CHILD = (b"sleep", b"infinity")
 """The init's own child (tini runs ``sleep infinity``): not a process of the session."""
 
 
+class Embryos:
+    """The fork server's prepared, unused sessions as it reports them: init pid -> interpreter pid, their
+    kind (py: Python and shell sessions; js: with Node pre-started) and which js ones have Node up."""
+
+    def __init__(self) -> None:
+        self.kernels: dict[int, int] = {}
+        self.kinds: dict[int, str] = {}
+        self.warm: set[int] = set()
+
+    def add(self, pid: int, kernel: int, kind: str) -> None:
+        self.kernels[pid], self.kinds[pid] = kernel, kind
+
+    def forget(self, pid: int) -> None:
+        self.kernels.pop(pid, None)
+        self.kinds.pop(pid, None)
+        self.warm.discard(pid)
+
+    def ready(self, kind: str) -> int:
+        alive = (p for p in self.kernels if self.kinds.get(p) == kind and os.path.exists(f"/proc/{p}"))
+        return sum(1 for p in alive if kind != "js" or p in self.warm)
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for pid, kernel in list(self.kernels.items()):
+            for p in (pid, kernel):
+                if os.path.exists(f"/proc/{p}"):
+                    found.add(p)
+                    found.update(procs.children(p))
+        return found
+
+
 @dataclass
 class Pending:
     spawned: asyncio.Future[int]

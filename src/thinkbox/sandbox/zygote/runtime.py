@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkbox.errors import ConfigError
-from thinkbox.sandbox.confine import isolation, uids
+from thinkbox.sandbox.confine import cgroups, isolation, uids
 from thinkbox.sandbox.types import WORKSPACE, Mount
 
 
@@ -116,3 +116,21 @@ def remove_runtime(inst: Path) -> None:
     with contextlib.suppress(OSError):
         isolation.umount2(str(inst / "root"), isolation.MNT_DETACH)
     shutil.rmtree(inst, ignore_errors=True)
+
+
+def remove_stale_instances(runtime_root: Path, prefix: str) -> None:
+    """Workspaces and cgroups of thinkbox instances (``<prefix><pid>-...``) whose owner process is gone."""
+
+    def owner_gone(name: str) -> bool:
+        if not name.startswith(prefix):
+            return False
+        pid_text = name[len(prefix) :].split("-", 1)[0]
+        return pid_text.isdigit() and not os.path.exists(f"/proc/{pid_text}")
+
+    with contextlib.suppress(OSError):
+        cgroups.remove_stale(owner_gone)
+    if not runtime_root.is_dir():
+        return
+    for inst in runtime_root.iterdir():
+        if inst.is_dir() and owner_gone(inst.name):
+            remove_runtime(inst)

@@ -30,6 +30,16 @@ for its children only, then starts two processes in it, both its own children::
              capabilities, NO_NEW_PRIVS), rlimits, seccomp, reads its environment from the host over the
              session socket, kernel.serve().
 
+**JavaScript sessions** get embryos of their own (``js_embryos`` in the config; python and shell
+sessions share the Python ones): before its request, C also starts Node (``inside/kernel.js``), its child,
+in C's namespaces and cgroup, exec'd with NO_NEW_PRIVS, the session's seccomp filters, SIGINT ignored and
+a bounding set of only CAP_SETUID and CAP_SETGID (empty unprivileged), and tells the host ``warm`` once
+Node answers (Node takes longer to start than a whole Python session). After the request, C's
+pivot_root moves Node's root with its own; C sets Node's rlimits (prlimit) and priority, tells it to
+become the session's uid (setgroups, setgid, setuid: every capability goes) and checks that through
+``/proc/<pid>/status`` before it drops its own privileges. C then serves as the kernel of the session and
+hands JavaScript cells to Node (docs/protocol.md, Languages).
+
 **What the zygote never sees**: a session's id, environment, mount paths, mount targets and hidden paths
 (a service's tenant and user names). Whatever the zygote parses stays in its heap, and every later session
 is forked from that heap: requests carry only a slot number (the session's uid offset and workspace
@@ -56,9 +66,11 @@ removes the cgroup. Messages to the host::
     {"op": "status", "slot": ..., "returncode": rc}   how C ended
     {"op": "exit", "pid": I, "returncode": rc}        the zygote reaped I: nothing of the session is left
     {"op": "released", "slot": ...}                   the workspace of a closed session is gone
-    {"op": "embryo", "pid": I, "kernel": C}           a prepared, unused session (for idle_pids())
+    {"op": "embryo", "pid": I, "kernel": C, "kind"}   a prepared, unused session (for idle_pids())
+    {"op": "warm", "pid": I}                          from C: its pre-started Node answered (kind js)
 
-Requests from the host: ``{"op": "spawn", "slot", "limits", "sources": n, "owners": [[uid, gid], ...]}``
+Requests from the host: ``{"op": "spawn", "slot", "limits", "language", "sources": n, "owners": [[uid, gid],
+...]}``
 (+ the session socket and one fd per distinct mount source) and ``{"op": "release", "slot"}``. For each
 owner the zygote adds the fd of a user namespace mapping it to the session's uid (made once per mapping),
 for C's idmapped mounts. Over the session socket, never through the zygote, the host sends C two frames:
@@ -102,19 +114,27 @@ class Embryo:
     """A session prepared ahead of its request (like Android's USAP pool): its init, pid 1 of a new pid
     namespace, and its interpreter, pid 2, both children of the zygote."""
 
-    def __init__(self, pid: int, kernel: int, chan: socket.socket, cg: cgroups.Cgroup | None) -> None:
+    def __init__(
+        self, pid: int, kernel: int, chan: socket.socket, cg: cgroups.Cgroup | None, kind: str
+    ) -> None:
         self.pid = pid
         self.kernel = kernel
         self.chan = chan
         self.cgroup = cg
+        self.kind = kind
+        """``py`` (Python and shell sessions) or ``js`` (a JavaScript session: Node pre-started)."""
         self.slot: int | None = None
 
 
+def embryo_kind(language: object) -> str:
+    return "js" if language == "js" else "py"
+
+
 class Server:
-    def __init__(self, ctl: socket.socket, ctx: Context, embryos: int) -> None:
+    def __init__(self, ctl: socket.socket, ctx: Context, embryos: int, js_embryos: int = 0) -> None:
         self.ctl = ctl
         self.ctx = ctx
-        self.target = embryos
+        self.targets = {"py": embryos, "js": js_embryos}
         self.embryos: list[Embryo] = []
         self.unused: set[int] = set()
         self.inits: dict[int, Embryo] = {}
@@ -131,7 +151,7 @@ class Server:
         self.ctl.setblocking(False)
         send(self.ctl, {"op": "ready", "pid": os.getpid()})
         while True:
-            timeout = 0.0 if len(self.embryos) < self.target else None
+            timeout = 0.0 if self.short_of() is not None else None
             try:
                 ready, _, _ = select.select([self.ctl.fileno(), self.wake_r], [], [], timeout)
             except InterruptedError:
@@ -144,9 +164,17 @@ class Server:
             if self.ctl.fileno() in ready and not self.serve_requests():
                 self.shutdown()
                 return
-            if not ready and len(self.embryos) < self.target:  # idle: prepare the next session
+            kind = self.short_of()
+            if not ready and kind is not None:  # idle: prepare the next session
                 with contextlib.suppress(OSError):
-                    self.embryos.append(self.make_embryo(spare=True))
+                    self.embryos.append(self.make_embryo(spare=True, kind=kind))
+
+    def short_of(self) -> str | None:
+        """The kind of embryo to prepare next (Python ones first), None when every pool is full."""
+        for kind, target in self.targets.items():
+            if sum(1 for e in self.embryos if e.kind == kind) < target:
+                return kind
+        return None
 
     def serve_requests(self) -> bool:
         while True:
@@ -174,7 +202,7 @@ class Server:
                 msg = f"bad zygote request {req!r}"
                 send(self.ctl, {"op": "error", "slot": req.get("slot"), "message": msg, "no_process": True})
 
-    def make_embryo(self, spare: bool = False) -> Embryo:
+    def make_embryo(self, spare: bool = False, kind: str = "py") -> Embryo:
         cg = None
         if self.ctx.privileged:  # the interpreter creates it (off this loop); named here to remove it
             self.counter += 1
@@ -196,7 +224,7 @@ class Server:
                         signal.set_wakeup_fd(-1)
                         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                         _close_other_fds({0, 1, 2, self.ctl.fileno(), theirs.fileno()})
-                        run_embryo(self.ctx, self.ctl, theirs, cg, spare)
+                        run_embryo(self.ctx, self.ctl, theirs, cg, spare, kind, init)
                     finally:
                         os._exit(1)
             finally:
@@ -214,12 +242,12 @@ class Server:
             theirs.close()
         with contextlib.suppress(OSError):  # also here: no race with the renice in take_embryo
             os.setpgid(pid, pid)
-        embryo = Embryo(init, pid, ours, cg)
+        embryo = Embryo(init, pid, ours, cg, kind)
         self.unused.add(init)
         self.inits[init] = embryo
         self.kernels[pid] = embryo
         if spare:  # one made on demand is taken at once
-            send(self.ctl, {"op": "embryo", "pid": init, "kernel": pid})
+            send(self.ctl, {"op": "embryo", "pid": init, "kernel": pid, "kind": kind})
         return embryo
 
     def spawn_init(self) -> int:
@@ -253,12 +281,13 @@ class Server:
             if req.get("fresh", True):  # a new session: nothing of an earlier one in its workspace
                 self.release(slot, quiet=True)
             self.mount_workspace(slot, int(req["limits"]["workspace_mib"]), uid)
-            embryo = self.take_embryo()
+            kind = embryo_kind(req.get("language"))
+            embryo = self.take_embryo(kind)
             try:
                 socket.send_fds(embryo.chan, [data], fds + userns)
             except OSError:  # that embryo died meanwhile: make a fresh one
                 embryo.chan.close()
-                embryo = self.take_embryo(fresh=True)
+                embryo = self.take_embryo(kind, fresh=True)
                 socket.send_fds(embryo.chan, [data], fds + userns)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             msg = f"session setup failed in the zygote: {reason(exc)}"
@@ -294,8 +323,13 @@ class Server:
             fd = self.usernses[key] = isolation.userns_fd(uid_map, gid_map)
         return fd
 
-    def take_embryo(self, fresh: bool = False) -> Embryo:
-        embryo = self.embryos.pop(0) if self.embryos and not fresh else self.make_embryo()
+    def take_embryo(self, kind: str, fresh: bool = False) -> Embryo:
+        ready = [e for e in self.embryos if e.kind == kind]
+        if ready and not fresh:
+            embryo = ready[0]
+            self.embryos.remove(embryo)
+        else:
+            embryo = self.make_embryo(kind=kind)
         self.unused.discard(embryo.pid)
         if self.ctx.privileged:  # a spare: back to normal priority before the request
             with contextlib.suppress(OSError):
@@ -405,7 +439,7 @@ def main(argv: list[str]) -> None:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, ZYGOTE_NICE)
         ctx.nice = os.getpriority(os.PRIO_PROCESS, 0)
-    Server(ctl, ctx, int(config.get("embryos", 2))).run()
+    Server(ctl, ctx, int(config.get("embryos", 2)), int(config.get("js_embryos", 0))).run()
 
 
 if __name__ == "__main__":
