@@ -372,6 +372,7 @@ class DockerBackend(SandboxBackend):
             "env": config.env,
             "preload": self._preload,
             "cwd": config.cwd_in_workspace(),
+            "language": config.language,
         }
         memory = (limits.memory_mib + 256) * MiB  # the cgroup backstop sits above RLIMIT_AS
         kwargs: dict[str, Any] = dict(
