@@ -83,3 +83,18 @@ def test_bad_execute_requests(running: Running) -> None:
         for body in ({"code": "1", "timeout": -1}, {"code": "1", "extra": True}, {"timeout": 1}):
             response = client.post(f"/v1/sessions/{sid}/execute", json=body)
             assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_shell_session_and_a_javascript_cell_in_it(running: Running) -> None:
+    with running.client(running.bob) as client:
+        created = client.post("/v1/sessions", json={"language": "sh"})
+        assert created.status_code == 201 and created.json()["language"] == "sh"
+        sid = created.json()["id"]
+        assert execute(client, sid, "n=6; cd /tmp")["error"] is None
+        out = execute(client, sid, "echo $((n * 7)) in $(pwd)")
+        assert out["stdout"] == "42 in /tmp\n"
+        js = execute(client, sid, "[1, 2, 3].map(x => x * 2)", language="js")
+        assert js["result"] == "[ 2, 4, 6 ]"
+        unknown = client.post("/v1/sessions", json={"language": "cobol"})
+        assert unknown.status_code == 422 and "language" in unknown.json()["error"]["message"]
+        assert client.delete(f"/v1/sessions/{sid}").status_code == 204

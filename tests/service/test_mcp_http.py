@@ -273,3 +273,29 @@ async def _runs(running: Running) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=running.url, headers=running.bob.headers) as http:
         runs: list[dict[str, Any]] = (await http.get("/v1/runs", params={"limit": 50})).json()["runs"]
     return runs
+
+
+async def test_sessions_of_other_languages_and_cells_of_another_language(running: Running) -> None:
+    async with mcp_client(running, running.alice) as client:
+        made = await call(client, "create_session", language="js")
+        js = made.structured_content["session_id"]
+        assert made.structured_content["language"] == "js"
+        await call(client, "run_code", session_id=js, code="const base = 20;")
+        value = await call(client, "run_code", session_id=js, code="base * 2 + 2")
+        py = await new_session(client)
+        await call(client, "run_code", session_id=py, code="open('lang.txt', 'w').write('6 7')")
+        checked = await call(
+            client,
+            "run_code",
+            session_id=py,
+            code="require('fs').readFileSync('lang.txt', 'utf8').split(' ').reduce((a, b) => a * b, 1)",
+            language="js",
+        )
+        shell = await call(client, "run_code", session_id=py, code="cat lang.txt | wc -w", language="sh")
+        wrong = await call(client, "run_code", session_id=py, code="1", language="cobol")
+        for session_id in (js, py):
+            await call(client, "close_session", session_id=session_id)
+    assert value.structured_content["result"] == "42"
+    assert checked.structured_content["result"] == "42"
+    assert shell.structured_content["stdout"].strip() == "2"
+    assert wrong.is_error

@@ -26,7 +26,7 @@ from thinkbox.config import Settings
 from thinkbox.models.base import Message
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import DisplayData, ExecutionResult, OutputChunk, SessionConfig
+from thinkbox.sandbox.types import DisplayData, ExecutionResult, Language, OutputChunk, SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
@@ -87,11 +87,16 @@ class SessionManager:
         return len(self._live)
 
     # -- creating and finding -----------------------------------------------------------------------
-    async def create(self, owner: Principal, kind: str) -> LiveSession:
+    async def create(self, owner: Principal, kind: str, language: Language = "py") -> LiveSession:
         await self._make_room(owner)
         row = SessionRow(id=new_id("s_"), user_id=owner.user_id, tenant_id=owner.tenant_id, kind=kind)
         await asyncio.to_thread(self._insert, row)
-        live = LiveSession(row.id, owner, kind, await self._open_sandbox(owner))
+        try:
+            sandbox = await self._open_sandbox(owner, language)
+        except BaseException:
+            await asyncio.to_thread(self._mark_closed, row.id, "it could not start")
+            raise
+        live = LiveSession(row.id, owner, kind, sandbox)
         self._live[row.id] = live
         return live
 
@@ -111,9 +116,14 @@ class SessionManager:
         oldest = min(idle, key=lambda s: s.last_activity)
         await self.close(oldest.id, "closed to make room for a newer session (service.sessions_per_user)")
 
-    async def _open_sandbox(self, owner: Principal) -> Session:
+    async def _open_sandbox(self, owner: Principal, language: Language = "py") -> Session:
+        base = (
+            self.base_config
+            if language == "py"
+            else self.base_config.model_copy(update={"language": language})
+        )
         config = await asyncio.to_thread(
-            self.storage.session_config, owner.tenant_name, owner.user_name, self.base_config
+            self.storage.session_config, owner.tenant_name, owner.user_name, base
         )
         return await self.backend.create_session(config)
 
@@ -202,14 +212,14 @@ class SessionManager:
 
     # -- running code -------------------------------------------------------------------------------
     async def execute(
-        self, live: LiveSession, code: str, timeout: float | None
+        self, live: LiveSession, code: str, timeout: float | None, language: Language | None = None
     ) -> AsyncIterator[OutputChunk | DisplayData | ExecutionResult]:
         """Run ``code`` in the session like a notebook cell (a session used by a run answers 409): its
         output as it comes, then the result; an interpreter that was killed is started again."""
         if live.busy_with is not None:
             raise ApiError(409, "session_busy", f"session {live.id!r} is used by run {live.busy_with!r}")
         async with live.lock:
-            async for item in live.session.stream(code, timeout=timeout):
+            async for item in live.session.stream(code, timeout=timeout, language=language):
                 if isinstance(item, ExecutionResult):
                     if item.killed:
                         await live.session.restart()

@@ -14,6 +14,7 @@ from thinkbox.service.api.deps import Caller, CallerInfo
 from thinkbox.service.api.schemas import (
     ExecuteRequest,
     ExecuteResponse,
+    SessionCreate,
     SessionCreated,
     SessionInfo,
     SessionList,
@@ -26,11 +27,13 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.post("", status_code=201, response_model=SessionCreated)
-async def create_session(caller: Caller) -> SessionCreated:
+async def create_session(caller: Caller, body: SessionCreate | None = None) -> SessionCreated:
     """A new sandbox session of yours: your folder is its current directory, your tenant's shared folder
-    is ``..``. It closes after ``service.session_idle_s`` without use."""
-    live = await caller.service.sessions.create(caller.principal, "code")
-    return SessionCreated(id=live.id)
+    is ``..``. It closes after ``service.session_idle_s`` without use. The body is optional:
+    ``{"language": "js"}`` for a JavaScript session (``sh``: bash)."""
+    language = body.language if body is not None else "py"
+    live = await caller.service.sessions.create(caller.principal, "code", language)
+    return SessionCreated(id=live.id, language=language)
 
 
 @router.get("", response_model=SessionList)
@@ -86,7 +89,7 @@ async def execute(
     if accept is not None and "text/event-stream" in accept:
         return StreamingResponse(_stream(caller, live, body), media_type="text/event-stream")
     result: ExecutionResult | None = None
-    async for item in sessions.execute(live, body.code, body.timeout):
+    async for item in sessions.execute(live, body.code, body.timeout, body.language):
         if isinstance(item, ExecutionResult):
             result = item
     assert result is not None
@@ -95,7 +98,7 @@ async def execute(
 
 async def _stream(caller: CallerInfo, live: LiveSession, body: ExecuteRequest) -> AsyncIterator[bytes]:
     number = 0
-    async for item in caller.service.sessions.execute(live, body.code, body.timeout):
+    async for item in caller.service.sessions.execute(live, body.code, body.timeout, body.language):
         number += 1
         if isinstance(item, OutputChunk):
             yield _frame(number, item.name, item.model_dump_json(include={"text"}))

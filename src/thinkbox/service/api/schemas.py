@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from thinkbox.agent.loop import MAX_QUESTION_CHARS
-from thinkbox.sandbox.types import ExecutionResult
+from thinkbox.sandbox.types import ExecutionResult, Language
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Scope = Literal["user", "tenant"]
@@ -82,8 +82,15 @@ class RunList(BaseModel):
     next_offset: int | None = Field(description="Pass as ?offset= for the next page; null at the end.")
 
 
+class SessionCreate(_Request):
+    language: Language = Field(
+        "py", description="What execute runs by default: py (Python), js (JavaScript, Node.js) or sh (bash)."
+    )
+
+
 class SessionCreated(BaseModel):
     id: str
+    language: Language = "py"
 
 
 class SessionInfo(BaseModel):
@@ -102,9 +109,16 @@ class SessionList(BaseModel):
 
 
 class ExecuteRequest(_Request):
-    code: str = Field(max_length=1_000_000, description="Python to run like a notebook cell.")
+    code: str = Field(max_length=1_000_000, description="Code to run like a notebook cell.")
     timeout: float | None = Field(
         None, gt=0, le=600, description="Seconds before the code is interrupted (default: the sandbox limit)."
+    )
+    language: Language | None = Field(
+        None,
+        description=(
+            "py, js or sh; default: the session's. A cell of another language runs in an interpreter of "
+            "that language in the same sandbox, on the same files (its variables persist too)."
+        ),
     )
 
 

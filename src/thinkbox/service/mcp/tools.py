@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 import thinkbox
 from thinkbox.agent.events import parse_event
 from thinkbox.errors import ThinkboxError
-from thinkbox.sandbox.types import DisplayData, ExecutionError, ExecutionResult
+from thinkbox.sandbox.types import DisplayData, ExecutionError, ExecutionResult, Language
 from thinkbox.service.api.deps import CallerInfo
 from thinkbox.service.errors import ApiError
 from thinkbox.service.mcp.trace import IMAGE_TYPES, AskResult, Trace, as_text, trim
@@ -52,12 +52,16 @@ Scope = Annotated[
         description="user: your folder (default); tenant: your tenant's shared folder (`..` in a session)."
     ),
 ]
+LanguageArg = Annotated[
+    Language, Field(description="py (Python, default), js (JavaScript on Node.js) or sh (bash).")
+]
 SessionId = Annotated[str, Field(max_length=64, description="The id create_session (or ask) gave.")]
 FilePath = Annotated[str, Field(min_length=1, max_length=1024, description="A path relative to the folder.")]
 
 
 class SessionCreated(BaseModel):
     session_id: str
+    language: str
     idle_timeout_s: float = Field(description="The session closes after this many seconds without use.")
 
 
@@ -166,30 +170,37 @@ def build_server(resolve: Resolve, on_session: OnSession | None = None) -> MCPSe
         return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
     @mcp.tool(annotations=_annotations(read_only=False))
-    async def create_session(ctx: Context) -> SessionCreated:
-        """Start a sandbox session of your own: a Python interpreter whose variables persist between
-        run_code calls, with your folder as its current directory. Close it with close_session when done;
-        it closes by itself after a while without use."""
+    async def create_session(ctx: Context, language: LanguageArg = "py") -> SessionCreated:
+        """Start a sandbox session of your own: an interpreter (Python by default; js: JavaScript on
+        Node.js, sh: bash) whose variables persist between run_code calls, with your folder as its current
+        directory. Close it with close_session when done; it closes by itself after a while without use."""
         caller = await resolve(ctx)
         with _tool_errors():
-            live = await caller.service.sessions.create(caller.principal, "code")
+            live = await caller.service.sessions.create(caller.principal, "code", language)
         remember(live.id)
-        return SessionCreated(session_id=live.id, idle_timeout_s=caller.service.sessions.idle_s)
+        return SessionCreated(
+            session_id=live.id, language=language, idle_timeout_s=caller.service.sessions.idle_s
+        )
 
     @mcp.tool(annotations=_annotations(read_only=False, destructive=True))
     async def run_code(
         ctx: Context,
         session_id: SessionId,
-        code: Annotated[str, Field(max_length=MAX_CODE, description="Python to run like a notebook cell.")],
+        code: Annotated[str, Field(max_length=MAX_CODE, description="Code to run like a notebook cell.")],
         timeout: Annotated[
             float | None,
             Field(gt=0, le=600, description="Seconds before the code is stopped (default: the sandbox's)."),
         ] = None,
+        language: Annotated[
+            Language | None,
+            Field(description="py, js or sh for this cell; default: the session's language."),
+        ] = None,
     ) -> Annotated[CallToolResult, CodeResult]:
-        """Run Python in a session like a notebook cell: variables, imports and functions stay for the next
+        """Run code in a session like a notebook cell: variables, imports and functions stay for the next
         call. Returns stdout, stderr, the value of the last expression, the error with its traceback, and
-        displayed images (matplotlib figures) as image content. The code may change files in your folder;
-        it has no network."""
+        displayed images (matplotlib figures) as image content. A cell of another language than the
+        session's runs beside it on the same files (e.g. compute in Python, check in JavaScript). The code
+        may change files in your folder; it has no network."""
         caller = await resolve(ctx)
         service = caller.service
         with _tool_errors():
@@ -198,7 +209,7 @@ def build_server(resolve: Resolve, on_session: OnSession | None = None) -> MCPSe
                 raise ApiError(
                     429, "session_busy", f"session {session_id!r} is running other code; wait or use another"
                 )
-            items = [item async for item in service.sessions.execute(live, code, timeout)]
+            items = [item async for item in service.sessions.execute(live, code, timeout, language)]
         result = items[-1]
         assert isinstance(result, ExecutionResult)
         shown = [item for item in items if isinstance(item, DisplayData)]

@@ -110,7 +110,7 @@ class Layout:
             Mount(source=folder.parent, target=tenant, read_only=False, hide=others, owner=self.shared_owner),
             Mount(source=folder, target=f"{tenant}/{user}", read_only=False, owner=self.user_owner),
         )
-        return SessionConfig(limits=base.limits, env=base.env, mounts=mounts, cwd=f"{tenant}/{user}")
+        return SessionConfig(**{**dict(base), "mounts": mounts, "cwd": f"{tenant}/{user}"})  # validated
 
     @contextlib.contextmanager
     def root_fd(self) -> Iterator[int]:
