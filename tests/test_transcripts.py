@@ -265,3 +265,24 @@ def test_notebook_of_a_timed_out_execution_says_so() -> None:
     assert "time limit" in nb.cells[1].outputs[-1].text
     assert "THINKBOX_AGENT__MAX_STEPS" in nb.cells[-1].source
     assert json.loads(nbformat.writes(nb))["nbformat"] == 4
+
+
+def test_notebook_cells_of_javascript_and_shell_run_with_their_interpreter() -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "action_parsed", "step": 1, "thought": "js", "action": "execute_code", "code": "1 + 1",
+         "language": "js"},
+        {"type": "code_started", "step": 1, "code": "1 + 1", "language": "js"},
+        {"type": "execution_finished", "step": 1, "result": {"result": "2"}},
+        {"type": "action_parsed", "step": 2, "thought": "sh", "action": "execute_code", "code": "ls"},
+        {"type": "code_started", "step": 2, "code": "ls", "language": "sh"},
+        {"type": "execution_finished", "step": 2, "result": {"stdout": "a.csv\n"}},
+        {"type": "code_started", "step": 3, "code": "x = 1", "language": "py"},
+    ]  # fmt: skip
+
+    nb = transcript_to_notebook(events)
+
+    nbformat.validate(nb)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    # step 2's action named no language (agent.language sh): its code_started says sh, one cell
+    assert [c.source for c in cells] == ["%%script node\n1 + 1", "%%bash\nls", "x = 1"]
+    assert [c.metadata.get("thinkbox", {}).get("language") for c in cells] == ["js", "sh", None]

@@ -54,6 +54,7 @@ class _Builder:
         )
         self.cells: list[NotebookNode] = self.notebook.cells
         self.code_cell: NotebookNode | None = None
+        self.code_raw = ""
         self.code_step: int | None = None
         self.streamed = False
         self.execution_count = 0
@@ -92,22 +93,31 @@ class _Builder:
         if thought:
             self._markdown(f"**Step {e.get('step', '?')}** · {e.get('action', '')}\n\n{thought}")
         if e.get("code"):
-            self._start_code(str(e["code"]), e.get("step"))
+            self._start_code(str(e["code"]), e.get("step"), str(e.get("language") or "py"))
 
     def _on_code_started(self, e: dict[str, Any]) -> None:
-        if (
-            self.code_cell is None
-            or self.code_step != e.get("step")
-            or self.code_cell.source != e.get("code")
-        ):
-            self._start_code(str(e.get("code", "")), e.get("step"))
+        code, language = str(e.get("code", "")), str(e.get("language") or "py")
+        if self.code_cell is None or self.code_step != e.get("step") or self.code_raw != code:
+            self._start_code(code, e.get("step"), language)
+        else:  # the action's cell: code_started says which language ran it (agent.language)
+            self._set_language(self.code_cell, code, language)
 
-    def _start_code(self, code: str, step: Any) -> None:
+    def _start_code(self, code: str, step: Any, language: str = "py") -> None:
         self.execution_count += 1
         self.code_cell = new_code_cell(code, execution_count=self.execution_count)
+        self.code_raw = code
+        self._set_language(self.code_cell, code, language)
         self.code_step = step
         self.streamed = False
         self.cells.append(self.code_cell)
+
+    @staticmethod
+    def _set_language(cell: NotebookNode, code: str, language: str) -> None:
+        cell.source = _cell_source(code, language)
+        if language != "py":
+            cell.metadata["thinkbox"] = {"language": language}
+        else:
+            cell.metadata.pop("thinkbox", None)
 
     def _outputs(self) -> list[NotebookNode]:
         if self.code_cell is None:  # output without code (a transcript that lost its start)
@@ -219,3 +229,12 @@ def _mime_value(mime: str, value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value if isinstance(value, str | dict | list) else str(value)
+
+
+CELL_MAGICS = {"js": "%%script node\n", "sh": "%%bash\n"}
+"""A JavaScript or shell cell in the Python notebook: a cell magic that runs it with that interpreter
+(each such cell on its own, where the session kept their variables; the metadata says the language)."""
+
+
+def _cell_source(code: str, language: str) -> str:
+    return CELL_MAGICS.get(language, "") + code
