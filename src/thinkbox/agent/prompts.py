@@ -56,9 +56,10 @@ ACTION_TEMPLATE = (
 )
 
 
-def system_prompt(files: Sequence[FileInfo] = ()) -> str:
-    """The system prompt, listing the workspace's files (they are what data questions are about)."""
-    return SYSTEM_PROMPT.format(files=describe_files(files))
+def system_prompt(files: Sequence[FileInfo] = (), extra: str = "") -> str:
+    """The system prompt, listing the workspace's files (they are what data questions are about);
+    ``extra``: lines after them (the service's saved tools)."""
+    return SYSTEM_PROMPT.format(files=describe_files(files) + (f"\n{extra}" if extra else ""))
 
 
 def describe_files(files: Sequence[FileInfo]) -> str:

@@ -33,6 +33,7 @@ from thinkbox.service.db.models import Run, SessionRow, new_id
 from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
+from thinkbox.service.tools import ToolStore
 
 log = logging.getLogger(__name__)
 TOUCH_ROW_EVERY_S = 30.0
@@ -57,8 +58,16 @@ class LiveSession:
 
 
 class SessionManager:
-    def __init__(self, db: Database, backend: SandboxBackend, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        backend: SandboxBackend,
+        storage: Storage,
+        settings: Settings,
+        tools: ToolStore | None = None,
+    ) -> None:
         self.db = db
+        self.tools = tools
         self.backend = backend
         self.storage = storage
         self.settings = settings
@@ -113,6 +122,10 @@ class SessionManager:
         config = await asyncio.to_thread(
             self.storage.session_config, owner.tenant_name, owner.user_name, self.base_config
         )
+        if self.tools is not None:  # the tenant's tools, read-only, importable as ``tools``
+            config = await asyncio.to_thread(
+                self.tools.session_config, owner.tenant_name, owner.user_name, config
+            )
         return await self.backend.create_session(config)
 
     def _insert(self, row: SessionRow) -> None:

@@ -348,6 +348,15 @@ class _Png:
 
 def _mime_bundle(obj: Any) -> dict[str, str]:
     bundle: dict[str, str] = {}
+    many = getattr(obj, "_repr_mimebundle_", None)  # IPython's convention: any MIME types at once
+    if many is not None and not isinstance(obj, type):
+        try:
+            data = many()
+        except Exception:
+            data = None
+        data = data[0] if isinstance(data, tuple) and data else data
+        if isinstance(data, dict):
+            bundle.update({k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)})
     for mime, method in (
         ("image/png", "_repr_png_"),
         ("text/html", "_repr_html_"),
@@ -478,6 +487,10 @@ def serve(sock: socket.socket, options: dict[str, Any]) -> None:
         }
     )
     os.environ.update({str(k): str(v) for k, v in env.items()})
+    # as a fresh interpreter would: the session's PYTHONPATH goes first on sys.path (a forked one started
+    # before it was known)
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and p not in sys.path]
+    sys.path[:0] = extra
     setup_error = _enter(options.get("cwd"))
     sock.setblocking(True)
     _ACTIVE = Kernel(sock, options)
