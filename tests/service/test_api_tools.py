@@ -140,7 +140,8 @@ def test_a_saved_tool_is_importable_by_another_user_of_the_tenant_and_invisible_
         {
             "name": "slugify",
             "signature": "(text: str, sep: str='-') -> str",
-            "doc": "Lower-case words of ``text`` joined by ``sep``.\n\n>>> slugify(\"Hello, World\")\n'hello-world'",
+            "doc": "Lower-case words of ``text`` joined by ``sep``.\n\n"
+            ">>> slugify(\"Hello, World\")\n'hello-world'",
         }
     ]
     assert tool["usage"] == f"from tools.{name} import slugify"

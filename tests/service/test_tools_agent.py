@@ -72,9 +72,11 @@ def _session_of(client: httpx.Client, events: list[dict[str, Any]]) -> str:
 
 def test_a_saved_tool_with_helpers_and_imports_carries_them(running: Running) -> None:
     name = f"words_{secrets.token_hex(3)}"
+    helper = "import re\ndef _norm(s):\n    return s.lower()\n"
+    tests = 'def test_w():\\n    assert words("A b") == ["a", "b"]'
     steps = [
-        "import re\ndef _norm(s):\n    return s.lower()\ndef words(text):\n    return re.findall(r'[a-z]+', _norm(text))",
-        f'from tools import save_tool\nsave_tool(words, name={name!r}, tests=\'def test_w():\\n    assert words("A b") == ["a", "b"]\')',
+        helper + "def words(text):\n    return re.findall(r'[a-z]+', _norm(text))",
+        f"from tools import save_tool\nsave_tool(words, name={name!r}, tests='{tests}')",
     ]
     with running.client(running.alice) as alice:
         saved = observations(run(alice, program(steps, "ok")))[-1]
