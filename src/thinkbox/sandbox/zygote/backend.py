@@ -44,8 +44,7 @@ from thinkbox.sandbox.zygote.runtime import (
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
-_PACKAGE_PARENT = str(Path(wire.__file__).resolve().parents[3])
-"""The folder thinkbox was imported from: the zygote's ``PYTHONPATH``, so that it runs this very copy."""
+_SRC = Path(wire.__file__).resolve().parents[3]  # a checkout's src/ (not site-packages): the zygote runs it
 SPAWN_TIMEOUT_S = 30.0
 _INSTANCE_PREFIX = "z"
 
@@ -176,8 +175,7 @@ class ZygoteBackend(SandboxBackend):
             "MPLBACKEND": "Agg",
             "MPLCONFIGDIR": str(cache),
             "PYTHONDONTWRITEBYTECODE": "1",
-            # the zygote runs the engine's own copy of thinkbox (a checkout beside an installed one)
-            "PYTHONPATH": _PACKAGE_PARENT,
+            **({} if _SRC.name.endswith("-packages") else {"PYTHONPATH": str(_SRC)}),
         }
         config = {
             "runtime_dir": str(self.runtime),
