@@ -285,8 +285,8 @@ class RunManager:
             return None
         if not live.history:
             files = await live.session.list_files()
-            tools = await asyncio.to_thread(store.list_tools, owner)
-            extra = tool_agent.tools_section(tools, question, self.settings.service.prompt_tools)
+            limit = self.settings.service.prompt_tools
+            extra = await asyncio.to_thread(tool_agent.prompt_section, store, owner, question, limit)
             live.history.append({"role": "system", "content": prompts.system_prompt(files, extra)})
 
         async def on_result(result: ExecutionResult) -> str:

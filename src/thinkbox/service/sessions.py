@@ -34,6 +34,7 @@ from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
 from thinkbox.service.tools import ToolStore
+from thinkbox.service.tools import agent as tool_agent
 
 log = logging.getLogger(__name__)
 TOUCH_ROW_EVERY_S = 30.0
@@ -190,7 +191,12 @@ class SessionManager:
             raise ApiError(410, "session_gone", _gone(session_id, f"rebuilding it failed: {failure}"))
         if runs:
             files = await live.session.list_files()
-            live.history.append({"role": "system", "content": prompts.system_prompt(files)})
+            extra = ""
+            if self.tools is not None:
+                limit = self.settings.service.prompt_tools
+                ask = runs[-1].question
+                extra = await asyncio.to_thread(tool_agent.prompt_section, self.tools, owner, ask, limit)
+            live.history.append({"role": "system", "content": prompts.system_prompt(files, extra)})
             for state in runs:
                 live.history.extend(state.messages)
         return live

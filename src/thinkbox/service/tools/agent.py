@@ -84,6 +84,11 @@ def tools_section(tools: Sequence[ToolInfo], question: str, limit: int) -> str:
     return "\n".join(lines)
 
 
+def prompt_section(store: ToolStore, owner: Principal, question: str, limit: int) -> str:
+    """:func:`tools_section` for the tools ``owner`` sees (synchronous: call it in a thread)."""
+    return tools_section(store.list_tools(owner), question, limit)
+
+
 async def from_run(store: ToolStore, owner: Principal, result: ExecutionResult) -> str:
     """Save the tools that the step's code asked for with ``save_tool``; what to tell the model ('' when
     it asked for none)."""

@@ -70,6 +70,8 @@ class ToolStore:
         self.db, self.backend, self.base, self.timeout_s = db, backend, base, timeout_s
         self.root = Path(root)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._prepared: set[tuple[str, str]] = set()
+        """(tenant, user) whose folders and package this process has made (one check per pair)."""
 
     # -- sessions -----------------------------------------------------------------------------------
     def session_config(self, tenant: str, user: str, config: SessionConfig) -> SessionConfig:
@@ -79,12 +81,14 @@ class ToolStore:
 
     def mounts(self, tenant: str, user: str) -> tuple[Mount, Mount]:
         shared, mine = self._shared(tenant), self._mine(tenant, user)
-        for folder in (shared / "tools", mine / "tools"):
-            folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-        init = shared / "tools" / "__init__.py"
-        text = Path(inside.__file__).read_text()
-        if not init.exists() or init.read_text() != text:
-            _write(init, text)
+        if (tenant, user) not in self._prepared:
+            for folder in (shared / "tools", mine / "tools"):
+                folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+            init = shared / "tools" / "__init__.py"
+            text = Path(inside.__file__).read_text()
+            if not init.exists() or init.read_text() != text:
+                _write(init, text)
+            self._prepared.add((tenant, user))
         return (
             Mount(source=shared, target=SHARED_TARGET, read_only=True),
             Mount(source=mine, target=MINE_TARGET, read_only=True),
