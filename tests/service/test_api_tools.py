@@ -175,6 +175,8 @@ def test_versions_are_kept_and_rollback_makes_an_earlier_one_active(running: Run
     second = save(bob, name, source=v2, tests="def test_s():\n    assert scale(1) == 3\n")
     assert second.status_code == 201 and second.json()["version"] == 2 and second.json()["author"] == "bob"
     assert run_code(alice, f"from tools.{name} import scale\nprint(scale(5))")["stdout"] == "15\n"
+    again = save(bob, name, source=v2, tests="def test_s():\n    assert scale(1) == 3\n")
+    assert again.status_code == 201 and again.json()["version"] == 2  # the same tool: no new version
 
     versions = alice.get(f"/v1/tools/{name}/versions").json()["tools"]
     assert [(v["version"], v["author"], v["active_version"]) for v in versions] == [
@@ -216,3 +218,16 @@ def test_testing_a_tool_saves_nothing(running: Running, clients: Any) -> None:
     assert alice.get(f"/v1/tools/{name}").status_code == 404
     unknown = alice.post("/v1/tools", json={**body, "colour": "blue"})
     assert unknown.status_code == 422 and "colour" in unknown.json()["error"]["message"]
+
+
+def test_the_folders_sessions_mount_are_rewritten_from_the_database(running: Running, clients: Any) -> None:
+    alice, _, _ = clients
+    name = unique("synced")
+    assert save(alice, name).status_code == 201
+    folder = running.data_dir / "tools" / "acme" / "shared" / "tools"
+    (folder / f"{name}.py").unlink()
+    (folder / "stale_tool.py").write_text("def f():\n    return 1\n")
+    running.server.service.tools.sync()  # as at a start
+    assert (folder / f"{name}.py").read_text() == SLUG
+    assert not (folder / "stale_tool.py").exists()
+    assert oct((running.data_dir / "tools").stat().st_mode & 0o777) == "0o700"

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DbSession
 
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.types import Mount, SessionConfig
@@ -166,6 +167,10 @@ class ToolStore:
                     )
                     s.add(tool)
                     s.flush()
+                else:
+                    active = s.get(ToolVersion, (tool.id, tool.active_version))
+                    if active is not None and _same(active, spec):  # saved again (a resumed run): as it is
+                        return _info(tool, active, self._author(s, active))
                 last = s.scalar(select(func.max(ToolVersion.version)).where(ToolVersion.tool_id == tool.id))
                 version = (last or 0) + 1
                 s.add(
@@ -190,6 +195,11 @@ class ToolStore:
             ) from None
         _write(self._file(owner, spec.private, spec.name), spec.source)  # committed: sessions may see it
         return self.get(owner, spec.name)
+
+    @staticmethod
+    def _author(s: DbSession, version: ToolVersion) -> str:
+        user = s.get(User, version.author_id)
+        return user.name if user is not None else "?"
 
     # -- reading ------------------------------------------------------------------------------------
     def list_tools(self, owner: Principal) -> list[ToolInfo]:
@@ -252,6 +262,8 @@ class ToolStore:
     def sync(self) -> None:
         """Write every active tool to disk from the database, removing files of tools that are gone (at
         start: the database is what counts after a crash between a commit and a rename)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # tenants' code: sessions get binds, other host users nothing
         wanted: dict[Path, str] = {}
         with self.db.session() as s:
             rows = s.execute(
@@ -277,6 +289,15 @@ class ToolStore:
             if path not in wanted:
                 path.unlink(missing_ok=True)
         shutil.rmtree(self.root / ".staging", ignore_errors=True)
+
+
+def _same(version: ToolVersion, spec: ToolSpec) -> bool:
+    return (version.source, version.tests, version.description, json.loads(version.packages)) == (
+        spec.source,
+        spec.tests,
+        spec.description,
+        list(spec.packages),
+    ) and json.loads(version.secrets) == list(spec.secrets)
 
 
 def _info(tool: Tool, version: ToolVersion, author: str) -> ToolInfo:
