@@ -148,6 +148,10 @@ def test_a_saved_tool_is_importable_by_another_user_of_the_tenant_and_invisible_
 
     result = run_code(bob, f"from tools.{name} import slugify\nprint(slugify('Tool Store, item 2'))")
     assert result["stdout"] == "tool-store-item-2\n", result
+    listed_inside = run_code(
+        bob, f"import tools\nprint({name!r} in tools.available(), tools.{name}.slugify('X'))"
+    )
+    assert listed_inside["stdout"] == "True x\n", listed_inside
     listed = bob.get("/v1/tools").json()["tools"]
     assert name in [t["name"] for t in listed] and bob.get(f"/v1/tools/{name}").json()["source"] == SLUG
 
@@ -231,3 +235,22 @@ def test_the_folders_sessions_mount_are_rewritten_from_the_database(running: Run
     assert (folder / f"{name}.py").read_text() == SLUG
     assert not (folder / "stale_tool.py").exists()
     assert oct((running.data_dir / "tools").stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_session_already_running_imports_a_tool_saved_after_it_started(
+    running: Running, clients: Any
+) -> None:
+    alice, bob, _ = clients
+    name = unique("late")
+    sid = bob.post("/v1/sessions").json()["id"]
+    try:
+        before = bob.post(
+            f"/v1/sessions/{sid}/execute", json={"code": "import tools\nprint(tools.available())"}
+        )
+        assert name not in before.json()["stdout"]
+        assert save(alice, name).status_code == 201
+        code = f"from tools.{name} import slugify\nprint(slugify('Late Tool'))"
+        after = bob.post(f"/v1/sessions/{sid}/execute", json={"code": code}).json()
+        assert after["stdout"] == "late-tool\n", after
+    finally:
+        bob.delete(f"/v1/sessions/{sid}")

@@ -5,11 +5,15 @@ many. Real server, real sandbox sessions; the model is the scripted QuestionMode
 
 from __future__ import annotations
 
+import ast
 import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from thinkbox.service.tools import inside
 from thinkbox.service.tools.agent import rank, tools_section
 from thinkbox.service.tools.spec import Function
 from thinkbox.service.tools.store import ToolInfo
@@ -124,3 +128,10 @@ def test_the_prompt_lists_the_most_relevant_tools_when_there_are_many() -> None:
         "tools.tool_0",
         "tools.tool_1",
     ]
+
+
+def test_the_sessions_tools_package_needs_only_the_standard_library() -> None:
+    tree = ast.parse(Path(inside.__file__).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
