@@ -8,6 +8,7 @@ importing anything on the host.
 from __future__ import annotations
 
 import ast
+import functools
 import keyword
 import re
 import sys
@@ -69,6 +70,11 @@ def check_name(name: str) -> str:
         raise ToolRefused(
             "invalid_tool", f"tool name {name!r} must not start with _ and has at most 64 characters"
         )
+    if name in _package_names():
+        raise ToolRefused(
+            "invalid_tool",
+            f"tool name {name!r} is taken by the tools package itself (tools.{name}); choose another",
+        )
     if name in sys.stdlib_module_names or name in PRELOADED:
         raise ToolRefused(
             "invalid_tool",
@@ -76,6 +82,14 @@ def check_name(name: str) -> str:
             f"it; choose another (e.g. {name}_tools)",
         )
     return name
+
+
+@functools.cache
+def _package_names() -> frozenset[str]:
+    """What ``tools`` itself defines (save_tool, available...): a tool module of that name would hide it."""
+    from thinkbox.service.tools import inside
+
+    return frozenset(n for n in vars(inside) if not n.startswith("_"))
 
 
 def check(

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,8 @@ class ToolStore:
         self.db, self.backend, self.base, self.timeout_s = db, backend, base, timeout_s
         self.root = Path(root)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._disk = threading.Lock()
+        """Held from a change's commit to its file's rename, so the files follow the commits' order."""
         self._prepared: set[tuple[str, str]] = set()
         """(tenant, user) whose folders and package this process has made (one check per pair)."""
 
@@ -153,6 +156,10 @@ class ToolStore:
             )
 
     def _insert(self, owner: Principal, spec: ToolSpec, passed: int) -> ToolInfo:
+        with self._disk:
+            return self._insert_locked(owner, spec, passed)
+
+    def _insert_locked(self, owner: Principal, spec: ToolSpec, passed: int) -> ToolInfo:
         now = time.time()
         try:
             with self.db.session() as s, s.begin():
@@ -242,22 +249,24 @@ class ToolStore:
     def rollback(self, owner: Principal, name: str, version: int) -> ToolInfo:
         """Make ``version`` the active one (sessions see it at once)."""
         info = self.get(owner, name, version)
-        with self.db.session() as s, s.begin():
-            tool = s.scalar(select(Tool).where(Tool.tenant_id == owner.tenant_id, Tool.name == name))
-            assert tool is not None
-            tool.active_version, tool.updated_at = version, time.time()
-        _write(self._file(owner, info.private, name), info.source)
+        with self._disk:
+            with self.db.session() as s, s.begin():
+                tool = s.scalar(select(Tool).where(Tool.tenant_id == owner.tenant_id, Tool.name == name))
+                assert tool is not None
+                tool.active_version, tool.updated_at = version, time.time()
+            _write(self._file(owner, info.private, name), info.source)
         return self.get(owner, name)
 
     def delete(self, owner: Principal, name: str) -> None:
         """Delete the tool and all its versions (sessions that imported it keep their copy)."""
         info = self.get(owner, name)
-        with self.db.session() as s, s.begin():
-            tool = s.scalar(select(Tool).where(Tool.tenant_id == owner.tenant_id, Tool.name == name))
-            assert tool is not None
-            s.execute(delete(ToolVersion).where(ToolVersion.tool_id == tool.id))
-            s.delete(tool)
-        self._file(owner, info.private, name).unlink(missing_ok=True)
+        with self._disk:
+            with self.db.session() as s, s.begin():
+                tool = s.scalar(select(Tool).where(Tool.tenant_id == owner.tenant_id, Tool.name == name))
+                assert tool is not None
+                s.execute(delete(ToolVersion).where(ToolVersion.tool_id == tool.id))
+                s.delete(tool)
+            self._file(owner, info.private, name).unlink(missing_ok=True)
 
     def sync(self) -> None:
         """Write every active tool to disk from the database, removing files of tools that are gone (at
