@@ -70,16 +70,16 @@ def check_name(name: str) -> str:
         raise ToolRefused(
             "invalid_tool", f"tool name {name!r} must not start with _ and has at most 64 characters"
         )
-    if name in _package_names():
-        raise ToolRefused(
-            "invalid_tool",
-            f"tool name {name!r} is taken by the tools package itself (tools.{name}); choose another",
-        )
     if name in sys.stdlib_module_names or name in PRELOADED:
         raise ToolRefused(
             "invalid_tool",
             f"tool name {name!r} is the name of a standard or installed module and would be confused with "
             f"it; choose another (e.g. {name}_tools)",
+        )
+    if name in _package_names():
+        raise ToolRefused(
+            "invalid_tool",
+            f"tool name {name!r} is taken by the tools package itself (tools.{name}); choose another",
         )
     return name
 
