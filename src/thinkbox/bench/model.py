@@ -91,6 +91,13 @@ class ModelBenchReport(BaseModel):
         description="1-minute load average at the start and the end: other work skews the figures.",
     )
     questions: dict[str, QuestionScore] = Field(default_factory=dict)
+    cold_first_token_s: float | None = Field(None, description="See thinkbox.bench.cold_start.")
+    cold_answer_s: float | None = None
+    cold_unsaved_first_token_s: float | None = None
+    cold_unsaved_answer_s: float | None = None
+    warm_first_token_s: float | None = None
+    warm_answer_s: float | None = None
+    cold_over_warm_first_token: float | None = None
 
 
 def numbers_in(text: str) -> list[float]:
@@ -258,6 +265,7 @@ async def run_model_bench(
     *,
     runs: int = 4,
     questions: bool = True,
+    cold: bool = True,
     temperature: float | None = None,
     progress: Progress | None = None,
 ) -> ModelBenchReport:
@@ -272,6 +280,11 @@ async def run_model_bench(
         say(f"loading {model.model_path}")
         await model.load()
         speed = await measure_speed(model, temperature=temp, say=say)
+        starts: dict[str, Any] = {}
+        if cold:
+            from thinkbox.bench.cold_start import measure_cold_start
+
+            starts = (await measure_cold_start(model, settings, say)).model_dump()
         scores = await ask_questions(model, settings, runs=runs, say=say) if questions and runs > 0 else {}
         return ModelBenchReport(
             model=model.name,
@@ -284,7 +297,7 @@ async def run_model_bench(
             rss_mib=round(rss_mib(), 1),
             load_avg=(round(load_before, 2), round(os.getloadavg()[0], 2)),
             questions=scores,
-            **{k: v for k, v in speed.items() if k in ModelBenchReport.model_fields},
+            **{k: v for k, v in {**speed, **starts}.items() if k in ModelBenchReport.model_fields},
         )
     finally:
         await model.aclose()
@@ -303,6 +316,16 @@ def render(report: ModelBenchReport, print_line: Callable[[str], None] = print) 
         f"turn 3       {r.turn3_s_cached} s with KV-cache reuse ({r.turn3_cached_tokens}/"
         f"{r.turn3_prompt_tokens} prompt tokens cached), {r.turn3_s_uncached} s without: x{r.turn3_speedup}"
     )
+    if r.cold_first_token_s is not None:
+        print_line(
+            f"cold start   first token {r.cold_first_token_s} s, answer {r.cold_answer_s} s (new process, "
+            f"system prompt saved); nothing saved: {r.cold_unsaved_first_token_s} s / "
+            f"{r.cold_unsaved_answer_s} s"
+        )
+        print_line(
+            f"warm         first token {r.warm_first_token_s} s, answer {r.warm_answer_s} s (model loaded); "
+            f"cold / warm first token: x{r.cold_over_warm_first_token}"
+        )
     for key, q in r.questions.items():
         median = f"median {q.median_s} s" if q.median_s is not None else "never correct"
         print_line(f"{key:<18} {q.correct}/{q.runs} correct, {median}")

@@ -143,9 +143,13 @@ def bench_model(
         None, "--temperature", help="Sampling temperature of the question runs (default: model.temperature)."
     ),
     out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+    cold: bool = typer.Option(
+        True, "--cold/--no-cold", help="Also time thinkbox ask in new processes against the loaded model."
+    ),
 ) -> None:
     """The local model: prompt and generation tokens/s, memory, turn-3 latency with and without KV-cache
-    reuse, and the four reference questions through the agent loop."""
+    reuse, cold and warm time to the first token and to the answer, and the four reference questions
+    through the agent loop."""
     import asyncio
     import sys
     from pathlib import Path
@@ -160,7 +164,9 @@ def bench_model(
     try:
         settings = load_settings(**({"model": {"name": name}} if name else {}))
         report = asyncio.run(
-            run_model_bench(settings, runs=runs, temperature=temperature, progress=lambda m: err.log(m))
+            run_model_bench(
+                settings, runs=runs, cold=cold, temperature=temperature, progress=lambda m: err.log(m)
+            )
         )
     except ThinkboxError as exc:
         print(f"thinkbox bench model: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ from thinkbox.errors import (
 )
 from thinkbox.models.base import Message, ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 from thinkbox.models.install import locate_model
+from thinkbox.models.prompt_state import MIN_SHARED, PromptStates, fingerprint, shared_prefix
 from thinkbox.models.scaffold import Scaffold
 
 RUNTIME_HINT = "install the runtime with scripts/install_llama.sh (or `pip install 'thinkbox[local]'`)"
@@ -73,6 +74,7 @@ class LocalModel:
         timeout_s: float = 120.0,
         max_tokens: int = 1024,
         name: str | None = None,
+        prompt_states: Path | None = None,
     ) -> None:
         self.name = f"local:{name or model_path.stem}"
         self.model_path = model_path
@@ -95,6 +97,12 @@ class LocalModel:
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thinkbox-llama")
         self.load_s: float | None = None
+        self._state_root = prompt_states
+        self.prompt_states: PromptStates | None = None
+        """Evaluated system prompts on disk (None: off); used by the first request after loading."""
+        self._cold = True
+        self.restored_tokens = 0
+        """Prompt tokens the first request took from a saved state instead of evaluating them."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalModel:
@@ -109,6 +117,7 @@ class LocalModel:
             timeout_s=m.timeout_s,
             max_tokens=m.max_tokens,
             name=m.name if m.path is None else path.stem,
+            prompt_states=settings.cache_dir / "prompt-states" if m.prompt_cache else None,
         )
 
     # ------------------------------------------------------------------ loading
@@ -157,6 +166,10 @@ class LocalModel:
             eos_token=_token_text(llm, llm.token_eos()),
             bos_token=_token_text(llm, llm.token_bos()),
         )
+        if self._state_root is not None:
+            version = getattr(llama_cpp, "__version__", "?")
+            key = fingerprint(self.model_path, self.context_tokens, version)
+            self.prompt_states = PromptStates(self._state_root / key)
         self._llm = llm
         self.load_s = time.perf_counter() - started
         return llm
@@ -236,6 +249,9 @@ class LocalModel:
         if threads != self.threads:
             llm._ctx.set_n_threads(threads, self.batch_threads)
             self.threads = threads
+        if self._cold:
+            self._cold = False
+            self._warm_start(llm, request.messages, tokens)
         from thinkbox.models.local_decode import decode
 
         result = decode(
@@ -284,6 +300,22 @@ class LocalModel:
         self._pending_text = text
         tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return tokens
+
+    def _warm_start(self, llm: Any, messages: list[Message], tokens: list[int]) -> None:
+        """First request of the process: load the saved state of the system prompt, or evaluate the
+        system message alone and save its state for the next process (see :mod:`.prompt_state`)."""
+        states = self.prompt_states
+        if states is None or llm.n_tokens != 0:
+            return
+        self.restored_tokens = states.restore(llm, tokens)
+        if self.restored_tokens or not messages or messages[0]["role"] != "system":
+            return
+        text = self._formatter(messages=[messages[0]]).prompt
+        system = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        shared = shared_prefix(system, tokens)
+        if MIN_SHARED <= shared < len(tokens):
+            llm.eval(tokens[:shared])
+            states.save(llm)
 
     def _remember(self, prompt_tokens: list[int], llm: Any) -> None:
         """Record the evaluated sequence (prompt + generated tokens) and its text for the next request."""

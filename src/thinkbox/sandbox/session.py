@@ -39,8 +39,10 @@ from thinkbox.sandbox.types import (
     ExecutionError,
     ExecutionResult,
     FileInfo,
+    Namespace,
     OutputChunk,
     SessionConfig,
+    Variable,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +117,11 @@ class Session:
     def is_alive(self) -> bool:
         usable = not self._closed and self._retired is None
         return usable and self._dead_reason is None and self._proc is not None
+
+    @property
+    def busy(self) -> bool:
+        """A request (a cell, a file) is being served now."""
+        return self._lock.locked()
 
     @property
     def process(self) -> KernelProcess | None:
@@ -321,6 +328,22 @@ class Session:
 
     async def list_files(self, path: str = ".") -> list[FileInfo]:
         return [FileInfo(**f) for f in (await self._simple({"type": "list_files", "path": path}))["files"]]
+
+    async def variables(self) -> Namespace:
+        """What the session defines (names, types, short descriptions): not a cell, so no user code runs,
+        nothing is recorded and the state is unchanged; waits while a cell runs."""
+        reply = await self._simple({"type": "variables"})
+        found = reply.get("variables")
+        rows = found if isinstance(found, list) else []
+        omitted = reply.get("omitted")
+        return Namespace(
+            variables=[
+                Variable(**{k: cap_head(clean(str(row.get(k, ""))), 200) for k in ("name", "type", "repr")})
+                for row in rows[:500]
+                if isinstance(row, dict)
+            ],
+            omitted=omitted if isinstance(omitted, int) and not isinstance(omitted, bool) else 0,
+        )
 
     async def ping(self) -> float:
         started = time.perf_counter()

@@ -225,3 +225,16 @@ class FileInfo(BaseModel):
     path: str
     size: int
     is_dir: bool
+
+
+class Variable(BaseModel):
+    """A name defined in a session, described without running the user's code (docs/protocol.md)."""
+
+    name: str
+    type: str = Field(description="The value's type, with its module unless a builtin or __main__.")
+    repr: str = Field(description="A short description: contents of builtins, shape of arrays and frames.")
+
+
+class Namespace(BaseModel):
+    variables: list[Variable] = Field(description="Sorted by name; names starting with _ left out.")
+    omitted: int = Field(0, description="Names past the first 500, not listed.")

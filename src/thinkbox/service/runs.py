@@ -269,7 +269,7 @@ class RunManager:
                     live.touch()
                     if quota is None:
                         check = asyncio.to_thread(
-                            self.storage.check_quota, owner.tenant_name, owner.user_name
+                            self.storage.check_after_code, owner.tenant_name, owner.user_name
                         )
                         quota = asyncio.ensure_future(check)
         finally:

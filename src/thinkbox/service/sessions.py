@@ -75,6 +75,8 @@ class SessionManager:
         self.idle_s = settings.service.session_idle_s
         self.base_config = SessionConfig(limits=settings.sandbox.limits)
         self._live: dict[str, LiveSession] = {}
+        self._closing: dict[str, str] = {}
+        """Sessions being closed -> why (out of ``_live``, their row not marked yet)."""
         self._reaper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -142,6 +144,8 @@ class SessionManager:
         row = await asyncio.to_thread(self._row, session_id)
         if row is None or row.user_id != owner.user_id:
             raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
+        if (closing := self._closing.get(session_id)) is not None:
+            raise ApiError(410, "session_gone", _gone(session_id, closing))
         if live is not None:  # live but another user's: impossible with unique ids, refuse anyway
             raise ApiError(404, "not_found", f"no session {session_id!r} of yours")
         if row.closed_at is not None:
@@ -246,11 +250,15 @@ class SessionManager:
             s.execute(update(SessionRow).where(SessionRow.id == session_id).values(last_activity_at=when))
 
     async def close(self, session_id: str, reason: str) -> None:
-        live = self._live.pop(session_id, None)
-        if live is not None:
-            with contextlib.suppress(Exception):
-                await live.session.close()
-        await asyncio.to_thread(self._mark_closed, session_id, reason)
+        self._closing[session_id] = reason
+        try:
+            live = self._live.pop(session_id, None)
+            if live is not None:
+                with contextlib.suppress(Exception):
+                    await live.session.close()
+            await asyncio.to_thread(self._mark_closed, session_id, reason)
+        finally:
+            self._closing.pop(session_id, None)
 
     def _mark_closed(self, session_id: str, reason: str) -> None:
         with self.db.session() as s, s.begin():

@@ -14,6 +14,7 @@ FILES = (
     "sandbox/__init__.py",
     "sandbox/inside/__init__.py",
     "sandbox/inside/kernel.py",
+    "sandbox/inside/namespace.py",
     "sandbox/inside/wire.py",
     "sandbox/inside/launch.py",
 )

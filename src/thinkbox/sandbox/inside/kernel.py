@@ -29,7 +29,7 @@ import traceback
 import types
 from typing import Any
 
-from thinkbox.sandbox.inside import wire
+from thinkbox.sandbox.inside import namespace, wire
 
 _KERNEL_FILES = {__file__, wire.__file__}
 _RESULT_REPR_LIMIT = 20_000
@@ -146,6 +146,7 @@ class Kernel:
         self.current_id: str | None = None
         self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         self.ns["display"] = self._display_object
+        self._own = (self.ns["display"],)  # the kernel's own names, left out of the ``variables`` reply
         self._saved_out = os.dup(self.pump.out_w)
         self._saved_err = os.dup(self.pump.err_w)
         self._install_streams()
@@ -278,6 +279,8 @@ class Kernel:
                 return {"status": "ok", "path": path, "data_b64": base64.b64encode(f.read()).decode("ascii")}
         if kind == "list_files":
             return {"status": "ok", "files": _list_files(_resolve(msg.get("path", ".")))}
+        if kind == "variables":  # not a cell: no user code runs, nothing changes (inside/namespace.py)
+            return {"status": "ok", **namespace.describe(self.ns, hidden={id(o) for o in self._own})}
         if kind in ("ping", "shutdown"):
             return {"status": "ok"}
         raise ValueError(f"unknown request type {kind!r}")

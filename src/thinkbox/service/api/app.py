@@ -25,7 +25,15 @@ from thinkbox.config import Settings
 from thinkbox.errors import ConfigError, SandboxError, ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox.backend import SandboxBackend
-from thinkbox.service.api import routes_files, routes_openai, routes_runs, routes_sessions, routes_tools
+from thinkbox.service.api import (
+    routes_files,
+    routes_openai,
+    routes_runs,
+    routes_sessions,
+    routes_tools,
+    routes_variables,
+    routes_web,
+)
 from thinkbox.service.api.deps import Caller
 from thinkbox.service.api.openai_schemas import openai_error
 from thinkbox.service.api.schemas import ErrorBody, Health, Me
@@ -123,6 +131,8 @@ def create_app(
     app.include_router(routes_files.router)
     app.include_router(routes_tools.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_variables.router)
+    app.include_router(routes_web.router)
     app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
     return app
 

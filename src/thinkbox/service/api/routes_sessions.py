@@ -112,7 +112,7 @@ def _frame(number: int, event: str, data: str) -> bytes:
 
 async def _finish(caller: CallerInfo, result: ExecutionResult) -> ExecuteResponse:
     storage, owner = caller.service.storage, caller.principal
-    over = await asyncio.to_thread(storage.check_quota, owner.tenant_name, owner.user_name)
+    over = await asyncio.to_thread(storage.check_after_code, owner.tenant_name, owner.user_name)
     return ExecuteResponse(**result.model_dump(), warnings=[str(over)] if over is not None else [])
 
 

@@ -203,7 +203,7 @@ def build_server(resolve: Resolve, on_session: OnSession | None = None) -> MCPSe
         assert isinstance(result, ExecutionResult)
         shown = [item for item in items if isinstance(item, DisplayData)]
         who = caller.principal
-        over = await asyncio.to_thread(service.storage.check_quota, who.tenant_name, who.user_name)
+        over = await asyncio.to_thread(service.storage.check_after_code, who.tenant_name, who.user_name)
         return _code_result(result, shown, [str(over)] if over is not None else [])
 
     @mcp.tool(annotations=_annotations(read_only=False, destructive=True, idempotent=True))

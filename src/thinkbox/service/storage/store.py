@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from thinkbox.config import Settings
 
 Scope = Literal["user", "tenant"]
+AFTER_CODE_MAX_AGE_S = 1.0
+"""How stale the usage a cell's quota check reads may be (one walk per second per tenant at most)."""
 
 
 @dataclass(frozen=True)
@@ -196,11 +198,16 @@ class Storage:
         self.ensure(tenant, user)
         return self.quotas.usage(tenant, user)
 
-    def check_quota(self, tenant: str, user: str) -> QuotaExceeded | None:
+    def check_quota(self, tenant: str, user: str, *, max_age_s: float = 0.0) -> QuotaExceeded | None:
         """After code ran: walk the tenant's folder again (and, as root, give back to uid 0 and the
-        expected group what a session left with other ids) and say which quota is exceeded, if any."""
+        expected group what a session left with other ids) and say which quota is exceeded, if any; a
+        walk younger than ``max_age_s`` is taken instead (see :meth:`Quotas.exceeded`)."""
         self.ensure(tenant, user)
-        return self.quotas.exceeded(tenant, user)
+        return self.quotas.exceeded(tenant, user, max_age_s=max_age_s)
+
+    def check_after_code(self, tenant: str, user: str) -> QuotaExceeded | None:
+        """:meth:`check_quota` after a cell ran, with a walk up to AFTER_CODE_MAX_AGE_S old."""
+        return self.check_quota(tenant, user, max_age_s=AFTER_CODE_MAX_AGE_S)
 
     # -- internals --------------------------------------------------------------------------------
     def _check(self, tenant: str, scope: Scope, path: str) -> str:

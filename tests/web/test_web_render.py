@@ -1,0 +1,76 @@
+"""The page's renderers, run in the browser on their own: markdown, Python highlighting and the HTML kept
+from display() outputs. Everything becomes DOM nodes; markup in the text stays text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.sync_api import Page
+
+from .web_support import Web
+
+
+def render(page: Page, module: str, function: str, text: str) -> Any:
+    """``function(text)`` of the page's module: the rendered nodes' HTML, and whether anything ran."""
+    return page.evaluate(
+        """async ([module, fn, text]) => {
+            window.ran = 0;
+            const mod = await import(`/web/js/${module}.js`);
+            const box = document.createElement("div");
+            box.append(mod[fn](text));
+            document.body.append(box);
+            await new Promise((r) => setTimeout(r, 100));
+            return { html: box.innerHTML, text: box.textContent, ran: window.ran };
+        }""",
+        [module, function, text],
+    )
+
+
+def test_markdown(web: Web, page: Page) -> None:
+    page.goto(web.url + "/")
+    text = (
+        "# Total\n\nThe sum is **63** and *rising*, see `df.sum()` and [docs](https://example.org/x).\n\n"
+        "- one\n- two\n\n1. first\n2. second\n\n| a | b |\n|---|--:|\n| 1 | 2 |\n\n"
+        "```python\nx = 1  # one\n```\n\n> quoted\n\n[bad](javascript:window.ran=1) "
+        "<img src=x onerror=window.ran=2> <b>not bold</b>"
+    )
+    out = render(page, "markdown", "renderMarkdown", text)
+    html = out["html"]
+    assert "<h3>Total</h3>" in html
+    assert "<strong>63</strong>" in html and "<em>rising</em>" in html and "<code>df.sum()</code>" in html
+    assert (
+        '<a href="https://example.org/x" rel="noopener noreferrer nofollow" target="_blank">docs</a>' in html
+    )
+    assert "<ul><li>one</li><li>two</li></ul>" in html and "<ol><li>first</li><li>second</li></ol>" in html
+    assert '<th scope="col">a</th>' in html and "<td>2</td>" in html
+    assert '<span class="tok-comment"># one</span>' in html
+    assert "<blockquote><p>quoted</p></blockquote>" in html
+    assert 'href="javascript' not in html and "bad" in out["text"]
+    assert "&lt;img src=x onerror=window.ran=2&gt;" in html and "&lt;b&gt;not bold&lt;/b&gt;" in html
+    assert out["ran"] == 0
+
+
+def test_highlighting_keeps_the_code_as_text(web: Web, page: Page) -> None:
+    page.goto(web.url + "/")
+    code = 'def f(x):\n    return "<script>window.ran=1</script>" + str(x) # note\nprint(f(1.5e3))'
+    out = render(page, "highlight", "highlight", code)
+    assert out["text"] == code
+    assert '<span class="tok-keyword">def</span>' in out["html"]
+    assert '<span class="tok-number">1.5e3</span>' in out["html"]
+    assert "&lt;script&gt;" in out["html"] and out["ran"] == 0
+
+
+def test_display_html_keeps_tables_and_drops_everything_active(web: Web, page: Page) -> None:
+    page.goto(web.url + "/")
+    html = (
+        '<style>body{display:none}</style><table class="dataframe" onclick="window.ran=1">'
+        '<thead><tr><th colspan="2" style="color:red">h</th></tr></thead>'
+        "<tbody><tr><td>1</td><td><a href='javascript:window.ran=2'>link</a></td></tr></tbody></table>"
+        "<script>window.ran=3</script><img src=x onerror='window.ran=4'><iframe srcdoc='x'></iframe>"
+        "<svg onload='window.ran=5'></svg>"
+    )
+    out = render(page, "sanitize", "sanitizedHtml", html)
+    assert out["ran"] == 0
+    assert '<th colspan="2">h</th>' in out["html"] and "<td>link</td>" in out["html"]
+    for gone in ("<style", "<script", "<img", "<iframe", "<svg", "<a ", "onclick", "style="):
+        assert gone not in out["html"], gone
