@@ -5,6 +5,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -43,7 +44,8 @@ def save(
         "tests": tests,
         **extra,
     }
-    return client.post("/v1/tools", json=body)
+    # json.dumps escapes what UTF-8 cannot carry (a lone surrogate), as a client in another language could
+    return client.post("/v1/tools", content=json.dumps(body), headers={"Content-Type": "application/json"})
 
 
 def run_code(client: httpx.Client, code: str) -> dict[str, Any]:
@@ -94,6 +96,8 @@ def test_a_tool_whose_tests_fail_is_refused_with_the_failures(running: Running, 
         ("t_syntax", "def f(:\n    pass\n", SLUG_TESTS, "invalid_tool", "does not parse"),
         ("t_nothing", "x = 1\n", "def test_x():\n    assert True\n", "invalid_tool", "defines no function"),
         ("t_untested", "def f():\n    return 1\n", "", "invalid_tool", "has no tests"),
+        ("t_surrogate", "def f():\n    return '\ud800'\n", SLUG_TESTS, "invalid_request", "unicode string"),
+        ("t_nul", "def f():\n    return '\x00'\n", SLUG_TESTS, "invalid_tool", "NUL character"),
         (
             "t_noimport",
             "import no_such_module_zz\n\ndef f():\n    return 1\n",

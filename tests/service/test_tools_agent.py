@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from thinkbox.service.tools import inside
 from thinkbox.service.tools.agent import rank, tools_section
-from thinkbox.service.tools.spec import Function
+from thinkbox.service.tools.spec import Function, ToolRefused, check
 from thinkbox.service.tools.store import ToolInfo
 
 from .conftest import Running
@@ -135,3 +136,9 @@ def test_the_sessions_tools_package_needs_only_the_standard_library() -> None:
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_a_save_tool_request_that_no_database_could_store_is_refused() -> None:
+    # json.loads, which reads save_tool's request, accepts lone surrogates that the API's parser refuses
+    with pytest.raises(ToolRefused, match="not valid Unicode"):
+        check("f", "", "def f():\n    return '\ud800'\n", "def test_f():\n    assert f()\n")

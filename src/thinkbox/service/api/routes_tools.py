@@ -19,7 +19,12 @@ from thinkbox.service.tools import ToolInfo, ToolRefused, check
 from thinkbox.service.tools.spec import MAX_DESCRIPTION_CHARS, MAX_SOURCE_CHARS, ToolSpec
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
-Name = Annotated[str, Path(max_length=64, description="The tool's name (its module: tools.<name>).")]
+Name = Annotated[
+    str,
+    Path(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The tool's name (tools.<name>)."),
+]
+MAX_VERSION = 2**31 - 1  # an INTEGER column on both databases
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A version number (from 1).")]
 
 
 class ToolCreate(BaseModel):
@@ -44,7 +49,7 @@ class ToolCreate(BaseModel):
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="The version to make active again.")
+    version: int = Field(ge=1, le=MAX_VERSION, description="The version to make active again.")
 
 
 class FunctionOut(BaseModel):
@@ -168,7 +173,7 @@ async def list_versions(name: Name, caller: Caller) -> ToolList:
 
 
 @router.get("/{name}/versions/{version}", response_model=ToolOut)
-async def get_version(name: Name, version: int, caller: Caller) -> ToolOut:
+async def get_version(name: Name, version: Version, caller: Caller) -> ToolOut:
     return _out(await asyncio.to_thread(caller.service.tools.get, caller.principal, name, version))
 
 

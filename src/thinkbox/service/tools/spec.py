@@ -112,6 +112,13 @@ def check(
             raise ToolRefused("invalid_tool", f"the {what} has {len(text):,} characters; at most {limit:,}")
         if "\x00" in text:
             raise ToolRefused("invalid_tool", f"the {what} contains a NUL character; remove it")
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise ToolRefused(
+                "invalid_tool",
+                f"the {what} holds a character that is not valid Unicode ({exc.reason}); remove it",
+            ) from None
     module = _parse(source, "source")
     functions = tuple(_functions(module))
     if not functions:
