@@ -216,6 +216,8 @@ def test_a_private_tool_is_its_owners_alone(running: Running, clients: Any) -> N
     assert run_code(bob, f"import tools.{name}")["error"]["type"] == "ModuleNotFoundError"
     taken = save(bob, name)
     assert taken.status_code == 409 and taken.json()["error"]["code"] == "name_taken"
+    shared = save(alice, name)  # her private tool cannot become the tenant's by a save
+    assert shared.status_code == 409 and shared.json()["error"]["code"] == "visibility_conflict"
 
 
 def test_testing_a_tool_saves_nothing(running: Running, clients: Any) -> None:

@@ -141,19 +141,8 @@ class ToolStore:
     def _check_owner(self, owner: Principal, spec: ToolSpec) -> None:
         with self.db.session() as s:
             tool = s.scalar(select(Tool).where(Tool.tenant_id == owner.tenant_id, Tool.name == spec.name))
-        if tool is None:
-            return
-        if tool.owner_id is not None and tool.owner_id != owner.user_id:
-            raise ApiError(
-                409, "name_taken", f"the name {spec.name!r} is taken in your tenant; choose another name"
-            )
-        if (tool.owner_id is not None) != spec.private:
-            was = "private" if tool.owner_id else "tenant-wide"
-            raise ApiError(
-                409,
-                "visibility_conflict",
-                f"tool {spec.name!r} is {was}; save it with the same 'private' value, or delete it first",
-            )
+        if tool is not None:
+            _may_save(tool, owner, spec)
 
     def _insert(self, owner: Principal, spec: ToolSpec, passed: int) -> ToolInfo:
         with self._disk:
@@ -175,6 +164,7 @@ class ToolStore:
                     s.add(tool)
                     s.flush()
                 else:
+                    _may_save(tool, owner, spec)  # again: it may have been made since the check
                     active = s.get(ToolVersion, (tool.id, tool.active_version))
                     if active is not None and _same(active, spec):  # saved again (a resumed run): as it is
                         return _info(tool, active, self._author(s, active))
@@ -298,6 +288,21 @@ class ToolStore:
             if path not in wanted:
                 path.unlink(missing_ok=True)
         shutil.rmtree(self.root / ".staging", ignore_errors=True)
+
+
+def _may_save(tool: Tool, owner: Principal, spec: ToolSpec) -> None:
+    """409 when ``owner`` may not save a version of ``tool`` as ``spec`` says."""
+    if tool.owner_id is not None and tool.owner_id != owner.user_id:
+        raise ApiError(
+            409, "name_taken", f"the name {spec.name!r} is taken in your tenant; choose another name"
+        )
+    if (tool.owner_id is not None) != spec.private:
+        was = "private" if tool.owner_id else "tenant-wide"
+        raise ApiError(
+            409,
+            "visibility_conflict",
+            f"tool {spec.name!r} is {was}; save it with the same 'private' value, or delete it first",
+        )
 
 
 def _same(version: ToolVersion, spec: ToolSpec) -> bool:
