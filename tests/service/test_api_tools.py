@@ -97,6 +97,13 @@ def test_a_tool_whose_tests_fail_is_refused_with_the_failures(running: Running, 
         ("t_nothing", "x = 1\n", "def test_x():\n    assert True\n", "invalid_tool", "defines no function"),
         ("t_untested", "def f():\n    return 1\n", "", "invalid_tool", "has no tests"),
         ("t_surrogate", "def f():\n    return '\ud800'\n", SLUG_TESTS, "invalid_request", "unicode string"),
+        (
+            "t_exits",
+            SLUG,
+            "def test_exit():\n    import os\n    os._exit(3)\n",
+            "tool_tests_failed",
+            "could not finish",
+        ),
         ("t_nul", "def f():\n    return '\x00'\n", SLUG_TESTS, "invalid_tool", "NUL character"),
         (
             "t_noimport",

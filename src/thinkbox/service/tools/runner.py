@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.types import Mount, SessionConfig
@@ -55,8 +56,9 @@ else:
         _result = _unittest.TestResult()
         _suite.run(_result)
         _report["ran"] = _result.testsRun
-        for _test, _trace in _result.failures + _result.errors:
-            _report["failures"].append({{"test": _test.id(), "error": _trace}})
+        for _test, _trace in (_result.failures + _result.errors)[:{max_failures}]:
+            _report["failures"].append({{"test": _test.id(), "error": _trace[-{max_trace}:]}})
+        _report["failed"] = len(_result.failures) + len(_result.errors)
 """
 
 
@@ -84,28 +86,33 @@ async def run_tests(
         session = await backend.create_session(config)
         try:
             code = _RUN.format(
-                new=f"{NEW}/tools", name=spec.name, tests=spec.tests, test_names=spec.test_names
+                new=f"{NEW}/tools",
+                name=spec.name,
+                tests=spec.tests,
+                test_names=spec.test_names,
+                max_failures=MAX_FAILURES,
+                max_trace=MAX_TRACE_CHARS,
             )
             ran = await session.execute(code, timeout=timeout_s)
-            if ran.timed_out or ran.killed:
+            if ran.timed_out:
                 raise ToolRefused(
                     "tool_tests_failed",
                     f"the tests of {spec.name!r} ran longer than {timeout_s:g} s and were stopped "
                     "(service.tool_test_timeout_s): a loop that never ends, or too much work for a test?",
                     [{"test": "<all>", "error": ran.error.message if ran.error else "timed out"}],
                 )
-            if ran.error is not None:  # the harness itself failed: the tools package is broken?
+            if ran.error is not None:  # the interpreter died (os._exit, memory), or the harness failed
                 raise ToolRefused(
                     "tool_tests_failed",
-                    f"the tests could not be run: {ran.error.type}: {ran.error.message}",
-                    [{"test": "<harness>", "error": ran.error.traceback[-MAX_TRACE_CHARS:]}],
+                    f"the tests of {spec.name!r} could not finish: {ran.error.type}: {ran.error.message}",
+                    [{"test": "<all>", "error": _cut(ran.error.traceback or ran.error.message)}],
                 )
             read = await session.execute("print(_json.dumps(_report))", timeout=10)
         finally:
             await session.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    report = json.loads(read.stdout)
+    report = _report(read.stdout, spec.name)
     if report["import_error"]:
         raise ToolRefused(
             "tool_import_failed",
@@ -114,16 +121,34 @@ async def run_tests(
         )
     failures = [{"test": f["test"], "error": _cut(f["error"])} for f in report["failures"]]
     if failures:
-        names = ", ".join(f["test"] for f in failures[:MAX_FAILURES])
+        failed = max(int(report.get("failed", 0)), len(failures))
+        names = ", ".join(f["test"] for f in failures)
         raise ToolRefused(
             "tool_tests_failed",
-            f"{len(failures)} of {max(report['ran'], len(failures))} tests of {spec.name!r} failed "
-            f"({names}); the tool was not saved: fix the code or the tests",
-            failures[:MAX_FAILURES],
+            f"{failed} of {max(report['ran'], failed)} tests of {spec.name!r} failed ({names}); the tool "
+            "was not saved: fix the code or the tests",
+            failures,
         )
     if not report["ran"]:
         raise ToolRefused("invalid_tool", f"no test of {spec.name!r} ran; add test functions or >>> examples")
     return int(report["ran"])
+
+
+def _report(stdout: str, name: str) -> dict[str, Any]:
+    """The harness's report (the last line it printed)."""
+    lines = stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict) or not isinstance(report.get("failures"), list):
+        raise ToolRefused(
+            "tool_tests_failed",
+            f"the tests of {name!r} left no readable report (did the module or a test replace print or "
+            "the names of the test harness?)",
+            [{"test": "<harness>", "error": stdout[-MAX_TRACE_CHARS:]}],
+        )
+    return report
 
 
 def _stage(staging: Path, spec: ToolSpec) -> Path:
