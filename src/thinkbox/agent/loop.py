@@ -374,6 +374,7 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         await run.session.restart()
     max_chars = run.settings.agent.observation_chars
     assigned = await _peek_assigned(run, action.code, result)
+    note = await run.on_result(result) if run.on_result is not None else ""
     observation = prompts.observation(
         result,
         max_chars=max_chars,
@@ -382,9 +383,8 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         figures=figures,
         assigned=assigned,
         defined=prompts.defined_names(action.code),
+        note=note,
     )
-    if run.on_result is not None and (note := await run.on_result(result)):
-        observation += "\n" + note
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1
     if result.ok:  # the session's state changed: failed code may work now

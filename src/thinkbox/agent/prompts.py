@@ -157,12 +157,14 @@ def observation(
     figures: int = 0,
     assigned: str = "",
     defined: Sequence[str] = (),
+    note: str = "",
 ) -> str:
     """What the model is told about one execution, cut to ``max_chars`` (head and tail kept).
 
     ``assigned``: when the code printed nothing, the values its last line assigned (``name = value``
     lines), so that the model reads the computed value instead of guessing it. ``defined``: the functions
-    and classes the code ended by defining (see :func:`defined_names`)."""
+    and classes the code ended by defining (see :func:`defined_names`). ``note``: what the host adds about
+    the execution (the service: whether the tool ``save_tool`` asked for was saved)."""
     parts: list[str] = []
     joiner = "\n" if result.stdout and not result.stdout.endswith("\n") else ""
     output = result.stdout + joiner + result.stderr
@@ -186,6 +188,8 @@ def observation(
         )
     elif result.error is not None:
         parts.append(_error_text(result))
+    if note:
+        parts.append(note)
     intermediate = False
     if not parts and assigned.strip():
         parts.append(f"(nothing was printed; the last line assigned)\n{assigned.strip()}")

@@ -109,9 +109,9 @@ async def from_run(store: ToolStore, owner: Principal, result: ExecutionResult) 
             )
             info = await store.save(owner, spec)
         except ToolRefused as exc:
-            notes.append(f"save_tool: the tool was NOT saved. {describe(exc)}")
+            notes.append(f"save_tool: NOT saved: {describe(exc)}\nFix it, then call save_tool again.")
         except ApiError as exc:
-            notes.append(f"save_tool: the tool was NOT saved: {exc.message}")
+            notes.append(f"save_tool: NOT saved: {exc.message}")
         except (ValueError, AttributeError, TypeError) as exc:
             notes.append(
                 f"save_tool: the request could not be read ({exc}); call save_tool(function, tests=...)"

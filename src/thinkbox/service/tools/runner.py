@@ -125,8 +125,8 @@ async def run_tests(
         names = ", ".join(f["test"] for f in failures)
         raise ToolRefused(
             "tool_tests_failed",
-            f"{failed} of {max(report['ran'], failed)} tests of {spec.name!r} failed ({names}); the tool "
-            "was not saved: fix the code or the tests",
+            f"{failed} of {max(report['ran'], failed)} tests of {spec.name!r} failed ({names}): fix the code "
+            "or the tests",
             failures,
         )
     if not report["ran"]:
