@@ -35,7 +35,7 @@ _STOP = frozenset((
 ))
 # fmt: on
 SAVE_HINT = (
-    "To keep a function you wrote and tested for later runs: from tools import save_tool; "
+    "To save a function you wrote and tested as a tool: from tools import save_tool; "
     'save_tool(f, tests="def test_f():\\n    assert f(2) == 4", description="...")'
 )
 
@@ -74,7 +74,10 @@ def tools_section(tools: Sequence[ToolInfo], question: str, limit: int) -> str:
     lines = []
     if shown:
         more = f"; {len(tools) - len(shown)} more: tools.available()" if len(tools) > len(shown) else ""
-        lines.append(f"Saved tools, tested (import them instead of writing them again{more}):")
+        lines.append(
+            "Saved tools, already tested. When one does what is asked, import it and call it instead of "
+            f"writing that code again{more}:"
+        )
         for tool in shown:
             names = ", ".join(f.name for f in tool.functions)
             about = tool.description.strip().split("\n")[0][:150]
