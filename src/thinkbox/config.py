@@ -152,6 +152,15 @@ class ServiceSettings(BaseModel):
     model_concurrency: int = Field(
         4, ge=1, description="Model requests at once to an endpoint (the embedded model takes one at a time)."
     )
+    tool_test_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Time a tool's tests may take in their fresh session (POST /v1/tools).",
+    )
+    prompt_tools: int = Field(
+        8, ge=0, le=50, description="Saved tools listed in a run's system prompt, the most relevant first."
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description=(

@@ -35,7 +35,7 @@ from thinkbox.service.db import (
 )
 from thinkbox.service.db import engine as engine_module
 
-TABLES = {"tenants", "users", "api_keys", "sessions", "runs", "run_events"}
+TABLES = {"tenants", "users", "api_keys", "sessions", "runs", "run_events", "tools", "tool_versions"}
 
 
 def _run_row(db: Database) -> Run:
@@ -53,7 +53,7 @@ def _run_row(db: Database) -> Run:
 
 
 def test_migrations_create_the_schema_at_the_head_revision(database: Database) -> None:
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
     assert database.revision() == head_revision()
     assert set(inspect(database.engine).get_table_names()) == TABLES | {"alembic_version"}
 
@@ -88,7 +88,7 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(db_url: str) 
     ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err.decode()[-800:] for _, err in outs]
-    assert {out.decode().strip() for out, _ in outs} == {"0001"}
+    assert {out.decode().strip() for out, _ in outs} == {head_revision()}
 
 
 def test_run_events_refuse_a_second_event_with_the_same_seq(database: Database) -> None:

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -54,6 +54,8 @@ from thinkbox.sandbox.session import Session
 
 _E = TypeVar("_E", FinalAnswer, LimitReached, RunError)
 MAX_QUESTION_CHARS = 50_000
+ResultHook = Callable[[sandbox_types.ExecutionResult], Awaitable[str]]
+"""Told each execution's result; returns a note for the model's observation ('' for none)."""
 _RAW_KEPT_CHARS = 2000  # of an unusable reply, kept in the history so the model sees what it wrote
 REPEAT_TEMPERATURE = 1.0  # sampling for the re-ask after a reply that resent failed code
 
@@ -80,6 +82,7 @@ async def run_agent(
     history: list[Message] | None = None,
     run_id: str | None = None,
     resume: RecordedState | None = None,
+    on_result: ResultHook | None = None,
 ) -> AsyncIterator[Event]:
     """Answer ``question`` by thinking in code; yield events as they happen.
 
@@ -87,8 +90,11 @@ async def run_agent(
     When it is empty or None, it starts with the system prompt, which lists the workspace's files.
     ``resume``: the state recorded before the run's process died (:mod:`thinkbox.agent.resume`; the
     session's state already rebuilt): the run goes on from there, starting with ``RunResumed``.
+    ``on_result``: called with each execution's result; what it returns is added to the model's
+    observation (the service saves the tools that ``save_tool`` asked for there).
     """
     run = _Run(check_question(question), model, session, settings, history if history is not None else [])
+    run.on_result = on_result
     run.run_id = run_id or uuid.uuid4().hex[:12]
     if resume is None:
         files = await _start_history(run)
@@ -134,6 +140,7 @@ class _Run:
     action: Action | None = None
     pending: Action | None = None  # a resumed run's recorded action, carried out without asking the model
     failed_code: dict[str, int] = field(default_factory=dict)  # failed since the last success: code -> step
+    on_result: ResultHook | None = None
     started: float = field(default_factory=time.monotonic)
     deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
@@ -380,6 +387,7 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     max_chars = run.settings.agent.observation_chars
     python = language == "py"  # the guards below read Python
     assigned = await _peek_assigned(run, action.code, result) if python else ""
+    note = await run.on_result(result) if run.on_result is not None else ""
     observation = prompts.observation(
         result,
         max_chars=max_chars,
@@ -388,6 +396,7 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         figures=figures,
         assigned=assigned,
         defined=prompts.defined_names(action.code) if python else [],
+        note=note,
     )
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1

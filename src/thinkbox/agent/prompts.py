@@ -152,15 +152,17 @@ _FILLS = {
 }
 
 
-def system_prompt(files: Sequence[FileInfo] = (), language: str = "py") -> str:
+def system_prompt(files: Sequence[FileInfo] = (), language: str = "py", extra: str = "") -> str:
     """The system prompt, listing the workspace's files (they are what data questions are about).
 
-    ``language``: agent.language (py, js, sh, or auto: the model names each step's language).
+    ``language``: agent.language (py, js, sh, or auto: the model names each step's language); ``extra``:
+    lines after the files (the service's saved tools).
     """
+    listing = describe_files(files) + (f"\n{extra}" if extra else "")
     if language == "py":
-        return SYSTEM_PROMPT.format(files=describe_files(files))
+        return SYSTEM_PROMPT.format(files=listing)
     template = _INTROS[language] + _COMMON + _EXAMPLES[language]
-    return template.format(files=describe_files(files), **_FILLS[language])
+    return template.format(files=listing, **_FILLS[language])
 
 
 def describe_files(files: Sequence[FileInfo]) -> str:
@@ -258,12 +260,14 @@ def observation(
     figures: int = 0,
     assigned: str = "",
     defined: Sequence[str] = (),
+    note: str = "",
 ) -> str:
     """What the model is told about one execution, cut to ``max_chars`` (head and tail kept).
 
     ``assigned``: when the code printed nothing, the values its last line assigned (``name = value``
     lines), so that the model reads the computed value instead of guessing it. ``defined``: the functions
-    and classes the code ended by defining (see :func:`defined_names`)."""
+    and classes the code ended by defining (see :func:`defined_names`). ``note``: what the host adds about
+    the execution (the service: whether the tool ``save_tool`` asked for was saved)."""
     parts: list[str] = []
     joiner = "\n" if result.stdout and not result.stdout.endswith("\n") else ""
     output = result.stdout + joiner + result.stderr
@@ -287,6 +291,8 @@ def observation(
         )
     elif result.error is not None:
         parts.append(_error_text(result))
+    if note:
+        parts.append(note)
     intermediate = False
     if not parts and assigned.strip():
         parts.append(f"(nothing was printed; the last line assigned)\n{assigned.strip()}")

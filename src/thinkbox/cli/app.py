@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "thinkbox.cli.serve_cmd",  # serve
     "thinkbox.cli.mcp_cmd",  # mcp
     "thinkbox.cli.admin_cmd",  # admin tenant|user|key
+    "thinkbox.cli.tools_cmd",  # tools list|show|save|test|rm|versions|rollback
 )
 
 for _name in _COMMAND_MODULES:

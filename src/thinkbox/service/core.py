@@ -13,12 +13,14 @@ from thinkbox.config import Settings
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.conversations import Conversations
 from thinkbox.service.db.engine import Database, database_url
 from thinkbox.service.journal import Journal
 from thinkbox.service.runs import RunManager
 from thinkbox.service.sessions import SessionManager
 from thinkbox.service.storage import Storage
+from thinkbox.service.tools import ToolStore
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Service:
     journal: Journal
     sessions: SessionManager
     runs: RunManager
+    tools: ToolStore
     resumed: int = 0
     conversations: Conversations = field(default_factory=Conversations)
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
@@ -75,7 +78,15 @@ class Service:
         storage = Storage.from_settings(settings)
         journal = Journal(db)
         journal.start()
-        sessions = SessionManager(db, backend, storage, settings)
+        tools = ToolStore(
+            db,
+            backend,
+            settings.data_dir / "tools",
+            SessionConfig(limits=settings.sandbox.limits),
+            timeout_s=settings.service.tool_test_timeout_s,
+        )
+        await asyncio.to_thread(tools.sync)
+        sessions = SessionManager(db, backend, storage, settings, tools)
         sessions.start()
         concurrency = 1 if settings.resolved_provider() == "local" else settings.service.model_concurrency
         runs = RunManager(
@@ -86,8 +97,9 @@ class Service:
             model=model,
             settings=settings,
             model_concurrency=concurrency,
+            tools=tools,
         )
-        service = cls(settings, db, storage, backend, model, journal, sessions, runs, _owned=owned)
+        service = cls(settings, db, storage, backend, model, journal, sessions, runs, tools, _owned=owned)
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)

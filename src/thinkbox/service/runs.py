@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from sqlalchemy import select
 
+from thinkbox.agent import prompts
 from thinkbox.agent.events import (
     ActionParsed,
     Event,
@@ -33,11 +34,12 @@ from thinkbox.agent.events import (
     StepStarted,
     parse_event,
 )
-from thinkbox.agent.loop import check_question, run_agent
+from thinkbox.agent.loop import ResultHook, check_question, run_agent
 from thinkbox.agent.resume import recorded_state, replay
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import ModelBackend
+from thinkbox.sandbox.types import ExecutionResult
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import RUN_ENDED, Run, Tenant, User, new_id
@@ -46,6 +48,8 @@ from thinkbox.service.fair import FairGate, FairModel
 from thinkbox.service.journal import Journal, stored_records
 from thinkbox.service.sessions import LiveSession, SessionManager
 from thinkbox.service.storage import Storage, StorageError
+from thinkbox.service.tools import ToolStore
+from thinkbox.service.tools import agent as tool_agent
 
 log = logging.getLogger(__name__)
 _STATUS = {"answered": "succeeded", "limit": "failed", "error": "failed", "cancelled": "cancelled"}
@@ -81,8 +85,10 @@ class RunManager:
         model: ModelBackend,
         settings: Settings,
         model_concurrency: int = 1,
+        tools: ToolStore | None = None,
     ) -> None:
         self.db, self.journal, self.sessions, self.storage = db, journal, sessions, storage
+        self.tools = tools
         self.model, self.settings = model, settings
         self.run_gate = FairGate(settings.service.active_runs)
         self.model_gate = FairGate(model_concurrency)
@@ -236,6 +242,7 @@ class RunManager:
                 raise _Stop("resume_failed", f"the run could not be resumed after a restart: {failure}")
             question = state.question
         model = FairModel(self.model, self.model_gate, active.owner.tenant_id)
+        on_result = await self._tools_for(active.owner, live, question)
         agent = cast(
             AsyncGenerator[Event, None],
             run_agent(
@@ -246,6 +253,7 @@ class RunManager:
                 history=live.history,
                 run_id=active.run_id,
                 resume=state,
+                on_result=on_result,
             ),
         )
         quota: asyncio.Task[StorageError | None] | None = None
@@ -268,6 +276,23 @@ class RunManager:
             await agent.aclose()
             if quota is not None:
                 quota.cancel()
+
+    async def _tools_for(self, owner: Principal, live: LiveSession, question: str) -> ResultHook | None:
+        """The tenant's tools for this run: a session's first run gets the system prompt listing them (the
+        most relevant to its question), every run the hook that saves what ``save_tool`` asks for."""
+        store = self.tools
+        if store is None:
+            return None
+        if not live.history:
+            files = await live.session.list_files()
+            limit = self.settings.service.prompt_tools
+            extra = await asyncio.to_thread(tool_agent.prompt_section, store, owner, question, limit)
+            live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
+
+        async def on_result(result: ExecutionResult) -> str:
+            return await tool_agent.from_run(store, owner, result)
+
+        return on_result
 
     def _fields(self, active: _Active, event: Event) -> dict[str, Any]:
         if isinstance(event, RunStarted):

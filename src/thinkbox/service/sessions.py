@@ -33,6 +33,8 @@ from thinkbox.service.db.models import Run, SessionRow, new_id
 from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
+from thinkbox.service.tools import ToolStore
+from thinkbox.service.tools import agent as tool_agent
 
 log = logging.getLogger(__name__)
 TOUCH_ROW_EVERY_S = 30.0
@@ -57,8 +59,16 @@ class LiveSession:
 
 
 class SessionManager:
-    def __init__(self, db: Database, backend: SandboxBackend, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        backend: SandboxBackend,
+        storage: Storage,
+        settings: Settings,
+        tools: ToolStore | None = None,
+    ) -> None:
         self.db = db
+        self.tools = tools
         self.backend = backend
         self.storage = storage
         self.settings = settings
@@ -125,6 +135,10 @@ class SessionManager:
         config = await asyncio.to_thread(
             self.storage.session_config, owner.tenant_name, owner.user_name, base
         )
+        if self.tools is not None:  # the tenant's tools, read-only, importable as ``tools``
+            config = await asyncio.to_thread(
+                self.tools.session_config, owner.tenant_name, owner.user_name, config
+            )
         return await self.backend.create_session(config)
 
     def _insert(self, row: SessionRow) -> None:
@@ -191,7 +205,12 @@ class SessionManager:
             raise ApiError(410, "session_gone", _gone(session_id, f"rebuilding it failed: {failure}"))
         if runs:
             files = await live.session.list_files()
-            live.history.append({"role": "system", "content": prompts.system_prompt(files)})
+            extra = ""
+            if self.tools is not None:
+                limit = self.settings.service.prompt_tools
+                ask = runs[-1].question
+                extra = await asyncio.to_thread(tool_agent.prompt_section, self.tools, owner, ask, limit)
+            live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
             for state in runs:
                 live.history.extend(state.messages)
         return live

@@ -20,6 +20,15 @@ class Png:
 
 def mime_bundle(obj: Any) -> dict[str, str]:
     bundle: dict[str, str] = {}
+    many = getattr(obj, "_repr_mimebundle_", None)  # IPython's convention: any MIME types at once
+    if many is not None and not isinstance(obj, type):
+        try:
+            data = many()
+        except Exception:
+            data = None
+        data = data[0] if isinstance(data, tuple) and data else data
+        if isinstance(data, dict):
+            bundle.update({k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)})
     for mime, method in (
         ("image/png", "_repr_png_"),
         ("text/html", "_repr_html_"),

@@ -465,6 +465,10 @@ def serve(sock: socket.socket, options: dict[str, Any]) -> None:
         }
     )
     os.environ.update({str(k): str(v) for k, v in env.items()})
+    # as a fresh interpreter would: the session's PYTHONPATH goes first on sys.path (a forked one started
+    # before it was known)
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and p not in sys.path]
+    sys.path[:0] = extra
     setup_error = _enter(options.get("cwd"))
     sock.setblocking(True)
     _ACTIVE = Kernel(sock, options)

@@ -167,8 +167,9 @@ class ZygoteBackend(SandboxBackend):
             "MPLBACKEND": "Agg",
             "MPLCONFIGDIR": str(cache),
             "PYTHONDONTWRITEBYTECODE": "1",
-            # the fork server runs the very thinkbox the host imported (not another install's)
-            "PYTHONPATH": _PACKAGE_ROOT,
+            # the fork server runs the very thinkbox the host imported (a checkout's; an install in
+            # site-packages is found anyway, and must not go ahead of the standard library)
+            **({} if _PACKAGE_ROOT.endswith("-packages") else {"PYTHONPATH": _PACKAGE_ROOT}),
         }
         config = {
             "runtime_dir": str(self.runtime),

@@ -30,6 +30,7 @@ from thinkbox.service.api import (
     routes_openai,
     routes_runs,
     routes_sessions,
+    routes_tools,
     routes_variables,
     routes_web,
 )
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(routes_runs.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_files.router)
+    app.include_router(routes_tools.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_variables.router)
     app.include_router(routes_web.router)

@@ -135,3 +135,38 @@ class RunEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[str] = mapped_column(Text)  # the event's JSON
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Tool(Base):
+    """A tool of a tenant (private to ``owner_id`` when set): a Python module the tenant's sessions import
+    as ``tools.<name>``. Its versions are :class:`ToolVersion` rows; sessions see ``active_version``."""
+
+    __tablename__ = "tools"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_tools_tenant_id_name"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=_ids("x_"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    active_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ToolVersion(Base):
+    """One saved version of a tool (every version is kept; only versions whose tests passed are saved)."""
+
+    __tablename__ = "tool_versions"
+    __table_args__ = (PrimaryKeyConstraint("tool_id", "version", name="pk_tool_versions"),)
+
+    tool_id: Mapped[str] = mapped_column(ForeignKey("tools.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    tests: Mapped[str] = mapped_column(Text)
+    functions: Mapped[str] = mapped_column(Text)  # JSON list of {name, signature, doc}
+    packages: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list
+    secrets: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list of names
+    tests_passed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
