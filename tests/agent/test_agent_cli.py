@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from process_support import descendants, still_alive
 from terminal_support import sigint_as_in_a_terminal
 from thinkbox.cli.app import app
 
@@ -136,33 +137,6 @@ def test_chat_answers_follow_up_questions_in_one_session(tmp_path: Path, env: di
     assert "NameError" not in result.stdout
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, env: dict[str, str]) -> None:
     hang = {**CODE, "code": "import time\nprint('started', flush=True)\ntime.sleep(60)"}
     cmd = [sys.executable, "-c", "from thinkbox.cli.app import main; main()", "ask", "--json"]
@@ -182,7 +156,7 @@ def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, 
                 break
         else:
             pytest.fail(f"the code never started: {proc.stderr.read() if proc.stderr else ''}")
-        tree = _descendants(proc.pid)
+        tree = set(descendants(proc.pid)) - {proc.pid}
         assert tree, "the sandbox runs in child processes of the CLI"
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -195,10 +169,7 @@ def test_ctrl_c_while_code_runs_exits_130_and_leaves_no_process(tmp_path: Path, 
     assert status == 130
     assert elapsed < 10
     assert proc.stderr is not None and "cancelled" in proc.stderr.read()
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in tree) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in tree if _alive(p)]
+    assert still_alive(sorted(tree), 5) == []
 
 
 def _chat_server_class() -> Any:

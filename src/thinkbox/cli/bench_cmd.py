@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import typer
+from pydantic import BaseModel
 
 bench_app = typer.Typer(
     help="Measure thinkbox: the sandbox engine, the model, reasoning, the service.", no_args_is_help=True
@@ -11,6 +15,17 @@ bench_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
+
+
+def _emit(report: BaseModel, json_out: bool, out: str | None, render: Callable[[], None]) -> None:
+    """The figures: as JSON (``--json``) or a table, and into ``--out`` when given."""
+    data = report.model_dump_json(indent=2)
+    if out:
+        Path(out).write_text(data + "\n", encoding="utf-8")
+    if json_out:
+        print(data)
+    else:
+        render()
 
 
 @bench_app.command("sandbox")
@@ -25,7 +40,6 @@ def bench_sandbox(
     """Warm pool, fresh sessions, round trip, memory and a burst of 100, side by side against bwrap."""
     import asyncio
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
@@ -41,13 +55,7 @@ def bench_sandbox(
     except ThinkboxError as exc:
         print(f"thinkbox bench sandbox: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    data = report.model_dump_json(indent=2)
-    if out:
-        Path(out).write_text(data + "\n", encoding="utf-8")
-    if json_out:
-        print(data)
-    else:
-        render(report, Console())
+    _emit(report, json_out, out, lambda: render(report, Console()))
     primary = report.backends[report.primary]
     if not primary.available:
         print(f"thinkbox bench sandbox: {primary.name} cannot run here: {primary.reason}", file=sys.stderr)
@@ -70,7 +78,6 @@ def bench_service(
     2 when it cannot run."""
     import asyncio
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
@@ -86,13 +93,7 @@ def bench_service(
     except ThinkboxError as exc:
         print(f"thinkbox bench service: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    data = report.model_dump_json(indent=2)
-    if out:
-        Path(out).write_text(data + "\n", encoding="utf-8")
-    if json_out:
-        print(data)
-    else:
-        render(report, Console())
+    _emit(report, json_out, out, lambda: render(report, Console()))
     missed = [name for name, ok in report.targets.items() if not ok]
     if missed:
         print(f"thinkbox bench service: targets missed: {', '.join(missed)}", file=sys.stderr)
@@ -110,7 +111,6 @@ def bench_mcp(
     Session.execute, interleaved in one run. Exit status 1 when the 3 ms target is missed."""
     import asyncio
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
@@ -123,13 +123,7 @@ def bench_mcp(
     except ThinkboxError as exc:
         print(f"thinkbox bench mcp: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    data = report.model_dump_json(indent=2)
-    if out:
-        Path(out).write_text(data + "\n", encoding="utf-8")
-    if json_out:
-        print(data)
-    else:
-        render(report, Console())
+    _emit(report, json_out, out, lambda: render(report, Console()))
     if not report.target_added_le_3ms:
         raise typer.Exit(1)
 
@@ -152,7 +146,6 @@ def bench_model(
     through the agent loop."""
     import asyncio
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
@@ -171,13 +164,7 @@ def bench_model(
     except ThinkboxError as exc:
         print(f"thinkbox bench model: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    data = report.model_dump_json(indent=2)
-    if out:
-        Path(out).write_text(data + "\n", encoding="utf-8")
-    if json_out:
-        print(data)
-    else:
-        render(report)
+    _emit(report, json_out, out, lambda: render(report))
 
 
 @bench_app.command("reasoning")
