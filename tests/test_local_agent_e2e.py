@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from thinkbox.config import load_settings
-from thinkbox.errors import ConfigError
-from thinkbox.models import install
+from service.service_support import require_embedded_model
 
 pytestmark = pytest.mark.model
 
@@ -24,11 +22,7 @@ THINKBOX = str(Path(sys.executable).with_name("thinkbox"))
 
 @pytest.fixture(scope="module")
 def default_model() -> None:
-    pytest.importorskip("llama_cpp", reason="the llama.cpp runtime is not installed (scripts/setup.sh)")
-    try:
-        install.locate_model(load_settings())
-    except ConfigError as exc:
-        pytest.skip(f"the embedded model is not installed: {exc}")
+    require_embedded_model()
 
 
 def ask(question: str, tmp_path: Path) -> tuple[int, list[dict[str, object]]]:

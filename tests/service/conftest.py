@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from thinkbox.service.db import Database
 
 from .postgres_server import PostgresServer, PostgresUnavailable, postgres_server
-from .service_support import Account, QuestionModel, ThreadServer, make_account, service_settings
+from .service_support import Running, running_server
 
 # -- databases: every test that takes ``db_url`` or ``database`` runs on SQLite and on PostgreSQL ------------
 # The PostgreSQL server is started once per test session (postgres_server.py). Where it cannot be installed
@@ -76,23 +74,6 @@ def database(db_url: str) -> Iterator[Database]:
 # Accounts: tenant acme with users alice and bob, tenant globex with carol.
 
 
-@dataclass
-class Running:
-    server: ThreadServer
-    db: Database
-    data_dir: Path
-    alice: Account
-    bob: Account
-    carol: Account
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def client(self, who: Account) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=who.headers, timeout=60)
-
-
 @pytest.fixture(scope="session", params=DATABASES)
 def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """A server on a loopback port over SQLite, then over PostgreSQL (its own database on the test server)."""
@@ -103,19 +84,11 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         postgres = request.getfixturevalue("postgres")
         name = f"svc_{secrets.token_hex(4)}"
         url = postgres.create_database(name)
-    settings = service_settings(data_dir, url, runs_per_user=6, runs_per_tenant=12, session_idle_s=600)
-    server = ThreadServer(settings, QuestionModel()).start()
-    db = server.service.db
     try:
-        yield Running(
-            server,
-            db,
-            data_dir,
-            make_account(db, "acme", "alice"),
-            make_account(db, "acme", "bob"),
-            make_account(db, "globex", "carol"),
-        )
+        with running_server(
+            data_dir, url, runs_per_user=6, runs_per_tenant=12, session_idle_s=600
+        ) as running:
+            yield running
     finally:
-        server.stop()
         if name:
             request.getfixturevalue("postgres").drop_database(name)

@@ -10,6 +10,7 @@ so any number of concurrent runs each follow their own script (a fake of the LLM
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -18,15 +19,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from thinkbox.config import Settings, load_settings
+from thinkbox.errors import ConfigError
+from thinkbox.models import install
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 from thinkbox.service import accounts
 from thinkbox.service.api.app import create_app
@@ -229,3 +233,49 @@ def read_sse(response: httpx.Response) -> list[dict[str, Any]]:
         elif field == "data":
             current["data"] = json.loads(value)
     return events
+
+
+@dataclass
+class Running:
+    """A running server with tenant acme (users alice and bob) and tenant globex (carol)."""
+
+    server: ThreadServer
+    db: Database
+    data_dir: Path
+    alice: Account
+    bob: Account
+    carol: Account
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, who: Account) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=who.headers, timeout=60)
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, database_url: str | None = None, **service: Any) -> Iterator[Running]:
+    """A :class:`ThreadServer` with :class:`QuestionModel` and the three accounts of :class:`Running`."""
+    server = ThreadServer(service_settings(data_dir, database_url, **service), QuestionModel()).start()
+    db = server.service.db
+    try:
+        yield Running(
+            server,
+            db,
+            data_dir,
+            make_account(db, "acme", "alice"),
+            make_account(db, "acme", "bob"),
+            make_account(db, "globex", "carol"),
+        )
+    finally:
+        server.stop()
+
+
+def require_embedded_model() -> None:
+    """Skip, saying why, unless the llama.cpp runtime and the embedded model are installed."""
+    pytest.importorskip("llama_cpp", reason="the llama.cpp runtime is not installed (scripts/setup.sh)")
+    try:
+        install.locate_model(load_settings())
+    except ConfigError as exc:
+        pytest.skip(f"the embedded model is not installed: {exc}")

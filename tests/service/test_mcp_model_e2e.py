@@ -12,20 +12,14 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from thinkbox.config import load_settings
-from thinkbox.errors import ConfigError
-from thinkbox.models import install
+from .service_support import require_embedded_model
 
 pytestmark = pytest.mark.model
 THINKBOX = str(Path(sys.executable).with_name("thinkbox"))
 
 
 async def test_the_embedded_model_answers_ask_over_mcp(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp", reason="the llama.cpp runtime is not installed (scripts/setup.sh)")
-    try:
-        install.locate_model(load_settings())
-    except ConfigError as exc:
-        pytest.skip(f"the embedded model is not installed: {exc}")
+    require_embedded_model()
     env = {k: v for k, v in os.environ.items() if not k.startswith("THINKBOX_MODEL__")}
     env["THINKBOX_CONFIG"] = str(tmp_path / "none.toml")
     server = StdioServerParameters(command=THINKBOX, args=["mcp", "--data-dir", str(tmp_path / "d")], env=env)

@@ -13,22 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from thinkbox.config import load_settings
-from thinkbox.errors import ConfigError
-from thinkbox.models import install
-
-from .service_support import ProcessServer, read_sse
+from .service_support import ProcessServer, read_sse, require_embedded_model
 
 pytestmark = pytest.mark.model
 THINKBOX = str(Path(sys.executable).with_name("thinkbox"))
 
 
 def test_the_embedded_model_answers_through_the_service(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp", reason="the llama.cpp runtime is not installed (scripts/setup.sh)")
-    try:
-        install.locate_model(load_settings())
-    except ConfigError as exc:
-        pytest.skip(f"the embedded model is not installed: {exc}")
+    require_embedded_model()
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("THINKBOX_MODEL__")}
     env["THINKBOX_CONFIG"] = str(tmp_path / "none.toml")

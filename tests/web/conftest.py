@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from service.service_support import QuestionModel, ThreadServer, make_account, service_settings
+from service.service_support import running_server
 
 from .web_support import MAX_UPLOAD_MIB, Watch, Web
 
@@ -30,22 +30,10 @@ CHROMIUM = os.environ.get("THINKBOX_TEST_CHROMIUM", "/usr/bin/chromium")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     """A server over SQLite; tenant acme with alice and bob, tenant globex with carol."""
     data_dir = tmp_path_factory.mktemp("web")
-    settings = service_settings(
+    with running_server(
         data_dir, None, runs_per_user=6, session_idle_s=600, max_upload_mib=MAX_UPLOAD_MIB
-    )
-    server = ThreadServer(settings, QuestionModel()).start()
-    db = server.service.db
-    try:
-        yield Web(
-            server,
-            db,
-            data_dir,
-            make_account(db, "acme", "alice"),
-            make_account(db, "acme", "bob"),
-            make_account(db, "globex", "carol"),
-        )
-    finally:
-        server.stop()
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="package")

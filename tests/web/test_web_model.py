@@ -15,10 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from service.service_support import Account, ProcessServer
-from thinkbox.config import load_settings
-from thinkbox.errors import ConfigError
-from thinkbox.models import install
+from service.service_support import Account, ProcessServer, require_embedded_model
 
 from .web_support import sign_in
 
@@ -29,11 +26,7 @@ QUESTION = "Plot the squares of the integers 1 to 10 as a bar chart, and tell me
 
 
 def test_the_embedded_model_answers_a_question_typed_in_the_page(tmp_path: Path, browser: Browser) -> None:
-    pytest.importorskip("llama_cpp", reason="the llama.cpp runtime is not installed (scripts/setup.sh)")
-    try:
-        install.locate_model(load_settings())
-    except ConfigError as exc:
-        pytest.skip(f"the embedded model is not installed: {exc}")
+    require_embedded_model()
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("THINKBOX_MODEL__")}
     env["THINKBOX_CONFIG"] = str(tmp_path / "none.toml")

@@ -4,30 +4,18 @@ and asking through the page."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from service.service_support import Account, ThreadServer
-from thinkbox.service.db import Database
+from service.service_support import Account, Running
 
 MAX_UPLOAD_MIB = 1
 expect.set_options(timeout=15_000)
 
 
-@dataclass
-class Web:
-    server: ThreadServer
-    db: Database
-    data_dir: Path
-    alice: Account
-    bob: Account
-    carol: Account
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+Web = Running
+"""The web tests' server: the service tests' :class:`Running`."""
 
 
 @dataclass
