@@ -259,6 +259,22 @@ class SessionManager:
         with self.db.session() as s, s.begin():
             s.execute(update(SessionRow).where(SessionRow.id == session_id).values(last_activity_at=when))
 
+    async def close_owned(self, owner: Principal, session_id: str, reason: str) -> bool:
+        """Close the owner's session (404 when not theirs, 409 while a run uses it); False when it had
+        already closed."""
+        row = await asyncio.to_thread(self.owned_row, owner, session_id)
+        live = self._live.get(row.id)
+        if live is not None and live.busy_with is not None:
+            raise ApiError(
+                409,
+                "session_busy",
+                f"session {session_id!r} is used by run {live.busy_with!r}; cancel the run first",
+            )
+        if row.closed_at is not None:
+            return False
+        await self.close(session_id, reason)
+        return True
+
     async def close(self, session_id: str, reason: str) -> None:
         self._closing[session_id] = reason
         try:

@@ -55,17 +55,7 @@ async def get_session(session_id: str, caller: Caller) -> SessionInfo:
 @router.delete("/{session_id}", status_code=204)
 async def delete_session(session_id: str, caller: Caller) -> Response:
     """Close the session (its variables are gone; files stay). 409 while a run uses it."""
-    sessions = caller.service.sessions
-    row = await asyncio.to_thread(sessions.owned_row, caller.principal, session_id)
-    live = sessions.live(row.id)
-    if live is not None and live.busy_with is not None:
-        raise ApiError(
-            409,
-            "session_busy",
-            f"session {session_id!r} is used by run {live.busy_with!r}; cancel the run first",
-        )
-    if row.closed_at is None:
-        await sessions.close(session_id, "deleted")
+    await caller.service.sessions.close_owned(caller.principal, session_id, "deleted")
     return Response(status_code=204)
 
 

@@ -221,18 +221,11 @@ def build_server(resolve: Resolve, on_session: OnSession | None = None) -> MCPSe
     async def close_session(ctx: Context, session_id: SessionId) -> SessionClosed:
         """Close a session: its variables are gone, your files stay."""
         caller = await resolve(ctx)
-        sessions = caller.service.sessions
         with _tool_errors():
-            row = await asyncio.to_thread(sessions.owned_row, caller.principal, session_id)
-            live = sessions.live(session_id)
-            if live is not None and live.busy_with is not None:
-                raise ApiError(
-                    409, "session_busy", f"session {session_id!r} is used by run {live.busy_with!r}"
-                )
-            if row.closed_at is not None:
-                return SessionClosed(session_id=session_id, closed=False)
-            await sessions.close(session_id, "closed by the MCP client")
-        return SessionClosed(session_id=session_id, closed=True)
+            closed = await caller.service.sessions.close_owned(
+                caller.principal, session_id, "closed by the MCP client"
+            )
+        return SessionClosed(session_id=session_id, closed=closed)
 
     @mcp.tool(annotations=_annotations(read_only=True))
     async def list_files(ctx: Context, scope: Scope = "user") -> FileListing:
