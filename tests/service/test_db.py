@@ -53,7 +53,7 @@ def _run_row(db: Database) -> Run:
 
 
 def test_migrations_create_the_schema_at_the_head_revision(database: Database) -> None:
-    assert head_revision() == "0002"
+    assert head_revision() == "0004"
     assert database.revision() == head_revision()
     assert set(inspect(database.engine).get_table_names()) == TABLES | {"alembic_version"}
 

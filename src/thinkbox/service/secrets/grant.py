@@ -1,0 +1,63 @@
+"""What the secret store hands the egress proxy for one session, and the forms a value may take in text.
+
+The store (``thinkbox.service.secrets.store``) decides which secrets a user's session may use; the proxy
+(``thinkbox.service.egress``) gives the session a placeholder per secret and swaps the real value in only on
+requests to a host, path and method the secret's rules allow. Redaction looks for every form of a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import urllib.parse
+from dataclasses import dataclass
+from typing import Protocol
+
+PLACEHOLDER_PREFIX = "tbx-secret-"
+
+
+@dataclass(frozen=True)
+class SecretGrant:
+    """One secret a session may use: its name, its real value, and where and how it may be sent."""
+
+    name: str
+    value: str
+    hosts: tuple[str, ...]
+    """``host`` or ``host:port`` patterns; ``*.example.com`` matches sub-domains only."""
+    header: str | None = None
+    """A header template such as ``Authorization: Bearer {secret}``; None: the placeholder is replaced
+    wherever it appears in the request's headers."""
+    paths: tuple[str, ...] = ()
+    """Path prefixes it may be sent to; empty: any path."""
+    methods: tuple[str, ...] = ()
+    """HTTP methods it may be sent with; empty: any method."""
+
+
+class GrantSource(Protocol):
+    """Where the egress proxy gets a session's secrets from (the service's secret store)."""
+
+    async def grants(self, tenant_id: str, user_id: str) -> list[SecretGrant]: ...
+
+    async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None: ...
+
+
+def new_placeholder() -> str:
+    """A fresh placeholder: what the session's environment variable holds instead of the value."""
+    return PLACEHOLDER_PREFIX + secrets.token_hex(16)
+
+
+def forms(value: str) -> list[str]:
+    """The ways a value shows up in text: raw, base64 (standard and URL-safe, at each of the three byte
+    alignments a value can have inside a longer encoded string), URL-encoded, hex. Longest first."""
+    raw = value.encode()
+    found = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), raw.hex(), raw.hex().upper()}
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        # drop the characters that carry the padding bytes and the last partial group
+        start = (shift * 4 + 2) // 3 if shift else 0
+        core = encoded[start:].rstrip("=")
+        usable = core[: len(core) - (1 if (shift + len(raw)) % 3 else 0)]
+        for text in (usable, usable.replace("+", "-").replace("/", "_")):
+            if len(text) >= 4:
+                found.add(text)
+    return sorted((f for f in found if f), key=len, reverse=True)
