@@ -43,6 +43,7 @@ from thinkbox.bench.service_server import (
     make_users,
     ms_between,
     step_intervals,
+    unanswered,
     write_script,
 )
 from thinkbox.client import AsyncClient
@@ -192,6 +193,7 @@ async def _load_round(server: ChildServer, clients: list[AsyncClient], report: S
     for i, name in enumerate(("waiting_for_a_run_slot", "starting_its_session", "running")):
         report.load_phases_ms_p50[name] = p50([p[i] * 1000 for p in phases])
     report.errors += [f"load run {s.run_id or '(not created)'}: {s.error}" for s in seen if s.error][:5]
+    report.errors += [unanswered(s, "load") for s in seen if s.status and s.status != "succeeded"][:5]
 
 
 async def _sample_memory(server: ChildServer, report: ServiceBench) -> None:
@@ -231,6 +233,7 @@ async def _crash_round(server: ChildServer, keys: list[str], report: ServiceBenc
     report.crash_duplicated_events = sum(s.duplicates for s in seen)
     report.crash_stuck_runs = sum(s.terminal is None for s in seen)
     report.errors += [f"crash run {s.run_id or '(not created)'}: {s.error}" for s in seen if s.error][:5]
+    report.errors += [unanswered(s, "crash") for s in seen if s.status and s.status != "succeeded"][:5]
 
 
 # -- the whole --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from thinkbox.agent.events import RunResumed, RunStarted, StepStarted
+from thinkbox.agent.events import LimitReached, RunError, RunResumed, RunStarted, StepStarted
 from thinkbox.client import AsyncClient
 from thinkbox.errors import ThinkboxError
 
@@ -173,6 +173,8 @@ class Seen:
     """Seconds, by the server's clock: waiting for a run slot, until run_started (the sandbox session),
     from run_started to the end."""
     started_ts: float | None = None
+    why: str = ""
+    """What a run that ended without an answer said (its RunError or LimitReached), for the report."""
 
 
 async def follow(client: AsyncClient, seen: Seen, changed: asyncio.Event | None = None) -> None:
@@ -188,6 +190,8 @@ async def follow(client: AsyncClient, seen: Seen, changed: asyncio.Event | None 
             seen.resumed = seen.resumed or isinstance(event, RunResumed)
             if isinstance(event, RunStarted):
                 seen.started_ts = event.ts
+            if isinstance(event, RunError | LimitReached):
+                seen.why = f"{type(event).__name__} at step {event.steps}: {event.message}"[:300]
             seen.duplicates, seen.missing = stream.duplicates, stream.missing
             seen.reconnects = stream.reconnects
             if changed is not None:
@@ -222,6 +226,11 @@ def step_intervals(seen: Sequence[Seen]) -> list[float]:
 
 def gapless(s: Seen) -> bool:
     return s.ids == list(range(1, len(s.ids) + 1)) and s.stored == len(s.ids) and not s.duplicates
+
+
+def unanswered(s: Seen, round_name: str) -> str:
+    """One line on a run that ended without an answer: its status and what it said."""
+    return f"{round_name} run {s.run_id}: {s.status}: {s.why or 'no error event'}"
 
 
 def lost_events(s: Seen) -> int:
