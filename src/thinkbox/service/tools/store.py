@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -336,10 +337,16 @@ def _info(tool: Tool, version: ToolVersion, author: str) -> ToolInfo:
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` by a rename in its folder (a session never reads half a file)."""
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    # a name of its own per call: the service's threads prepare one tenant's folder at the same time
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 __all__ = ["ToolInfo", "ToolStore", "check_name"]
