@@ -22,8 +22,14 @@ def test_bench_service_small_loses_nothing_and_every_interrupted_run_finishes() 
         [str(THINKBOX), "bench", "service", "--json", "--runs", "20", "--users", "4", "--tenants", "2"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    report = json.loads(proc.stdout)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(proc.stderr[-3000:] + proc.stdout[-3000:]) from None
+    summary = {
+        k: report.get(k) for k in ("errors", "succeeded", "lost_events", "duplicated_events", "targets")
+    }
+    assert proc.returncode == 0, (summary, proc.stderr[-2000:])
     assert report.keys() >= KEYS
     assert report["errors"] == []
     assert report["runs"] == report["succeeded"] == 20 and report["users"] == 4 and report["tenants"] == 2
