@@ -6,6 +6,7 @@ against its own ground truth. Families, by where that truth comes from:
 - reasoning-gym generators with reasoning-gym's own scorers (``gym.py``); any reasoning-gym dataset name
   works, the ten listed in :data:`GYM_FAMILIES` have a tuned difficulty table;
 - HumanEval (``humaneval.py``): completions are run with the dataset's tests inside a sandbox session;
+  ``humaneval_js`` asks for the same functions in JavaScript and runs the same tests against them;
 - generated families with exact answers computed here (``generated.py``): statistics over a CSV placed in
   the workspace, TSP against brute force, 0/1 knapsack, loan amortisation;
 - controls where code should not help (``controls.py``): recall and wording questions.
@@ -78,10 +79,11 @@ def check_difficulty(difficulty: int) -> int:
 
 def own_families() -> dict[str, Family]:
     """thinkbox's own families (not reasoning-gym) by name."""
-    from thinkbox.bench.reasoning import controls, generated, humaneval
+    from thinkbox.bench.reasoning import controls, generated, humaneval, humaneval_js
 
     table: list[Family] = [
         humaneval.HumanEval(),
+        humaneval_js.HumanEvalJs(),
         generated.CsvStats(),
         generated.Tsp(),
         generated.Knapsack(),
