@@ -247,3 +247,26 @@ def bench_reasoning(
     else:
         print((config.out / "report.md").read_text(encoding="utf-8"))
         print(f"(report, chart and per-item results in {config.out})")
+
+
+@bench_app.command("tools")
+def bench_tools(
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+) -> None:
+    """Three questions asked twice by one user of a fresh `thinkbox serve` with the settings' model: the
+    first round writes and saves a tool per question, the second may reuse it. Steps, tokens and seconds
+    of both rounds; exit status 1 when the second round is not cheaper."""
+    import asyncio
+
+    from rich.console import Console
+
+    from thinkbox.bench.tools import render, run_tools_bench
+
+    err = Console(stderr=True)
+    report = asyncio.run(run_tools_bench(progress=lambda m: err.print(f"[dim]{m}[/dim]")))
+    _emit(report, json_out, out, lambda: render(report, Console()))
+    if report.errors:
+        raise typer.Exit(2)
+    if not report.target_second_cheaper:
+        raise typer.Exit(1)

@@ -1,0 +1,212 @@
+"""``thinkbox bench tools``: does a tool the agent saved make the next run of the same question cheaper?
+
+One user of a fresh ``thinkbox serve`` (a child process on a loopback port, its own data dir, the
+settings' model: the embedded one by default) asks :data:`QUESTIONS` one after another, then the same
+three again. Each question asks for a function, tested and saved as a tool (``save_tool``, a function in
+the session: see ``service/tools/agent.py``); in the second round the system prompt lists the saved tools
+and the model may import them. Per run: steps, tokens, seconds, the answer and whether it is right, whether
+a tool of that name exists after the first round, and whether the second round imported it (a step whose
+code imports from ``tools`` ran without an error). The figures compared are the sums over the three
+questions of each round. The questions are this benchmark's own, not items of ``bench reasoning``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+from thinkbox.agent.events import ActionParsed, ExecutionFinished, RunFinished
+from thinkbox.bench.service_server import ChildServer, free_port, machine, make_users
+from thinkbox.client import AsyncClient
+from thinkbox.errors import ThinkboxError
+
+Progress = Callable[[str], None]
+
+QUESTIONS: tuple[tuple[str, str, float], ...] = (
+    (
+        "business_days",
+        "How many business days (Monday to Friday) are there from 2026-03-02 to 2026-04-17, both days "
+        "counted? Write a function business_days(start, end) taking ISO date strings, test it, and save "
+        "it as a tool named business_days so that later questions can reuse it.",
+        35.0,
+    ),
+    (
+        "loan_payment",
+        "What is the monthly payment of a loan of 250000 at 4.5 % a year over 30 years, paid monthly "
+        "(annuity)? Write a function loan_payment(principal, annual_rate_percent, years), test it, and "
+        "save it as a tool named loan_payment so that later questions can reuse it.",
+        1266.71,
+    ),
+    (
+        "count_primes",
+        "How many prime numbers are there below 100000? Write a function count_primes(n) that counts the "
+        "primes below n, test it, and save it as a tool named count_primes so that later questions can "
+        "reuse it.",
+        9592.0,
+    ),
+)
+COLUMNS = ("question", "round", "status", "steps", "tokens", "seconds", "right", "saved", "used tool")
+_TOOL_IMPORT = re.compile(r"^\s*(from\s+tools\.\w+\s+import|import\s+tools\.\w+)", re.M)
+"""A saved tool's module imported (not ``from tools import save_tool``)."""
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+METHOD = {
+    "steps": "agent steps of the run (RunFinished.steps)",
+    "tokens": "prompt + completion tokens of the run (RunFinished.tokens)",
+    "seconds": "from the POST of the run to its run_finished event, in the bench process",
+    "saved": "a tool of the question's name exists (GET /v1/tools) after the first round",
+    "used_tool": "the run executed code importing a saved tool's module (from tools.NAME import ...) and "
+    "that step ran without an error (an import tried inside try/except counts too)",
+    "right": "the last number of the answer is within 0.01 (relative 1e-4) of the expected value",
+}
+
+
+class ToolRun(BaseModel):
+    question: str
+    round: int
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    answer: str = ""
+    right: bool = False
+    status: str = ""
+    used_tool: bool = False
+    saved: bool | None = None
+
+
+class ToolsBench(BaseModel):
+    model: str = ""
+    runs: list[ToolRun] = Field(default_factory=list)
+    first_steps: int = 0
+    second_steps: int = 0
+    first_s: float = 0.0
+    second_s: float = 0.0
+    first_tokens: int = 0
+    second_tokens: int = 0
+    tools_saved: int = 0
+    second_runs_using_a_tool: int = 0
+    target_second_cheaper: bool = False
+    """The second round took fewer steps and less time than the first (sums over the questions)."""
+    errors: list[str] = Field(default_factory=list)
+    method: dict[str, str] = Field(default_factory=lambda: dict(METHOD))
+    machine: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+def is_right(answer: str, expected: float) -> bool:
+    found = _NUMBER.findall(answer.replace("$", ""))
+    if not found:
+        return False
+    try:
+        value = float(found[-1].replace(",", ""))
+    except ValueError:
+        return False
+    return abs(value - expected) <= max(0.01, abs(expected) * 1e-4)
+
+
+async def _ask(client: AsyncClient, name: str, question: str, expected: float, round_no: int) -> ToolRun:
+    run = ToolRun(question=name, round=round_no)
+    started = time.perf_counter()
+    info = await client.create_run(question)
+    importing = False
+    async for event in client.run_events(info.id):
+        if isinstance(event, ActionParsed):
+            importing = bool(_TOOL_IMPORT.search(event.code))
+        elif isinstance(event, ExecutionFinished):
+            run.used_tool = run.used_tool or (importing and event.result.error is None)
+            importing = False
+        elif isinstance(event, RunFinished):
+            run.steps, run.tokens, run.status = event.steps, event.tokens, event.status
+            run.answer = (event.answer or "")[:300]
+    run.seconds = round(time.perf_counter() - started, 2)
+    run.right = is_right(run.answer, expected)
+    return run
+
+
+async def run_tools_bench(progress: Progress = lambda _m: None, timeout_s: float = 1800.0) -> ToolsBench:
+    report = ToolsBench(machine=machine())
+    began = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="thinkbox-bench-tools-"))
+    server = ChildServer(root / "data", free_port(), dict(os.environ))
+    try:
+        (key,) = await asyncio.to_thread(make_users, root / "data", 1, 1)
+        progress("starting thinkbox serve (it loads the model on its first run)")
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(timeout_s):
+            await _rounds(server, key, report, progress)
+    except (ThinkboxError, httpx.HTTPError, TimeoutError) as exc:
+        report.errors.append(f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        await asyncio.to_thread(server.stop)
+        shutil.rmtree(root, ignore_errors=True)
+    _sum(report)
+    report.duration_s = round(time.perf_counter() - began, 1)
+    return report
+
+
+async def _rounds(server: ChildServer, key: str, report: ToolsBench, progress: Progress) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    client = AsyncClient(server.url, key)
+    try:
+        for round_no in (1, 2):
+            for name, question, expected in QUESTIONS:
+                progress(f"round {round_no}: {name}")
+                run = await _ask(client, name, question, expected, round_no)
+                report.runs.append(run)
+                progress(f"  {run.status}, {run.steps} steps, {run.seconds} s, answer {run.answer[:60]!r}")
+            if round_no == 1:
+                async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+                    listed = (await http.get("/v1/tools")).json()
+                names = {t["name"] for t in listed["tools"]}
+                for run in report.runs:
+                    run.saved = run.question in names
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+            report.model = str((await http.get("/v1/models")).json().get("data", [{}])[0].get("id", ""))
+    finally:
+        await client.aclose()
+
+
+def _sum(report: ToolsBench) -> None:
+    first = [r for r in report.runs if r.round == 1]
+    second = [r for r in report.runs if r.round == 2]
+    report.first_steps, report.second_steps = sum(r.steps for r in first), sum(r.steps for r in second)
+    report.first_tokens, report.second_tokens = sum(r.tokens for r in first), sum(r.tokens for r in second)
+    report.first_s = round(sum(r.seconds for r in first), 2)
+    report.second_s = round(sum(r.seconds for r in second), 2)
+    report.tools_saved = sum(bool(r.saved) for r in first)
+    report.second_runs_using_a_tool = sum(r.used_tool for r in second)
+    complete = len(first) == len(second) == len(QUESTIONS)
+    report.target_second_cheaper = complete and (
+        report.second_steps < report.first_steps and report.second_s < report.first_s
+    )
+
+
+def render(report: ToolsBench, console: Console) -> None:
+    table = Table(title=f"thinkbox bench tools ({report.model or 'model'})")
+    for column in COLUMNS:
+        table.add_column(column)
+    for r in report.runs:
+        saved = "" if r.saved is None else ("yes" if r.saved else "no")
+        table.add_row(r.question, str(r.round), r.status, str(r.steps), str(r.tokens), f"{r.seconds:.1f}",
+                      "yes" if r.right else "no", saved, "yes" if r.used_tool else "")  # fmt: skip
+    console.print(table)
+    verdict = "met" if report.target_second_cheaper else "missed"
+    console.print(
+        f"round 1: {report.first_steps} steps, {report.first_s:.1f} s, {report.first_tokens} tokens; "
+        f"round 2: {report.second_steps} steps, {report.second_s:.1f} s, {report.second_tokens} tokens; "
+        f"tools saved {report.tools_saved}/{len(QUESTIONS)}, second-round runs using one "
+        f"{report.second_runs_using_a_tool}; target (round 2 fewer steps and less time): {verdict}"
+    )
+    for error in report.errors:
+        console.print(f"[red]{error}[/red]")
