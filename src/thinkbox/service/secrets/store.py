@@ -30,7 +30,7 @@ from thinkbox.service.errors import ApiError
 from thinkbox.service.secrets.grant import SecretGrant
 from thinkbox.service.secrets.keys import Keyring
 from thinkbox.service.secrets.redact import Redactor, SessionRedaction
-from thinkbox.service.secrets.rules import SecretRules
+from thinkbox.service.secrets.rules import NAME_RE, SecretRules
 
 Scope = Literal["user", "tenant"]
 TENANT_WIDE = ""
@@ -134,7 +134,7 @@ class SecretStore:
             self._require_admin(who)
         owner = who.user_id if scope == "user" else None
         with self.db.session() as s:
-            row = s.scalar(self._one(who.tenant_id, owner, name))
+            row = s.scalar(self._one(who.tenant_id, owner, name)) if NAME_RE.fullmatch(name) else None
             if row is None:
                 raise self._missing(name, scope)
             s.delete(row)
@@ -156,7 +156,7 @@ class SecretStore:
 
     def _missing(self, name: str, scope: Scope | None) -> ApiError:
         where = {"user": "of yours", "tenant": "of your tenant", None: "you can use"}[scope]
-        return ApiError(404, "not_found", f"no secret {name!r} {where} (GET /v1/secrets lists them)")
+        return ApiError(404, "not_found", f"no secret {name[:80]!r} {where} (GET /v1/secrets lists them)")
 
     # -- the sessions' side (GrantSource) ----------------------------------------------------------------
     async def grants(self, tenant_id: str, user_id: str) -> list[SecretGrant]:
