@@ -49,7 +49,7 @@ from thinkbox.service.db.models import RUN_ENDED, Run, Tenant, User, new_id
 from thinkbox.service.errors import ApiError, is_id, no_nul
 from thinkbox.service.fair import FairGate, FairModel
 from thinkbox.service.journal import Journal, stored_records
-from thinkbox.service.secrets.store import SecretStore
+from thinkbox.service.secrets.store import REFRESH_S, SecretStore
 from thinkbox.service.sessions import LiveSession, SessionManager
 from thinkbox.service.storage import Storage, StorageError
 from thinkbox.service.tools import ToolStore
@@ -108,7 +108,9 @@ class RunManager:
             raise ApiError(400, "bad_question", exc.message) from None
         self._check_limits(owner)
         if self.secrets is not None:
-            redactor = await asyncio.to_thread(self.secrets.redactor, owner.tenant_id, owner.user_id)
+            redactor = await asyncio.to_thread(
+                self.secrets.redactor, owner.tenant_id, owner.user_id, REFRESH_S
+            )
             question = redactor.text(question)
         run_id = new_id("r_")
         self._active[run_id] = _Active(run_id, owner, session_id)  # holds the place while we check the rest

@@ -35,7 +35,7 @@ from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
 from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
-from thinkbox.service.secrets.store import SecretStore
+from thinkbox.service.secrets.store import REFRESH_S, SecretStore
 from thinkbox.service.storage import Storage
 from thinkbox.service.tools import ToolStore
 from thinkbox.service.tools import agent as tool_agent
@@ -146,7 +146,7 @@ class SessionManager:
                 self.tools.session_config, owner.tenant_name, owner.user_name, config
             )
         if self.secrets is not None:  # the redactor is read here, off the event loop; later from its cache
-            await asyncio.to_thread(self.secrets.redactor, owner.tenant_id, owner.user_id)
+            await asyncio.to_thread(self.secrets.redactor, owner.tenant_id, owner.user_id, REFRESH_S)
         session = await self.backend.create_session(config)
         if self.secrets is not None:
             session.output_filter = self.secrets.session_redaction(owner.tenant_id, owner.user_id)

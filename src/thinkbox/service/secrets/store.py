@@ -6,9 +6,10 @@ encrypted with the :class:`~.keys.Keyring` (Fernet) before it reaches the databa
 for :meth:`SecretStore.grants` (the egress proxy) and the redactors (:mod:`.redact`); the API shows names,
 rules and times only.
 
-Redactors are cached per (tenant, user) in this process and rebuilt at once when a secret of theirs
-changes here, so sessions already running redact a value set after they started. The process's log
-redaction knows every value a cached redactor knows.
+Redactors are cached per (tenant, user) in this process, rebuilt at once when a secret of theirs changes
+here (sessions already running redact a value set after they started) and read again when a session
+opens or a run is submitted more than ``REFRESH_S`` after they were read (a change made through another
+server). The process's log redaction knows every value a cached redactor knows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from thinkbox.service.secrets.redact import Redactor, SessionRedaction
 from thinkbox.service.secrets.rules import NAME_RE, SecretRules
 
 Scope = Literal["user", "tenant"]
+REFRESH_S = 30.0
 TENANT_WIDE = ""
 """``owner_key`` of a tenant-wide secret (NULL owners never collide in a unique constraint)."""
 
@@ -60,7 +62,8 @@ class SecretStore:
     def __init__(self, db: Database, keys: Keyring) -> None:
         self.db, self.keys = db, keys
         self._lock = threading.Lock()
-        self._redactors: dict[tuple[str, str], tuple[Redactor, list[tuple[str, str]]]] = {}
+        self._redactors: dict[tuple[str, str], tuple[Redactor, list[tuple[str, str]], float]] = {}
+        """(tenant, user) -> their redactor, its (name, value) pairs, when it was read (monotonic)"""
         self._log_redactor = Redactor()
 
     # -- the API's side ----------------------------------------------------------------------------------
@@ -166,10 +169,11 @@ class SecretStore:
     async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None:
         await asyncio.to_thread(self._mark_used, tenant_id, user_id, names)
 
-    def redactor(self, tenant_id: str, user_id: str) -> Redactor:
-        """The user's redactor (cached; read from the database the first time)."""
+    def redactor(self, tenant_id: str, user_id: str, max_age_s: float | None = None) -> Redactor:
+        """The user's redactor: the cached one (younger than ``max_age_s`` when given), else read from the
+        database (blocking: call it off the event loop when it may read)."""
         cached = self._redactors.get((tenant_id, user_id))
-        if cached is not None:
+        if cached is not None and (max_age_s is None or time.monotonic() - cached[2] <= max_age_s):
             return cached[0]
         return self._load_redactor(tenant_id, user_id)
 
@@ -211,8 +215,8 @@ class SecretStore:
         pairs = [(g.name, g.value) for g in self._grants(tenant_id, user_id)]
         redactor = Redactor(pairs)
         with self._lock:
-            self._redactors[(tenant_id, user_id)] = (redactor, pairs)
-            everything = [pair for _, known in self._redactors.values() for pair in known]
+            self._redactors[(tenant_id, user_id)] = (redactor, pairs, time.monotonic())
+            everything = [pair for _, known, _ in self._redactors.values() for pair in known]
             self._log_redactor = Redactor(everything)
         return redactor
 
