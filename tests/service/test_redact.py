@@ -15,7 +15,11 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
+from mcp import Client as McpClient
+from mcp.client.streamable_http import streamable_http_client
+from openai import OpenAI
 from sqlalchemy import select
 
 from thinkbox.agent.events import FinalAnswer
@@ -268,3 +272,40 @@ def test_a_session_streams_and_lists_no_form_of_a_secret(
     assert f"[secret {name}]" in variables
     for data in (json.dumps(events), json.dumps(plain), variables):
         assert_clean(data, value, "session")
+
+
+def test_the_openai_compatible_stream_holds_no_form_of_a_secret(
+    running: Running, holder: tuple[Account, str, str]
+) -> None:
+    who, name, value = holder
+    ai = OpenAI(base_url=running.url + "/v1", api_key=who.key, max_retries=0, timeout=120)
+    question = program(leaking_code(value)[:1], f"the key was {value}")
+    chunks = list(
+        ai.chat.completions.create(
+            model="thinkbox", messages=[{"role": "user", "content": question}], stream=True
+        )
+    )
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    content = "".join(d.content or "" for d in deltas)
+    assert f"raw [secret {name}]" in reasoning and content == f"the key was [secret {name}]", reasoning
+    assert_clean(json.dumps([c.model_dump() for c in chunks]), value, "openai stream")
+
+
+async def test_mcp_run_code_and_ask_hold_no_form_of_a_secret(
+    running: Running, holder: tuple[Account, str, str]
+) -> None:
+    who, name, value = holder
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {who.key}"}, timeout=120) as http,
+        McpClient(streamable_http_client(f"{running.url}/mcp", http_client=http)) as client,
+    ):
+        created = await client.call_tool("create_session", {})
+        sid = created.structured_content["session_id"]
+        ran = await client.call_tool("run_code", {"session_id": sid, "code": leaking_code(value)[0]})
+        await client.call_tool("close_session", {"session_id": sid})
+        asked = await client.call_tool("ask", {"question": program(leaking_code(value), "done")})
+    for result in (ran, asked):
+        dumped = result.model_dump_json()
+        assert f"[secret {name}]" in dumped, dumped[:2000]
+        assert_clean(dumped, value, "mcp")
