@@ -2,8 +2,8 @@
 becomes ``[secret NAME]``; a value split over output chunks too; log records. Then for real: a user with a
 secret runs code that prints the value raw, base64'd, hex'd and URL-encoded, displays it, raises it and
 leaves it in a variable, through a run and a session of the real service (SQLite and PostgreSQL), and every
-stored byte of the run (database rows, every file under the data dir), the SSE streams, the notebook and
-the log records show ``[secret NAME]`` and never the value."""
+stored byte of the run (database rows, every file under the data dir), the SSE streams, the notebook, the
+OpenAI-compatible stream, MCP's answers and the log records show ``[secret NAME]`` and never the value."""
 
 from __future__ import annotations
 
