@@ -62,8 +62,9 @@ class Keyring:
                 out.append(fernet.rotate(token.encode()).decode())
             except InvalidToken:
                 raise ConfigError(
-                    f"a stored secret cannot be decrypted with the keys in {self.source}: restore the old "
-                    "key first (nothing was changed)"
+                    f"a stored secret cannot be decrypted with the keys in {self.source}: put the key "
+                    "it was encrypted with back (after the new one) and run rotate-key again; no secret "
+                    "was changed"
                 ) from None
         return out
 
