@@ -35,7 +35,17 @@ from thinkbox.service.db import (
 )
 from thinkbox.service.db import engine as engine_module
 
-TABLES = {"tenants", "users", "api_keys", "sessions", "runs", "run_events", "tools", "tool_versions"}
+TABLES = {
+    "tenants",
+    "users",
+    "api_keys",
+    "sessions",
+    "runs",
+    "run_events",
+    "tools",
+    "tool_versions",
+    "secrets",
+}
 
 
 def _run_row(db: Database) -> Run:

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "thinkbox.cli.mcp_cmd",  # mcp
     "thinkbox.cli.admin_cmd",  # admin tenant|user|key
     "thinkbox.cli.tools_cmd",  # tools list|show|save|test|rm|versions|rollback
+    "thinkbox.cli.secrets_cmd",  # secrets set|list|rm, admin secrets rotate-key, admin user admin
 )
 
 for _name in _COMMAND_MODULES:

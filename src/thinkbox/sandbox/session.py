@@ -15,8 +15,10 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 from thinkbox.errors import ConfigError, ProtocolError, SessionDead, SessionStartError
 from thinkbox.sandbox import procs
@@ -52,6 +54,20 @@ if TYPE_CHECKING:
 
 StreamItem = OutputChunk | DisplayData | ExecutionResult
 HELLO_TIMEOUT_S = 30.0
+M = TypeVar("M", bound=BaseModel)
+
+
+class OutputFilter(Protocol):
+    """Rewrites what a session hands out (the service redacts secrets with one: ``Session.output_filter``)."""
+
+    def stream(self) -> Callable[[StreamItem], list[StreamItem]]:
+        """The filter of one execution's items, called on each in order: what to hand out instead. It may
+        hold text back, and hands everything out by the time it gets the ExecutionResult."""
+        ...
+
+    def value(self, obj: M) -> M:
+        """Anything else the session returns from the interpreter (its variables)."""
+        ...
 
 
 class Session:
@@ -76,6 +92,8 @@ class Session:
         self._dead_reason: str | None = None
         self._closed = False
         self._retired: str | None = None
+        self.output_filter: OutputFilter | None = None
+        """Applied to every output chunk, display, result and variable list before it leaves the session."""
 
     # -- life cycle -------------------------------------------------------------------------------
     @classmethod
@@ -221,6 +239,18 @@ class Session:
         return self._request(body, timeout)
 
     async def _request(self, body: dict[str, Any], timeout: float | None) -> AsyncIterator[StreamItem]:
+        rewrite = self.output_filter.stream() if self.output_filter is not None else None
+        async with contextlib.aclosing(self._exchange(body, timeout)) as items:
+            async for item in items:
+                if rewrite is None:
+                    yield item
+                else:
+                    for out in rewrite(item):
+                        yield out
+
+    async def _exchange(
+        self, body: dict[str, Any], timeout: float | None
+    ) -> AsyncGenerator[StreamItem, None]:
         limits = self.config.limits
         timeout = limits.timeout_s if timeout is None else timeout
         async with self._lock:
@@ -357,7 +387,7 @@ class Session:
         found = reply.get("variables")
         rows = found if isinstance(found, list) else []
         omitted = reply.get("omitted")
-        return Namespace(
+        namespace = Namespace(
             variables=[
                 Variable(**{k: cap_head(clean(str(row.get(k, ""))), 200) for k in ("name", "type", "repr")})
                 for row in rows[:500]
@@ -365,6 +395,7 @@ class Session:
             ],
             omitted=omitted if isinstance(omitted, int) and not isinstance(omitted, bool) else 0,
         )
+        return namespace if self.output_filter is None else self.output_filter.value(namespace)
 
     async def ping(self) -> float:
         started = time.perf_counter()

@@ -18,6 +18,9 @@ from thinkbox.service.conversations import Conversations
 from thinkbox.service.db.engine import Database, database_url
 from thinkbox.service.journal import Journal
 from thinkbox.service.runs import RunManager
+from thinkbox.service.secrets.keys import Keyring
+from thinkbox.service.secrets.redact import LOGS
+from thinkbox.service.secrets.store import SecretStore
 from thinkbox.service.sessions import SessionManager
 from thinkbox.service.storage import Storage
 from thinkbox.service.tools import ToolStore
@@ -36,6 +39,7 @@ class Service:
     sessions: SessionManager
     runs: RunManager
     tools: ToolStore
+    secrets: SecretStore
     resumed: int = 0
     conversations: Conversations = field(default_factory=Conversations)
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
@@ -86,7 +90,9 @@ class Service:
             timeout_s=settings.service.tool_test_timeout_s,
         )
         await asyncio.to_thread(tools.sync)
-        sessions = SessionManager(db, backend, storage, settings, tools)
+        secrets = SecretStore(db, Keyring(settings.data_dir))
+        LOGS.add(secrets.log_redactor)
+        sessions = SessionManager(db, backend, storage, settings, tools, secrets)
         sessions.start()
         concurrency = 1 if settings.resolved_provider() == "local" else settings.service.model_concurrency
         runs = RunManager(
@@ -98,8 +104,11 @@ class Service:
             settings=settings,
             model_concurrency=concurrency,
             tools=tools,
+            secrets=secrets,
         )
-        service = cls(settings, db, storage, backend, model, journal, sessions, runs, tools, _owned=owned)
+        service = cls(
+            settings, db, storage, backend, model, journal, sessions, runs, tools, secrets, _owned=owned
+        )
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
@@ -110,6 +119,7 @@ class Service:
         await self.runs.aclose()
         await self.journal.aclose()
         await self.sessions.aclose()
+        LOGS.remove(self.secrets.log_redactor)
         if "backend" in self._owned:
             await self.backend.aclose()
         if "model" in self._owned:

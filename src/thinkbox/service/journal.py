@@ -7,6 +7,9 @@ that a crash could take back, and what a crash takes back (appended, not yet com
 Each event gets the next sequence number of its run (from 1), which is its server-sent event id.
 
 A run's row (status, answer, counters) is updated in the same transaction as the events that change it.
+
+A run of a user who has secrets is opened with that user's redactor: every event and every text of the
+run's row is redacted here, before it is stored or published (:mod:`thinkbox.service.secrets.redact`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,7 @@ from sqlalchemy import insert, select, update
 from thinkbox.agent.events import Event
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import RUN_ENDED, Run, RunEvent
+from thinkbox.service.secrets.redact import Redactor
 
 log = logging.getLogger(__name__)
 TERMINAL_TYPE = "run_finished"
@@ -77,6 +81,7 @@ class Journal:
         network round trip runs in a worker thread."""
         self._seq: dict[str, int] = {}
         self._channels: dict[str, Channel] = {}
+        self._redactors: dict[str, Callable[[], Redactor]] = {}
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -95,16 +100,25 @@ class Journal:
                 await self._task
 
     # -- writing ------------------------------------------------------------------------------------
-    def open_run(self, run_id: str, last_seq: int = 0) -> Channel:
-        """Make ``run_id`` live here: its events so far end at ``last_seq``."""
+    def open_run(
+        self, run_id: str, last_seq: int = 0, redactor: Callable[[], Redactor] | None = None
+    ) -> Channel:
+        """Make ``run_id`` live here: its events so far end at ``last_seq``; ``redactor`` gives the run's
+        owner's current redactor (their secrets)."""
         self._seq[run_id] = last_seq
+        if redactor is not None:
+            self._redactors[run_id] = redactor
         channel = self._channels[run_id] = Channel(first_seq=last_seq + 1)
         return channel
 
     def append(self, run_id: str, event: Event, **run_fields: Any) -> int:
         """Queue ``event`` of the live run ``run_id`` (and changes to its row); its sequence number."""
         seq = self._seq[run_id] = self._seq[run_id] + 1
-        record = Record(seq, event.type, event.model_dump_json())
+        data = event.model_dump_json()
+        redactor = self._redactor(run_id)
+        if redactor:
+            data, run_fields = redactor.json_text(data), redactor.data(run_fields)
+        record = Record(seq, event.type, data)
         self._pending.append(_Pending(run_id, record, event.ts, run_fields or None))
         self._idle.clear()
         self._wake.set()
@@ -112,9 +126,16 @@ class Journal:
 
     def update_run(self, run_id: str, **run_fields: Any) -> None:
         """Change the run's row in the next commit, after the events queued before."""
+        redactor = self._redactor(run_id)
+        if redactor:
+            run_fields = redactor.data(run_fields)
         self._pending.append(_Pending(run_id, Record(0, "", ""), time.time(), run_fields))
         self._idle.clear()
         self._wake.set()
+
+    def _redactor(self, run_id: str) -> Redactor | None:
+        current = self._redactors.get(run_id)
+        return current() if current is not None else None
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed and published."""
@@ -194,6 +215,7 @@ class Journal:
         """The run ended and its terminal event is committed: followers read it from the database from now."""
         self._channels.pop(run_id, None)
         self._seq.pop(run_id, None)
+        self._redactors.pop(run_id, None)
 
     def stored(self, run_id: str, after: int, before: int | None = None) -> list[Record]:
         return stored_records(self.db, run_id, after, before)

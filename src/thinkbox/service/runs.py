@@ -5,12 +5,15 @@ run slot (:class:`~thinkbox.service.fair.FairGate`, tenants in turn), takes the 
 or the one a follow-up names), and feeds every event of :func:`~thinkbox.agent.loop.run_agent` to the
 :class:`~thinkbox.service.journal.Journal`. The model is one instance shared by every run, behind its own
 fair gate. After a crash, :meth:`RunManager.resume_unfinished` goes on with every run that had not ended.
+For a user with secrets, the question is redacted before it is stored or shown to the model, and the
+journal redacts every event of the run (:mod:`thinkbox.service.secrets.redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -46,6 +49,7 @@ from thinkbox.service.db.models import RUN_ENDED, Run, Tenant, User, new_id
 from thinkbox.service.errors import ApiError, is_id, no_nul
 from thinkbox.service.fair import FairGate, FairModel
 from thinkbox.service.journal import Journal, stored_records
+from thinkbox.service.secrets.store import REFRESH_S, SecretStore
 from thinkbox.service.sessions import LiveSession, SessionManager
 from thinkbox.service.storage import Storage, StorageError
 from thinkbox.service.tools import ToolStore
@@ -86,9 +90,10 @@ class RunManager:
         settings: Settings,
         model_concurrency: int = 1,
         tools: ToolStore | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.db, self.journal, self.sessions, self.storage = db, journal, sessions, storage
-        self.tools = tools
+        self.tools, self.secrets = tools, secrets
         self.model, self.settings = model, settings
         self.run_gate = FairGate(settings.service.active_runs)
         self.model_gate = FairGate(model_concurrency)
@@ -102,6 +107,11 @@ class RunManager:
         except ThinkboxError as exc:
             raise ApiError(400, "bad_question", exc.message) from None
         self._check_limits(owner)
+        if self.secrets is not None:
+            redactor = await asyncio.to_thread(
+                self.secrets.redactor, owner.tenant_id, owner.user_id, REFRESH_S
+            )
+            question = redactor.text(question)
         run_id = new_id("r_")
         self._active[run_id] = _Active(run_id, owner, session_id)  # holds the place while we check the rest
         live: LiveSession | None = None
@@ -180,7 +190,10 @@ class RunManager:
     ) -> None:
         active = self._active.get(run_id) or _Active(run_id, owner, session_id)
         self._active[run_id] = active
-        self.journal.open_run(run_id, last_seq)
+        redactor = None
+        if self.secrets is not None:  # warmed by the caller: a dict lookup from here on
+            redactor = functools.partial(self.secrets.redactor, owner.tenant_id, owner.user_id)
+        self.journal.open_run(run_id, last_seq, redactor)
         active.task = asyncio.create_task(self._drive(active, question, files, events), name=f"run-{run_id}")
 
     # -- driving ------------------------------------------------------------------------------------
@@ -403,6 +416,8 @@ class RunManager:
                 tenant_id=tenant.id, tenant_name=tenant.name, user_id=user.id, user_name=user.name, key_id=""
             )
             events = await asyncio.to_thread(self._run_events, run.id)
+            if self.secrets is not None:
+                await asyncio.to_thread(self.secrets.redactor, tenant.id, user.id)
             self._launch(
                 run.id,
                 owner,

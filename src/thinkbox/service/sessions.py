@@ -6,6 +6,9 @@ runs have had. Its row in the database says who owns it and when it was last use
 ``service.session_idle_s`` is closed. After a restart, a session of runs is rebuilt on first use by
 replaying the code of its recorded runs (:mod:`thinkbox.agent.resume`); a session of ``/v1/sessions``
 code is not (its code is not journaled) and answers 410.
+
+A user's sandbox sessions redact the user's secrets from everything they hand out (their output filter,
+:class:`~thinkbox.service.secrets.redact.SessionRedaction`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
 from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
+from thinkbox.service.secrets.store import REFRESH_S, SecretStore
 from thinkbox.service.storage import Storage
 from thinkbox.service.tools import ToolStore
 from thinkbox.service.tools import agent as tool_agent
@@ -66,9 +70,11 @@ class SessionManager:
         storage: Storage,
         settings: Settings,
         tools: ToolStore | None = None,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.db = db
         self.tools = tools
+        self.secrets = secrets
         self.backend = backend
         self.storage = storage
         self.settings = settings
@@ -139,7 +145,12 @@ class SessionManager:
             config = await asyncio.to_thread(
                 self.tools.session_config, owner.tenant_name, owner.user_name, config
             )
-        return await self.backend.create_session(config)
+        if self.secrets is not None:  # the redactor is read here, off the event loop; later from its cache
+            await asyncio.to_thread(self.secrets.redactor, owner.tenant_id, owner.user_id, REFRESH_S)
+        session = await self.backend.create_session(config)
+        if self.secrets is not None:
+            session.output_filter = self.secrets.session_redaction(owner.tenant_id, owner.user_id)
+        return session
 
     def _insert(self, row: SessionRow) -> None:
         with self.db.session() as s, s.begin():

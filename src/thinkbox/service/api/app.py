@@ -29,6 +29,7 @@ from thinkbox.service.api import (
     routes_files,
     routes_openai,
     routes_runs,
+    routes_secrets,
     routes_sessions,
     routes_tools,
     routes_variables,
@@ -130,6 +131,7 @@ def create_app(
     app.include_router(routes_sessions.router)
     app.include_router(routes_files.router)
     app.include_router(routes_tools.router)
+    app.include_router(routes_secrets.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_variables.router)
     app.include_router(routes_web.router)

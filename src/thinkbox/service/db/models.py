@@ -70,6 +70,8 @@ class User(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    tenant_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """May set and delete the tenant's tenant-wide secrets (``thinkbox admin user admin``)."""
 
 
 class ApiKey(Base):
@@ -170,3 +172,28 @@ class ToolVersion(Base):
     tests_passed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class SecretRow(Base):
+    """A named credential of a user (``owner_id``) or of the whole tenant (``owner_id`` NULL), its value
+    encrypted (Fernet, the key outside the database: :mod:`thinkbox.service.secrets.keys`)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "owner_key", "name", name="uq_secrets_tenant_id_owner_key_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=_ids("c_"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    owner_key: Mapped[str] = mapped_column(String(ID_LENGTH))
+    """``owner_id``, or "" for a tenant-wide secret: the unique key (NULLs never collide in one)."""
+    name: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[str] = mapped_column(Text)  # a Fernet token (url-safe base64)
+    hosts: Mapped[str] = mapped_column(Text)  # JSON list of host or host:port patterns
+    header: Mapped[str | None] = mapped_column(Text)  # e.g. "Authorization: Bearer {secret}"
+    paths: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list of prefixes
+    methods: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
+    last_used_at: Mapped[float | None] = mapped_column(Float)

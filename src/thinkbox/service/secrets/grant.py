@@ -48,11 +48,13 @@ def new_placeholder() -> str:
 
 def forms(value: str) -> list[str]:
     """The ways a value shows up in text: raw, base64 (standard and URL-safe, at each of the three byte
-    alignments a value can have inside a longer encoded string), URL-encoded, hex. Longest first."""
+    alignments a value can have inside a longer encoded string), URL-encoded (``/`` escaped or kept), hex.
+    Longest first."""
     raw = value.encode()
     found = {
         value,
         urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
         urllib.parse.quote_plus(value),
         raw.hex(),
         raw.hex().upper(),
