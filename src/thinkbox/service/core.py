@@ -16,6 +16,7 @@ from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.conversations import Conversations
 from thinkbox.service.db.engine import Database, database_url
+from thinkbox.service.egress import Egress
 from thinkbox.service.journal import Journal
 from thinkbox.service.runs import RunManager
 from thinkbox.service.sessions import SessionManager
@@ -36,6 +37,7 @@ class Service:
     sessions: SessionManager
     runs: RunManager
     tools: ToolStore
+    egress: Egress | None = None
     resumed: int = 0
     conversations: Conversations = field(default_factory=Conversations)
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
@@ -86,7 +88,10 @@ class Service:
             timeout_s=settings.service.tool_test_timeout_s,
         )
         await asyncio.to_thread(tools.sync)
-        sessions = SessionManager(db, backend, storage, settings, tools)
+        egress = None
+        if settings.egress.enabled:  # the secret store is its ``grants`` (a GrantSource); None: no secrets
+            egress = await asyncio.to_thread(Egress, settings, db, None)
+        sessions = SessionManager(db, backend, storage, settings, tools, egress)
         sessions.start()
         concurrency = 1 if settings.resolved_provider() == "local" else settings.service.model_concurrency
         runs = RunManager(
@@ -99,7 +104,9 @@ class Service:
             model_concurrency=concurrency,
             tools=tools,
         )
-        service = cls(settings, db, storage, backend, model, journal, sessions, runs, tools, _owned=owned)
+        service = cls(
+            settings, db, storage, backend, model, journal, sessions, runs, tools, egress, _owned=owned
+        )
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
@@ -110,6 +117,8 @@ class Service:
         await self.runs.aclose()
         await self.journal.aclose()
         await self.sessions.aclose()
+        if self.egress is not None:
+            await self.egress.aclose()
         if "backend" in self._owned:
             await self.backend.aclose()
         if "model" in self._owned:

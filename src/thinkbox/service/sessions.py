@@ -30,6 +30,7 @@ from thinkbox.sandbox.types import DisplayData, ExecutionResult, Language, Outpu
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
+from thinkbox.service.egress import Egress
 from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
 from thinkbox.service.storage import Storage
@@ -66,9 +67,12 @@ class SessionManager:
         storage: Storage,
         settings: Settings,
         tools: ToolStore | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.db = db
         self.tools = tools
+        self.egress = egress
+        """The sessions' way out (HTTP through the egress proxy); None: sessions have no network."""
         self.backend = backend
         self.storage = storage
         self.settings = settings
@@ -90,6 +94,8 @@ class SessionManager:
         for live in list(self._live.values()):
             with contextlib.suppress(Exception):
                 await live.session.close()
+            if self.egress is not None:
+                await self.egress.detach(live.id)
         self._live.clear()
 
     @property
@@ -102,7 +108,7 @@ class SessionManager:
         row = SessionRow(id=new_id("s_"), user_id=owner.user_id, tenant_id=owner.tenant_id, kind=kind)
         await asyncio.to_thread(self._insert, row)
         try:
-            sandbox = await self._open_sandbox(owner, language)
+            sandbox = await self._open_sandbox(owner, row.id, language)
         except BaseException:
             await asyncio.to_thread(self._mark_closed, row.id, "it could not start")
             raise
@@ -126,7 +132,7 @@ class SessionManager:
         oldest = min(idle, key=lambda s: s.last_activity)
         await self.close(oldest.id, "closed to make room for a newer session (service.sessions_per_user)")
 
-    async def _open_sandbox(self, owner: Principal, language: Language = "py") -> Session:
+    async def _open_sandbox(self, owner: Principal, session_id: str, language: Language = "py") -> Session:
         base = (
             self.base_config
             if language == "py"
@@ -139,7 +145,14 @@ class SessionManager:
             config = await asyncio.to_thread(
                 self.tools.session_config, owner.tenant_name, owner.user_name, config
             )
-        return await self.backend.create_session(config)
+        if self.egress is None:
+            return await self.backend.create_session(config)
+        config = await self.egress.session_config(session_id, owner, config)
+        try:
+            return await self.backend.create_session(config)
+        except BaseException:
+            await self.egress.detach(session_id)
+            raise
 
     def _insert(self, row: SessionRow) -> None:
         with self.db.session() as s, s.begin():
@@ -196,7 +209,7 @@ class SessionManager:
         if existing is not None:
             return existing
         runs = await asyncio.to_thread(self._recorded_runs, session_id, unfinished)
-        live = LiveSession(session_id, owner, "run", await self._open_sandbox(owner))
+        live = LiveSession(session_id, owner, "run", await self._open_sandbox(owner, session_id))
         self._live[session_id] = live
         cells: list[Cell] = [cell for state in runs for cell in state.cells]
         failure = await replay(live.session, cells)
@@ -282,6 +295,8 @@ class SessionManager:
             if live is not None:
                 with contextlib.suppress(Exception):
                     await live.session.close()
+            if self.egress is not None:
+                await self.egress.detach(session_id)
             await asyncio.to_thread(self._mark_closed, session_id, reason)
         finally:
             self._closing.pop(session_id, None)
