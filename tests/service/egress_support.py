@@ -4,6 +4,7 @@ it received, an in-memory secret source, and a session that goes out through a r
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
@@ -29,10 +30,13 @@ from thinkbox.service.secrets.grant import SecretGrant
 class _Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     token = ""
+    received: list[dict[str, str]]
 
     def _answer(self) -> None:
         size = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(size) if size else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.received.append({**headers, "path": self.path})
         if self.headers.get("Authorization") != f"Bearer {self.token}":
             data = b'{"error": "unauthorized"}'
             self.send_response(401)
@@ -40,8 +44,9 @@ class _Echo(BaseHTTPRequestHandler):
             echo = {
                 "method": self.command,
                 "path": self.path,
-                "headers": dict(self.headers.items()),
+                "headers": headers,
                 "body": body.decode("utf-8", "replace"),
+                **leaks(self.token),
             }
             data = json.dumps(echo).encode()
             self.send_response(200)
@@ -67,7 +72,7 @@ class EchoServer:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[EchoServer]:
-        handler = type("Echo", (_Echo,), {"token": self.token})
+        handler = type("Echo", (_Echo,), {"token": self.token, "received": self.received})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         if self.tls is not None:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)
@@ -81,9 +86,17 @@ class EchoServer:
             server.server_close()
             thread.join(10)
 
+    def leaks(self) -> dict[str, str]:
+        return leaks(self.token)
+
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+
+def leaks(token: str) -> dict[str, str]:
+    """What the API echoes besides the request: its token in base64 and in hex (the scrubber's job)."""
+    return {"token_b64": base64.b64encode(token.encode()).decode(), "token_hex": token.encode().hex()}
 
 
 class MemoryGrants:
@@ -100,7 +113,7 @@ class MemoryGrants:
         self.used.extend(names)
 
 
-def test_ca(folder: Path) -> tuple[ssl.SSLContext, Path]:
+def upstream_ca(folder: Path) -> tuple[ssl.SSLContext, Path]:
     """A test CA's server context for 127.0.0.1 and the CA's certificate file (to trust upstream)."""
     authority = Authority(folder)
     return authority.context_for("127.0.0.1"), authority.cert_file

@@ -196,7 +196,7 @@ class Connection:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise Refused(f"{host} does not resolve ({exc.strerror or exc}); check the host name") from None
-        addresses = [str(info[4][0]) for info in infos]
+        addresses = sorted({str(info[4][0]) for info in infos}, key=lambda a: (":" in a, a))  # IPv4 first
         if not self.session.policy.explicit(host, port) and any(special_address(a) for a in addresses):
             raise Refused(
                 f"{host} resolves to a private, loopback or link-local address ({addresses[0]}), which "
