@@ -35,7 +35,17 @@ from thinkbox.service.db import (
 )
 from thinkbox.service.db import engine as engine_module
 
-TABLES = {"tenants", "users", "api_keys", "sessions", "runs", "run_events", "tools", "tool_versions", "network_rules"}
+TABLES = {
+    "tenants",
+    "users",
+    "api_keys",
+    "sessions",
+    "runs",
+    "run_events",
+    "tools",
+    "tool_versions",
+    "network_rules",
+}
 
 
 def _run_row(db: Database) -> Run:
