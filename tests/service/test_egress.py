@@ -18,7 +18,7 @@ import pytest
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.secrets.grant import SecretGrant, forms
 
-from .egress_support import EchoServer, upstream_ca, world
+from .egress_support import EchoServer, World, upstream_ca, world
 
 TIMEOUT = 120
 
@@ -173,32 +173,42 @@ async def test_hosts_outside_the_policy_private_addresses_and_direct_connections
 ) -> None:
     value = "sk-" + secrets.token_hex(20)
     with EchoServer(value).running() as api:
-        index = f"http://localhost:{api.port}/simple"
+        named = f"http://localhost:{api.port}/x"
         grants = [_grant(value, hosts=("localhost",))]
-        async with world(tmp_path, grants, index_url=index) as (w, _), w.session() as session:
+        async with world(tmp_path, grants) as (w, _), w.session() as session:
             # not in the allow-list: refused, saying what an admin can do
             denied = await session.execute(_call(api.url + "/x"), timeout=TIMEOUT)
-            # the package index is allowed by default, but it resolves to loopback: refused too
-            private = await session.execute(_call(index), timeout=TIMEOUT)
             direct = await session.execute(
                 "import socket\ntry:\n"
                 f"    socket.create_connection(('127.0.0.1', {api.port}), timeout=10)\n"
                 "    print('connected')\nexcept OSError as e:\n    print('refused', e)",
                 timeout=TIMEOUT,
             )
-            w.allow("localhost")  # a rule naming the host lets its private address through
-            w.egress.session("s_0000000000000001").rules_read = 0.0  # type: ignore[union-attr]
-            named = await session.execute(_call(index), timeout=TIMEOUT)
+            # the name is allowed, but it resolves to loopback: a rule must name the address itself
+            w.allow("localhost")
+            _reread_rules(w)
+            private = await session.execute(_call(named), timeout=TIMEOUT)
+            w.allow("127.0.0.1")
+            _reread_rules(w)
+            allowed = await session.execute(_call(named), timeout=TIMEOUT)
     status, message = _status_body(denied.stdout)
     assert status == 403 and "not in your tenant's network allow-list" in message
     assert "thinkbox admin network allow" in message
     status, message = _status_body(private.stdout)
-    assert status == 403 and "private, loopback or link-local" in message
+    assert status == 403 and "private, loopback or link-local address (127.0.0.1)" in message
+    assert "thinkbox admin network allow TENANT 127.0.0.1" in message
     assert direct.stdout.startswith("refused"), direct.stdout
-    assert _status_body(named.stdout)[0] == 200
+    assert _status_body(allowed.stdout)[0] == 200
     assert len(api.received) == 1
     recorded = [e for _, e in w.events if isinstance(e, NetworkRequest)]
     assert [e.refused for e in recorded] == [True, True, False]
+
+
+def _reread_rules(w: World) -> None:
+    """The proxy reads its tenant's rules every few seconds: now, for the next request."""
+    session = w.egress.session("s_0000000000000001")
+    assert session is not None
+    session.rules_read = 0.0
 
 
 async def test_limits_refuse_a_large_body_and_too_many_requests(tmp_path: Path) -> None:

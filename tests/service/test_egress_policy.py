@@ -62,7 +62,11 @@ def test_a_wildcard_matches_sub_domains_only_and_a_deny_wins() -> None:
     assert policy.decide("api.other.org", 80) is not None
     policy.deny.append(parse_pattern("bad.example.com"))
     assert "denied" in (policy.decide("bad.example.com", 443) or "")
-    assert not policy.explicit("a.example.com", 443) and policy.explicit("api.other.org", 443)
+    # a private address is reachable only through a rule naming the address, not the name
+    assert not policy.private_allowed("api.other.org", 443, "10.0.0.5")
+    policy.allow.append(parse_pattern("10.0.0.5:443"))
+    assert policy.private_allowed("api.other.org", 443, "10.0.0.5")
+    assert not policy.private_allowed("api.other.org", 8443, "10.0.0.5")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,6 +174,9 @@ class Egress:
             "CURL_CA_BUNDLE": bundle,
             "NODE_USE_ENV_PROXY": "1",
             "PYTHONPATH": ":".join(p for p in (SITE, pythonpath) if p),
+            # ``pip`` and ``python`` in a shell are the session's interpreter's, so ``!pip install`` puts
+            # packages where this interpreter imports them from
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "PIP_TARGET": SITE,
             "PIP_CACHE_DIR": PIP_CACHE,
             "PIP_RETRIES": "1",

@@ -4,9 +4,10 @@ Default deny. A tenant's rules (``thinkbox admin network allow|deny TENANT HOST[
 pattern; a deny rule wins. The package index that sessions' pip uses is allowed by default, read from the
 host's pip configuration at run time (no registry is named in this project), and so are the hosts its
 pages link packages to (learned per session from the index's answers). A name that resolves to a
-private, loopback, link-local or otherwise special address is refused unless a rule names that very host
-(no wildcard): the check is on the resolved addresses the proxy then connects to, so a name that
-resolves differently later (DNS rebinding) cannot slip past it.
+private, loopback, link-local or otherwise special address is refused unless a rule names that address
+itself (``thinkbox admin network allow acme 10.0.0.5:8080``): the check is on the resolved addresses the
+proxy then connects to, so an allowed name whose DNS points somewhere inside (a DNS trick, rebinding)
+does not get there.
 """
 
 from __future__ import annotations
@@ -123,9 +124,15 @@ class Policy:
             return None
         return "not in your tenant's network allow-list"
 
-    def explicit(self, host: str, port: int) -> bool:
-        """A rule names this very host (no wildcard): its private addresses may be reached."""
-        return any(not p.wildcard and p.matches(host, port) for p in self.allow)
+    def private_allowed(self, host: str, port: int, address: str) -> bool:
+        """A private, loopback or link-local ``address`` that ``host`` resolved to may be reached: a rule
+        names that address itself (a host name is not enough: its DNS may change), or ``host`` is the
+        package index of the host's pip configuration (or a host its pages link to), which the
+        administrator chose."""
+        if self.is_index(host, port) or host.lower() in self.learned:
+            return True
+        ip = ipaddress.ip_address(address.split("%")[0])
+        return any(_same_address(p.host, ip) and p.port in (None, port) for p in self.allow)
 
     def is_index(self, host: str, port: int) -> bool:
         return any(p.matches(host, port) for p in self.index)
@@ -134,6 +141,13 @@ class Policy:
         """Hosts an index page links packages to (``href="https://host/..."``) become reachable."""
         for match in _LINK.finditer(body[:4_000_000]):
             self.learned.add(match.group(1).decode("ascii", "replace").lower())
+
+
+def _same_address(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(host) == ip
+    except ValueError:
+        return False
 
 
 _LINK = re.compile(rb"https://([A-Za-z0-9.-]+)(?::\d+)?/")

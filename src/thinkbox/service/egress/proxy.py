@@ -197,11 +197,15 @@ class Connection:
         except OSError as exc:
             raise Refused(f"{host} does not resolve ({exc.strerror or exc}); check the host name") from None
         addresses = sorted({str(info[4][0]) for info in infos}, key=lambda a: (":" in a, a))  # IPv4 first
-        if not self.session.policy.explicit(host, port) and any(special_address(a) for a in addresses):
-            raise Refused(
-                f"{host} resolves to a private, loopback or link-local address ({addresses[0]}), which "
-                f"sessions may not reach unless a rule names it; {ADMIN_HINT}"
-            )
+        policy = self.session.policy
+        for address in addresses:
+            if special_address(address) and not policy.private_allowed(host, port, address):
+                raise Refused(
+                    f"the egress proxy refused {host}:{port}: it resolves to a private, loopback or "
+                    f"link-local address ({address}), which sessions reach only when a rule names that "
+                    f"address: an admin of your tenant can allow it with "
+                    f"`thinkbox admin network allow TENANT {address}`"
+                )
         return addresses[0]
 
     async def _forward(
