@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from thinkbox.agent.events import NetworkRequest
 from thinkbox.config import Settings
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
@@ -127,7 +128,7 @@ class World:
     egress: Egress
     backend: SandboxBackend
     owner: Principal
-    events: list[tuple[str, object]]
+    events: list[tuple[str, NetworkRequest]]
 
     @contextlib.asynccontextmanager
     async def session(self, session_id: str = "s_0000000000000001") -> AsyncIterator[Session]:
@@ -154,7 +155,7 @@ async def world(
     owner = Principal(tenant_id=tenant.id, tenant_name="acme", user_id=user.id, user_name="alice", key_id="")
     source = MemoryGrants(grants or [])
     proxy = await asyncio.to_thread(Egress, settings, db, source)
-    events: list[tuple[str, object]] = []
+    events: list[tuple[str, NetworkRequest]] = []
     proxy.listener = lambda sid, event: events.append((sid, event))
     backend = registry.create_backend("zygote")
     await backend.start()
