@@ -69,6 +69,7 @@ class SessionEgress:
         default_factory=lambda: collections.deque(maxlen=KEPT_RECORDS)
     )
     rules_read: float = 0.0
+    connections: set[asyncio.StreamWriter] = field(default_factory=set)
 
     def over_limits(self, body: int) -> str | None:
         """Why one more request of ``body`` bytes is refused (egress.max_requests, egress.max_bytes)."""
@@ -230,6 +231,8 @@ class Egress:
             return
         if session.server is not None:
             session.server.close()
+            for writer in list(session.connections):
+                writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.server.wait_closed(), 5)
         await asyncio.to_thread(shutil.rmtree, session.folder, True)

@@ -42,6 +42,8 @@ HOP_BY_HOP = {
     b"upgrade",
 }
 READ = 64 * 1024
+SCRUB_WHOLE = 1024 * 1024
+"""Answers up to this size (by Content-Length) are scrubbed whole, so they keep a Content-Length."""
 ADMIN_HINT = "an admin of your tenant can allow it with `thinkbox admin network allow TENANT HOST[:PORT]`"
 
 
@@ -63,11 +65,13 @@ class Connection:
         self.reader, self.writer = reader, writer
 
     async def serve(self) -> None:
+        self.session.connections.add(self.writer)
         try:
             await self._serve()
         except (_Closed, ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError):
             pass
         finally:
+            self.session.connections.discard(self.writer)
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
@@ -244,6 +248,9 @@ class Connection:
                 status = response.status
                 out_headers = [(k.lower(), v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
                 decoder, readable = None, True
+                length = _content_length(out_headers)
+                whole = scrubbing and length is not None and length <= SCRUB_WHOLE
+                """A small answer is scrubbed whole and keeps a Content-Length; a large one is streamed."""
                 if scrubbing:
                     out_headers, decoder, readable = _decoding(out_headers)
                     out_headers = [(k, s.secrets.scrub(v)) for k, v in out_headers if k != b"content-length"]
@@ -251,34 +258,36 @@ class Connection:
                     why = "the host answered in a content encoding the proxy cannot check for secrets"
                     await self._send_refusal(conn, 502, why, close=True)
                     return False
-                conn_headers = out_headers + (
-                    [(b"connection", b"close")] if request.http_version == b"1.0" else []
-                )
-                self.writer.write(
-                    conn.send(
-                        h11.Response(
-                            status_code=status,
-                            headers=conn_headers,
-                            reason=response.extensions.get("reason_phrase", b""),
-                        )
-                    )
-                )
+                if request.http_version == b"1.0":
+                    out_headers.append((b"connection", b"close"))
+                reason = response.extensions.get("reason_phrase", b"")
                 scrubber = s.secrets.scrubber()
                 learn = s.policy.is_index(host, port)
+                kept: list[bytes] = []
+                if not whole:
+                    self.writer.write(
+                        conn.send(h11.Response(status_code=status, headers=out_headers, reason=reason))
+                    )
                 async for chunk in response.aiter_stream():
                     down += len(chunk)
                     if (over := s.count_down(len(chunk))) is not None:
                         raise _Cut(over)
                     if learn:
                         s.policy.learn_links(chunk)
-                    data = chunk
-                    if decoder is not None:
-                        data = decoder.decompress(data)
+                    data = decoder.decompress(chunk) if decoder is not None else chunk
+                    if whole:
+                        kept.append(data)
+                        continue
                     data = scrubber.feed(data)
                     if data:
                         self.writer.write(conn.send(h11.Data(data=data)))
                         await self.writer.drain()
-                tail = scrubber.flush()
+                tail = s.secrets.scrub(b"".join(kept)) if whole else scrubber.flush()
+                if whole:
+                    out_headers.append((b"content-length", str(len(tail)).encode()))
+                    self.writer.write(
+                        conn.send(h11.Response(status_code=status, headers=out_headers, reason=reason))
+                    )
                 if tail:
                     self.writer.write(conn.send(h11.Data(data=tail)))
                 self.writer.write(conn.send(h11.EndOfMessage()))
