@@ -87,7 +87,8 @@ def test_a_network_request_is_one_line_of_its_step_and_its_text_stays_text(web: 
             const base = { host: "api.example.com", port: 443, method: "GET", bytes_up: 0, secrets: [] };
             view.add({ id: 1, type: "step_started", data: { step: 1, ts: 1 } });
             view.add({ id: 2, type: "network_request", data: { ...base, step: 1, path: "/v1/items",
-                status: 200, bytes_down: 120, duration_ms: 12.4, refused: false, reason: "", secrets: ["API_KEY"] } });
+                status: 200, bytes_down: 120, duration_ms: 12.4, refused: false, reason: "",
+                secrets: ["API_KEY"] } });
             view.add({ id: 3, type: "network_request", data: { ...base, step: 1, host: "evil.example",
                 path: "/<img src=x onerror=window.ran=1>", status: 0, bytes_down: 0, duration_ms: 1,
                 refused: true, reason: "not in your tenant's network allow-list" } });
