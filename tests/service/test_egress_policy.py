@@ -15,7 +15,7 @@ from thinkbox.errors import ConfigError
 from thinkbox.service import accounts
 from thinkbox.service.db.engine import Database
 from thinkbox.service.egress import rules
-from thinkbox.service.egress.policy import Policy, parse_pattern, special_address
+from thinkbox.service.egress.policy import Policy, index_pages, parse_pattern, special_address
 from thinkbox.service.egress.swap import Refused, SessionSecrets
 from thinkbox.service.secrets.grant import SecretGrant
 
@@ -67,6 +67,18 @@ def test_a_wildcard_matches_sub_domains_only_and_a_deny_wins() -> None:
     policy.allow.append(parse_pattern("10.0.0.5:443"))
     assert policy.private_allowed("api.other.org", 443, "10.0.0.5")
     assert not policy.private_allowed("api.other.org", 8443, "10.0.0.5")
+
+
+def test_only_the_index_api_pages_teach_hosts_to_reach() -> None:
+    policy = Policy()
+    policy.index_pages = index_pages(["https://index.example/simple"])
+    policy.index = [p for p, _ in policy.index_pages]
+    assert policy.decide("index.example", 443) is None and policy.decide("files.example", 443) is not None
+    assert policy.is_index_page("index.example", 443, "/simple/numpy/")
+    assert not policy.is_index_page("index.example", 443, "/project/numpy/")  # descriptions: anyone's links
+    policy.learn_links(b'<a href="https://files.example/packages/x.whl#sha256=00">x.whl</a>')
+    assert policy.decide("files.example", 443) is None
+    assert policy.private_allowed("files.example", 443, "10.0.0.1")
 
 
 @pytest.mark.parametrize(

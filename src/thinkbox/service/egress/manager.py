@@ -35,7 +35,7 @@ from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.egress import rules
 from thinkbox.service.egress.ca import Authority
-from thinkbox.service.egress.policy import Policy, index_patterns, index_urls
+from thinkbox.service.egress.policy import Policy, index_pages, index_urls
 from thinkbox.service.egress.proxy import ADMIN_HINT, Connection
 from thinkbox.service.egress.swap import SessionSecrets
 from thinkbox.service.secrets.grant import GrantSource
@@ -123,7 +123,7 @@ class Egress:
         self.authority = Authority(self.root / "ca")
         self.bundle = self.authority.write_bundle(self.root / "trust" / "ca-bundle.pem")
         self.index_urls = index_urls(self.settings.index_url)
-        self.index = index_patterns(self.index_urls)
+        self.index_pages = index_pages(self.index_urls)
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
@@ -148,7 +148,7 @@ class Egress:
         grants = await self.grants.grants(owner.tenant_id, owner.user_id) if self.grants is not None else []
         secrets = SessionSecrets(grants)
         folder = self.root / "sessions" / session_id
-        session = SessionEgress(session_id, owner, folder, Policy(index=list(self.index)), secrets, self)
+        session = SessionEgress(session_id, owner, folder, self._policy(), secrets, self)
         await self.refresh_rules(session, force=True)
         packages, cache = await asyncio.to_thread(self._prepare, session)
         session.server = await self._listen(session)
@@ -260,6 +260,9 @@ class Egress:
 
     def session(self, session_id: str) -> SessionEgress | None:
         return self._sessions.get(session_id)
+
+    def _policy(self) -> Policy:
+        return Policy(index=[p for p, _ in self.index_pages], index_pages=list(self.index_pages))
 
     async def refresh_rules(self, session: SessionEgress, *, force: bool = False) -> None:
         if self.db is None or (not force and time.monotonic() - session.rules_read < RULES_TTL_S):

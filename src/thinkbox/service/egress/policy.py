@@ -112,6 +112,8 @@ class Policy:
     allow: list[Pattern] = field(default_factory=list)
     deny: list[Pattern] = field(default_factory=list)
     index: list[Pattern] = field(default_factory=list)
+    index_pages: list[tuple[Pattern, str]] = field(default_factory=list)
+    """(host, path prefix) of the index's pages, e.g. the simple API under ``/simple/``."""
     learned: set[str] = field(default_factory=set)
 
     def decide(self, host: str, port: int) -> str | None:
@@ -136,6 +138,11 @@ class Policy:
 
     def is_index(self, host: str, port: int) -> bool:
         return any(p.matches(host, port) for p in self.index)
+
+    def is_index_page(self, host: str, port: int, path: str) -> bool:
+        """A page of the index's API (under its URL's path), whose links the index chose: other pages of
+        the same host (a project's description) hold links anyone could write, and teach nothing."""
+        return any(p.matches(host, port) and path.startswith(prefix) for p, prefix in self.index_pages)
 
     def learn_links(self, body: bytes) -> None:
         """Hosts an index page links packages to (``href="https://host/..."``) become reachable."""
@@ -171,11 +178,16 @@ def _host_index_urls() -> tuple[str, ...]:
 
 
 def index_patterns(urls: Iterable[str]) -> list[Pattern]:
+    return [pattern for pattern, _ in index_pages(urls)]
+
+
+def index_pages(urls: Iterable[str]) -> list[tuple[Pattern, str]]:
+    """(host pattern, path prefix) of each index URL."""
     out = []
     for url in urls:
         parts = urllib.parse.urlsplit(url)
         if parts.hostname:
-            out.append(Pattern(parts.hostname.lower(), parts.port))
+            out.append((Pattern(parts.hostname.lower(), parts.port), parts.path.rstrip("/") + "/"))
     return out
 
 

@@ -262,7 +262,7 @@ class Connection:
                     out_headers.append((b"connection", b"close"))
                 reason = response.extensions.get("reason_phrase", b"")
                 scrubber = s.secrets.scrubber()
-                learn = s.policy.is_index(host, port)
+                learn = status == 200 and s.policy.is_index_page(host, port, path)
                 kept: list[bytes] = []
                 if not whole:
                     self.writer.write(
