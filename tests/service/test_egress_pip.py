@@ -51,6 +51,11 @@ async def test_pip_install_is_importable_at_once_and_in_the_users_next_session(t
             installed = await first.execute(
                 f"!pip install {PACKAGE}\nimport {MODULE}\nprint({MODULE}.__file__)", timeout=TIMEOUT
             )
+            cached = await first.execute(
+                "!pip cache dir\nimport os\n"
+                "print('writable' if os.access('/workspace/.pip-cache', os.W_OK) else '-')",
+                timeout=TIMEOUT,
+            )
         async with w.session("s_0000000000000002") as second:
             again = await second.execute(
                 f"import {MODULE}\nprint({MODULE}.dumps({{'a': 1}}).strip())", timeout=TIMEOUT
@@ -59,6 +64,9 @@ async def test_pip_install_is_importable_at_once_and_in_the_users_next_session(t
     assert "Successfully installed" in installed.stdout, installed.stdout
     assert installed.stdout.strip().endswith(f"/workspace/.packages/site/{MODULE}/__init__.py")
     assert again.ok and again.stdout.strip() == "a = 1", again
+    # the tenant's shared cache is pip's, and writable (what pip stores there depends on the index's
+    # caching headers)
+    assert cached.ok and cached.stdout.split() == ["/workspace/.pip-cache", "writable"], cached
     hosts = {e.host for _, e in w.events}
     assert all(not e.refused for _, e in w.events), w.events
     assert hosts, "pip's requests went through the proxy"
