@@ -176,8 +176,9 @@ async def test_hosts_outside_the_policy_private_addresses_and_direct_connections
         named = f"http://localhost:{api.port}/x"
         grants = [_grant(value, hosts=("localhost",))]
         async with world(tmp_path, grants) as (w, _), w.session() as session:
-            # not in the allow-list: refused, saying what an admin can do
+            # not in the allow-list: refused, saying what an admin can do (over HTTPS too)
             denied = await session.execute(_call(api.url + "/x"), timeout=TIMEOUT)
+            denied_tls = await session.execute(_call(f"https://127.0.0.1:{api.port}/x"), timeout=TIMEOUT)
             direct = await session.execute(
                 "import socket\ntry:\n"
                 f"    socket.create_connection(('127.0.0.1', {api.port}), timeout=10)\n"
@@ -194,6 +195,7 @@ async def test_hosts_outside_the_policy_private_addresses_and_direct_connections
     status, message = _status_body(denied.stdout)
     assert status == 403 and "not in your tenant's network allow-list" in message
     assert "thinkbox admin network allow" in message
+    assert _status_body(denied_tls.stdout) == (status, message)  # the same answer inside the tunnel
     status, message = _status_body(private.stdout)
     assert status == 403 and "private, loopback or link-local address (127.0.0.1)" in message
     assert "thinkbox admin network allow TENANT 127.0.0.1" in message
@@ -201,7 +203,7 @@ async def test_hosts_outside_the_policy_private_addresses_and_direct_connections
     assert _status_body(allowed.stdout)[0] == 200
     assert len(api.received) == 1
     recorded = [e for _, e in w.events if isinstance(e, NetworkRequest)]
-    assert [e.refused for e in recorded] == [True, True, False]
+    assert [e.refused for e in recorded] == [True, True, True, False]
 
 
 def _reread_rules(w: World) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 import urllib.parse
 import zlib
@@ -95,20 +96,28 @@ class Connection:
             return cast(h11.Event, event)
 
     async def _tunnel(self, conn: h11.Connection, request: h11.Request) -> None:
-        """CONNECT host:port: answer 200, then TLS with a certificate for host, then its requests."""
+        """CONNECT host:port: answer 200, then TLS with a certificate for host, then its requests (each
+        checked like a plain one)."""
         while not isinstance(await self._next(conn), h11.EndOfMessage):
             pass
         host, port = _authority(request.target.decode("ascii", "replace"), 443)
         started = time.monotonic()
-        why = self.session.policy.decide(host, port) if host else "CONNECT needs host:port"
-        if why is not None:
-            reason = _refusal(host, port, why)
-            self.session.record(_event(host, port, "CONNECT", "", started, refused=True, reason=reason))
-            await self._send_refusal(conn, 403, reason, close=True)
+        if not host:
+            await self._send_refusal(conn, 400, "CONNECT needs HOST:PORT", close=True)
             return
+        # the policy is checked per request inside: a refusal is then an HTTP 403 whose message the
+        # session's code reads, not a failed tunnel whose reason clients drop
         self.writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await self.writer.drain()
-        await self.writer.start_tls(self.egress.authority.context_for(host))
+        try:
+            await self.writer.start_tls(self.egress.authority.context_for(host))
+        except (ssl.SSLError, OSError) as exc:  # the session's client does not trust the bundle, or left
+            reason = (
+                f"TLS with the session's client failed ({exc}); HTTPS clients must trust SSL_CERT_FILE "
+                "(the installation's CA bundle)"
+            )
+            self.session.record(_event(host, port, "CONNECT", "", started, reason=reason))
+            return
         inner = h11.Connection(h11.SERVER)
         await self._requests(inner, await self._next(inner), scheme="https", origin=(host, port))
 
@@ -378,13 +387,6 @@ class _Cut(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _refusal(host: str, port: int, why: str) -> str:
-    return (
-        f"the egress proxy refused {host}:{port}: {why}. Sessions reach only the hosts of their tenant's "
-        f"network policy; {ADMIN_HINT}"
-    )
 
 
 def _authority(text: str, default_port: int) -> tuple[str, int]:
