@@ -122,6 +122,7 @@ class Egress:
         self.root = settings.data_dir / "egress"
         self.authority = Authority(self.root / "ca")
         self.bundle = self.authority.write_bundle(self.root / "trust" / "ca-bundle.pem")
+        shutil.rmtree(self.root / "sessions", ignore_errors=True)  # sockets of a process that ended
         self.index_urls = index_urls(self.settings.index_url)
         self.index_pages = index_pages(self.index_urls)
         ctx = ssl.create_default_context()
