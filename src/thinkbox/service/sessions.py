@@ -295,9 +295,9 @@ class SessionManager:
             if live is not None:
                 with contextlib.suppress(Exception):
                     await live.session.close()
-            if self.egress is not None:
-                await self.egress.detach(session_id)
             await asyncio.to_thread(self._mark_closed, session_id, reason)
+            if self.egress is not None:  # after the row: readers of the row see it closed at once
+                await self.egress.detach(session_id)
         finally:
             self._closing.pop(session_id, None)
 
