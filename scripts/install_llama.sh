@@ -8,7 +8,13 @@
 set -euo pipefail
 
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
-CACHE="${THINKBOX_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/thinkbox/wheels}"
+# The build's flavour names its cache folder: a wheel built with other flags is never reused.
+# noamx: llama.cpp's CPU backend is compiled for this machine (-march=native) but without the AMX tile
+# instructions: a CPU can report AMX while its hypervisor leaves the tile state off, and then the first
+# matrix product dies with a general protection fault (ldtilecfg), as on a 2-core Xeon VM of 2026-12-03.
+FLAVOUR="noamx"
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+CACHE="${THINKBOX_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/thinkbox/wheels}/$FLAVOUR"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${1:-}"
 if [[ -z "$PY" ]]; then
@@ -17,8 +23,10 @@ fi
 
 say() { printf '[install_llama] %s\n' "$*" >&2; }
 
-if "$PY" -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.__version__ == '$VERSION' else 1)" 2>/dev/null; then
-  say "llama-cpp-python $VERSION is already installed in $("$PY" -c 'import sys; print(sys.prefix)')"
+MARK="$("$PY" -c 'import sys; print(sys.prefix)')/.thinkbox-llama-flavour"
+if "$PY" -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.__version__ == '$VERSION' else 1)" 2>/dev/null \
+    && [[ "$(cat "$MARK" 2>/dev/null)" == "$FLAVOUR" ]]; then
+  say "llama-cpp-python $VERSION ($FLAVOUR) is already installed in $("$PY" -c 'import sys; print(sys.prefix)')"
   exit 0
 fi
 
@@ -35,8 +43,8 @@ if (( ${#wheels[@]} == 0 )); then
   start=$SECONDS
   # Compiler output goes to a log; a heartbeat shows that the build is alive.
   log="$build_dir/build.log"
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    "$PY" -m pip wheel --no-deps --no-binary llama-cpp-python -w "$build_dir" "llama-cpp-python==$VERSION" \
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF \"-DCMAKE_C_FLAGS=$NO_AMX\" \"-DCMAKE_CXX_FLAGS=$NO_AMX\"}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    "$PY" -m pip wheel --no-cache-dir --no-deps --no-binary llama-cpp-python -w "$build_dir" "llama-cpp-python==$VERSION" \
     >"$log" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
@@ -57,5 +65,6 @@ else
 fi
 
 say "installing ${wheels[0]##*/}"
-"$PY" -m pip install --disable-pip-version-check "${wheels[0]}"
+"$PY" -m pip install --disable-pip-version-check --force-reinstall --no-deps "${wheels[0]}"
+echo "$FLAVOUR" > "$MARK"
 "$PY" -c "import llama_cpp; print('[install_llama] llama-cpp-python', llama_cpp.__version__, 'ready')" >&2

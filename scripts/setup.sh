@@ -105,6 +105,20 @@ else
   bash scripts/install_llama.sh .venv/bin/python
   step "installing the embedded model (about 1.1 GB, once; progress below)"
   .venv/bin/thinkbox model install
+  step "checking that the runtime runs the model on this CPU (a few seconds)"
+  if ! .venv/bin/python - "$(.venv/bin/thinkbox model path)" <<'PY'
+import sys
+
+import llama_cpp
+
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=2, verbose=False)
+llm.eval(llm.tokenize(b"1 + 1 ="))
+PY
+  then
+    echo "[setup] the llama.cpp runtime failed on this CPU (see above); rebuild it without the cached wheel:" \
+      "rm -rf ~/.cache/thinkbox/wheels && bash scripts/install_llama.sh, and report the CPU's flags" >&2
+    exit 1
+  fi
 fi
 
 step "ready in $((SECONDS - start)) s: try  .venv/bin/thinkbox ask \"What is 48271 * 9173?\""

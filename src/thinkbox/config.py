@@ -170,6 +170,40 @@ class ServiceSettings(BaseModel):
     )
 
 
+class EgressSettings(BaseModel):
+    """The egress proxy of the service's sessions (``thinkbox.service.egress``): the only way out of a
+    session, to the hosts of its tenant's allow-list; limits count per run (per session outside runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Give the service's sessions the egress proxy (else no network).")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=0, description="Largest request body a session may send (403 past it)."
+    )
+    max_requests: int = Field(1000, ge=1, description="Requests per run (per session outside runs).")
+    max_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="Bytes up and down per run (per session outside runs); a transfer past it is cut.",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, description="Time to connect to an upstream host.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Time an upstream host may stay silent.")
+    index_url: str | None = Field(
+        None,
+        description=(
+            "The package index sessions' pip uses, allowed by default; None: the host's pip configuration "
+            "(PIP_INDEX_URL, pip config global.index-url, else pip's own default)."
+        ),
+    )
+    extra_ca_file: Path | None = Field(
+        None,
+        description="A PEM file of CAs trusted for upstream TLS besides the system's (a private host's CA).",
+    )
+    pip_timeout_s: float = Field(
+        15.0, gt=0, description="PIP_TIMEOUT inside sessions: a missing package fails fast, not a hang."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of thinkbox. Unknown keys are rejected."""
 
@@ -183,6 +217,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     @classmethod
     def settings_customise_sources(

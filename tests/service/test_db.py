@@ -45,6 +45,7 @@ TABLES = {
     "tools",
     "tool_versions",
     "secrets",
+    "network_rules",
 }
 
 

@@ -74,3 +74,35 @@ def test_display_html_keeps_tables_and_drops_everything_active(web: Web, page: P
     assert '<th colspan="2">h</th>' in out["html"] and "<td>link</td>" in out["html"]
     for gone in ("<style", "<script", "<img", "<iframe", "<svg", "<a ", "onclick", "style="):
         assert gone not in out["html"], gone
+
+
+def test_a_network_request_is_one_line_of_its_step_and_its_text_stays_text(web: Web, page: Page) -> None:
+    page.goto(web.url + "/")
+    out = page.evaluate(
+        """async () => {
+            window.ran = 0;
+            const { RunView } = await import("/web/js/run_view.js");
+            const view = new RunView("r_0000000000000001", "q");
+            document.body.append(view.el);
+            const base = { host: "api.example.com", port: 443, method: "GET", bytes_up: 0, secrets: [] };
+            view.add({ id: 1, type: "step_started", data: { step: 1, ts: 1 } });
+            view.add({ id: 2, type: "network_request", data: { ...base, step: 1, path: "/v1/items",
+                status: 200, bytes_down: 120, duration_ms: 12.4, refused: false, reason: "",
+                secrets: ["API_KEY"] } });
+            view.add({ id: 3, type: "network_request", data: { ...base, step: 1, host: "evil.example",
+                path: "/<img src=x onerror=window.ran=1>", status: 0, bytes_down: 0, duration_ms: 1,
+                refused: true, reason: "not in your tenant's network allow-list" } });
+            await new Promise((r) => setTimeout(r, 100));
+            const lines = [...view.el.querySelectorAll('[data-testid="network-request"]')];
+            const row = (l) => [l.className, l.textContent, l.closest("section")?.dataset.step];
+            return { lines: lines.map(row), ran: window.ran };
+        }"""
+    )
+    assert out["ran"] == 0
+    (ok_class, ok_text, ok_step), (bad_class, bad_text, bad_step) = out["lines"]
+    assert ok_class == "network" and ok_step == "1"
+    assert (
+        ok_text == "↔ GET api.example.com:443/v1/items → 200 · 0 B up · 120 B down · 12 ms · secrets API_KEY"
+    )
+    assert bad_class == "network refused" and bad_step == "1"
+    assert bad_text.startswith("⛔ GET evil.example:443/<img src=x") and "allow-list" in bad_text

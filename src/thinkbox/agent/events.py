@@ -7,7 +7,7 @@ with ``RunResumed`` instead, right after the events recorded before the crash)::
 
     RunStarted | RunResumed
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
-        [CodeStarted (OutputChunk | DisplayProduced)* ExecutionFinished]])*
+        [CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* ExecutionFinished]])*
     FinalAnswer | LimitReached | RunError
     RunFinished
 """
@@ -117,6 +117,25 @@ class ExecutionFinished(_Event):
     )
 
 
+class NetworkRequest(_Event):
+    """A request the session's code sent through the egress proxy (``thinkbox.service.egress``), forwarded
+    or refused. Secrets are named, never shown. Comes while a step's code runs, between its output."""
+
+    type: Literal["network_request"] = "network_request"
+    step: int = Field(0, description="The step whose code sent it (0: outside a run's steps).")
+    host: str
+    port: int
+    method: str
+    path: str = Field(description="The path, without the query string.")
+    status: int = Field(0, description="The HTTP status the session got (0: none, the transfer failed).")
+    bytes_up: int = 0
+    bytes_down: int = 0
+    secrets: list[str] = Field(default_factory=list, description="Names of the secrets swapped in.")
+    refused: bool = False
+    reason: str = Field("", description="Why it was refused or failed; empty when it went through.")
+    duration_ms: float = 0.0
+
+
 class FinalAnswer(_Event):
     type: Literal["final_answer"] = "final_answer"
     answer: str
@@ -165,6 +184,7 @@ Event = Annotated[
     | OutputChunk
     | DisplayProduced
     | ExecutionFinished
+    | NetworkRequest
     | FinalAnswer
     | LimitReached
     | RunError

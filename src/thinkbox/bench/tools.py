@@ -147,6 +147,8 @@ async def run_tools_bench(progress: Progress = lambda _m: None, timeout_s: float
             await _rounds(server, key, report, progress)
     except (ThinkboxError, httpx.HTTPError, TimeoutError) as exc:
         report.errors.append(f"{type(exc).__name__}: {exc}"[:500])
+        if tail := server.log_tail().strip():
+            report.errors.append(f"the server's log ends: {tail[-1500:]}")
     finally:
         await asyncio.to_thread(server.stop)
         shutil.rmtree(root, ignore_errors=True)

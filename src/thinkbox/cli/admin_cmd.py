@@ -29,13 +29,17 @@ if TYPE_CHECKING:  # the service's modules (SQLAlchemy, Alembic) are imported wh
 
 EXIT_ERROR = 2
 
-admin_app = typer.Typer(help="Tenants, users and API keys of the service.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Tenants, users, API keys and network policy of the service.", no_args_is_help=True
+)
 tenant_app = typer.Typer(help="Tenants: teams or customers, each with its own users and storage.")
 user_app = typer.Typer(help="Users of a tenant, each with a folder of their own.")
 key_app = typer.Typer(help="API keys: a user's bearer tokens for the service's API.")
 admin_app.add_typer(tenant_app, name="tenant", no_args_is_help=True)
 admin_app.add_typer(user_app, name="user", no_args_is_help=True)
 admin_app.add_typer(key_app, name="key", no_args_is_help=True)
+network_app = typer.Typer(help="Network policy: the hosts a tenant's sessions may reach (default deny).")
+admin_app.add_typer(network_app, name="network", no_args_is_help=True)
 
 DataDirOpt = Annotated[
     Path | None,
@@ -249,3 +253,49 @@ def key_list(
     ]
     columns = ("id", "prefix", "tenant", "user", "created", "last used", "revoked")
     _table(columns, rows, "no keys yet: thinkbox admin key create TENANT USER")
+
+
+# -- network -------------------------------------------------------------------------------------------------
+HostArg = Annotated[
+    str, typer.Argument(help="HOST or HOST:PORT; *.example.com for its sub-domains; no port: any port.")
+]
+
+
+def _network_set(
+    tenant: str, host: str, action: str, data_dir: Path | None, database_url: str | None
+) -> None:
+    from thinkbox.service.egress import rules
+
+    with _open(data_dir, database_url) as target:
+        row, before = rules.set_rule(target.db, tenant, host, action)
+    was = f" (was {before})" if before and before != action else ""
+    print(f"{action} {row.pattern} for tenant {tenant}{was}; running servers apply it within seconds")
+
+
+@network_app.command("allow")
+def network_allow(
+    tenant: TenantArg, host: HostArg, data_dir: DataDirOpt = None, database_url: DatabaseOpt = None
+) -> None:
+    """Let the tenant's sessions reach HOST[:PORT] (a private address only when named exactly)."""
+    _network_set(tenant, host, "allow", data_dir, database_url)
+
+
+@network_app.command("deny")
+def network_deny(
+    tenant: TenantArg, host: HostArg, data_dir: DataDirOpt = None, database_url: DatabaseOpt = None
+) -> None:
+    """Refuse HOST[:PORT] to the tenant's sessions, even the package index (a deny wins over an allow)."""
+    _network_set(tenant, host, "deny", data_dir, database_url)
+
+
+@network_app.command("list")
+def network_list(tenant: TenantArg, data_dir: DataDirOpt = None, database_url: DatabaseOpt = None) -> None:
+    """The tenant's rules, and the package index that sessions may reach by default."""
+    from thinkbox.service.egress import policy, rules
+
+    with _open(data_dir, database_url) as target:
+        rows = rules.list_rules(target.db, tenant)
+        index = [str(p) for p in policy.index_patterns(policy.index_urls(load_settings().egress.index_url))]
+    table = [(r.pattern, r.action, _when(r.created_at)) for r in rows]
+    table += [(host, "allow (package index, default)", "") for host in index]
+    _table(("host", "rule", "created"), table, f"no rules: {tenant}'s sessions reach no host")

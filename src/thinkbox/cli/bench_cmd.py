@@ -128,6 +128,34 @@ def bench_mcp(
         raise typer.Exit(1)
 
 
+@bench_app.command("egress")
+def bench_egress(
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+    samples: int = typer.Option(400, "--samples", min=25, help="Requests on each side."),
+    out: str | None = typer.Option(None, "--out", help="Also write the JSON figures to this file."),
+) -> None:
+    """What the egress proxy adds to a request: through a session's proxy against directly, to the same
+    local HTTP server, interleaved in one run; and the same request from code in a session. Exit status 1
+    when the 5 ms target (proxy_added_ms_p50) is missed."""
+    import asyncio
+    import sys
+
+    from rich.console import Console
+
+    from thinkbox.bench.egress import render, run_egress_bench
+    from thinkbox.errors import ThinkboxError
+
+    err = Console(stderr=True)
+    try:
+        report = asyncio.run(run_egress_bench(samples, progress=lambda m: err.print(f"[dim]{m}[/dim]")))
+    except ThinkboxError as exc:
+        print(f"thinkbox bench egress: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    _emit(report, json_out, out, lambda: render(report, Console()))
+    if not report.target_added_le_5ms:
+        raise typer.Exit(1)
+
+
 @bench_app.command("model")
 def bench_model(
     json_out: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),

@@ -25,6 +25,7 @@ from thinkbox.agent.events import (
     ExecutionFinished,
     FinalAnswer,
     LimitReached,
+    NetworkRequest,
     OutputChunk,
     ParseFailed,
     RunError,
@@ -190,6 +191,19 @@ class Renderer:
             )
         else:
             self.console.print(Text(f"✓ ran in {seconds}", style="green"))
+
+    def _on_network_request(self, e: NetworkRequest) -> None:
+        used = f" · secrets {', '.join(e.secrets)}" if e.secrets else ""
+        where = f"{e.method} {e.host}:{e.port}{e.path}"
+        if e.refused:
+            line, style = f"⛔ {where} refused: {e.reason}", "yellow"
+        else:
+            size = f"{e.bytes_up:,} B up · {e.bytes_down:,} B down"
+            line, style = (
+                f"↔ {where} → {e.status or e.reason} · {size} · {e.duration_ms:.0f} ms{used}",
+                "blue",
+            )
+        self.console.print(Text(terminal_safe(line), style=style), soft_wrap=True)
 
     def _on_final_answer(self, e: FinalAnswer) -> None:
         body = Text(terminal_safe(e.answer), style="bold")

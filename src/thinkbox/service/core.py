@@ -16,6 +16,7 @@ from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.conversations import Conversations
 from thinkbox.service.db.engine import Database, database_url
+from thinkbox.service.egress import Egress
 from thinkbox.service.journal import Journal
 from thinkbox.service.runs import RunManager
 from thinkbox.service.secrets.keys import Keyring
@@ -40,6 +41,7 @@ class Service:
     runs: RunManager
     tools: ToolStore
     secrets: SecretStore
+    egress: Egress | None = None
     resumed: int = 0
     conversations: Conversations = field(default_factory=Conversations)
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
@@ -92,7 +94,10 @@ class Service:
         await asyncio.to_thread(tools.sync)
         secrets = SecretStore(db, Keyring(settings.data_dir))
         LOGS.add(secrets.log_redactor)
-        sessions = SessionManager(db, backend, storage, settings, tools, secrets)
+        egress = None
+        if settings.egress.enabled:  # the secret store is the proxy's GrantSource
+            egress = await asyncio.to_thread(Egress, settings, db, secrets)
+        sessions = SessionManager(db, backend, storage, settings, tools, secrets, egress)
         sessions.start()
         concurrency = 1 if settings.resolved_provider() == "local" else settings.service.model_concurrency
         runs = RunManager(
@@ -107,7 +112,18 @@ class Service:
             secrets=secrets,
         )
         service = cls(
-            settings, db, storage, backend, model, journal, sessions, runs, tools, secrets, _owned=owned
+            settings,
+            db,
+            storage,
+            backend,
+            model,
+            journal,
+            sessions,
+            runs,
+            tools,
+            secrets,
+            egress,
+            _owned=owned,
         )
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
@@ -120,6 +136,8 @@ class Service:
         await self.journal.aclose()
         await self.sessions.aclose()
         LOGS.remove(self.secrets.log_redactor)
+        if self.egress is not None:
+            await self.egress.aclose()
         if "backend" in self._owned:
             await self.backend.aclose()
         if "model" in self._owned:

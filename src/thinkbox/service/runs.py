@@ -30,6 +30,7 @@ from thinkbox.agent.events import (
     ExecutionFinished,
     FinalAnswer,
     LimitReached,
+    NetworkRequest,
     ParseFailed,
     RunError,
     RunFinished,
@@ -99,6 +100,15 @@ class RunManager:
         self.model_gate = FairGate(model_concurrency)
         self._active: dict[str, _Active] = {}
         self._stopping = False
+        if sessions.egress is not None:
+            sessions.egress.listener = self._network_request
+
+    def _network_request(self, session_id: str, event: NetworkRequest) -> None:
+        """A request of a session's code, made while a run used the session: an event of that run."""
+        live = self.sessions.live(session_id)
+        active = self._active.get(live.busy_with) if live is not None and live.busy_with else None
+        if active is not None and active.task is not None:
+            self.journal.append(active.run_id, event)
 
     # -- submitting ---------------------------------------------------------------------------------
     async def submit(self, owner: Principal, question: str, session_id: str | None, files: list[str]) -> Run:
@@ -243,6 +253,8 @@ class RunManager:
             live = await self.sessions.get(active.owner, active.session_id)
         live.busy_with = active.run_id
         active.session_id = live.id
+        if self.sessions.egress is not None:
+            self.sessions.egress.begin_run(live.id)
         return live
 
     async def _agent(
@@ -312,6 +324,8 @@ class RunManager:
             return {"model": event.model}
         if isinstance(event, StepStarted):
             active.steps = event.step
+            if self.sessions.egress is not None and active.session_id is not None:
+                self.sessions.egress.set_step(active.session_id, event.step)
             return {"steps": event.step}
         if isinstance(event, ActionParsed | ParseFailed):
             active.tokens = event.tokens

@@ -33,6 +33,7 @@ from thinkbox.sandbox.types import DisplayData, ExecutionResult, Language, Outpu
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.db.models import Run, SessionRow, new_id
+from thinkbox.service.egress import Egress
 from thinkbox.service.errors import ApiError, is_id
 from thinkbox.service.journal import stored_records
 from thinkbox.service.secrets.store import REFRESH_S, SecretStore
@@ -71,10 +72,13 @@ class SessionManager:
         settings: Settings,
         tools: ToolStore | None = None,
         secrets: SecretStore | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.db = db
         self.tools = tools
         self.secrets = secrets
+        self.egress = egress
+        """The sessions' way out (HTTP through the egress proxy); None: sessions have no network."""
         self.backend = backend
         self.storage = storage
         self.settings = settings
@@ -96,6 +100,8 @@ class SessionManager:
         for live in list(self._live.values()):
             with contextlib.suppress(Exception):
                 await live.session.close()
+            if self.egress is not None:
+                await self.egress.detach(live.id)
         self._live.clear()
 
     @property
@@ -108,7 +114,7 @@ class SessionManager:
         row = SessionRow(id=new_id("s_"), user_id=owner.user_id, tenant_id=owner.tenant_id, kind=kind)
         await asyncio.to_thread(self._insert, row)
         try:
-            sandbox = await self._open_sandbox(owner, language)
+            sandbox = await self._open_sandbox(owner, row.id, language)
         except BaseException:
             await asyncio.to_thread(self._mark_closed, row.id, "it could not start")
             raise
@@ -132,7 +138,7 @@ class SessionManager:
         oldest = min(idle, key=lambda s: s.last_activity)
         await self.close(oldest.id, "closed to make room for a newer session (service.sessions_per_user)")
 
-    async def _open_sandbox(self, owner: Principal, language: Language = "py") -> Session:
+    async def _open_sandbox(self, owner: Principal, session_id: str, language: Language = "py") -> Session:
         base = (
             self.base_config
             if language == "py"
@@ -147,7 +153,14 @@ class SessionManager:
             )
         if self.secrets is not None:  # the redactor is read here, off the event loop; later from its cache
             await asyncio.to_thread(self.secrets.redactor, owner.tenant_id, owner.user_id, REFRESH_S)
-        session = await self.backend.create_session(config)
+        if self.egress is not None:
+            config = await self.egress.session_config(session_id, owner, config)
+        try:
+            session = await self.backend.create_session(config)
+        except BaseException:
+            if self.egress is not None:
+                await self.egress.detach(session_id)
+            raise
         if self.secrets is not None:
             session.output_filter = self.secrets.session_redaction(owner.tenant_id, owner.user_id)
         return session
@@ -207,7 +220,7 @@ class SessionManager:
         if existing is not None:
             return existing
         runs = await asyncio.to_thread(self._recorded_runs, session_id, unfinished)
-        live = LiveSession(session_id, owner, "run", await self._open_sandbox(owner))
+        live = LiveSession(session_id, owner, "run", await self._open_sandbox(owner, session_id))
         self._live[session_id] = live
         cells: list[Cell] = [cell for state in runs for cell in state.cells]
         failure = await replay(live.session, cells)
@@ -294,6 +307,8 @@ class SessionManager:
                 with contextlib.suppress(Exception):
                     await live.session.close()
             await asyncio.to_thread(self._mark_closed, session_id, reason)
+            if self.egress is not None:  # after the row: readers of the row see it closed at once
+                await self.egress.detach(session_id)
         finally:
             self._closing.pop(session_id, None)
 

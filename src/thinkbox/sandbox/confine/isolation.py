@@ -11,8 +11,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import platform
+import socket
+import struct
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -60,6 +63,18 @@ def _check(res: int, what: str) -> None:
 
 def _b(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
+
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def loopback_up() -> None:
+    """Bring up ``lo`` of the current network namespace (a new one starts with it down): the session's
+    own 127.0.0.1, where the egress relay listens (:mod:`thinkbox.sandbox.inside.relay`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
 def unshare(flags: int) -> None:

@@ -20,6 +20,7 @@ FILES = (
     "sandbox/inside/launch.py",
     "sandbox/inside/engines.py",
     "sandbox/inside/display.py",
+    "sandbox/inside/relay.py",
     "sandbox/inside/kernel.js",
 )
 """The in-sandbox files, relative to the ``thinkbox`` package."""

@@ -14,6 +14,7 @@ import ast
 import base64
 import codecs
 import contextlib
+import importlib
 import io
 import linecache
 import os
@@ -29,7 +30,7 @@ import traceback
 import types
 from typing import Any
 
-from thinkbox.sandbox.inside import display, engines, namespace, wire
+from thinkbox.sandbox.inside import display, engines, namespace, relay, wire
 
 _KERNEL_FILES = {__file__, wire.__file__}
 _TAIL_BYTES = 8 * 1024
@@ -388,6 +389,7 @@ def _shell_in_cell(command: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     proc = subprocess.run(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, check=False)
+    importlib.invalidate_caches()  # what ``!pip install`` just added is importable in the next line
     if proc.returncode:
         print(f"[exit status {proc.returncode}]", file=sys.stderr)
 
@@ -470,6 +472,7 @@ def serve(sock: socket.socket, options: dict[str, Any]) -> None:
     extra = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and p not in sys.path]
     sys.path[:0] = extra
     setup_error = _enter(options.get("cwd"))
+    relay.start(dict(os.environ))  # before any thread or pipe of the kernel exists
     sock.setblocking(True)
     _ACTIVE = Kernel(sock, options)
     _ACTIVE.serve(setup_error)

@@ -381,6 +381,7 @@ def run_embryo(
             cg.make(DEFAULT_LIMITS)
             cg.add(0)
         isolation.unshare(SESSION_NAMESPACES | isolation.CLONE_NEWCGROUP)
+        isolation.loopback_up()  # the session's own loopback only: the egress relay listens there
         r = ctx.root_mnt
         # slave, not private: workspaces the zygote mounts later still show up here
         isolation.mount(None, "/", None, isolation.MS_REC | isolation.MS_SLAVE)

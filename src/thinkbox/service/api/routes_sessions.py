@@ -14,6 +14,7 @@ from thinkbox.service.api.deps import Caller, CallerInfo
 from thinkbox.service.api.schemas import (
     ExecuteRequest,
     ExecuteResponse,
+    NetworkLog,
     SessionCreate,
     SessionCreated,
     SessionInfo,
@@ -50,6 +51,16 @@ async def get_session(session_id: str, caller: Caller) -> SessionInfo:
     sessions = caller.service.sessions
     row = await asyncio.to_thread(sessions.owned_row, caller.principal, session_id)
     return _info(row, sessions.live(row.id))
+
+
+@router.get("/{session_id}/network", response_model=NetworkLog)
+async def get_network(session_id: str, caller: Caller) -> NetworkLog:
+    """The requests the session's code sent through the egress proxy (the last 1000 of the open session),
+    forwarded or refused, oldest first."""
+    sessions = caller.service.sessions
+    row = await asyncio.to_thread(sessions.owned_row, caller.principal, session_id)
+    egress = sessions.egress
+    return NetworkLog(requests=egress.records(row.id) if egress is not None else [])
 
 
 @router.delete("/{session_id}", status_code=204)

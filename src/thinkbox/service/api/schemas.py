@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from thinkbox.agent.events import NetworkRequest
 from thinkbox.agent.loop import MAX_QUESTION_CHARS
 from thinkbox.sandbox.types import ExecutionResult, Language
 
@@ -140,3 +141,9 @@ class FileList(BaseModel):
     used_files: int
     quota_bytes: int
     quota_files: int
+
+
+class NetworkLog(BaseModel):
+    """``GET /v1/sessions/{id}/network``: the session's requests through the egress proxy."""
+
+    requests: list[NetworkRequest]

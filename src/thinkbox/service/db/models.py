@@ -197,3 +197,17 @@ class SecretRow(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time)
     last_used_at: Mapped[float | None] = mapped_column(Float)
+
+
+class NetworkRule(Base):
+    """One rule of a tenant's network policy for the egress proxy: ``pattern`` (``host``, ``host:port``,
+    ``*.domain``) is allowed or denied. Default deny; a deny rule wins over an allow rule."""
+
+    __tablename__ = "network_rules"
+    __table_args__ = (UniqueConstraint("tenant_id", "pattern", name="uq_network_rules_tenant_id_pattern"),)
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=_ids("n_"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    pattern: Mapped[str] = mapped_column(String(270))
+    action: Mapped[str] = mapped_column(String(8))  # allow | deny
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)

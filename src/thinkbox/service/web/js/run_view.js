@@ -145,6 +145,19 @@ export class RunView {
     this.status.textContent = "Thinking...";
   }
 
+  // A request the code sent through the egress proxy: one line in its step.
+  on_network_request(e) {
+    const step = e.step ? this.step(e.step) : null;
+    const where = `${e.method} ${e.host}:${e.port}${e.path}`;
+    const used = e.secrets && e.secrets.length ? ` · secrets ${e.secrets.join(", ")}` : "";
+    const text = e.refused
+      ? `⛔ ${where} refused: ${e.reason}`
+      : `↔ ${where} → ${e.status || e.reason} · ${e.bytes_up} B up · ${e.bytes_down} B down · ${Math.round(e.duration_ms)} ms${used}`;
+    const el = h("p", { class: e.refused ? "network refused" : "network", testid: "network-request" }, text);
+    if (step) step.extras.append(el);
+    else this.body.append(el);
+  }
+
   footer(step, ts, codeMs) {
     if (step.footer) step.footer.remove();
     const parts = [];

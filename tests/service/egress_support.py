@@ -1,0 +1,167 @@
+"""Real parts for the egress tests: an HTTP(S) API on 127.0.0.1 that wants a bearer token and echoes what
+it received, an in-memory secret source, and a session that goes out through a real proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from thinkbox.agent.events import NetworkRequest
+from thinkbox.config import Settings
+from thinkbox.sandbox import registry
+from thinkbox.sandbox.backend import SandboxBackend
+from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import SessionConfig
+from thinkbox.service import accounts
+from thinkbox.service.accounts import Principal
+from thinkbox.service.db.engine import Database
+from thinkbox.service.egress import Egress, rules
+from thinkbox.service.egress.ca import Authority
+from thinkbox.service.secrets.grant import SecretGrant
+
+
+class _Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    token = ""
+    received: list[dict[str, str]]
+
+    def _answer(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(size) if size else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.received.append({**headers, "path": self.path})
+        if self.headers.get("Authorization") != f"Bearer {self.token}":
+            data = b'{"error": "unauthorized"}'
+            self.send_response(401)
+        else:
+            echo = {
+                "method": self.command,
+                "path": self.path,
+                "headers": headers,
+                "body": body.decode("utf-8", "replace"),
+                **leaks(self.token),
+            }
+            data = json.dumps(echo).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@dataclass
+class EchoServer:
+    """An API on 127.0.0.1 that answers 200 with what it received (headers, body) to ``Bearer token``."""
+
+    token: str
+    tls: ssl.SSLContext | None = None
+    port: int = 0
+    received: list[dict[str, str]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[EchoServer]:
+        handler = type("Echo", (_Echo,), {"token": self.token, "received": self.received})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
+        self.port = server.server_address[1]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(10)
+
+    def leaks(self) -> dict[str, str]:
+        return leaks(self.token)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+
+def leaks(token: str) -> dict[str, str]:
+    """What the API echoes besides the request: its token in base64 and in hex (the scrubber's job)."""
+    return {"token_b64": base64.b64encode(token.encode()).decode(), "token_hex": token.encode().hex()}
+
+
+class MemoryGrants:
+    """A GrantSource over a list (the service's secret store plays this part)."""
+
+    def __init__(self, grants: list[SecretGrant]) -> None:
+        self.items = grants
+        self.used: list[str] = []
+
+    async def grants(self, tenant_id: str, user_id: str) -> list[SecretGrant]:
+        return list(self.items)
+
+    async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None:
+        self.used.extend(names)
+
+
+def upstream_ca(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A test CA's server context for 127.0.0.1 and the CA's certificate file (to trust upstream)."""
+    authority = Authority(folder)
+    return authority.context_for("127.0.0.1"), authority.cert_file
+
+
+@dataclass
+class World:
+    """A tenant and user in a real database, the egress of their sessions and a sandbox backend."""
+
+    db: Database
+    egress: Egress
+    backend: SandboxBackend
+    owner: Principal
+    events: list[tuple[str, NetworkRequest]]
+
+    @contextlib.asynccontextmanager
+    async def session(self, session_id: str = "s_0000000000000001") -> AsyncIterator[Session]:
+        config = await self.egress.session_config(session_id, self.owner, SessionConfig())
+        session = await self.backend.create_session(config)
+        try:
+            yield session
+        finally:
+            await session.close()
+            await self.egress.detach(session_id)
+
+    def allow(self, host: str, action: str = "allow") -> None:
+        rules.set_rule(self.db, self.owner.tenant_name, host, action)
+
+
+@contextlib.asynccontextmanager
+async def world(
+    tmp: Path, grants: list[SecretGrant] | None = None, **egress: object
+) -> AsyncIterator[tuple[World, MemoryGrants]]:
+    settings = Settings(data_dir=tmp / "data", egress=egress)
+    db = Database.open(f"sqlite:///{tmp / 'egress.db'}")
+    tenant = accounts.create_tenant(db, "acme")
+    user = accounts.create_user(db, "acme", "alice")
+    owner = Principal(tenant_id=tenant.id, tenant_name="acme", user_id=user.id, user_name="alice", key_id="")
+    source = MemoryGrants(grants or [])
+    proxy = await asyncio.to_thread(Egress, settings, db, source)
+    events: list[tuple[str, NetworkRequest]] = []
+    proxy.listener = lambda sid, event: events.append((sid, event))
+    backend = registry.create_backend("zygote")
+    await backend.start()
+    try:
+        yield World(db, proxy, backend, owner, events), source
+    finally:
+        await backend.aclose()
+        await proxy.aclose()
+        db.dispose()

@@ -1,0 +1,249 @@
+"""The egress proxy for real: sandbox sessions calling HTTP(S) APIs on 127.0.0.1 through it.
+
+Every test starts real servers (an API that wants a bearer token and echoes what it got), a real zygote
+sandbox session with the proxy's mounts and environment, and reads what the session saw, what the API
+received and what was recorded. The secret's value must never be seen inside the session: not in its
+environment, not in its memory (read from the host side), not in an answer, not in the events.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from thinkbox.agent.events import NetworkRequest
+from thinkbox.service.secrets.grant import SecretGrant, forms
+
+from .egress_support import EchoServer, World, upstream_ca, world
+
+TIMEOUT = 120
+
+
+def _grant(value: str, hosts: tuple[str, ...] = ("127.0.0.1",), **rules: object) -> SecretGrant:
+    return SecretGrant(
+        name="API_KEY", value=value, hosts=hosts, header="Authorization: Bearer {secret}", **rules
+    )  # type: ignore[arg-type]
+
+
+def _call(url: str, *, body: str | None = None, client: str = "urllib", auth: bool = True) -> str:
+    """Code for the session: one request with the placeholder as bearer token; prints status and body."""
+    header = "{'Authorization': 'Bearer ' + os.environ['API_KEY']}" if auth else "{}"
+    data = "None" if body is None else repr(body.encode())
+    method = "'GET'" if body is None else "'POST'"
+    if client == "requests":
+        call = f"r = requests.request({method}, {url!r}, headers={header}, data={data})"
+        return f"import os, requests\n{call}\nprint(r.status_code)\nprint(r.text)"
+    if client == "httpx":
+        call = f"r = httpx.request({method}, {url!r}, headers={header}, content={data})"
+        return f"import os, httpx\n{call}\nprint(r.status_code)\nprint(r.text)"
+    return f"""
+import os, urllib.request, urllib.error
+req = urllib.request.Request({url!r}, data={data}, headers={header})
+try:
+    r = urllib.request.urlopen(req, timeout=60)
+    print(r.status)
+    print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code)
+    print(e.read().decode())
+"""
+
+
+def _status_body(stdout: str) -> tuple[int, str]:
+    first, _, rest = stdout.partition("\n")
+    return int(first), rest.strip()
+
+
+def _scan(pid: int, needles: list[bytes]) -> tuple[set[bytes], int]:
+    """Which needles are in the readable memory of ``pid``, read from the host, and how many bytes were
+    read; failing to open the memory fails the test (not being able to look is no answer)."""
+    found: set[bytes] = set()
+    scanned = 0
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read().splitlines()
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            if "r" not in perms or hi - lo > 1 << 30 or line.endswith("[vvar]"):
+                continue
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except OSError:
+                continue  # a guard page
+            scanned += len(data)
+            found.update(n for n in needles if n in data)
+    return found, scanned
+
+
+async def test_a_session_calls_an_api_with_its_placeholder_and_never_holds_the_value(tmp_path: Path) -> None:
+    value = "sk-live-" + secrets.token_hex(20)
+    tls, ca_file = upstream_ca(tmp_path / "test-ca")
+    with EchoServer(value).running() as api, EchoServer(value, tls=tls).running() as secure:
+        async with world(tmp_path, [_grant(value)], extra_ca_file=ca_file) as (w, source):
+            w.allow("127.0.0.1")
+            async with w.session() as session:
+                env = await session.execute("import os; print(os.environ['API_KEY'])", timeout=TIMEOUT)
+                placeholder = env.stdout.strip()
+                assert placeholder.startswith("tbx-secret-") and value not in env.stdout
+                calls = [
+                    (api.url + "/plain?q=1", "urllib"),
+                    (secure.url + "/tls", "urllib"),
+                    (secure.url + "/requests", "requests"),
+                    (secure.url + "/httpx", "httpx"),
+                ]
+                for url, client in calls:
+                    result = await session.execute(_call(url, body="hi", client=client), timeout=TIMEOUT)
+                    assert result.ok, (client, result)
+                    status, body = _status_body(result.stdout)
+                    assert status == 200, (client, result.stdout)
+                    echo = json.loads(body)  # the API got the value; the session sees the placeholder
+                    assert echo["headers"]["authorization"] == f"Bearer {placeholder}"
+                    assert echo["token_b64"] == placeholder and echo["token_hex"] == placeholder
+                    assert echo["body"] == "hi"
+                whole = await session.execute(
+                    "import os; print(dict(os.environ)); print(open('/proc/self/environ','rb').read())",
+                    timeout=TIMEOUT,
+                )
+                assert value not in whole.stdout and placeholder in whole.stdout
+                assert session.process is not None
+                pids = session.process.host_pids()
+                assert len(pids) >= 2, "the kernel and the relay at least"
+                needles = [f.encode() for f in forms(value)]
+                seen = set()
+                for pid in pids:
+                    found, scanned = _scan(pid, [*needles, placeholder.encode()])
+                    assert scanned > 1 << 20, f"read only {scanned} bytes of pid {pid}'s memory"
+                    seen |= found
+                assert placeholder.encode() in seen, "the scan must see what the session does hold"
+                assert not seen - {placeholder.encode()}, f"the session's memory holds {seen}"
+    events = [e for _, e in w.events]
+    assert len(events) == 4 and all(isinstance(e, NetworkRequest) for e in events)
+    assert all(e.status == 200 and e.secrets == ["API_KEY"] and not e.refused for e in events)
+    assert [e.path for e in events] == ["/plain", "/tls", "/requests", "/httpx"]
+    assert all(e.bytes_up == 2 and e.bytes_down > 0 for e in events)
+    assert value not in json.dumps([e.model_dump() for e in events])
+    assert source.used.count("API_KEY") == 4
+    assert api.received[0]["authorization"] == f"Bearer {value}"
+
+
+async def test_the_placeholder_is_refused_where_its_rules_do_not_allow_it(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as allowed, EchoServer(value).running() as other:
+        grant = _grant(value, hosts=(f"127.0.0.1:{allowed.port}",), paths=("/v1/",), methods=("GET",))
+        async with world(tmp_path, [grant]) as (w, _):
+            w.allow("127.0.0.1")
+            async with w.session() as session:
+                outcomes = {}
+                cases = {
+                    "ok": _call(allowed.url + "/v1/items"),
+                    "other host": _call(other.url + "/v1/items"),
+                    "other path": _call(allowed.url + "/admin"),
+                    "other method": _call(allowed.url + "/v1/items", body="x"),
+                    "in url": _call("http://URL").replace(
+                        "'http://URL'", f"{allowed.url + '/v1/items?key='!r} + os.environ['API_KEY']"
+                    ),
+                    "in body": _call(allowed.url + "/v1/items", body="PLACEHOLDER").replace(
+                        "b'PLACEHOLDER'", "os.environ['API_KEY'].encode()"
+                    ),
+                }
+                for name, code in cases.items():
+                    result = await session.execute(code, timeout=TIMEOUT)
+                    assert result.ok, (name, result)
+                    outcomes[name] = _status_body(result.stdout)
+    assert outcomes["ok"][0] == 200
+    for name in ("other host", "other path", "other method", "in url", "in body"):
+        status, message = outcomes[name]
+        assert status == 403, (name, outcomes[name])
+        assert "secret API_KEY" in message, (name, message)
+    assert "may not be sent to" in outcomes["other host"][1]
+    assert "in the URL" in outcomes["in url"][1] and "in the body" in outcomes["in body"][1]
+    assert other.received == [] and len(allowed.received) == 1
+    refused = [e for _, e in w.events if isinstance(e, NetworkRequest) and e.refused]
+    assert len(refused) == 5 and all(e.secrets == ["API_KEY"] for e in refused)
+
+
+async def test_hosts_outside_the_policy_private_addresses_and_direct_connections_are_refused(
+    tmp_path: Path,
+) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as api:
+        named = f"http://localhost:{api.port}/x"
+        grants = [_grant(value, hosts=("localhost",))]
+        async with world(tmp_path, grants) as (w, _), w.session() as session:
+            # not in the allow-list: refused, saying what an admin can do (over HTTPS too)
+            denied = await session.execute(_call(api.url + "/x"), timeout=TIMEOUT)
+            denied_tls = await session.execute(_call(f"https://127.0.0.1:{api.port}/x"), timeout=TIMEOUT)
+            direct = await session.execute(
+                "import socket\ntry:\n"
+                f"    socket.create_connection(('127.0.0.1', {api.port}), timeout=10)\n"
+                "    print('connected')\nexcept OSError as e:\n    print('refused', e)",
+                timeout=TIMEOUT,
+            )
+            # the name is allowed, but it resolves to loopback: a rule must name the address itself
+            w.allow("localhost")
+            _reread_rules(w)
+            private = await session.execute(_call(named), timeout=TIMEOUT)
+            w.allow("127.0.0.1")
+            _reread_rules(w)
+            allowed = await session.execute(_call(named), timeout=TIMEOUT)
+    status, message = _status_body(denied.stdout)
+    assert status == 403 and "not in your tenant's network allow-list" in message
+    assert "thinkbox admin network allow" in message
+    assert _status_body(denied_tls.stdout) == (status, message)  # the same answer inside the tunnel
+    status, message = _status_body(private.stdout)
+    assert status == 403 and "private, loopback or link-local address (127.0.0.1)" in message
+    assert "thinkbox admin network allow TENANT 127.0.0.1" in message
+    assert direct.stdout.startswith("refused"), direct.stdout
+    assert _status_body(allowed.stdout)[0] == 200
+    assert len(api.received) == 1
+    recorded = [e for _, e in w.events if isinstance(e, NetworkRequest)]
+    assert [e.refused for e in recorded] == [True, True, True, False]
+
+
+def _reread_rules(w: World) -> None:
+    """The proxy reads its tenant's rules every few seconds: now, for the next request."""
+    session = w.egress.session("s_0000000000000001")
+    assert session is not None
+    session.rules_read = 0.0
+
+
+async def test_limits_refuse_a_large_body_and_too_many_requests(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as api:
+        async with world(tmp_path, [_grant(value)], max_body_bytes=1000, max_requests=2) as (w, _):
+            w.allow("127.0.0.1")
+            async with w.session() as session:
+                big = await session.execute(_call(api.url + "/big", body="x" * 5000), timeout=TIMEOUT)
+                first = await session.execute(_call(api.url + "/1"), timeout=TIMEOUT)
+                second = await session.execute(_call(api.url + "/2"), timeout=TIMEOUT)
+                third = await session.execute(_call(api.url + "/3"), timeout=TIMEOUT)
+                w.egress.begin_run("s_0000000000000001")  # a new run counts from zero
+                fourth = await session.execute(_call(api.url + "/4"), timeout=TIMEOUT)
+    status, message = _status_body(big.stdout)
+    assert status == 403 and "over the limit of 1,000 bytes" in message
+    assert [_status_body(r.stdout)[0] for r in (first, second, third, fourth)] == [200, 200, 403, 200]
+    assert "egress.max_requests" in _status_body(third.stdout)[1]
+    assert [r["path"] for r in api.received] == ["/1", "/2", "/4"]
+
+
+def test_the_echo_server_reports_the_encoded_forms_it_would_leak() -> None:
+    """The API of these tests echoes its token raw, in base64 and in hex (what the scrubber must catch)."""
+    value = "sk-" + secrets.token_hex(8)
+    echo = EchoServer(value)
+    assert echo.leaks() == {
+        "token_b64": base64.b64encode(value.encode()).decode(),
+        "token_hex": value.encode().hex(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's own proxy settings must not reach the upstream client."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
