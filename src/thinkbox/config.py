@@ -109,6 +109,13 @@ class AgentSettings(BaseModel):
             "or auto: the model names one per step (the action's language field)."
         ),
     )
+    route: Literal["code", "direct", "auto"] = Field(
+        "code",
+        description=(
+            "How a question is answered: code (think in code, the loop), direct (one model call, no code), "
+            "or auto: the model decides per question (see docs/bench/route.md)."
+        ),
+    )
 
 
 class ServiceSettings(BaseModel):

@@ -22,7 +22,8 @@ from rich.console import Console
 
 from thinkbox.agent.conversation import Conversation
 from thinkbox.agent.events import Event, FinalAnswer, LimitReached, RunFinished
-from thinkbox.agent.loop import check_question, run_agent
+from thinkbox.agent.loop import check_question
+from thinkbox.agent.route import ROUTES, run_routed
 from thinkbox.cli.render import FigureSaver, Renderer, event_json
 from thinkbox.config import Settings, load_settings
 from thinkbox.errors import ConfigError, ThinkboxError
@@ -58,6 +59,14 @@ LanguageOpt = Annotated[
 StepsOpt = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Model turns at most (agent.max_steps).")
 ]
+RouteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--route",
+        help="code: think in code; direct: one model call, no code; auto: the model decides per question "
+        "(agent.route).",
+    ),
+]
 ScriptOpt = Annotated[
     Path | None, typer.Option("--script", help="JSON list of replies for the scripted model (model.script).")
 ]
@@ -92,6 +101,7 @@ def ask_command(
     language: LanguageOpt = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
+    route: RouteOpt = None,
 ) -> None:
     """Answer a question by writing and running Python in an isolated sandbox."""
     console = Console(stderr=False, highlight=False)
@@ -100,11 +110,12 @@ def ask_command(
         files = _check_files(file or [])
         if server is not None:
             local = {"--backend": backend, "--model": model, "--base-url": base_url,
-                     "--max-steps": max_steps, "--script": script, "--language": language}  # fmt: skip
+                     "--max-steps": max_steps, "--script": script, "--language": language,
+                     "--route": route}  # fmt: skip
             status = _ask_remote(text, files, server, api_key, local, console, json_out)
         else:
             settings = load_settings(
-                **option_overrides(backend, model, base_url, max_steps, script, language)
+                **option_overrides(backend, model, base_url, max_steps, script, language, route)
             )
             status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
@@ -129,12 +140,14 @@ def chat_command(
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
     language: LanguageOpt = None,
+    route: RouteOpt = None,
 ) -> None:
     """A conversation: every question is answered in the same session, with the same history."""
     console = Console(highlight=False)
     try:
         files = _check_files(file or [])
-        settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script, language))
+        overrides = option_overrides(backend, model, base_url, max_steps, script, language, route)
+        settings = load_settings(**overrides)
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
@@ -157,7 +170,7 @@ async def _ask(question: str, files: list[Path], settings: Settings, console: Co
         sink = _sink(settings, console, json_out, transcript)
         async with _Resources(settings, files) as res:
             outcome = EXIT_INFRA
-            events = run_agent(
+            events = run_routed(
                 question, model=res.model, session=res.session, settings=settings, run_id=run_id
             )
             async for event in events:
@@ -327,6 +340,7 @@ def option_overrides(
     max_steps: int | None,
     script: Path | None,
     language: str | None = None,
+    route: str | None = None,
 ) -> dict[str, Any]:
     model_over: dict[str, Any] = {}
     if model == "scripted" or (script is not None and model is None):
@@ -348,6 +362,11 @@ def option_overrides(
     if language is not None:
         name = language.strip().lower()
         agent["language"] = "auto" if name == "auto" else parse_language(name, "--language, or auto")
+    if route is not None:
+        name = route.strip().lower()
+        if name not in ROUTES:
+            raise ConfigError(f"--route {route!r}: use one of {', '.join(ROUTES)}")
+        agent["route"] = name
     if agent:
         overrides["agent"] = agent
     return overrides

@@ -2,7 +2,8 @@
 
 ``submit`` checks the user's limits, stores the run as ``queued`` and starts a task; the task waits for a
 run slot (:class:`~thinkbox.service.fair.FairGate`, tenants in turn), takes the user's session (a new one,
-or the one a follow-up names), and feeds every event of :func:`~thinkbox.agent.loop.run_agent` to the
+or the one a follow-up names), and feeds every event of :func:`~thinkbox.agent.route.run_routed` (the
+loop, or a direct answer: the run's ``route`` or ``agent.route``) to the
 :class:`~thinkbox.service.journal.Journal`. The model is one instance shared by every run, behind its own
 fair gate. After a crash, :meth:`RunManager.resume_unfinished` goes on with every run that had not ended.
 """
@@ -34,8 +35,9 @@ from thinkbox.agent.events import (
     StepStarted,
     parse_event,
 )
-from thinkbox.agent.loop import ResultHook, check_question, run_agent
+from thinkbox.agent.loop import ResultHook, check_question
 from thinkbox.agent.resume import recorded_state, replay
+from thinkbox.agent.route import Route, run_routed
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import ModelBackend
@@ -64,6 +66,9 @@ class _Active:
     steps: int = 0
     tokens: int = 0
     started: float = 0.0
+    route: Route | None = None
+    """The run's route (None: agent.route); runs named files go to code under auto."""
+    named_files: bool = False
 
 
 class _Stop(Exception):
@@ -96,14 +101,22 @@ class RunManager:
         self._stopping = False
 
     # -- submitting ---------------------------------------------------------------------------------
-    async def submit(self, owner: Principal, question: str, session_id: str | None, files: list[str]) -> Run:
+    async def submit(
+        self,
+        owner: Principal,
+        question: str,
+        session_id: str | None,
+        files: list[str],
+        route: Route | None = None,
+    ) -> Run:
         try:
             question = check_question(no_nul("the question", question))
         except ThinkboxError as exc:
             raise ApiError(400, "bad_question", exc.message) from None
         self._check_limits(owner)
         run_id = new_id("r_")
-        self._active[run_id] = _Active(run_id, owner, session_id)  # holds the place while we check the rest
+        # holds the place while we check the rest
+        self._active[run_id] = _Active(run_id, owner, session_id, route=route, named_files=bool(files))
         live: LiveSession | None = None
         try:
             for path in files:
@@ -245,7 +258,7 @@ class RunManager:
         on_result = await self._tools_for(active.owner, live, question)
         agent = cast(
             AsyncGenerator[Event, None],
-            run_agent(
+            run_routed(
                 question,
                 model=model,
                 session=live.session,
@@ -254,6 +267,8 @@ class RunManager:
                 run_id=active.run_id,
                 resume=state,
                 on_result=on_result,
+                route=active.route,
+                has_files=active.named_files,
             ),
         )
         quota: asyncio.Task[StorageError | None] | None = None
