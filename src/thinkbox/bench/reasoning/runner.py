@@ -255,7 +255,8 @@ def _result(
         difficulty=config.difficulty, index=item.index, model=model, question=item.question,
         expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran,
         steps=outcome.steps, tokens=outcome.tokens, wall_s=round(outcome.wall_s, 3), stop=outcome.stop,
-        route=outcome.route, from_session=outcome.from_session,
+        route=outcome.route, from_session=outcome.from_session, route_tokens=outcome.route_tokens,
+        route_s=round(outcome.route_s, 3),
     )  # fmt: skip
 
 
