@@ -18,8 +18,10 @@ was taken and why. The route comes from ``--route`` / the run's ``route`` field 
      answers instead. When the code route stops at a limit without an answer, the direct route answers
      (``fallback``), so a question the model cannot code its way through still gets an answer.
 
-Each decision's own model cost (tokens, seconds) is in its ``RouteChosen`` event and counted in the run's
-totals. A resumed run (the service, after a crash) goes on in code: only code runs leave steps to resume.
+When ``search.provider`` is set, the code route's session gets ``web_search(query)``
+(:mod:`thinkbox.agent.search`). Each decision's own model cost (tokens, seconds) is in its ``RouteChosen``
+event and counted in the run's totals. A resumed run (the service, after a crash) goes on in code: only
+code runs leave steps to resume.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from thinkbox.agent import prompts, search
 from thinkbox.agent.actions import Action
 from thinkbox.agent.events import (
     ActionParsed,
@@ -108,6 +111,9 @@ async def run_routed(
     chosen = route or settings.agent.route
     messages = history if history is not None else []
     spent = _Spent(time.monotonic())
+    if chosen != "direct" and (web := search.configured(settings)) is not None:
+        system = prompts.system_prompt(await session.list_files(), settings.agent.language)
+        on_result = await search.prepare(web, session, messages, system, on_result)
     agent = cast(
         AsyncGenerator[Event, None],
         run_agent(
