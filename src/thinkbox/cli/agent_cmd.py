@@ -110,9 +110,8 @@ def ask_command(
         files = _check_files(file or [])
         if server is not None:
             local = {"--backend": backend, "--model": model, "--base-url": base_url,
-                     "--max-steps": max_steps, "--script": script, "--language": language,
-                     "--route": route}  # fmt: skip
-            status = _ask_remote(text, files, server, api_key, local, console, json_out)
+                     "--max-steps": max_steps, "--script": script, "--language": language}  # fmt: skip
+            status = _ask_remote(text, files, server, api_key, local, console, json_out, _route(route))
         else:
             settings = load_settings(
                 **option_overrides(backend, model, base_url, max_steps, script, language, route)
@@ -187,13 +186,14 @@ def _ask_remote(
     local: Mapping[str, object],
     console: Console,
     json_out: bool,
+    route: str | None = None,
 ) -> int:
     from thinkbox.cli.remote import check_local_options, remote_run
 
     check_local_options(local)
     show = _show(load_settings(), console, json_out)
     outcome = EXIT_INFRA
-    with remote_run(server, api_key, question, files) as events:
+    with remote_run(server, api_key, question, files, route) as events:
         for event in events:
             show(event)
             outcome = _exit_status(event, outcome)
@@ -363,13 +363,20 @@ def option_overrides(
         name = language.strip().lower()
         agent["language"] = "auto" if name == "auto" else parse_language(name, "--language, or auto")
     if route is not None:
-        name = route.strip().lower()
-        if name not in ROUTES:
-            raise ConfigError(f"--route {route!r}: use one of {', '.join(ROUTES)}")
-        agent["route"] = name
+        agent["route"] = _route(route)
     if agent:
         overrides["agent"] = agent
     return overrides
+
+
+def _route(route: str | None) -> str | None:
+    """``--route`` checked: code, direct or auto (None: not given)."""
+    if route is None:
+        return None
+    name = route.strip().lower()
+    if name not in ROUTES:
+        raise ConfigError(f"--route {route!r}: use one of {', '.join(ROUTES)}")
+    return name
 
 
 def _check_files(files: list[Path]) -> list[Path]:
