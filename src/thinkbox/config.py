@@ -198,6 +198,13 @@ class ServiceSettings(BaseModel):
     prompt_tools: int = Field(
         8, ge=0, le=50, description="Saved tools listed in a run's system prompt, the most relevant first."
     )
+    local_reuse: bool = Field(
+        True,
+        description=(
+            "thinkbox serve writes DATA_DIR/serve.json (its URL and a key, mode 0600) and thinkbox ask on "
+            "the same data dir uses that service, whose model is already loaded (ask --no-serve: never)."
+        ),
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description=(

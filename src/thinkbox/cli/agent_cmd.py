@@ -78,6 +78,13 @@ ServerOpt = Annotated[
         "uploads to your folder there.",
     ),
 ]
+NoServeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-serve",
+        help="Load the model here even when thinkbox serve runs on this data dir (service.local_reuse).",
+    ),
+]
 ApiKeyOpt = Annotated[
     str | None,
     typer.Option("--api-key", help="The key for --server (default: THINKBOX_API_KEY).", show_default=False),
@@ -102,6 +109,7 @@ def ask_command(
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
     route: RouteOpt = None,
+    no_serve: NoServeOpt = False,
 ) -> None:
     """Answer a question by writing and running Python in an isolated sandbox."""
     console = Console(stderr=False, highlight=False)
@@ -116,7 +124,16 @@ def ask_command(
             settings = load_settings(
                 **option_overrides(backend, model, base_url, max_steps, script, language, route)
             )
-            status = asyncio.run(_ask(text, files, settings, console, json_out))
+            engine = (backend, model, base_url, max_steps, script, language)
+            served = None if no_serve or any(o is not None for o in engine) else _local_server(settings)
+            if served is not None:
+                print(f"thinkbox: asking thinkbox serve at {served.url}, whose model is loaded (--no-serve: "
+                      "load it here)", file=sys.stderr)  # fmt: skip
+                status = _ask_remote(
+                    text, files, served.url, served.key, {}, console, json_out, _route(route)
+                )
+            else:
+                status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
         raise typer.Exit(EXIT_INFRA) from None
@@ -198,6 +215,13 @@ def _ask_remote(
             show(event)
             outcome = _exit_status(event, outcome)
     return outcome
+
+
+def _local_server(settings: Settings) -> Any:
+    """A ``thinkbox serve`` on this data dir that answers (:mod:`thinkbox.service.local`), else None."""
+    from thinkbox.service import local
+
+    return local.find(settings)
 
 
 def _exit_status(event: Event, current: int) -> int:
