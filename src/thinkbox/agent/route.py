@@ -161,7 +161,7 @@ async def _auto(
     spent = direct.spent
     if files:
         yield RouteChosen(route="code", reason="the question comes with files, which code reads")
-        async for event in _extra_tokens(agent, 0):
+        async for event in agent:
             yield event
         return
     label, tokens, seconds = await _kind(direct, start.question)
@@ -180,7 +180,7 @@ async def _auto(
             yield event
             if event.action == "provide_answer":
                 spent.steps, spent.tokens = event.step, spent.tokens + event.tokens
-                why = "the answer is a value, and the model answered it at step 1 without code"
+                why = f"the answer is a value, and the model answered it at step {event.step} without code"
                 yield RouteChosen(route="direct", reason=why, tokens=tokens, duration_s=seconds)
                 break
             why = "the answer is a value, and the model chose to compute it"
@@ -188,7 +188,7 @@ async def _auto(
             continue
         if isinstance(event, LimitReached):
             spent.steps, spent.tokens = event.steps, spent.tokens + event.tokens
-            why = f"the code route {event.message.removeprefix('stopped ')}; answered directly instead"
+            why = f"the code route {event.message}; answered directly instead"
             yield RouteChosen(route="direct", reason=why)
             break
         yield _with_tokens(event, tokens)
@@ -197,11 +197,6 @@ async def _auto(
     await agent.aclose()
     async for event in direct.answer():
         yield event
-
-
-async def _extra_tokens(agent: AsyncIterator[Event], tokens: int) -> AsyncIterator[Event]:
-    async for event in agent:
-        yield _with_tokens(event, tokens)
 
 
 def _with_tokens(event: Event, tokens: int) -> Event:
@@ -249,8 +244,9 @@ class _Direct:
         )
         spent.steps += 1
         end: FinalAnswer | LimitReached | RunError
+        wall = self.settings.agent.max_wall_s  # what is left of it, or a minute after a code route's limit
         try:
-            async with asyncio.timeout(self.settings.agent.max_wall_s):
+            async with asyncio.timeout(max(wall - spent.elapsed, min(wall, 60.0))):
                 reply = await complete(self.model, request)
         except TimeoutError:
             limit = self.settings.agent.max_wall_s
