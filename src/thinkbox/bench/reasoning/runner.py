@@ -122,7 +122,7 @@ Work = tuple[Family, Item, str, str]
 
 
 def plan(config: BenchConfig, families: dict[str, Family], model: str) -> list[Work]:
-    """The runs in order: by family, then by arm (the router last: it may reuse the others' results), then
+    """The runs in order: by family, then by arm (the router last), then
     by item. Runs of one arm in a row share their prompt's prefix, which a local model keeps in its cache."""
     work: list[Work] = []
     for family in families.values():
