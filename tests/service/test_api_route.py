@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import httpx
+
+from thinkbox.config import SearchSettings
+
 from .conftest import Running
-from .service_support import program
+from .service_support import QuestionModel, ThreadServer, make_account, program, service_settings
 from .test_api_runs import events_of, submit
 
 
@@ -32,3 +39,25 @@ def test_an_unknown_route_is_refused_naming_the_field(running: Running) -> None:
         response = client.post("/v1/runs", json={"question": "q", "route": "sometimes"})
         assert response.status_code in (400, 422), response.text
         assert "route" in response.text
+
+
+def test_a_service_run_searches_the_web_from_the_host_and_keeps_its_tools_hook(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
+    from search_server import canned_search
+
+    with canned_search() as search:
+        settings = service_settings(tmp_path / "svc").model_copy(
+            update={"search": SearchSettings(provider="searxng", url=search.url)}
+        )
+        server = ThreadServer(settings, QuestionModel()).start()
+        try:
+            who = make_account(server.service.db, "acme", "erin")
+            with httpx.Client(base_url=server.url, headers=who.headers, timeout=60) as client:
+                run = submit(client, program(['web_search("capital of France")'], "Paris"), route="code")
+                events = events_of(client, run["id"])
+        finally:
+            server.stop()
+        assert [s.query["q"] for s in search.seen] == [["capital of France"]]
+    (finished,) = [e["data"] for e in events if e["event"] == "execution_finished"]
+    assert "https://en.wikipedia.org/wiki/Paris" in finished["observation"]
+    assert events[-1]["data"]["status"] == "answered"
