@@ -50,13 +50,7 @@ def forms(value: str) -> list[str]:
     """The ways a value shows up in text: raw, base64 (standard and URL-safe, at each of the three byte
     alignments a value can have inside a longer encoded string), URL-encoded, hex. Longest first."""
     raw = value.encode()
-    found = {
-        value,
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote_plus(value),
-        raw.hex(),
-        raw.hex().upper(),
-    }
+    found = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), raw.hex(), raw.hex().upper()}
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
         # drop the characters that carry the padding bytes and the last partial group
