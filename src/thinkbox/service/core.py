@@ -103,12 +103,12 @@ class Service:
             tools=tools,
         )
         service = cls(settings, db, storage, backend, model, journal, sessions, runs, tools, _owned=owned)
-        load = getattr(model, "load", None) if "model" in owned else None
-        if load is not None:  # the embedded model's weights, read while the service already answers
-            service._loading = asyncio.create_task(_load(load), name="thinkbox-model-load")
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
+        load = getattr(model, "load", None) if "model" in owned else None
+        if load is not None:  # the embedded model's weights, read while the service already answers
+            service._loading = asyncio.create_task(_load(load), name="thinkbox-model-load")
         return service
 
     async def aclose(self) -> None:
