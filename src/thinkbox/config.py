@@ -4,7 +4,7 @@ Nested fields use ``__`` in environment variables: ``THINKBOX_MODEL__BASE_URL``,
 ``THINKBOX_SANDBOX__BACKEND``,
 ``THINKBOX_SANDBOX__LIMITS__TIMEOUT_S``. The config file is ``$THINKBOX_CONFIG`` or
 ``~/.config/thinkbox/config.toml``, with the same sections (``[model]``, ``[sandbox]``, ``[agent]``,
-``[service]``).
+``[service]``, ``[search]``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -109,6 +109,43 @@ class AgentSettings(BaseModel):
             "or auto: the model names one per step (the action's language field)."
         ),
     )
+    route: Literal["code", "direct", "auto"] = Field(
+        "code",
+        description=(
+            "How a question is answered: code (think in code, the loop), direct (one model call, no code), "
+            "or auto: the model decides per question (see docs/bench/route.md)."
+        ),
+    )
+
+
+class SearchSettings(BaseModel):
+    """Web search for the agent (``web_search(query)`` in its code, run on the host side)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["none", "searxng", "brave", "tavily"] = Field(
+        "none", description="none (no web search, not mentioned to the model), searxng, brave or tavily."
+    )
+    url: str | None = Field(
+        None,
+        description=(
+            "searxng: the instance's base URL, e.g. http://localhost:8888 (its JSON format enabled); "
+            "brave, tavily: the API endpoint (default: the public one)."
+        ),
+    )
+    api_key: SecretStr | None = Field(None, description="The key for brave or tavily.")
+    max_results: int = Field(5, ge=1, le=20, description="Results given to the model per search.")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Time allowed for one search.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchSettings:
+        if self.provider == "searxng" and not self.url:
+            raise ValueError("search.provider searxng needs search.url (the instance's base URL)")
+        if self.provider in ("brave", "tavily") and self.api_key is None:
+            raise ValueError(f"search.provider {self.provider} needs search.api_key")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"search.url {self.url!r} must start with http:// or https://")
+        return self
 
 
 class ServiceSettings(BaseModel):
@@ -160,6 +197,13 @@ class ServiceSettings(BaseModel):
     )
     prompt_tools: int = Field(
         8, ge=0, le=50, description="Saved tools listed in a run's system prompt, the most relevant first."
+    )
+    local_reuse: bool = Field(
+        True,
+        description=(
+            "thinkbox serve writes DATA_DIR/serve.json (its URL and a key, mode 0600) and thinkbox ask on "
+            "the same data dir uses that service, whose model is already loaded (ask --no-serve: never)."
+        ),
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -215,6 +259,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Model files and build caches.")
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
@@ -253,7 +298,9 @@ def load_settings(**overrides: Any) -> Settings:
 def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets masked (for ``thinkbox config show``)."""
     data = settings.model_dump(mode="json")
-    if settings.model.api_key is not None:
-        key = settings.model.api_key.get_secret_value()
-        data["model"]["api_key"] = (key[:3] + "…" + key[-2:]) if len(key) > 8 else "***"
+    for section in ("model", "search"):
+        secret: SecretStr | None = getattr(settings, section).api_key
+        if secret is not None:
+            key = secret.get_secret_value()
+            data[section]["api_key"] = (key[:3] + "…" + key[-2:]) if len(key) > 8 else "***"
     return data

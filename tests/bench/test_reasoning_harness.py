@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from thinkbox.bench.reasoning.arms import CODE_HINT
+from thinkbox.agent.route import DIRECT_SYSTEM, KIND_SCHEMA
 from thinkbox.bench.reasoning.humaneval import HumanEval, problems
-from thinkbox.bench.reasoning.router import ROUTE_SCHEMA
 from thinkbox.bench.reasoning.runner import (
     BenchConfig,
     SandboxChecker,
@@ -89,15 +88,16 @@ def replies_for(item: Item, arm: str) -> list[Any]:
             return [item.expected if item.index == 0 else "12345"]  # right once in three
         if arm == "code":
             return code_replies
-        return [{"route": "code"}]  # the code arm's result is reused (temperature 0)
+        return [{"answer_is": "value"}, *code_replies]  # the router runs for real: label, then the loop
     code_replies = [run_code("print('I will look it up')"), give("Atlantis")]  # recall: code loses
     if arm == "direct":
         return [f"{item.expected}."]
     if arm == "code":
         return code_replies
     if item.index == 2:  # the router sends one control question the wrong way
-        return [{"route": "code"}]
-    return [{"route": "direct"}]
+        return [{"answer_is": "value"}, *code_replies]
+    # a value; the loop's first action answers without code, so the direct route answers instead
+    return [{"answer_is": "value"}, give("Atlantis"), f"{item.expected}."]
 
 
 def script(config: BenchConfig, skip: set[str] | None = None) -> list[Any]:
@@ -123,7 +123,7 @@ async def test_report_shows_code_winning_on_computation_and_losing_on_a_control(
         families=["products", "recall"],
         n=3,
         arms=["direct", "code", "router"],
-        router="classify",
+        router="auto",
         out=tmp_path / "o",
     )
     model = ScriptedModel(script(config))
@@ -147,8 +147,10 @@ async def test_report_shows_code_winning_on_computation_and_losing_on_a_control(
     # code use, steps: direct is one call; code runs code then answers; the router adds its classification
     assert [products[a].code_rate for a in ("direct", "code", "router")] == [0.0, 1.0, 1.0]
     assert recall["router"].code_rate == pytest.approx(1 / 3, abs=1e-4)
-    assert [products[a].mean_steps for a in ("direct", "code", "router")] == [1.0, 2.0, 3.0]
-    assert recall["router"].mean_steps == pytest.approx(7 / 3, abs=1e-3)
+    assert [products[a].mean_steps for a in ("direct", "code", "router")] == [1.0, 2.0, 2.0]
+    assert recall["router"].mean_steps == 2.0  # step 1's answer, then the direct one (or two code steps)
+    assert products["router"].route_tokens and products["router"].route_tokens > 0
+    assert products["direct"].route_tokens is None
     assert all(s.mean_tokens > 0 for s in (*products.values(), *recall.values()))
     assert products["code"].mean_s > products["direct"].mean_s >= 0  # the code arm starts a sandbox session
     # summary: code - direct over computation families only; the router's worst shortfall is on recall
@@ -160,7 +162,7 @@ async def test_report_shows_code_winning_on_computation_and_losing_on_a_control(
     # the direct arm had no tools; the router's classification was constrained; the code really ran
     first_direct = model.requests[0]
     assert first_direct.json_schema is None and "12345" not in first_direct.messages[-1]["content"]
-    assert any(r.json_schema == ROUTE_SCHEMA for r in model.requests)
+    assert any(r.json_schema == KIND_SCHEMA for r in model.requests)
     lines = [json.loads(x) for x in (config.out / "results.jsonl").read_text().splitlines()]
     assert len(lines) == 18
     code_product = next(x for x in lines if x["family"] == "products" and x["arm"] == "code")
@@ -312,37 +314,6 @@ async def test_a_wrong_function_left_in_the_session_is_scored_wrong(
     assert report.families["humaneval"]["code"].correct == 0
 
 
-@pytest.mark.parametrize(
-    ("design", "first"),
-    [
-        ("classify", [{"route": "code"}]),
-        ("agent", []),
-        ("step1", [run_code("x = 1")]),
-        ("fallback", [run_code("x = 1")]),
-        ("kind", [{"answer_is": "value"}, run_code("x = 1")]),
-        ("verify", ["12345"]),
-    ],
-)
-async def test_each_router_design_reaches_code_by_its_own_path(
-    backend: SandboxBackend, settings: Settings, tmp_path: Path, design: str, first: list[Any]
-) -> None:
-    config = BenchConfig(families=["products"], n=1, arms=["router"], router=design, out=tmp_path / "o")
-    item = get_family("products").items(1, 0, 2)[0]
-    model = ScriptedModel([*first, *replies_for(item, "code")])
-    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
-
-    stats = report.families["products"]["router"]
-    assert model.remaining == 0 and stats.correct == 1 and stats.code_rate == 1.0
-    assert stats.mean_steps == 2 + len(first)
-    agent_system = model.requests[len(first)].messages[0]["content"]
-    # classify, step1, fallback and kind hand the item to the code arm; agent and verify let the agent choose
-    assert (CODE_HINT in agent_system) == (design in ("classify", "step1", "fallback", "kind"))
-    if design == "verify":
-        assert "was: 12345" in model.requests[1].messages[-1]["content"]
-    result = next(iter(load_cache(config.out / "results.jsonl").values()))
-    assert result.key.startswith(f"products/d2/router:{design}/") and result.route is not None
-
-
 class ReadingModel:
     """A model that reads its prompt (so the order of requests does not matter): it answers the direct arm
     with 0 and, as the agent, prints the product in code, then answers with the printed value. It counts
@@ -402,142 +373,73 @@ async def test_the_csv_is_in_the_code_arms_workspace_and_inlined_for_the_direct_
     assert report.families["csv_stats"]["code"].correct == 1
 
 
-async def test_the_verify_router_takes_the_direct_arms_answer_instead_of_asking_again(
+async def test_the_router_runs_the_product_route_for_real_and_reports_its_decision_cost(
     backend: SandboxBackend, settings: Settings, tmp_path: Path
 ) -> None:
-    config = BenchConfig(
-        families=["products"], n=1, arms=["direct", "router"], router="verify", out=tmp_path / "o"
-    )
+    config = BenchConfig(families=["products"], n=1, arms=["direct", "code", "router"], out=tmp_path / "o")
     item = get_family("products").items(1, 0, 2)[0]
-    model = ScriptedModel(["12345", *replies_for(item, "code")])
-    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
-
-    assert model.remaining == 0 and len(model.requests) == 3
-    assert "was: 12345" in model.requests[1].messages[-1]["content"]
-    assert report.families["products"]["router"].correct == 1
-    assert report.families["products"]["router"].mean_steps == 3
-
-
-async def test_the_step1_router_sends_a_first_answer_to_the_direct_arm_and_takes_its_result(
-    backend: SandboxBackend, settings: Settings, tmp_path: Path
-) -> None:
-    config = BenchConfig(
-        families=["recall"], n=1, arms=["direct", "router"], router="step1", out=tmp_path / "o"
+    model = ScriptedModel(
+        [*replies_for(item, "direct"), *replies_for(item, "code"), *replies_for(item, "router")]
     )
-    item = get_family("recall").items(1, 0, 2)[0]
-    model = ScriptedModel([item.expected, give("not what the direct arm said")])
-    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
-
-    assert model.remaining == 0 and len(model.requests) == 2
-    step1_request = model.requests[1]
-    assert step1_request.json_schema is not None and step1_request.messages[-1]["content"] == item.question
-    stats = report.families["recall"]["router"]
-    assert stats.correct == 1 and stats.code_rate == 0.0 and stats.mean_steps == 2
-    result = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm.startswith("router"))
-    assert result.route == "direct"
-
-
-async def test_the_fallback_router_gives_the_direct_answer_when_the_code_path_stops_at_a_limit(
-    backend: SandboxBackend, settings: Settings, tmp_path: Path
-) -> None:
-    settings = settings.model_copy(update={"agent": settings.agent.model_copy(update={"max_steps": 1})})
-    config = BenchConfig(
-        families=["products"], n=1, arms=["direct", "code", "router"], router="fallback", out=tmp_path / "o"
-    )
-    item = get_family("products").items(1, 0, 2)[0]
-    # direct: right; code: one step of code, then the step limit; router: step1 picks code
-    model = ScriptedModel([item.expected, run_code("x = 1"), run_code("x = 1")])
-    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
-
-    assert model.remaining == 0 and len(model.requests) == 3  # both arms' results were reused
-    by_arm = report.families["products"]
-    assert by_arm["code"].correct == 0 and by_arm["direct"].correct == 1
-    assert by_arm["router"].correct == 1 and by_arm["router"].code_rate == 1.0
-    assert by_arm["router"].mean_steps == 1 + 1 + 1  # the code arm's step, the direct answer, step1
-    result = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm.startswith("router"))
-    assert result.route == "code>direct" and result.answer == item.expected
-
-
-async def test_a_fallback_to_the_direct_answer_is_not_marked_as_taken_from_the_session(
-    backend: SandboxBackend, settings: Settings, tmp_path: Path
-) -> None:
-    settings = settings.model_copy(update={"agent": settings.agent.model_copy(update={"max_steps": 1})})
-    config = BenchConfig(
-        families=["humaneval"], n=1, arms=["direct", "code", "router"], router="fallback", out=tmp_path / "o"
-    )
-    item = HumanEval().items(1, 0, 2)[0]
-    wrong = run_code(f"def {item.data['entry_point']}(*args):\n    return None")
-    model = ScriptedModel([item.data["prompt"] + item.data["canonical_solution"], wrong, wrong])
     await run_reasoning_bench(config, settings, model=model, backend=backend)
 
-    rows = {r.arm.partition(":")[0]: r for r in load_cache(config.out / "results.jsonl").values()}
-    assert rows["code"].stop == "limit" and rows["code"].from_session and not rows["code"].correct
-    assert rows["router"].route == "code>direct" and rows["router"].correct
-    assert not rows["router"].from_session
+    assert model.remaining == 0 and len(model.requests) == 6  # nothing reused: the router asked 3 times
+    label = model.requests[3]
+    assert label.json_schema == KIND_SCHEMA and item.question in label.messages[-1]["content"]
+    row = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm == "router")
+    assert row.route == "code" and row.correct and row.route_tokens > 0 and row.route_s >= 0
+    assert row.key.startswith("products/d2/router:auto/")
+    assert "the router's own decisions per item" in (config.out / "report.md").read_text()
 
 
-async def test_the_kind_router_sends_a_program_to_the_direct_arm_and_a_value_to_fallbacks_result(
+async def test_the_router_answers_directly_when_step_one_answers_without_code(
     backend: SandboxBackend, settings: Settings, tmp_path: Path
 ) -> None:
-    arms = ["direct", "code", "router", "router:kind"]
-    item = HumanEval().items(1, 0, 2)[0]
-    wrong = run_code(f"def {item.data['entry_point']}(*args):\n    return None")
-    program = ScriptedModel(
-        [
-            item.data["prompt"] + item.data["canonical_solution"],
-            wrong,
-            give("None"),
-            wrong,
-            {"answer_is": "program"},
-        ]
-    )
-    config = BenchConfig(families=["humaneval"], n=1, arms=arms, router="fallback", out=tmp_path / "p")
-    report = await run_reasoning_bench(config, settings, model=program, backend=backend)
-
-    assert program.remaining == 0  # the program question was not asked again: the direct result is reused
-    by_arm = report.families["humaneval"]
-    assert by_arm["code"].correct == 0 and by_arm["router"].correct == 0  # fallback followed code
-    assert by_arm["router:kind"].correct == 1 and by_arm["router:kind"].code_rate == 0.0
-
-    products = get_family("products").items(1, 0, 2)[0]
-    value = ScriptedModel(
-        [
-            *replies_for(products, "direct"),
-            *replies_for(products, "code"),
-            run_code("x = 1"),
-            {"answer_is": "value"},
-        ]
-    )
-    config = BenchConfig(families=["products"], n=1, arms=arms, router="fallback", out=tmp_path / "v")
-    report = await run_reasoning_bench(config, settings, model=value, backend=backend)
-
-    assert value.remaining == 0 and len(value.requests) == 5  # fallback's result reused, not run again
-    kind_row = next(r for r in load_cache(config.out / "results.jsonl").values() if r.arm == "router:kind")
-    assert kind_row.route == "code" and kind_row.correct
-    assert (
-        report.families["products"]["router:kind"].mean_steps
-        == report.families["products"]["router"].mean_steps + 1
-    )
-
-
-async def test_router_designs_run_side_by_side_and_each_gets_its_worst_gap(
-    backend: SandboxBackend, settings: Settings, tmp_path: Path
-) -> None:
-    arms = ["direct", "code", "router", "router:agent"]
-    config = BenchConfig(
-        families=["products", "recall"], n=1, arms=arms, router="classify", out=tmp_path / "o"
-    )
-    products, recall = (get_family(f).items(1, 0, 2)[0] for f in ("products", "recall"))
-    model = ScriptedModel([
-        *replies_for(products, "direct"), *replies_for(products, "code"), {"route": "code"},
-        *replies_for(products, "code"),  # router:agent codes and gets it right
-        *replies_for(recall, "direct"), *replies_for(recall, "code"), {"route": "direct"},
-        *replies_for(recall, "code"),  # router:agent codes on a control and gets it wrong
-    ])  # fmt: skip
+    config = BenchConfig(families=["recall"], n=1, arms=["router"], out=tmp_path / "o")
+    item = get_family("recall").items(1, 0, 2)[0]
+    model = ScriptedModel([{"answer_is": "value"}, give("not the direct answer"), item.expected])
     report = await run_reasoning_bench(config, settings, model=model, backend=backend)
 
     assert model.remaining == 0
-    assert report.families["recall"]["router:agent"].correct == 0
-    assert report.summary.router_worst_gap_pp == 0.0
-    assert report.summary.other_routers_worst_gap_pp == {"router:agent": 100.0}
-    assert "- router:agent, worst shortfall: +100.0 points" in (config.out / "report.md").read_text()
+    assert model.requests[2].messages[0]["content"] == DIRECT_SYSTEM
+    stats = report.families["recall"]["router"]
+    assert stats.correct == 1 and stats.code_rate == 0.0 and stats.mean_steps == 2
+    row = next(iter(load_cache(config.out / "results.jsonl").values()))
+    assert row.route == "direct"
+
+
+async def test_the_router_gives_a_direct_answer_when_the_code_route_stops_at_a_limit(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"agent": settings.agent.model_copy(update={"max_steps": 1})})
+    config = BenchConfig(families=["products"], n=1, arms=["router"], out=tmp_path / "o")
+    item = get_family("products").items(1, 0, 2)[0]
+    model = ScriptedModel([{"answer_is": "value"}, run_code("x = 1"), item.expected])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+
+    assert model.remaining == 0
+    stats = report.families["products"]["router"]
+    assert stats.correct == 1 and stats.code_rate == 1.0 and stats.mean_steps == 2
+    row = next(iter(load_cache(config.out / "results.jsonl").values()))
+    assert row.route == "code>direct" and row.answer == item.expected
+
+
+async def test_the_router_writes_a_program_directly_and_a_fallback_is_not_taken_from_the_session(
+    backend: SandboxBackend, settings: Settings, tmp_path: Path
+) -> None:
+    item = HumanEval().items(1, 0, 2)[0]
+    solution = item.data["prompt"] + item.data["canonical_solution"]
+    config = BenchConfig(families=["humaneval"], n=1, arms=["router"], out=tmp_path / "p")
+    model = ScriptedModel([{"answer_is": "program"}, solution])
+    report = await run_reasoning_bench(config, settings, model=model, backend=backend)
+    assert model.remaining == 0
+    assert report.families["humaneval"]["router"].correct == 1
+    assert report.families["humaneval"]["router"].code_rate == 0.0
+
+    settings = settings.model_copy(update={"agent": settings.agent.model_copy(update={"max_steps": 1})})
+    wrong = run_code(f"def {item.data['entry_point']}(*args):\n    return None")
+    config = BenchConfig(families=["humaneval"], n=1, arms=["router"], out=tmp_path / "v")
+    model = ScriptedModel([{"answer_is": "value"}, wrong, solution])
+    await run_reasoning_bench(config, settings, model=model, backend=backend)
+    row = next(iter(load_cache(config.out / "results.jsonl").values()))
+    assert row.route == "code>direct" and row.correct and not row.from_session

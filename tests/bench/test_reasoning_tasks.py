@@ -98,12 +98,8 @@ def test_any_reasoning_gym_dataset_is_a_family_and_an_unknown_name_names_the_fla
     with pytest.raises(ConfigError, match="--router"):
         check_config(BenchConfig(families=["products"], router="coin"))
     with pytest.raises(ConfigError, match="same arm twice"):
-        check_config(
-            BenchConfig(families=["products"], arms=["router", "router:classify"], router="classify")
-        )
-    check_config(
-        BenchConfig(families=["products"], arms=["direct", "router", "router:classify", "router:verify"])
-    )
+        check_config(BenchConfig(families=["products"], arms=["router", "router:auto"], router="auto"))
+    check_config(BenchConfig(families=["products"], arms=["direct", "code", "router"]))
 
 
 def test_wilson_interval_matches_its_closed_forms() -> None:

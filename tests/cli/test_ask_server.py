@@ -79,6 +79,15 @@ def test_ask_server_json_prints_the_same_event_lines_as_a_local_run(
     assert "".join(e["text"] for e in lines if e["type"] == "output_chunk") == "42\n"
 
 
+def test_ask_server_route_is_the_runs_route(server: ThreadServer, dave: Account, tmp_path: Path) -> None:
+    proc = _ask(tmp_path, program(["print(1)"], "1"), "--server", server.url, "--api-key", dave.key, "--json",
+                "--route", "direct")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["type"] for e in lines] == ["run_started", "route_chosen", "final_answer"]
+    assert lines[1]["route"] == "direct"
+
+
 def test_a_bad_key_exits_2_with_a_clear_message(server: ThreadServer, tmp_path: Path) -> None:
     proc = _ask(tmp_path, "What is 1 + 1?", "--server", server.url, "--api-key", "tbk_not_a_key")
     assert proc.returncode == 2

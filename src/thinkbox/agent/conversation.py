@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from thinkbox.agent.events import Event, FinalAnswer
-from thinkbox.agent.loop import run_agent
+from thinkbox.agent.route import run_routed
 from thinkbox.config import Settings
 from thinkbox.models.base import Message, ModelBackend
 from thinkbox.sandbox.session import Session
@@ -25,9 +25,9 @@ class Conversation:
         self.answers: list[str | None] = []
 
     async def ask(self, question: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
-        """Answer the next question; yields the run's events (see :func:`run_agent`)."""
+        """Answer the next question; yields the run's events (see :func:`run_routed`: by ``agent.route``)."""
         answer: str | None = None
-        async for event in run_agent(
+        async for event in run_routed(
             question,
             model=self.model,
             session=self.session,

@@ -6,10 +6,16 @@ to its class with :func:`parse_event`. A run yields, in order (a run resumed aft
 with ``RunResumed`` instead, right after the events recorded before the crash)::
 
     RunStarted | RunResumed
+    [RouteChosen]
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
         [CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* ExecutionFinished]])*
     FinalAnswer | LimitReached | RunError
     RunFinished
+
+Routed runs (:func:`thinkbox.agent.route.run_routed`) say which route they took with ``RouteChosen``: right
+after ``RunStarted``, or under ``auto`` after step 1's ``ActionParsed`` (the model's first action decided),
+and once more when the code route stopped at a limit and the direct route answers instead (its
+``LimitReached`` is not sent: the run's outcome is the direct answer).
 """
 
 from __future__ import annotations
@@ -48,6 +54,16 @@ class RunResumed(_Event):
     step: int = Field(description="The last step recorded before the interruption (0: none).")
     replayed_cells: int = Field(description="Code cells run again to rebuild the session's state.")
     message: str = Field("", description="What happens next, e.g. that step N's code runs again.")
+
+
+class RouteChosen(_Event):
+    """How the run answers: ``direct`` (one model call, no code) or ``code`` (the loop), and why."""
+
+    type: Literal["route_chosen"] = "route_chosen"
+    route: Literal["code", "direct"]
+    reason: str = Field(description="Why: the setting that fixed it, or what the model's answers showed.")
+    tokens: int = Field(0, description="Tokens the decision itself cost (the label call; 0: none).")
+    duration_s: float = Field(0.0, description="Seconds the decision itself took (0: none).")
 
 
 class StepStarted(_Event):
@@ -176,6 +192,7 @@ class RunFinished(_Event):
 Event = Annotated[
     RunStarted
     | RunResumed
+    | RouteChosen
     | StepStarted
     | ThoughtDelta
     | ParseFailed

@@ -22,7 +22,8 @@ from rich.console import Console
 
 from thinkbox.agent.conversation import Conversation
 from thinkbox.agent.events import Event, FinalAnswer, LimitReached, RunFinished
-from thinkbox.agent.loop import check_question, run_agent
+from thinkbox.agent.loop import check_question
+from thinkbox.agent.route import ROUTES, run_routed
 from thinkbox.cli.render import FigureSaver, Renderer, event_json
 from thinkbox.config import Settings, load_settings
 from thinkbox.errors import ConfigError, ThinkboxError
@@ -58,6 +59,14 @@ LanguageOpt = Annotated[
 StepsOpt = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Model turns at most (agent.max_steps).")
 ]
+RouteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--route",
+        help="code: think in code; direct: one model call, no code; auto: the model decides per question "
+        "(agent.route).",
+    ),
+]
 ScriptOpt = Annotated[
     Path | None, typer.Option("--script", help="JSON list of replies for the scripted model (model.script).")
 ]
@@ -67,6 +76,13 @@ ServerOpt = Annotated[
         "--server",
         help="Ask a thinkbox service (thinkbox serve) at this URL instead of the local engine; --file "
         "uploads to your folder there.",
+    ),
+]
+NoServeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-serve",
+        help="Load the model here even when thinkbox serve runs on this data dir (service.local_reuse).",
     ),
 ]
 ApiKeyOpt = Annotated[
@@ -92,6 +108,8 @@ def ask_command(
     language: LanguageOpt = None,
     server: ServerOpt = None,
     api_key: ApiKeyOpt = None,
+    route: RouteOpt = None,
+    no_serve: NoServeOpt = False,
 ) -> None:
     """Answer a question by writing and running Python in an isolated sandbox."""
     console = Console(stderr=False, highlight=False)
@@ -101,12 +119,21 @@ def ask_command(
         if server is not None:
             local = {"--backend": backend, "--model": model, "--base-url": base_url,
                      "--max-steps": max_steps, "--script": script, "--language": language}  # fmt: skip
-            status = _ask_remote(text, files, server, api_key, local, console, json_out)
+            status = _ask_remote(text, files, server, api_key, local, console, json_out, _route(route))
         else:
             settings = load_settings(
-                **option_overrides(backend, model, base_url, max_steps, script, language)
+                **option_overrides(backend, model, base_url, max_steps, script, language, route)
             )
-            status = asyncio.run(_ask(text, files, settings, console, json_out))
+            engine = (backend, model, base_url, max_steps, script, language)
+            served = None if no_serve or any(o is not None for o in engine) else _local_server(settings)
+            if served is not None:
+                print(f"thinkbox: asking thinkbox serve at {served.url}, whose model is loaded (--no-serve: "
+                      "load it here)", file=sys.stderr)  # fmt: skip
+                status = _ask_remote(
+                    text, files, served.url, served.key, {}, console, json_out, _route(route)
+                )
+            else:
+                status = asyncio.run(_ask(text, files, settings, console, json_out))
     except ThinkboxError as exc:
         _fail(exc, json_out)
         raise typer.Exit(EXIT_INFRA) from None
@@ -129,12 +156,14 @@ def chat_command(
     max_steps: StepsOpt = None,
     script: ScriptOpt = None,
     language: LanguageOpt = None,
+    route: RouteOpt = None,
 ) -> None:
     """A conversation: every question is answered in the same session, with the same history."""
     console = Console(highlight=False)
     try:
         files = _check_files(file or [])
-        settings = load_settings(**option_overrides(backend, model, base_url, max_steps, script, language))
+        overrides = option_overrides(backend, model, base_url, max_steps, script, language, route)
+        settings = load_settings(**overrides)
         with asyncio.Runner() as runner:
             chat = runner.run(_open_chat(files, settings))
             try:
@@ -157,7 +186,7 @@ async def _ask(question: str, files: list[Path], settings: Settings, console: Co
         sink = _sink(settings, console, json_out, transcript)
         async with _Resources(settings, files) as res:
             outcome = EXIT_INFRA
-            events = run_agent(
+            events = run_routed(
                 question, model=res.model, session=res.session, settings=settings, run_id=run_id
             )
             async for event in events:
@@ -174,17 +203,25 @@ def _ask_remote(
     local: Mapping[str, object],
     console: Console,
     json_out: bool,
+    route: str | None = None,
 ) -> int:
     from thinkbox.cli.remote import check_local_options, remote_run
 
     check_local_options(local)
     show = _show(load_settings(), console, json_out)
     outcome = EXIT_INFRA
-    with remote_run(server, api_key, question, files) as events:
+    with remote_run(server, api_key, question, files, route) as events:
         for event in events:
             show(event)
             outcome = _exit_status(event, outcome)
     return outcome
+
+
+def _local_server(settings: Settings) -> Any:
+    """A ``thinkbox serve`` on this data dir that answers (:mod:`thinkbox.service.local`), else None."""
+    from thinkbox.service import local
+
+    return local.find(settings)
 
 
 def _exit_status(event: Event, current: int) -> int:
@@ -327,6 +364,7 @@ def option_overrides(
     max_steps: int | None,
     script: Path | None,
     language: str | None = None,
+    route: str | None = None,
 ) -> dict[str, Any]:
     model_over: dict[str, Any] = {}
     if model == "scripted" or (script is not None and model is None):
@@ -348,9 +386,21 @@ def option_overrides(
     if language is not None:
         name = language.strip().lower()
         agent["language"] = "auto" if name == "auto" else parse_language(name, "--language, or auto")
+    if route is not None:
+        agent["route"] = _route(route)
     if agent:
         overrides["agent"] = agent
     return overrides
+
+
+def _route(route: str | None) -> str | None:
+    """``--route`` checked: code, direct or auto (None: not given)."""
+    if route is None:
+        return None
+    name = route.strip().lower()
+    if name not in ROUTES:
+        raise ConfigError(f"--route {route!r}: use one of {', '.join(ROUTES)}")
+    return name
 
 
 def _check_files(files: list[Path]) -> list[Path]:

@@ -212,9 +212,9 @@ def bench_reasoning(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="Router design: kind (the default), fallback, step1, agent, classify, verify. kind asks whether "
-        "the answer is a program (-> direct) or a value (-> fallback); fallback is step1 "
-        "that answers directly when the code path stops without an answer.",
+        help="Router design: auto (the default): the product's own routing (thinkbox ask --route auto), run "
+        "for real on every item: a program goes direct, a value to the loop, whose first action decides, "
+        "with a direct answer when the code route stops at a limit.",
     ),
     jobs: int = typer.Option(4, "--jobs", min=1, help="Items at once for a remote endpoint (local: 1)."),
     out: str | None = typer.Option(

@@ -30,7 +30,7 @@ def check_local_options(given: Mapping[str, object]) -> None:
 
 @contextlib.contextmanager
 def remote_run(
-    server: str, api_key: str | None, question: str, files: list[Path]
+    server: str, api_key: str | None, question: str, files: list[Path], route: str | None = None
 ) -> Iterator[Iterator[Event]]:
     """Upload ``files``, start the run, give its events; a Ctrl-C (or any error) inside cancels the run."""
     with Client(server, api_key) as client:
@@ -40,7 +40,7 @@ def remote_run(
             for path in files:
                 client.upload(path.name, _read(path))
                 names.append(path.name)
-            run_id = _create(client, question, names)
+            run_id = _create(client, question, names, route)
             yield iter(client.run_events(run_id))
         except ApiError as exc:
             raise ApiError(
@@ -56,15 +56,15 @@ def remote_run(
             raise
 
 
-def _create(client: Client, question: str, files: list[str]) -> str:
+def _create(client: Client, question: str, files: list[str], route: str | None = None) -> str:
     """The new run's id; one wait when the service says too many runs are going (429 with Retry-After)."""
     try:
-        return client.create_run(question, files=files).id
+        return client.create_run(question, files=files, route=route).id
     except ApiError as exc:
         if exc.status != 429 or exc.retry_after is None or exc.retry_after > ASK_WAIT_MAX_S:
             raise
         time.sleep(exc.retry_after)
-        return client.create_run(question, files=files).id
+        return client.create_run(question, files=files, route=route).id
 
 
 def _read(path: Path) -> bytes:

@@ -28,6 +28,7 @@ from thinkbox.agent.events import (
     NetworkRequest,
     OutputChunk,
     ParseFailed,
+    RouteChosen,
     RunError,
     RunFinished,
     RunResumed,
@@ -130,6 +131,13 @@ class Renderer:
         files = f" · files: {', '.join(e.files)}" if e.files else ""
         line = terminal_safe(f"thinkbox · model {e.model} · sandbox {e.sandbox}{files}")
         self.console.print(Text(line, style="dim"))
+
+    def _on_route_chosen(self, e: RouteChosen) -> None:
+        how = "answering directly, without code" if e.route == "direct" else "thinking in code"
+        cost = f" (decided in {e.duration_s:.1f} s, {e.tokens} tokens)" if e.tokens else ""
+        self.console.print(
+            Text(terminal_safe(f"route: {how}: {e.reason}{cost}"), style="cyan"), soft_wrap=True
+        )
 
     def _on_step_started(self, e: StepStarted) -> None:
         self._thought_shown = False

@@ -72,10 +72,29 @@ def serve_command(
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    from thinkbox.service import local
+
+    published = local.publish(settings, db) if settings.service.local_reuse else None
+
+    def withdraw() -> None:
+        if published is not None:
+            local.withdraw(settings, db, published)
+
+    class Server(uvicorn.Server):
+        """uvicorn's server; the discovery file goes when it has shut down (after a SIGTERM, uvicorn raises
+        the signal again on its way out, so a ``finally`` below would not run)."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            try:
+                await super().shutdown(sockets)
+            finally:
+                withdraw()
+
+    server = Server(config)
     try:
         server.run()
     finally:
+        withdraw()
         db.dispose()
     if not server.started:
         print("thinkbox serve: the service did not start (see the error above)", file=sys.stderr)

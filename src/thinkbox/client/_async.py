@@ -126,9 +126,14 @@ class AsyncClient:
         return await self._send(wire.me())
 
     async def create_run(
-        self, question: str, *, session_id: str | None = None, files: list[str] | None = None
+        self,
+        question: str,
+        *,
+        session_id: str | None = None,
+        files: list[str] | None = None,
+        route: str | None = None,
     ) -> RunCreated:
-        return await self._send(wire.create_run(question, session_id, files))
+        return await self._send(wire.create_run(question, session_id, files, route))
 
     async def get_run(self, run_id: str) -> RunInfo:
         return await self._send(wire.get_run(run_id))

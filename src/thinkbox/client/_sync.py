@@ -136,11 +136,16 @@ class Client:
         return self._send(wire.me())
 
     def create_run(
-        self, question: str, *, session_id: str | None = None, files: list[str] | None = None
+        self,
+        question: str,
+        *,
+        session_id: str | None = None,
+        files: list[str] | None = None,
+        route: str | None = None,
     ) -> RunCreated:
         """Start a run; ``files``: paths in your folder the question is about; ``session_id``: go on in
-        that session (a follow-up question)."""
-        return self._send(wire.create_run(question, session_id, files))
+        that session (a follow-up question); ``route``: code, direct or auto (default: the service's)."""
+        return self._send(wire.create_run(question, session_id, files, route))
 
     def get_run(self, run_id: str) -> RunInfo:
         return self._send(wire.get_run(run_id))

@@ -97,8 +97,12 @@ def me() -> Call[Me]:
     return Call("GET", "/v1/me", model(Me))
 
 
-def create_run(question: str, session_id: str | None, files: list[str] | None) -> Call[RunCreated]:
+def create_run(
+    question: str, session_id: str | None, files: list[str] | None, route: str | None = None
+) -> Call[RunCreated]:
     body: dict[str, Any] = {"question": question}
+    if route is not None:
+        body["route"] = route
     if session_id is not None:
         body["session_id"] = session_id
     if files:

@@ -2,7 +2,8 @@
 
 ``submit`` checks the user's limits, stores the run as ``queued`` and starts a task; the task waits for a
 run slot (:class:`~thinkbox.service.fair.FairGate`, tenants in turn), takes the user's session (a new one,
-or the one a follow-up names), and feeds every event of :func:`~thinkbox.agent.loop.run_agent` to the
+or the one a follow-up names), and feeds every event of :func:`~thinkbox.agent.route.run_routed` (the
+loop, or a direct answer: the run's ``route`` or ``agent.route``) to the
 :class:`~thinkbox.service.journal.Journal`. The model is one instance shared by every run, behind its own
 fair gate. After a crash, :meth:`RunManager.resume_unfinished` goes on with every run that had not ended.
 For a user with secrets, the question is redacted before it is stored or shown to the model, and the
@@ -38,8 +39,9 @@ from thinkbox.agent.events import (
     StepStarted,
     parse_event,
 )
-from thinkbox.agent.loop import ResultHook, check_question, run_agent
+from thinkbox.agent.loop import ResultHook, check_question
 from thinkbox.agent.resume import recorded_state, replay
+from thinkbox.agent.route import Route, run_routed
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import ModelBackend
@@ -69,6 +71,9 @@ class _Active:
     steps: int = 0
     tokens: int = 0
     started: float = 0.0
+    route: Route | None = None
+    """The run's route (None: agent.route); runs named files go to code under auto."""
+    named_files: bool = False
 
 
 class _Stop(Exception):
@@ -111,7 +116,14 @@ class RunManager:
             self.journal.append(active.run_id, event)
 
     # -- submitting ---------------------------------------------------------------------------------
-    async def submit(self, owner: Principal, question: str, session_id: str | None, files: list[str]) -> Run:
+    async def submit(
+        self,
+        owner: Principal,
+        question: str,
+        session_id: str | None,
+        files: list[str],
+        route: Route | None = None,
+    ) -> Run:
         try:
             question = check_question(no_nul("the question", question))
         except ThinkboxError as exc:
@@ -123,7 +135,8 @@ class RunManager:
             )
             question = redactor.text(question)
         run_id = new_id("r_")
-        self._active[run_id] = _Active(run_id, owner, session_id)  # holds the place while we check the rest
+        # holds the place while we check the rest
+        self._active[run_id] = _Active(run_id, owner, session_id, route=route, named_files=bool(files))
         live: LiveSession | None = None
         try:
             for path in files:
@@ -270,7 +283,7 @@ class RunManager:
         on_result = await self._tools_for(active.owner, live, question)
         agent = cast(
             AsyncGenerator[Event, None],
-            run_agent(
+            run_routed(
                 question,
                 model=model,
                 session=live.session,
@@ -279,6 +292,8 @@ class RunManager:
                 run_id=active.run_id,
                 resume=state,
                 on_result=on_result,
+                route=active.route,
+                has_files=active.named_files,
             ),
         )
         quota: asyncio.Task[StorageError | None] | None = None

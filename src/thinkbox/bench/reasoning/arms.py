@@ -53,6 +53,10 @@ class Outcome:
     from_session: bool = False
     """The answer is what the session held (:attr:`Item.session_answer`), not the final answer."""
     notes: list[str] = field(default_factory=list)
+    route_tokens: int = 0
+    """For the router: tokens its decisions cost (included in ``tokens``)."""
+    route_s: float = 0.0
+    """For the router: seconds its decisions took (included in ``wall_s``)."""
 
 
 Earlier = Callable[[Item, str], "Outcome | None"]
@@ -133,12 +137,12 @@ async def agent(item: Item, ctx: ArmContext, *, hint: str = "", question: str | 
                 outcome.steps, outcome.tokens = event.steps, event.tokens
                 outcome.stop = event.status
         if item.session_answer and not re.search(item.answer_pattern, outcome.answer or ""):
-            await _answer_from_session(item, session, outcome)
+            await answer_from_session(item, session, outcome)
     outcome.wall_s = time.monotonic() - started
     return outcome
 
 
-async def _answer_from_session(item: Item, session: Session, outcome: Outcome) -> None:
+async def answer_from_session(item: Item, session: Session, outcome: Outcome) -> None:
     """The answer as the session holds it, when the final answer is not one (the 1.5B model tests the
     function it was asked to write, then answers with the value the test printed)."""
     result = await session.execute(item.session_answer, timeout=10)

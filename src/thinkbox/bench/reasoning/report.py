@@ -53,6 +53,10 @@ class ItemResult(BaseModel):
     route: str | None = None
     from_session: bool = False
     """The answer is the code the agent left in its session (HumanEval), not its final answer."""
+    route_tokens: int = 0
+    """Router only: tokens of its decisions (included in ``tokens``)."""
+    route_s: float = 0.0
+    """Router only: seconds of its decisions (included in ``wall_s``)."""
 
 
 class ArmStats(BaseModel):
@@ -67,6 +71,12 @@ class ArmStats(BaseModel):
     mean_s: float
     no_answer: int = Field(description="Items where the agent stopped at a limit without an answer.")
     routed_code: float | None = Field(None, description="Router only: share of items routed to code.")
+    route_s: float | None = Field(
+        None, description="Router only: mean seconds per item of its decisions (its extra cost)."
+    )
+    route_tokens: float | None = Field(
+        None, description="Router only: mean tokens per item of its decisions."
+    )
     from_session: int = Field(
         0,
         description="Items whose answer is the code the agent left in its session (HumanEval), not its "
@@ -125,6 +135,8 @@ def arm_stats(results: list[ItemResult]) -> ArmStats:
         mean_s=mean([r.wall_s for r in results]),
         no_answer=sum(r.answer is None for r in results),
         routed_code=round(sum("code" in r for r in routed) / len(routed), 4) if routed else None,
+        route_s=mean([r.route_s for r in results]) if routed else None,
+        route_tokens=mean([r.route_tokens for r in results]) if routed else None,
         from_session=sum(r.from_session for r in results),
     )
 
@@ -261,6 +273,14 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
             "- answers that are the code the agent left in its session, its final answer being a value its "
             f"test printed: {', '.join(taken)}"
         )
+    cost = [
+        f"{family} {s.route_s:.1f} s / {s.route_tokens:.0f} tokens, {_pct(s.routed_code or 0)} % to code"
+        for family, by_arm in report.families.items()
+        for arm, s in by_arm.items()
+        if arm.startswith("router") and s.route_s is not None and s.route_tokens is not None
+    ]
+    if cost:
+        lines.append(f"- the router's own decisions per item (included in its figures): {'; '.join(cost)}")
     if sm.perfect_router_by_family:
         best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
         lines.append(f"- a router that always picked the right arm would reach: {best}")

@@ -122,7 +122,7 @@ Work = tuple[Family, Item, str, str]
 
 
 def plan(config: BenchConfig, families: dict[str, Family], model: str) -> list[Work]:
-    """The runs in order: by family, then by arm (the router last: it may reuse the others' results), then
+    """The runs in order: by family, then by arm (the router last), then
     by item. Runs of one arm in a row share their prompt's prefix, which a local model keeps in its cache."""
     work: list[Work] = []
     for family in families.values():
@@ -255,7 +255,8 @@ def _result(
         difficulty=config.difficulty, index=item.index, model=model, question=item.question,
         expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran,
         steps=outcome.steps, tokens=outcome.tokens, wall_s=round(outcome.wall_s, 3), stop=outcome.stop,
-        route=outcome.route, from_session=outcome.from_session,
+        route=outcome.route, from_session=outcome.from_session, route_tokens=outcome.route_tokens,
+        route_s=round(outcome.route_s, 3),
     )  # fmt: skip
 
 

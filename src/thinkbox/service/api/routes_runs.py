@@ -48,7 +48,9 @@ def run_info(row: Run) -> RunInfo:
 async def create_run(body: RunRequest, caller: Caller) -> RunCreated:
     """Start a run: the agent answers ``question`` in a sandbox session of yours (a new one, or
     ``session_id`` to continue one). Follow it at ``/v1/runs/{id}/events``."""
-    row = await caller.service.runs.submit(caller.principal, body.question, body.session_id, body.files)
+    row = await caller.service.runs.submit(
+        caller.principal, body.question, body.session_id, body.files, route=body.route
+    )
     return RunCreated(id=row.id, status="queued", session_id=row.session_id)
 
 

@@ -52,6 +52,11 @@ class RunRequest(_Request):
         max_length=100,
         description="Paths in your folder the question is about (they must exist); named to the model.",
     )
+    route: Literal["code", "direct", "auto"] | None = Field(
+        None,
+        description="code: think in code; direct: one model call, no code; auto: the model decides "
+        "(default: the service's agent.route). The run's route_chosen event says which was taken and why.",
+    )
 
 
 class RunCreated(BaseModel):

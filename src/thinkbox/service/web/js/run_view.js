@@ -42,6 +42,12 @@ export class RunView {
     this.note(`The server restarted; the run goes on (${e.replayed_cells} cells replayed). ${e.message || ""}`);
   }
 
+  on_route_chosen(e) {
+    const how = e.route === "direct" ? "Answering directly, without code" : "Thinking in code";
+    const cost = e.duration_s ? ` (decided in ${formatSeconds(e.duration_s)})` : "";
+    this.body.append(h("p", { class: "note route", testid: "route", "data-route": e.route }, `${how}: ${e.reason}${cost}`));
+  }
+
   on_step_started(e) {
     const known = this.steps.get(e.step);
     if (known) { // the step starts again after a restart of the server: one section, its new thought
