@@ -6,12 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from thinkbox.config import Settings
-from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
@@ -49,7 +47,6 @@ class Service:
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
     started_at: float = field(default_factory=time.time)
     _owned: list[str] = field(default_factory=list)
-    _loading: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(
@@ -131,17 +128,10 @@ class Service:
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
-        load = getattr(model, "load", None) if "model" in owned else None
-        if load is not None:  # the embedded model's weights, read while the service already answers
-            service._loading = asyncio.create_task(_load(load), name="thinkbox-model-load")
         return service
 
     async def aclose(self) -> None:
         """Stop: runs still going stay unfinished in the database and go on at the next start."""
-        if self._loading is not None:
-            self._loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loading
         await self.runs.aclose()
         await self.journal.aclose()
         await self.sessions.aclose()
@@ -159,14 +149,3 @@ class Service:
                         await result
         if "db" in self._owned:
             self.db.dispose()
-
-
-async def _load(load: Callable[[], Awaitable[None]]) -> None:
-    """Load the model ahead of the first run, so that run starts at once; a failure is logged here and
-    reported again, to that run, by the model itself."""
-    try:
-        await load()
-    except ThinkboxError as exc:
-        log.warning("the model could not be loaded at start: %s", exc.message)
-    except Exception:
-        log.exception("the model could not be loaded at start")
