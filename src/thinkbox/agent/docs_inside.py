@@ -3,7 +3,8 @@
 ``main({"targets": [{"expr": ..., "missing": ...}], "chars": N}, user_ns)`` evaluates each ``expr`` (a
 chain of names, attributes and constant subscripts, checked by the host) in the user's namespace and
 returns what the model should read: for ``missing`` (an AttributeError), the type and the closest
-attribute names with the first one's documentation; else the object's signature and docstring's start.
+attribute names with the first one's documentation; else the object's signature and docstring's start
+(of a builtin such as ``print`` only when the error named it).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def main(args: dict[str, Any], ns: dict[str, Any]) -> list[str]:
         missing = target.get("missing")
         if missing:
             out.append(_attribute(target["expr"], obj, str(missing)))
-        else:
-            out.append(describe(obj, target["expr"]))
+        elif getattr(obj, "__module__", None) != "builtins" or target.get("named"):
+            out.append(describe(obj, target["expr"]))  # print, len: not what failed in a library
     text = "\n".join(t for t in out if t)
     return [text[: int(args.get("chars", 1200))]]
 

@@ -40,12 +40,13 @@ class Feedback:
         paths = previews.pending(await self.session.list_files(), history)
         if not paths:
             return "", events
-        text = await previews.preview(self.session, paths, self.settings.preview_tokens)
-        if text is None:
+        found = await previews.preview(self.session, paths, self.settings.preview_tokens)
+        if found is None:
             events.append(Notice(kind="preview_failed", message="the files could not be read for a preview"))
             return "", events
-        self.counts["previewed"] += len(paths)
-        return text, [FilesPreviewed(files=paths, text=text), *events]
+        text, described = found
+        self.counts["previewed"] += len(described)
+        return text, [FilesPreviewed(files=described, text=text), *events]
 
     async def check(self, step: int, code: str, language: str) -> CodeRejected | None:
         """Before running: the rejection of code that cannot work (agent.lint), else None."""

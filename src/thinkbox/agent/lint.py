@@ -46,13 +46,12 @@ def problems(code: str, known: Iterable[str] = ()) -> list[str]:
     except SyntaxError as exc:
         return [_syntax(exc, code)]
     found = _checker.Checker(tree, filename="<step>", builtins=set(known) | KERNEL_NAMES)
-    out = []
+    out: dict[str, str] = {}  # each name once, where it is first used
     for message in sorted(found.messages, key=lambda m: (m.lineno, m.col)):
         if isinstance(message, _messages.UndefinedName) and not message.message_args[0].startswith("_"):
-            line = f"line {message.lineno}: undefined name {message.message_args[0]!r}"
-            if line not in out:
-                out.append(line)
-    return out[:MAX_PROBLEMS]
+            name = message.message_args[0]
+            out.setdefault(name, f"line {message.lineno}: undefined name {name!r}")
+    return list(out.values())[:MAX_PROBLEMS]
 
 
 def _syntax(exc: SyntaxError, code: str) -> str:

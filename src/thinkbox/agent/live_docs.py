@@ -45,12 +45,12 @@ def targets(code: str, result: ExecutionResult) -> list[dict[str, Any]]:
         return [{"expr": e, "missing": missing.group(1)} for e in _chains(found)][:1]
     calls = [n.func for n in nodes if isinstance(n, ast.Call)]
     named = _NAMED_CALL.search(error.message)
-    if named is not None:
-        last = named.group(1).rsplit(".", 1)[-1]
-        calls = [f for f in calls if _last_name(f) == last]
-    elif not _raised_in_library(error.traceback):
+    last = named.group(1).rsplit(".", 1)[-1] if named is not None else ""
+    if matching := [f for f in calls if _last_name(f) == last]:
+        return [{"expr": e, "named": True} for e in _chains(matching)][:2]
+    if not _raised_in_library(error.traceback):
         return []  # a TypeError of the step's own code (1 + "a"): no library call to document
-    return [{"expr": e} for e in _chains(calls)][:2]
+    return [{"expr": e} for e in _chains(calls)][:2]  # raised inside a call on the line
 
 
 def _nodes_on_line(code: str, lineno: int) -> list[ast.AST]:

@@ -33,18 +33,21 @@ def pending(files: Sequence[FileInfo], history: Sequence[Message]) -> list[str]:
     return [p for p in paths if f"\n- {p} (" not in told][:MAX_FILES]
 
 
-async def preview(session: Session, paths: list[str], budget_tokens: int) -> str | None:
-    """The text describing ``paths``; None when the session could not read them."""
+async def preview(session: Session, paths: list[str], budget_tokens: int) -> tuple[str, list[str]] | None:
+    """The text describing ``paths`` and the paths it describes; None when the session could not read
+    them."""
     found = await run_helper(session, previews_inside, {"paths": paths}, timeout=TIMEOUT_S)
     if not isinstance(found, list):
         return None
     return render([f for f in found if isinstance(f, dict)], budget_tokens * CHARS_PER_TOKEN)
 
 
-def render(found: list[dict[str, Any]], budget: int) -> str:
-    """``HEADER`` and one block per file, each cut to its share of ``budget`` characters."""
+def render(found: list[dict[str, Any]], budget: int) -> tuple[str, list[str]]:
+    """``HEADER`` and one block per file, each cut to its share of ``budget`` characters, as long as
+    they fit (the first always), and the paths described."""
     share = max(budget // max(len(found), 1), 240)
     blocks: list[str] = []
+    described: list[str] = []
     used = len(HEADER)
     for number, item in enumerate(found):
         block = cut_middle(_describe(item), share)
@@ -52,8 +55,9 @@ def render(found: list[dict[str, Any]], budget: int) -> str:
             blocks.append(f"- ... {len(found) - number} more files not described (agent.preview_tokens)")
             break
         blocks.append(block)
+        described.append(str(item.get("path")))
         used += len(block) + 1
-    return "\n".join([HEADER, *blocks])
+    return "\n".join([HEADER, *blocks]), described
 
 
 def _describe(item: dict[str, Any]) -> str:

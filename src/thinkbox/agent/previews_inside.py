@@ -21,6 +21,7 @@ COUNT_BYTES = 64 * 1024 * 1024  # lines are counted in files up to this size
 JSON_BYTES = 8 * 1024 * 1024
 XLSX_UNPACKED = 200 * 1024 * 1024
 CELL = 60  # characters of a value
+MAX_COLUMNS = 500
 TABLES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 TEXTS = {".txt", ".md", ".log", ".py", ".js", ".sh", ".html", ".xml", ".yaml", ".yml", ".toml", ".ini"}
 
@@ -97,22 +98,23 @@ def table(path: str, sep: str) -> dict[str, Any]:
     raw = [line[:200] for line in sample.splitlines()[1:3]]
     lines = _lines(path)
     rows = None if lines is None else max(lines - 1, 0)
-    try:
-        import pandas as pd
+    header = next(csv.reader(io.StringIO(sample[: sample.find("\n") + 1 or None]), delimiter=sep), [])
+    columns = [[_cut(c), "?"] for c in header]
+    if len(header) <= MAX_COLUMNS:  # pandas reads wider headers slowly; their dtypes stay unknown
+        try:
+            import pandas as pd
 
-        frame = pd.read_csv(io.StringIO(sample), sep=sep, nrows=2000)
-        columns = [[_cut(c), str(t)] for c, t in frame.dtypes.items()]
-    except ImportError:
-        reader = csv.reader(io.StringIO(sample), delimiter=sep)
-        header = next(reader, [])
-        columns = [[_cut(c), "?"] for c in header]
+            frame = pd.read_csv(io.StringIO(sample), sep=sep, nrows=2000)
+            columns = [[_cut(c), str(t)] for c, t in frame.dtypes.items()]
+        except ImportError:
+            pass
     return {"kind": "table", "sep": sep, "columns": columns[:40], "ncolumns": len(columns), "rows": rows,
             "first": raw}  # fmt: skip
 
 
 def _shape(value: Any, depth: int = 0) -> str:
     if isinstance(value, dict):
-        if depth >= 2 or not value:
+        if depth >= 3 or not value:
             return f"object with {len(value)} keys"
         keys = list(value)[:15]
         inner = ", ".join(f"{_cut(k)}: {_shape(value[k], depth + 1)}" for k in keys)
@@ -121,7 +123,7 @@ def _shape(value: Any, depth: int = 0) -> str:
     if isinstance(value, list):
         if not value:
             return "empty list"
-        return f"list of {len(value)}, the first: {_shape(value[0], depth + 1)}" if depth < 2 else "list"
+        return f"list of {len(value)}, the first: {_shape(value[0], depth + 1)}" if depth < 3 else "list"
     if isinstance(value, str):
         return f"str ({_cut(json.dumps(value))})" if depth else "str"
     return type(value).__name__ + (f" ({_cut(value)})" if depth else "")
