@@ -30,14 +30,15 @@ class Feedback:
         self.repeats = repeats.Repeats()
         self.counts: Counter[str] = Counter()
 
-    async def start(self, history: list[Message]) -> tuple[str, list[Event]]:
-        """At a run's start: the previews of the files (text for the model, '' for none) and events."""
+    async def start(self, history: list[Message], files: list[str]) -> tuple[str, list[Event]]:
+        """At a run's start: the previews of ``files`` (the workspace's visible files) not described
+        earlier in ``history`` (text for the model, '' for none), and events."""
         events: list[Event] = []
         if self.settings.lint and self.settings.language in ("py", "auto") and not lint.AVAILABLE:
             events.append(Notice(kind="lint_unavailable", message=lint.UNAVAILABLE_NOTE))
         if not self.settings.previews:
             return "", events
-        paths = previews.pending(await self.session.list_files(), history)
+        paths = previews.pending(files, history)
         if not paths:
             return "", events
         found = await previews.preview(self.session, paths, self.settings.preview_tokens)

@@ -104,7 +104,7 @@ async def run_agent(
         files = await _start_history(run)
         yield RunStarted(run_id=run.run_id, question=run.question, model=model.name,
                          sandbox=session.backend.name, files=files)  # fmt: skip
-        for event in await _start_feedback(run):
+        for event in await _start_feedback(run, files):
             yield event
     else:
         yield await _resume(run, resume)
@@ -221,9 +221,9 @@ async def _start_history(run: _Run) -> list[str]:
     return [f.path for f in files if not f.is_dir and not prompts.is_hidden(f.path)]
 
 
-async def _start_feedback(run: _Run) -> list[Event]:
+async def _start_feedback(run: _Run, files: list[str]) -> list[Event]:
     """The files' previews follow the question; the events say what was told."""
-    text, events = await run.feedback.start(run.messages)
+    text, events = await run.feedback.start(run.messages, files)
     if text:
         run.add_user(text)
     return events

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from thinkbox.agent import previews_inside
-from thinkbox.agent.prompts import cut_middle, is_hidden
+from thinkbox.agent.prompts import cut_middle
 from thinkbox.agent.session_helpers import run_helper
 from thinkbox.models.base import Message
 from thinkbox.sandbox.session import Session
-from thinkbox.sandbox.types import FileInfo
 
 CHARS_PER_TOKEN = 3  # digits are one token each for Qwen's tokenizer: count conservatively
 TIMEOUT_S = 15.0
@@ -26,10 +25,9 @@ MAX_FILES = 20
 HEADER = "The files, as thinkbox read them (use these exact names):"
 
 
-def pending(files: Sequence[FileInfo], history: Sequence[Message]) -> list[str]:
-    """The visible files not described earlier in ``history``."""
+def pending(paths: Sequence[str], history: Sequence[Message]) -> list[str]:
+    """The files of ``paths`` (the workspace's visible files) not described earlier in ``history``."""
     told = "\n".join(m["content"] for m in history if m["role"] == "user" and HEADER in m["content"])
-    paths = [f.path for f in files if not f.is_dir and not is_hidden(f.path)]
     return [p for p in paths if f"\n- {p} (" not in told][:MAX_FILES]
 
 
