@@ -116,7 +116,7 @@ async def main(out: Path, arms: list[str], max_wall: float) -> None:
                     continue
                 agent = {"max_wall_s": max_wall, **(OFF if arm == "off" else {})}
                 settings = load_settings(agent=agent)
-                row = await one(item, arm, model, backend, settings)
+                row = await one(item, arm, model, backend, settings, out)
                 with path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(f"{item['id']:12} {arm:3} {'right' if row['right'] else 'wrong':5} {row['steps']} steps "
@@ -128,14 +128,20 @@ async def main(out: Path, arms: list[str], max_wall: float) -> None:
             await close()
 
 
-async def one(item: dict[str, Any], arm: str, model: Any, backend: Any, settings: Any) -> dict[str, Any]:
+async def one(
+    item: dict[str, Any], arm: str, model: Any, backend: Any, settings: Any, out: Path
+) -> dict[str, Any]:
+    """One run; its events go to OUT/<id>-<arm>.jsonl."""
     started = time.monotonic()
     row: dict[str, Any] = {"id": item["id"], "arm": arm, "answer": None, "steps": 0, "feedback": {},
                            "parse_failed": 0, "rejected": 0, "notices": []}  # fmt: skip
     async with await backend.create_session(SessionConfig(limits=settings.sandbox.limits)) as session:
         for name, data in item["files"].items():
             await session.put_file(name, data)
-        async for event in run_agent(item["q"], model=model, session=session, settings=settings):
+        events = run_agent(item["q"], model=model, session=session, settings=settings)
+        async for event in events:
+            with (out / f"{item['id']}-{arm}.jsonl").open("a") as f:
+                f.write(event.model_dump_json() + "\n")
             if isinstance(event, FinalAnswer):
                 row["answer"] = event.answer
             elif isinstance(event, ParseFailed):

@@ -114,9 +114,9 @@ def table(path: str, sep: str) -> dict[str, Any]:
 
 def _shape(value: Any, depth: int = 0) -> str:
     if isinstance(value, dict):
-        if depth >= 3 or not value:
-            return f"object with {len(value)} keys"
         keys = list(value)[:15]
+        if depth >= 3 or not value:  # deep down, the key names alone: what code has to spell right
+            return "{" + ", ".join(_cut(k) for k in keys) + (", ..." if len(value) > 15 else "") + "}"
         inner = ", ".join(f"{_cut(k)}: {_shape(value[k], depth + 1)}" for k in keys)
         more = f", ... ({len(value)} keys)" if len(value) > 15 else ""
         return "{" + inner + more + "}"
