@@ -133,7 +133,7 @@ class AgentSettings(BaseModel):
         True,
         description=(
             "After a TypeError or AttributeError, show the model the signature and docstring of the object "
-            "involved, read in the session with inspect."
+            "involved (after a KeyError, the keys it has), read in the session with inspect."
         ),
     )
 

@@ -222,6 +222,19 @@ async def test_an_attribute_error_shows_the_closest_names(session: Session, sett
     assert "math.sqrt(x, /)" in observation
 
 
+async def test_a_key_error_shows_the_keys_the_record_has(session: Session, settings: Settings) -> None:
+    model = ScriptedModel(
+        [
+            code("orders = [{'sku': 'a', 'qty': 2}]\nfor line in orders:\n    print(line['quantity'])"),
+            answer("2"),
+        ]
+    )
+    events = await collect(run_agent("units?", model=model, session=session, settings=settings))
+    observation = of(events, ExecutionFinished)[0].observation
+    assert "KeyError: 'quantity'" in observation
+    assert "line (dict) has the keys: 'sku', 'qty'" in observation
+
+
 async def test_a_type_error_of_the_steps_own_code_gets_no_documentation(
     session: Session, settings: Settings
 ) -> None:

@@ -2,7 +2,8 @@
 
 ``main({"targets": [{"expr": ..., "missing": ...}], "chars": N}, user_ns)`` evaluates each ``expr`` (a
 chain of names, attributes and constant subscripts, checked by the host) in the user's namespace and
-returns what the model should read: for ``missing`` (an AttributeError), the type and the closest
+returns what the model should read: for ``keys`` (a KeyError), the keys the object has; for ``missing``
+(an AttributeError), the type and the closest
 attribute names with the first one's documentation; else the object's signature and docstring's start
 (of a builtin such as ``print`` only when the error named it).
 """
@@ -24,12 +25,22 @@ def main(args: dict[str, Any], ns: dict[str, Any]) -> list[str]:
         except Exception:
             continue
         missing = target.get("missing")
-        if missing:
+        if target.get("keys"):
+            out.append(_keys(target["expr"], obj))
+        elif missing:
             out.append(_attribute(target["expr"], obj, str(missing)))
         elif getattr(obj, "__module__", None) != "builtins" or target.get("named"):
             out.append(describe(obj, target["expr"]))  # print, len: not what failed in a library
     text = "\n".join(t for t in out if t)
     return [text[: int(args.get("chars", 1200))]]
+
+
+def _keys(expr: str, obj: Any) -> str:
+    keys = getattr(obj, "keys", None)
+    if not callable(keys):
+        return ""
+    names = [repr(k)[:60] for k in list(keys())[:40]]
+    return f"{expr} ({type(obj).__name__}) has the keys: {', '.join(names)}"
 
 
 def _attribute(expr: str, obj: Any, missing: str) -> str:

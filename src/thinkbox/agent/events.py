@@ -133,8 +133,8 @@ NoticeKind = Literal["repeat", "docs", "lint_unavailable", "preview_failed"]
 
 class Notice(_Event):
     """Something the loop noticed and told the model (or the user): a step that repeated an earlier step's
-    code and output (``repeat``), documentation read after a TypeError or AttributeError (``docs``), a check
-    that could not run (``lint_unavailable``, ``preview_failed``)."""
+    code and output (``repeat``), documentation read after a TypeError, AttributeError or KeyError
+    (``docs``), a check that could not run (``lint_unavailable``, ``preview_failed``)."""
 
     type: Literal["notice"] = "notice"
     step: int = Field(0, description="The step it is about; 0 for the run's start.")

@@ -4,7 +4,7 @@
 - lint before running Python (:mod:`~thinkbox.agent.lint`, agent.lint),
 - repeats: a step that repeats an earlier one's code and output (:mod:`~thinkbox.agent.repeats`,
   agent.repeats),
-- live documentation after a TypeError or AttributeError (:mod:`~thinkbox.agent.live_docs`,
+- live documentation after a TypeError, AttributeError or KeyError (:mod:`~thinkbox.agent.live_docs`,
   agent.live_docs).
 
 :class:`Feedback` holds them for one run and counts how often each fired (``RunFinished.feedback``); the

@@ -5,8 +5,9 @@ class. The installed library knows better. When a step fails with one of these e
 object involved on the failing line of the step's code (the function the TypeError names, or the object
 an AttributeError's missing attribute was looked up on) and the session reads its signature and the
 start of its docstring with ``inspect`` (:mod:`thinkbox.agent.docs_inside`), or the closest attribute
-names. Only plain chains (``pd.read_csv``, ``df.groupby``, ``df["a"].str``) are looked up, so nothing
-the model wrote is called; the text is bounded, and a lookup that fails adds nothing.
+names; after a KeyError, the keys the record or frame really has (JSON fields guessed from memory are
+the usual cause). Only plain chains (``pd.read_csv``, ``df.groupby``, ``df["a"].str``) are looked up, so
+nothing the model wrote is called; the text is bounded, and a lookup that fails adds nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from thinkbox.agent.session_helpers import run_helper
 from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import ExecutionResult
 
-ERRORS = ("TypeError", "AttributeError")
+ERRORS = ("TypeError", "AttributeError", "KeyError")
 MAX_CHARS = 1200
 TIMEOUT_S = 5.0
 _CELL_LINE = re.compile(r'File "<cell-\d+>", line (\d+)')
@@ -37,6 +38,9 @@ def targets(code: str, result: ExecutionResult) -> list[dict[str, Any]]:
     if not lines:
         return []
     nodes = _nodes_on_line(code, int(lines[-1]))
+    if error.type == "KeyError":  # a record's or a frame's key spelt from memory: show the real ones
+        found = [n.value for n in nodes if isinstance(n, ast.Subscript) and _key(n) == error.message]
+        return [{"expr": e, "keys": True} for e in _chains(found)][:1]
     if error.type == "AttributeError":
         missing = _MISSING.search(error.message)
         if missing is None:
@@ -51,6 +55,10 @@ def targets(code: str, result: ExecutionResult) -> list[dict[str, Any]]:
     if not _raised_in_library(error.traceback):
         return []  # a TypeError of the step's own code (1 + "a"): no library call to document
     return [{"expr": e} for e in _chains(calls)][:2]  # raised inside a call on the line
+
+
+def _key(node: ast.Subscript) -> str | None:
+    return repr(node.slice.value) if isinstance(node.slice, ast.Constant) else None
 
 
 def _nodes_on_line(code: str, lineno: int) -> list[ast.AST]:
