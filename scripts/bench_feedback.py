@@ -37,7 +37,10 @@ SALES = [(f"2024-01-{d:02d}", REGIONS[d % 4], ["Widget", "Gadget"][d % 2], 3 + (
 ORDERS = [
     {
         "order_id": 100 + i,
-        "customer": {"name": ["Alice", "Bob", "Chen"][i % 3], "city": ["Oslo", "Lyon", "Oslo", "Kyiv"][i % 4]},
+        "customer": {
+            "name": ["Alice", "Bob", "Chen"][i % 3],
+            "city": ["Oslo", "Lyon", "Oslo", "Kyiv"][i % 4],
+        },
         "lines": [{"sku": f"S{j}", "qty": 1 + (i + j) % 4, "price": 2.5 + j} for j in range(1 + i % 3)],
     }
     for i in range(9)
@@ -65,14 +68,17 @@ def questions() -> list[dict[str, Any]]:
     csv = "date,region,product,units,unit_price\n" + "".join(",".join(map(str, r)) + "\n" for r in SALES)
     north = sum(u * p for _, r, _, u, p in SALES if r == "North")
     alice = sum(line["qty"] for o in ORDERS if o["customer"]["name"] == "Alice" for line in o["lines"])
-    oslo = sum(ln["qty"] * ln["price"] for o in ORDERS if o["customer"]["city"] == "Oslo" for ln in o["lines"])
+    oslo = sum(
+        ln["qty"] * ln["price"] for o in ORDERS if o["customer"]["city"] == "Oslo" for ln in o["lines"]
+    )
+    orders = json.dumps(ORDERS, indent=1).encode()
     engineering = statistics.mean(s for _, d, s in STAFF if d == "Engineering")
     return [
         {"id": "csv-revenue", "files": {"sales.csv": csv.encode()}, "expected": north,
          "q": "What was the total revenue (units times unit price) of the North region in sales.csv?"},
-        {"id": "json-units", "files": {"orders.json": json.dumps(ORDERS, indent=1).encode()}, "expected": alice,
+        {"id": "json-units", "files": {"orders.json": orders}, "expected": alice,
          "q": "How many units did Alice order in total, according to orders.json?"},
-        {"id": "json-city", "files": {"orders.json": json.dumps(ORDERS, indent=1).encode()}, "expected": oslo,
+        {"id": "json-city", "files": {"orders.json": orders}, "expected": oslo,
          "q": "What is the total value (quantity times price) of all orders from customers in Oslo in "
               "orders.json?"},
         {"id": "xlsx-mean", "files": {"staff.xlsx": _xlsx()}, "expected": engineering,
@@ -102,9 +108,12 @@ OFF = {"lint": False, "previews": False, "repeats": False, "live_docs": False}
 
 
 async def main(out: Path, arms: list[str], max_wall: float) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
-    done = {(r["id"], r["arm"]) for r in map(json.loads, path.read_text().splitlines())} if path.exists() else set()
+    done = (
+        {(r["id"], r["arm"]) for r in map(json.loads, path.read_text().splitlines())}
+        if path.exists()
+        else set()
+    )
     base = load_settings()
     model = get_model(base)
     backend = registry.create_backend(base.sandbox.backend)
@@ -119,8 +128,9 @@ async def main(out: Path, arms: list[str], max_wall: float) -> None:
                 row = await one(item, arm, model, backend, settings, out)
                 with path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                print(f"{item['id']:12} {arm:3} {'right' if row['right'] else 'wrong':5} {row['steps']} steps "
-                      f"{row['seconds']:6.1f} s {row['feedback']} {row['answer']!r:.60}", flush=True)  # fmt: skip
+                mark = "right" if row["right"] else "wrong"
+                print(f"{item['id']:12} {arm:3} {mark:5} {row['steps']} steps {row['seconds']:6.1f} s "
+                      f"{row['feedback']} {row['answer']!r:.60}", flush=True)  # fmt: skip
     finally:
         await backend.aclose()
         close = getattr(model, "aclose", None)
@@ -151,7 +161,9 @@ async def one(
             elif isinstance(event, Notice):
                 row["notices"].append(event.kind)
             elif isinstance(event, RunFinished):
-                row.update(steps=event.steps, status=event.status, tokens=event.tokens, feedback=event.feedback)
+                row.update(
+                    steps=event.steps, status=event.status, tokens=event.tokens, feedback=event.feedback
+                )
     row["seconds"] = round(time.monotonic() - started, 1)
     row["right"] = right(row["answer"], item["expected"])
     row["expected"] = item["expected"]
@@ -164,4 +176,5 @@ if __name__ == "__main__":
     if "--only" in args:
         arms = [args[args.index("--only") + 1]]
     wall = float(args[args.index("--max-wall") + 1]) if "--max-wall" in args else 180.0
+    Path(args[0]).mkdir(parents=True, exist_ok=True)
     asyncio.run(main(Path(args[0]), arms, wall))
