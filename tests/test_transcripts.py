@@ -267,6 +267,24 @@ def test_notebook_of_a_timed_out_execution_says_so() -> None:
     assert json.loads(nbformat.writes(nb))["nbformat"] == 4
 
 
+def test_notebook_shows_the_files_told_code_not_run_and_notices() -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "files_previewed", "files": ["a.csv"], "text": "- a.csv (4 B, table)"},
+        {"type": "action_parsed", "step": 1, "thought": "t", "action": "execute_code", "code": "print(x)"},
+        {"type": "code_rejected", "step": 1, "code": "print(x)", "problems": ["line 1: undefined name 'x'"]},
+        {"type": "notice", "step": 2, "kind": "docs", "message": "json.dumps(obj, *, indent=None)"},
+    ]
+
+    nb = transcript_to_notebook(events)
+
+    nbformat.validate(nb)
+    assert "- a.csv (4 B, table)" in nb.cells[0].source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].source == "print(x)" and "not run" in code[0].outputs[0].text
+    assert "undefined name 'x'" in code[0].outputs[0].text
+    assert "json.dumps(obj, *, indent=None)" in nb.cells[-1].source
+
+
 def test_notebook_cells_of_javascript_and_shell_run_with_their_interpreter() -> None:
     events: list[dict[str, Any]] = [
         {"type": "action_parsed", "step": 1, "thought": "js", "action": "execute_code", "code": "1 + 1",

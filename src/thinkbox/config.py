@@ -116,6 +116,33 @@ class AgentSettings(BaseModel):
             "or auto: the model decides per question (see docs/bench/route.md)."
         ),
     )
+    lint: bool = Field(
+        True,
+        description=(
+            "Check Python with pyflakes before running it: a syntax error or an undefined name (one not "
+            "defined in the code nor in the session) goes back to the model without running the code."
+        ),
+    )
+    previews: bool = Field(
+        True, description="Show the model the structure of the workspace's files (columns, sheets, keys)."
+    )
+    preview_tokens: int = Field(
+        600, ge=50, le=8000, description="Budget of the file previews, in tokens (3 characters each)."
+    )
+    repeats: bool = Field(
+        True,
+        description=(
+            "A step whose code and output repeat an earlier step's is not fed back again: the model is "
+            "asked for another approach or the answer, and refused if it sends that code once more."
+        ),
+    )
+    live_docs: bool = Field(
+        True,
+        description=(
+            "After a TypeError or AttributeError, show the model the signature and docstring of the object "
+            "involved (after a KeyError, the keys it has), read in the session with inspect."
+        ),
+    )
 
 
 class SearchSettings(BaseModel):

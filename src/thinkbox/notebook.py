@@ -191,6 +191,25 @@ class _Builder:
             self._stream("stderr", "[thinkbox: " + "; ".join(notes) + "]\n")
         self.code_cell = None
 
+    def _on_files_previewed(self, e: dict[str, Any]) -> None:
+        self._markdown(f"*What the model was told about the files:*\n\n```text\n{e.get('text', '')}\n```")
+
+    def _on_code_rejected(self, e: dict[str, Any]) -> None:
+        problems = "; ".join(str(p) for p in e.get("problems") or [])
+        if self.code_cell is not None and self.code_step == e.get("step"):
+            self._stream("stderr", f"[thinkbox: not run, a check before running found: {problems}]\n")
+        else:
+            self._markdown(f"> *Step {e.get('step')}: code not run ({problems}).*")
+        self.code_cell = None
+
+    def _on_notice(self, e: dict[str, Any]) -> None:
+        if e.get("kind") in ("docs", "repeat"):
+            self._markdown(
+                f"> *Step {e.get('step')}, {e.get('kind')}:*\n\n```text\n{e.get('message', '')}\n```"
+            )
+        else:
+            self._markdown(f"> *{e.get('message', '')}*")
+
     def _on_run_resumed(self, e: dict[str, Any]) -> None:
         self.code_cell = None
         self._markdown(

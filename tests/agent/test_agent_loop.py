@@ -89,8 +89,9 @@ async def test_a_step_that_only_defines_a_function_is_told_what_it_defined_and_t
 
 
 async def test_compound_interest_recovers_from_a_name_error_and_answers(
-    session: Session, settings: Settings
+    session: Session, tmp_path: Path
 ) -> None:
+    settings = make_settings(tmp_path, lint=False)  # the sandbox's NameError, not the lint check's
     model = ScriptedModel(
         [
             code("amount = principal * (1 + rate / 2) ** (2 * years)\nprint(round(amount - principal, 2))"),
@@ -210,8 +211,9 @@ async def test_an_unparseable_reply_is_re_asked_with_the_reason(session: Session
 
 
 async def test_failed_code_sent_again_unchanged_is_not_run_and_the_model_is_re_asked_to_sample_another(
-    session: Session, settings: Settings
+    session: Session, tmp_path: Path
 ) -> None:
+    settings = make_settings(tmp_path, lint=False)  # code that fails when it runs
     broken = code("print(1 / zero)")
     model = ScriptedModel([broken, code("print(2 / zero)"), broken, code("print(2)"), answer("2")])
     events = await collect(run_agent("What is 2?", model=model, session=session, settings=settings))
@@ -229,8 +231,9 @@ async def test_failed_code_sent_again_unchanged_is_not_run_and_the_model_is_re_a
 
 
 async def test_failed_code_may_be_sent_again_after_a_step_that_changed_the_session(
-    session: Session, settings: Settings
+    session: Session, tmp_path: Path
 ) -> None:
+    settings = make_settings(tmp_path, lint=False)  # code that fails when it runs
     model = ScriptedModel([code("print(x)"), code("x = 5"), code("print(x)"), answer("5")])
     events = await collect(run_agent("What is x?", model=model, session=session, settings=settings))
     ran = [e.result.error.type if e.result.error else e.result.stdout for e in of(events, ExecutionFinished)]

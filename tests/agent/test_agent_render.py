@@ -11,12 +11,15 @@ from rich.console import Console
 
 from thinkbox.agent.events import (
     ActionParsed,
+    CodeRejected,
     CodeStarted,
     DisplayProduced,
     Event,
     ExecutionFinished,
+    FilesPreviewed,
     FinalAnswer,
     LimitReached,
+    Notice,
     OutputChunk,
     ParseFailed,
     RunFinished,
@@ -39,6 +42,8 @@ def fixed_run() -> list[Event]:
         RunStarted(
             ts=0, run_id="run123", question="interest?", model="scripted", sandbox="zygote", files=["a.csv"]
         ),
+        FilesPreviewed(ts=0, files=["a.csv"], text="The files...\n- a.csv (4 B, table)"),
+        Notice(ts=0, kind="lint_unavailable", message="pyflakes is not installed"),
         StepStarted(ts=0, step=1),
         ThoughtDelta(ts=0, step=1, text="Compute the "),
         ThoughtDelta(ts=0, step=1, text="interest."),
@@ -85,6 +90,16 @@ def fixed_run() -> list[Event]:
             observation="",
             session_restarted=True,
         ),
+        CodeRejected(
+            ts=0, step=2, code="print(total)", problems=["line 1: undefined name 'total'"], observation=""
+        ),
+        Notice(
+            ts=0,
+            step=2,
+            kind="docs",
+            message="Documentation, read in the session:\njson.dumps(obj, *, indent=None)",
+        ),
+        Notice(ts=0, step=2, kind="repeat", message="Output:\n(the same code and the same output as step 1)"),
         StepStarted(ts=0, step=3),
         ThoughtDelta(ts=0, step=3, text="The output is 6386.41."),
         ActionParsed(
@@ -100,7 +115,14 @@ def fixed_run() -> list[Event]:
             tokens=9,
         ),
         RunFinished(
-            ts=0, run_id="run123", status="answered", answer="6386.41", steps=3, duration_s=4.25, tokens=2345
+            ts=0,
+            run_id="run123",
+            status="answered",
+            answer="6386.41",
+            steps=3,
+            duration_s=4.25,
+            tokens=2345,
+            feedback={"lint": 1, "previewed": 1},
         ),
     ]
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 REPLIES = [
     {"thought": "start", "action": "execute_code", "code": "x = 6", "final_answer": ""},
-    {"thought": "oops", "action": "execute_code", "code": "y = x * undefined", "final_answer": ""},
+    {"thought": "oops", "action": "execute_code", "code": "y = x * int('seven')", "final_answer": ""},
     {"thought": "multiply", "action": "execute_code", "code": "y = x * 7\nprint(y)", "final_answer": ""},
     {"thought": "done", "action": "provide_answer", "code": "", "final_answer": "42"},
 ]

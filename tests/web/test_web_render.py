@@ -106,3 +106,34 @@ def test_a_network_request_is_one_line_of_its_step_and_its_text_stays_text(web: 
     )
     assert bad_class == "network refused" and bad_step == "1"
     assert bad_text.startswith("⛔ GET evil.example:443/<img src=x") and "allow-list" in bad_text
+
+
+def test_a_run_view_shows_previews_rejected_code_and_notices(web: Web, page: Page) -> None:
+    page.goto(web.url + "/")
+    frames = [
+        {"type": "run_started", "data": {"question": "q"}},
+        {"type": "files_previewed", "data": {"files": ["a.csv"], "text": "- a.csv (4 B, table)"}},
+        {"type": "step_started", "data": {"step": 1, "ts": 1}},
+        {"type": "action_parsed", "data": {"step": 1, "thought": "t", "action": "execute_code", "code": "x"}},
+        {"type": "code_rejected", "data": {"step": 1, "code": "x", "problems": ["undefined name 'x'"]}},
+        {"type": "notice", "data": {"step": 1, "kind": "docs", "message": "json.dumps(obj)<b>"}},
+        {"type": "notice", "data": {"step": 1, "kind": "repeat", "message": "same"}},
+    ]
+    out = page.evaluate(
+        """async (frames) => {
+            const { RunView } = await import("/web/js/run_view.js");
+            const view = new RunView("r1", "q");
+            for (const f of frames) view.add(f);
+            document.body.append(view.el);
+            const all = (id) => [...view.el.querySelectorAll(`[data-testid=${id}]`)];
+            const text = (id) => all(id).map((e) => e.textContent);
+            return { previewed: text("files-previewed"), rejected: text("step-rejected"),
+                     docs: text("step-docs"), notes: text("run-note"), html: view.el.innerHTML };
+        }""",
+        frames,
+    )
+    assert out["previewed"] == ["The model was shown the structure of a.csv- a.csv (4 B, table)"]
+    assert out["rejected"] == ["Not run: a check found\nundefined name 'x'"]
+    assert out["docs"] == ["Documentation shown to the modeljson.dumps(obj)<b>"]
+    assert "&lt;b&gt;" in out["html"]  # the message stays text
+    assert len(out["notes"]) == 1 and "same code and output" in out["notes"][0]

@@ -5,10 +5,11 @@ them as JSON lines, the web service streams them. Each has a ``type`` literal, s
 to its class with :func:`parse_event`. A run yields, in order (a run resumed after a crash starts
 with ``RunResumed`` instead, right after the events recorded before the crash)::
 
-    RunStarted | RunResumed
+    RunStarted [FilesPreviewed] Notice* | RunResumed
     [RouteChosen]
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
-        [CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* ExecutionFinished]])*
+        [CodeRejected
+         | CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* Notice* ExecutionFinished]])*
     FinalAnswer | LimitReached | RunError
     RunFinished
 
@@ -16,6 +17,10 @@ Routed runs (:func:`thinkbox.agent.route.run_routed`) say which route they took 
 after ``RunStarted``, or under ``auto`` after step 1's ``ActionParsed`` (the model's first action decided),
 and once more when the code route stopped at a limit and the direct route answers instead (its
 ``LimitReached`` is not sent: the run's outcome is the direct answer).
+
+``FilesPreviewed``, ``CodeRejected`` and ``Notice`` come from the loop's feedback
+(:mod:`thinkbox.agent.feedback`): what the model was told about the files, code refused by the lint check,
+and notes such as a repeated step or documentation looked up after an error.
 """
 
 from __future__ import annotations
@@ -120,6 +125,40 @@ class DisplayProduced(_Event):
     mime: dict[str, str] = Field(description="MIME type -> content (base64 for images).")
 
 
+class FilesPreviewed(_Event):
+    """The structure of the workspace's files (columns, sheets, keys, first lines), read in the session
+    before the model's first step and added to the question (agent.previews)."""
+
+    type: Literal["files_previewed"] = "files_previewed"
+    files: list[str] = Field(description="The files described.")
+    text: str = Field(description="What the model was told, after the question.")
+
+
+class CodeRejected(_Event):
+    """The action's code was not run: a check before running found a syntax error or an undefined name
+    (agent.lint). The step counts as failed."""
+
+    type: Literal["code_rejected"] = "code_rejected"
+    step: int
+    code: str
+    problems: list[str] = Field(description="One line per problem, e.g. \"line 2: undefined name 'price'\".")
+    observation: str = Field(description="What the model was told instead of the code's output.")
+
+
+NoticeKind = Literal["repeat", "docs", "lint_unavailable", "preview_failed"]
+
+
+class Notice(_Event):
+    """Something the loop noticed and told the model (or the user): a step that repeated an earlier step's
+    code and output (``repeat``), documentation read after a TypeError, AttributeError or KeyError
+    (``docs``), a check that could not run (``lint_unavailable``, ``preview_failed``)."""
+
+    type: Literal["notice"] = "notice"
+    step: int = Field(0, description="The step it is about; 0 for the run's start.")
+    kind: NoticeKind
+    message: str
+
+
 class ExecutionFinished(_Event):
     type: Literal["execution_finished"] = "execution_finished"
     step: int
@@ -187,6 +226,11 @@ class RunFinished(_Event):
     steps: int
     duration_s: float
     tokens: int
+    feedback: dict[str, int] = Field(
+        default_factory=dict,
+        description="How often the loop's feedback fired in the run: lint (code rejected), repeat, "
+        "repeat_refused, docs, previewed (files).",
+    )
 
 
 Event = Annotated[
@@ -202,6 +246,9 @@ Event = Annotated[
     | DisplayProduced
     | ExecutionFinished
     | NetworkRequest
+    | FilesPreviewed
+    | CodeRejected
+    | Notice
     | FinalAnswer
     | LimitReached
     | RunError

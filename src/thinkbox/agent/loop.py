@@ -10,6 +10,8 @@ errors *in the code* are observations for the model.
 When a step prints nothing but its last line assigns plain names (``result = a * b``), the loop reads their
 values back and shows them to the model: small models otherwise guess the value they did not print.
 Code that failed before is not run again unchanged: the model is re-asked for a different attempt.
+The rest of what the model is told besides outputs (file previews, lint, repeats, documentation after an
+error) is :mod:`thinkbox.agent.feedback`, called at the run's start and before and after each execution.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from thinkbox.agent import prompts
 from thinkbox.agent.actions import Action, action_json_schema
 from thinkbox.agent.events import (
     ActionParsed,
+    CodeRejected,
     CodeStarted,
     DisplayProduced,
     Event,
@@ -44,6 +47,7 @@ from thinkbox.agent.events import (
     StepStarted,
     ThoughtDelta,
 )
+from thinkbox.agent.feedback import Feedback
 from thinkbox.agent.parse import InvalidAction, ParsedAction, ThoughtStream, parse_action
 from thinkbox.agent.resume import RecordedState
 from thinkbox.config import Settings
@@ -100,6 +104,8 @@ async def run_agent(
         files = await _start_history(run)
         yield RunStarted(run_id=run.run_id, question=run.question, model=model.name,
                          sandbox=session.backend.name, files=files)  # fmt: skip
+        for event in await _start_feedback(run, files):
+            yield event
     else:
         yield await _resume(run, resume)
     end: Event | None = None
@@ -143,9 +149,11 @@ class _Run:
     on_result: ResultHook | None = None
     started: float = field(default_factory=time.monotonic)
     deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    feedback: Feedback = field(init=False)
 
     def __post_init__(self) -> None:
         self.deadline += self.settings.agent.max_wall_s
+        self.feedback = Feedback(self.settings.agent, self.session)
 
     @property
     def language(self) -> str:
@@ -195,7 +203,8 @@ class _Run:
         status = {"final_answer": "answered", "limit_reached": "limit"}.get(end.type, "error")
         answer = end.answer if isinstance(end, FinalAnswer) else None
         return RunFinished(run_id=self.run_id, status=status, answer=answer, steps=self.step,  # type: ignore[arg-type]
-                           duration_s=round(self.elapsed, 3), tokens=self.tokens)  # fmt: skip
+                           duration_s=round(self.elapsed, 3), tokens=self.tokens,
+                           feedback=self.feedback.summary())  # fmt: skip
 
     def add_user(self, text: str) -> None:
         if self.messages and self.messages[-1]["role"] == "user":
@@ -210,6 +219,14 @@ async def _start_history(run: _Run) -> list[str]:
         run.messages.append({"role": "system", "content": prompts.system_prompt(files, run.language)})
     run.add_user(run.question)
     return [f.path for f in files if not f.is_dir and not prompts.is_hidden(f.path)]
+
+
+async def _start_feedback(run: _Run, files: list[str]) -> list[Event]:
+    """The files' previews follow the question; the events say what was told."""
+    text, events = await run.feedback.start(run.messages, files)
+    if text:
+        run.add_user(text)
+    return events
 
 
 async def _resume(run: _Run, state: RecordedState) -> RunResumed:
@@ -288,6 +305,8 @@ def _refuse_repeat(run: _Run, action: Action) -> None:
     earlier = run.failed_code.get(action.code.strip()) if action.runs_code else None
     if earlier is not None:
         raise _RepeatedCode(prompts.repeated_code(earlier))
+    if action.runs_code and (why := run.feedback.refusal(action.code, run.code_language(action))):
+        raise _RepeatedCode(why)
 
 
 def _cut_note(reply: ModelReply, run: _Run) -> str:
@@ -367,6 +386,9 @@ async def _until(stream: AsyncIterator[ModelEvent], deadline: float) -> AsyncIte
 async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     """Run the action's code, stream what it prints, tell the model what happened."""
     language = run.code_language(action)
+    if (rejected := await run.feedback.check(run.step, action.code, language)) is not None:
+        yield _rejected(run, rejected)
+        return
     yield CodeStarted(step=run.step, code=action.code, language=language)
     limits = run.session.config.limits
     timeout = max(min(limits.timeout_s, run.wall_left), 0.5)
@@ -388,6 +410,8 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
     python = language == "py"  # the guards below read Python
     assigned = await _peek_assigned(run, action.code, result) if python else ""
     note = await run.on_result(result) if run.on_result is not None else ""
+    notices = await run.feedback.after(run.step, action.code, language, result)
+    note = "\n".join([note, *(n.message for n in notices if n.kind == "docs")]).strip()
     observation = prompts.observation(
         result,
         max_chars=max_chars,
@@ -398,6 +422,9 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         defined=prompts.defined_names(action.code) if python else [],
         note=note,
     )
+    observation = next((n.message for n in notices if n.kind == "repeat"), observation)
+    for notice in notices:
+        yield notice
     run.add_user(observation)
     run.errors = 0 if result.ok else run.errors + 1
     if result.ok:  # the session's state changed: failed code may work now
@@ -411,6 +438,14 @@ async def _execute(run: _Run, action: Action) -> AsyncIterator[Event]:
         session_restarted=restarted,
         assigned=assigned,
     )
+
+
+def _rejected(run: _Run, rejected: CodeRejected) -> CodeRejected:
+    """Code refused before running is a failed step: told why, counted, not accepted again unchanged."""
+    run.add_user(rejected.observation)
+    run.errors += 1
+    run.failed_code.setdefault(rejected.code.strip(), run.step)
+    return rejected
 
 
 async def _peek_assigned(run: _Run, code: str, result: sandbox_types.ExecutionResult) -> str:

@@ -21,9 +21,11 @@ from thinkbox.agent import prompts
 from thinkbox.agent.actions import Action
 from thinkbox.agent.events import (
     ActionParsed,
+    CodeRejected,
     CodeStarted,
     Event,
     ExecutionFinished,
+    FilesPreviewed,
     ParseFailed,
     RunStarted,
     StepStarted,
@@ -97,6 +99,13 @@ def recorded_state(events: Sequence[Event]) -> RecordedState:
         elif isinstance(event, CodeStarted):
             state.pending = action
             language = event.language
+        elif isinstance(event, FilesPreviewed):
+            _add_user(state.messages, event.text)
+        elif isinstance(event, CodeRejected):  # a failed step whose code did not run
+            _add_user(state.messages, event.observation)
+            state.errors += 1
+            state.failed_code.setdefault(event.code.strip(), event.step)
+            state.pending = None
         elif isinstance(event, ExecutionFinished):
             _add_user(state.messages, event.observation)
             ok = event.result.ok

@@ -19,13 +19,16 @@ from rich.text import Text
 
 from thinkbox.agent.events import (
     ActionParsed,
+    CodeRejected,
     CodeStarted,
     DisplayProduced,
     Event,
     ExecutionFinished,
+    FilesPreviewed,
     FinalAnswer,
     LimitReached,
     NetworkRequest,
+    Notice,
     OutputChunk,
     ParseFailed,
     RouteChosen,
@@ -170,6 +173,27 @@ class Renderer:
         title = "executing" if e.language == "py" else f"executing ({e.language})"
         self.console.print(Panel(code, title=title, title_align="left", border_style="cyan"))
 
+    def _on_files_previewed(self, e: FilesPreviewed) -> None:
+        line = terminal_safe(f"files described to the model: {', '.join(e.files)}")
+        self.console.print(Text(line, style="dim"), soft_wrap=True)
+
+    def _on_code_rejected(self, e: CodeRejected) -> None:
+        code = Syntax(terminal_safe(e.code), "python", theme="ansi_dark", background_color="default",
+                      word_wrap=True)  # fmt: skip
+        self.console.print(Panel(code, title="not run", title_align="left", border_style="yellow"))
+        for problem in e.problems:
+            self.console.print(Text(terminal_safe(f"✗ {problem}"), style="bold yellow"), soft_wrap=True)
+
+    def _on_notice(self, e: Notice) -> None:
+        if e.kind == "docs":
+            head, _, body = e.message.partition("\n")
+            self.console.print(Text("docs ", style="bold") + Text(terminal_safe(body or head), style="dim"))
+        elif e.kind == "repeat":
+            text = "↻ the same code and output as an earlier step: not shown to the model again"
+            self.console.print(Text(text, style="yellow"))
+        else:
+            self.console.print(Text(terminal_safe(f"note: {e.message}"), style="dim yellow"), soft_wrap=True)
+
     def _on_output_chunk(self, e: OutputChunk) -> None:
         self._write(e.text, "red" if e.name == "stderr" else "")
 
@@ -230,6 +254,8 @@ class Renderer:
     def _on_run_finished(self, e: RunFinished) -> None:
         steps = f"{e.steps} step{'s' if e.steps != 1 else ''}"
         line = f"{steps} · {e.duration_s:.1f} s · {e.tokens:,} tokens · run {e.run_id}"
+        if e.feedback:
+            line += " · " + ", ".join(f"{k} {v}" for k, v in e.feedback.items())
         self.console.print(Text(line, style="dim"))
 
 

@@ -24,11 +24,13 @@ from typing import Literal
 
 from thinkbox.agent.events import (
     ActionParsed,
+    CodeRejected,
     DisplayProduced,
     Event,
     ExecutionFinished,
     FinalAnswer,
     LimitReached,
+    Notice,
     OutputChunk,
     ParseFailed,
     RunError,
@@ -122,6 +124,10 @@ class ChatRender:
             return await self._display(event), ""
         if isinstance(event, ExecutionFinished):
             return self._finished(event), ""
+        if isinstance(event, CodeRejected):
+            return f"\n(not run: {trim('; '.join(event.problems), 500)})\n", ""
+        if isinstance(event, Notice) and event.kind in ("docs", "repeat"):
+            return f"\n({trim(event.message, 500)})\n", ""
         if isinstance(event, RunResumed):
             return f"\n(the server restarted; the run went on: {event.message or 'resumed'})\n", ""
         return self._end(event)

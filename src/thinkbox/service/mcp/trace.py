@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from thinkbox.agent.events import (
     ActionParsed,
+    CodeRejected,
     DisplayProduced,
     Event,
     ExecutionFinished,
@@ -92,6 +93,9 @@ class Trace:
                 self.images.append((mime, event.mime[mime]))
         elif isinstance(event, ExecutionFinished):
             return self._executed(event)
+        elif isinstance(event, CodeRejected):
+            self._at(event.step).error = trim("not run: " + "; ".join(event.problems), OUTPUT_CHARS)
+            return f"step {event.step}: the code was not run (a check found a problem)"
         elif isinstance(event, LimitReached | RunError):
             self.message = event.message
         elif isinstance(event, RunFinished):

@@ -164,6 +164,33 @@ export class RunView {
     else this.body.append(el);
   }
 
+  on_files_previewed(e) {
+    const text = h("pre", { class: "output" }, e.text || "");
+    this.body.append(h("details", { class: "note", testid: "files-previewed" },
+      h("summary", {}, `The model was shown the structure of ${(e.files || []).join(", ")}`), text));
+  }
+
+  on_code_rejected(e) {
+    const step = this.step(e.step);
+    this.showCode(step, e.code);
+    const problems = (e.problems || []).join("\n");
+    step.extras.append(h("pre", { class: "error", testid: "step-rejected" }, `Not run: a check found\n${problems}`));
+    this.footer(step, e.ts);
+  }
+
+  on_notice(e) {
+    const step = e.step ? this.step(e.step) : null;
+    if (e.kind === "docs") {
+      const el = h("details", { class: "note", testid: "step-docs" }, h("summary", {}, "Documentation shown to the model"),
+        h("pre", { class: "output" }, e.message));
+      (step ? step.extras : this.body).append(el);
+    } else if (e.kind === "repeat") {
+      this.note("The same code and output as an earlier step: the model was asked for the answer or another approach.", step);
+    } else {
+      this.note(e.message, step);
+    }
+  }
+
   footer(step, ts, codeMs) {
     if (step.footer) step.footer.remove();
     const parts = [];
