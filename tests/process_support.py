@@ -52,3 +52,27 @@ def still_alive(pids: list[int], within_s: float) -> list[int]:
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     return [pid for pid in pids if alive(pid)]
+
+
+def scan_memory(pid: int, needles: list[bytes]) -> tuple[set[bytes], int]:
+    """Which ``needles`` occur in the readable memory of ``pid``, read from this (root) process through
+    /proc/PID/mem, and how many bytes were read. A failure to open the memory raises: not being able to
+    look is no answer (callers also check that enough was read)."""
+    found: set[bytes] = set()
+    scanned = 0
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read().splitlines()
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            if "r" not in perms or hi - lo > 1 << 30 or line.endswith("[vvar]"):
+                continue
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except OSError:
+                continue  # a guard page
+            scanned += len(data)
+            found.update(n for n in needles if n in data)
+    return found, scanned

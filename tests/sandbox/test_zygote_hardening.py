@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from sandbox_support import start_backend
 
+from process_support import scan_memory
 from thinkbox.errors import SandboxUnavailable
 from thinkbox.sandbox.confine import cgroups, uids
 from thinkbox.sandbox.session import Session
@@ -50,29 +51,6 @@ async def _report(session: Session, code: str) -> object:
     return ast.literal_eval(result.result)
 
 
-def _scan_host_side(pid: int, needles: list[bytes]) -> tuple[set[bytes], int]:
-    """Which ``needles`` occur in the readable memory of ``pid`` (read from this process), and how many
-    bytes were read. Any failure to open the memory fails the test: not being able to look is no answer."""
-    found: set[bytes] = set()
-    scanned = 0
-    with open(f"/proc/{pid}/maps") as f:
-        maps = f.read().splitlines()
-    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            addr, perms = line.split()[:2]
-            lo, hi = (int(x, 16) for x in addr.split("-"))
-            if "r" not in perms or hi - lo > 1 << 30 or line.endswith("[vvar]"):
-                continue
-            try:
-                mem.seek(lo)
-                data = mem.read(hi - lo)
-            except OSError:
-                continue  # e.g. a guard page
-            scanned += len(data)
-            found.update(n for n in needles if n in data)
-    return found, scanned
-
-
 # -- 1. freed zygote memory ------------------------------------------------------------------------
 async def test_a_sessions_environment_and_id_never_reach_the_zygote_or_later_sessions(
     backend: ZygoteBackend,
@@ -88,13 +66,13 @@ async def test_a_sessions_environment_and_id_never_reach_the_zygote_or_later_ses
         needles = [canary.encode(), first.id.encode()]
         assert first.process is not None
         # positive control: the scanner finds the canary where it must be
-        hits, _ = _scan_host_side(first.process.host_pids()[0], needles)
+        hits, _ = scan_memory(first.process.host_pids()[0], needles)
         assert canary.encode() in hits, "the scan does not see the canary even in its own session"
         pids = {"zygote": backend.zygote_pid}
         pids |= {f"later session {i}": s.process.host_pids()[0] for i, s in enumerate(later) if s.process}
         for name, pid in pids.items():
             assert pid is not None
-            hits, scanned = _scan_host_side(pid, needles)
+            hits, scanned = scan_memory(pid, needles)
             assert scanned > 20 * 1024 * 1024, f"only {scanned} bytes of the {name} could be read"
             assert not hits, f"the first session's {sorted(hits)} was found in the memory of the {name}"
         embryo_bytes = 0  # the prepared sessions: their interpreters, inits and sleeps
@@ -103,7 +81,7 @@ async def test_a_sessions_environment_and_id_never_reach_the_zygote_or_later_ses
                 break
             await asyncio.sleep(0.05)
         for pid in backend.idle_pids():
-            hits, scanned = _scan_host_side(pid, needles)
+            hits, scanned = scan_memory(pid, needles)
             embryo_bytes += scanned
             assert not hits, f"the first session's {sorted(hits)} was found in prepared session {pid}"
         assert backend.embryos == 0 or embryo_bytes > 20 * 1024 * 1024, embryo_bytes

@@ -93,26 +93,3 @@ def everything(top="/workspace"):
 """
 """Defines ``probe(path, how)``: what the session gets (content, names, or the error's type), and
 ``everything()``: every file below /workspace the session can find by walking, with its content."""
-
-
-def scan_memory(pid: int, needles: list[bytes]) -> tuple[set[bytes], int]:
-    """Which ``needles`` occur in the readable memory of ``pid``, read from this (root) process, and how
-    many bytes were read."""
-    found: set[bytes] = set()
-    scanned = 0
-    with open(f"/proc/{pid}/maps") as f:
-        maps = f.read().splitlines()
-    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            addr, perms = line.split()[:2]
-            lo, hi = (int(x, 16) for x in addr.split("-"))
-            if "r" not in perms or hi - lo > 1 << 30 or line.endswith("[vvar]"):
-                continue
-            try:
-                mem.seek(lo)
-                data = mem.read(hi - lo)
-            except OSError:
-                continue
-            scanned += len(data)
-            found.update(n for n in needles if n in data)
-    return found, scanned

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from process_support import scan_memory
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.secrets.grant import SecretGrant, forms
 
@@ -58,29 +59,6 @@ def _status_body(stdout: str) -> tuple[int, str]:
     return int(first), rest.strip()
 
 
-def _scan(pid: int, needles: list[bytes]) -> tuple[set[bytes], int]:
-    """Which needles are in the readable memory of ``pid``, read from the host, and how many bytes were
-    read; failing to open the memory fails the test (not being able to look is no answer)."""
-    found: set[bytes] = set()
-    scanned = 0
-    with open(f"/proc/{pid}/maps") as f:
-        maps = f.read().splitlines()
-    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            addr, perms = line.split()[:2]
-            lo, hi = (int(x, 16) for x in addr.split("-"))
-            if "r" not in perms or hi - lo > 1 << 30 or line.endswith("[vvar]"):
-                continue
-            try:
-                mem.seek(lo)
-                data = mem.read(hi - lo)
-            except OSError:
-                continue  # a guard page
-            scanned += len(data)
-            found.update(n for n in needles if n in data)
-    return found, scanned
-
-
 async def test_a_session_calls_an_api_with_its_placeholder_and_never_holds_the_value(tmp_path: Path) -> None:
     value = "sk-live-" + secrets.token_hex(20)
     tls, ca_file = upstream_ca(tmp_path / "test-ca")
@@ -117,7 +95,7 @@ async def test_a_session_calls_an_api_with_its_placeholder_and_never_holds_the_v
                 needles = [f.encode() for f in forms(value)]
                 seen = set()
                 for pid in pids:
-                    found, scanned = _scan(pid, [*needles, placeholder.encode()])
+                    found, scanned = scan_memory(pid, [*needles, placeholder.encode()])
                     assert scanned > 1 << 20, f"read only {scanned} bytes of pid {pid}'s memory"
                     seen |= found
                 assert placeholder.encode() in seen, "the scan must see what the session does hold"

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from process_support import scan_memory
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.zygote.backend import ZygoteBackend
 from thinkbox.service.storage import FOLDER_ID, BadPath, Storage
 
-from .storage_support import BASE, PROBE, make_storage, open_as, scan_memory, start_backend, value
+from .storage_support import BASE, PROBE, make_storage, open_as, start_backend, value
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
