@@ -65,6 +65,11 @@ else
 fi
 
 say "installing ${wheels[0]##*/}"
-"$PY" -m pip install --disable-pip-version-check --force-reinstall --no-deps "${wheels[0]}"
+if "$PY" -m pip show -q llama-cpp-python >/dev/null 2>&1; then
+  # another build of the same version is installed: replace it, its dependencies stay
+  "$PY" -m pip install --disable-pip-version-check --force-reinstall --no-deps "${wheels[0]}"
+else
+  "$PY" -m pip install --disable-pip-version-check "${wheels[0]}"
+fi
 echo "$FLAVOUR" > "$MARK"
 "$PY" -c "import llama_cpp; print('[install_llama] llama-cpp-python', llama_cpp.__version__, 'ready')" >&2
