@@ -59,6 +59,7 @@ def test_an_answer_line_is_read_from_a_reply_in_text() -> None:
     assert final_line_answer("12 * 3 = 36\n36 + 4 = 40\nAnswer: 40") == "40"
     assert final_line_answer("First, Answer: 3 is wrong.\n**Final answer:** Monday") == "Monday"
     assert final_line_answer("40") == "40"
+    assert final_line_answer("9 * 5 = 45, so the product is \\(\\boxed{45}\\).") == "45"
 
 
 def test_the_fingerprint_changes_with_prompts_parameters_and_model(

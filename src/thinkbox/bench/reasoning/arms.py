@@ -36,7 +36,7 @@ DIRECT_SYSTEM = (
 )
 COT_SYSTEM = (
     "Answer the user's question. Reason step by step in plain text, writing out every intermediate "
-    "result; you cannot run code. Then check your result. End with a last line of the form "
+    "result. Do not write code: nothing runs it. Then check your result. End with a last line of the form "
     "'Answer: <the answer>'; when the answer is program code, end with the code instead."
 )
 CODE_HINT = (

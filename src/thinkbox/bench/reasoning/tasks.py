@@ -144,10 +144,14 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ANSWER_LINE = re.compile(r"^[\W_]*(?:final answer|answer)[*_\s]*[:=][*_\s]*(.+?)\s*$", re.I | re.M)
 
 
+_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
 def final_line_answer(text: str) -> str:
-    """What a reply in text gives as its answer: the content of its last ``Answer: ...`` line, else the
-    whole reply (which :func:`clean_answer` and the family's scorer then read)."""
-    found = _ANSWER_LINE.findall(text)
+    """What a reply in text gives as its answer: the content of its last ``Answer: ...`` line, else of
+    its last ``\\boxed{...}`` (the form math-tuned models end with), else the whole reply (which
+    :func:`clean_answer` and the family's scorer then read)."""
+    found = _ANSWER_LINE.findall(text) or _BOXED.findall(text)
     return str(found[-1]).strip() if found else text.strip()
 
 
