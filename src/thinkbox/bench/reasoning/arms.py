@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from thinkbox.agent import prompts
 from thinkbox.agent.events import CodeStarted, FinalAnswer, RunError, RunFinished
 from thinkbox.agent.loop import run_agent
+from thinkbox.bench.reasoning.report import Attempt
 from thinkbox.bench.reasoning.tasks import Item, final_line_answer
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
@@ -66,8 +67,9 @@ class Outcome:
     """The whole reply of an arm that answers in text (direct, cot), the answer being read from it."""
     agreed: bool | None = None
     """code:both: whether the Python and JavaScript answers agreed (None for other arms)."""
-    attempts: list[str | None] = field(default_factory=list)
-    """code:both: the answers of its attempts in order (Python, JavaScript, and the third when run)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """code:both: its attempts in order (Python, JavaScript, and the third when run); the runner scores
+    each."""
 
 
 Earlier = Callable[[Item, str], "Outcome | None"]

@@ -19,6 +19,7 @@ import re
 
 from thinkbox.bench.reasoning import arms
 from thinkbox.bench.reasoning.arms import ArmContext, Outcome
+from thinkbox.bench.reasoning.report import Attempt
 from thinkbox.bench.reasoning.tasks import Item, clean_answer, last_number_text
 
 LANGUAGE_ARMS = ("code:py", "code:js", "code:both")
@@ -101,8 +102,12 @@ async def code_both(item: Item, ctx: ArmContext) -> Outcome:
         from_session=final.from_session,
         notes=[n for r in runs for n in r.notes],
         agreed=agreed,
-        attempts=[r.answer for r in runs],
-    )
+        attempts=[
+            Attempt(language=lang, answer=r.answer, steps=r.steps, tokens=r.tokens, wall_s=round(r.wall_s, 3),
+                    stop=r.stop)
+            for lang, r in zip(("py", "js", "py"), runs, strict=False)
+        ],
+    )  # fmt: skip
 
 
 def _shown(answer: str | None) -> str:

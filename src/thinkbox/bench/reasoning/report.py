@@ -35,6 +35,19 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+class Attempt(BaseModel):
+    """One attempt of ``code:both``: a whole agent run in one language."""
+
+    language: str
+    answer: str | None
+    correct: bool = False
+    """Scored by the runner like any answer."""
+    steps: int
+    tokens: int
+    wall_s: float
+    stop: str
+
+
 class ItemResult(BaseModel):
     """One arm on one item: the cached unit (one JSON line of results.jsonl)."""
 
@@ -65,8 +78,8 @@ class ItemResult(BaseModel):
     """direct and cot: the whole reply the answer was read from."""
     agreed: bool | None = None
     """code:both: whether the Python and JavaScript answers agreed."""
-    attempts: list[str | None] = Field(default_factory=list)
-    """code:both: each attempt's answer (Python, JavaScript, and the third when they disagreed)."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """code:both: each attempt (Python, JavaScript, and the third when they disagreed)."""
     notes: list[str] = Field(default_factory=list)
 
 
@@ -229,6 +242,28 @@ def perfect_router(results: list[ItemResult]) -> dict[str, float]:
     }
 
 
+def first_attempts(rows: list[ItemResult]) -> dict[str, list[ItemResult]]:
+    """code:both's first attempt in each language, as rows of their own (``code:both[py]``,
+    ``code:both[js]``): what each language alone answered in that arm's runs."""
+    found: dict[str, list[ItemResult]] = {}
+    for r in rows:
+        seen: set[str] = set()
+        for a in r.attempts:
+            if a.language in seen:
+                continue
+            seen.add(a.language)
+            found.setdefault(a.language, []).append(
+                r.model_copy(
+                    update={
+                        "arm": f"code:both[{a.language}]", "answer": a.answer, "correct": a.correct,
+                        "steps": a.steps, "tokens": a.tokens, "wall_s": a.wall_s, "stop": a.stop,
+                        "agreed": None, "attempts": [],
+                    }
+                )
+            )  # fmt: skip
+    return found
+
+
 def build_report(
     results: list[ItemResult],
     *,
@@ -251,6 +286,8 @@ def build_report(
         if rows:
             kinds[family] = rows[0].kind
         table[family] = {arm: arm_stats(got) for arm in arms if (got := [r for r in rows if r.arm == arm])}
+        for language, attempt_rows in first_attempts(rows).items():
+            table[family][f"code:both[{language}]"] = arm_stats(attempt_rows)
     return Report(
         model=model,
         split=split,
@@ -286,6 +323,11 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
     lines += ["", *_agent_lines(report), "", "Arms:"]
     lines += [f"- `{arm}`: {ARM_PROMPTS.get(arm.partition(':')[0] if arm.startswith('router') else arm, arm)}"
               for arm in report.arms]  # fmt: skip
+    if "code:both" in report.arms:
+        lines.append(
+            "- `code:both[py]`, `code:both[js]`: code:both's first attempt in each language, scored alone "
+            "(the very requests code:py and code:js send)"
+        )
     lines += [
         "",
         "| family | kind | arm | accuracy % | 95 % interval | n | code used % | steps | tokens | s/item | "

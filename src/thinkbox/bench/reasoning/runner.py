@@ -255,6 +255,9 @@ async def run_reasoning_bench(
             nonlocal done
             outcome = await answer(arm, item, ctx, config)
             correct = await family.score(item, outcome.answer or "", checker) if outcome.answer else False
+            for attempt in outcome.attempts:  # code:both: each language's answer scored as well
+                if attempt.answer:
+                    attempt.correct = await family.score(item, attempt.answer, checker)
             result = _result(key, family, item, arm, outcome, correct, config, model.name, agent["id"])
             async with lock:
                 with results_path.open("a", encoding="utf-8") as f:
