@@ -81,6 +81,11 @@ def test_the_fingerprint_changes_with_prompts_parameters_and_model(
     changed = fingerprint(settings, "m")
     assert changed["prompts_sha"]["arms.COT_SYSTEM"] != base["prompts_sha"]["arms.COT_SYSTEM"]
     assert len(ids | {changed["id"]}) == 6
+    from thinkbox.bench.reasoning import fingerprint as fingerprint_module
+
+    monkeypatch.setattr(fingerprint_module, "git_commit", lambda: "0123456789ab")
+    recommitted = fingerprint(settings, "m")  # a commit of docs or tests changes no answer
+    assert recommitted["git_commit"] == "0123456789ab" and recommitted["id"] == changed["id"]
 
 
 @session_loop

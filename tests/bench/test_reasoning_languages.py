@@ -51,7 +51,7 @@ def test_answers_agree_when_the_benchmark_would_read_them_alike() -> None:
 
 def test_the_javascript_arms_refuse_a_family_whose_answer_is_a_python_program() -> None:
     for arm in ("code:js", "code:both"):
-        with pytest.raises(ConfigError, match=r"humaneval.*fix --families or --arms"):
+        with pytest.raises(ConfigError, match=rf"arm {arm} cannot answer humaneval: .* in py"):
             check_config(BenchConfig(families=["products", "humaneval"], arms=["direct", arm]))
     check_config(BenchConfig(families=["humaneval"], arms=["code:py"]))
 

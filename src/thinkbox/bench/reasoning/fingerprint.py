@@ -7,8 +7,11 @@ them) is part of every cached result's key: a change to any of them starts a fre
 of mixing old and new ones. The report shows the parts, so a reader can tell which version produced it.
 
 The code's identity is a hash of the source files that decide answers (the agent, the model backends, the
-benchmark itself, the settings), and the git commit when the package runs from a checkout (``+dirty`` when
-the package's files have uncommitted changes, which the source hash then tells apart).
+benchmark itself, the settings). The git commit, when the package runs from a checkout (``+dirty`` when the
+package's files have uncommitted changes), is shown in the report but left out of ``id``: a commit of
+documentation or tests does not change an answer, and keying on it made every such commit start the
+results afresh (an interrupted run could no longer resume); the source hash already tells code versions
+apart, committed or not.
 """
 
 from __future__ import annotations
@@ -124,5 +127,6 @@ def agent_fingerprint(
         "agent": settings.agent.model_dump(mode="json"),
         "sandbox_timeout_s": settings.sandbox.limits.timeout_s,
     }
-    parts["id"] = _sha(json.dumps(parts, sort_keys=True, default=str))
+    keyed = {k: v for k, v in parts.items() if k != "git_commit"}
+    parts["id"] = _sha(json.dumps(keyed, sort_keys=True, default=str))
     return parts

@@ -103,6 +103,8 @@ def program(problem: dict[str, Any], answer: str) -> str:
 class HumanEval:
     name = "humaneval"
     kind: Kind = "code"
+    answer_language = "py"
+    """The language of the program the answer is (the JavaScript arms refuse other languages')."""
 
     def __init__(self, timeout_s: float = 10.0) -> None:
         self.timeout_s = timeout_s

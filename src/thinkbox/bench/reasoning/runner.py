@@ -188,12 +188,14 @@ def check_config(config: BenchConfig) -> dict[str, Family]:
             f"--router), or another router design side by side: {','.join(designs)}"
         )
     families = {name: get_family(name) for name in config.families}
-    js_arms = [a for a in config.arms if a in ("code:js", "code:both")]
-    programs = [name for name, family in families.items() if family.kind == "code"]
-    if js_arms and programs:
+    programs = {name: getattr(f, "answer_language", "py") for name, f in families.items() if f.kind == "code"}
+    refused = [(a, name) for a in config.arms for name, lang in programs.items()
+               if a == "code:both" or (a == "code:js" and lang != "js")]  # fmt: skip
+    if refused:
+        arm, name = refused[0]
         raise ConfigError(
-            f"arm(s) {', '.join(js_arms)} answer values, and {', '.join(programs)} asks for a Python "
-            "program (its tests are Python): fix --families or --arms (code:py runs there)"
+            f"arm {arm} cannot answer {name}: it asks for a program in {programs[name]} (code:both compares "
+            "values, code:js writes JavaScript); fix --families or --arms"
         )
     router.get_router(config.router)
     keys = [config.arm_key(a) for a in config.arms]
