@@ -67,6 +67,7 @@ def test_the_command_prints_the_json_report_and_writes_its_files(tmp_path: Path)
     assert data["summary"]["code_minus_direct_pp"] == 100.0
     assert data["command"].startswith("thinkbox bench reasoning --families products")
     assert data["router"] == DEFAULT_ROUTER  # the command's default is the library's
+    assert data["split"] == "dev" and data["seed"] == 5 and data["agent"]["id"]  # --seed overrides dev's 0
     assert {p.name for p in out.iterdir()} == {"results.jsonl", "report.json", "report.md", "chart.png"}
 
 
@@ -85,3 +86,17 @@ def test_an_unknown_family_exits_2_naming_the_flag(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "no_such_family" in proc.stderr and "--families" in proc.stderr
+
+
+def test_an_unknown_split_exits_2_naming_the_flag(tmp_path: Path) -> None:
+    proc = bench(tmp_path, "--split", "holdout", "--out", str(tmp_path), script=[], backend="zygote")
+    assert proc.returncode == 2
+    assert "holdout" in proc.stderr and "--split" in proc.stderr
+
+
+def test_the_help_names_the_splits_and_every_arm() -> None:
+    proc = subprocess.run([str(THINKBOX), "bench", "reasoning", "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    help_text = " ".join(proc.stdout.split())
+    assert "--split" in help_text and "seed 7331" in help_text
+    assert all(arm in help_text for arm in ("cot", "code:py", "code:js", "code:both"))

@@ -30,44 +30,14 @@ from thinkbox.bench.reasoning.runner import (
 )
 from thinkbox.bench.reasoning.tasks import Item, get_family
 from thinkbox.config import Settings
-from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, Usage
 from thinkbox.models.scripted import ScriptedModel
-from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.pool import SessionPool
 from thinkbox.sandbox.types import Limits, SessionConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 Z = 1.959964
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def backend() -> AsyncIterator[SandboxBackend]:
-    wanted = os.environ.get("THINKBOX_TEST_BACKEND")
-    reasons = []
-    for name in [wanted] if wanted else ["zygote", "bwrap"]:
-        try:
-            found = registry.create_backend(name)
-            await found.start()
-            break
-        except (ThinkboxError, ImportError, OSError) as exc:
-            reasons.append(f"{name}: {exc}")
-    else:
-        pytest.skip("no sandbox backend runs here: " + "; ".join(reasons))
-    try:
-        yield found
-    finally:
-        await found.aclose()
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        cache_dir=tmp_path / "cache",
-        sandbox={"limits": Limits(timeout_s=10.0, kill_grace_s=1.0)},  # type: ignore[arg-type]
-    )
 
 
 # -- scripted replies: products is a family where the scripted code arm wins, recall one where it loses --
@@ -101,10 +71,12 @@ def replies_for(item: Item, arm: str) -> list[Any]:
 
 
 def script(config: BenchConfig, skip: set[str] | None = None) -> list[Any]:
-    """The replies in the order the runner asks for them, less those of cached runs."""
+    """The replies in the order the runner asks for them, less those of cached runs (``skip``: their keys;
+    the agent fingerprint, a key's last part, is left out of the comparison)."""
     replies: list[Any] = []
-    for _family, item, arm, key in plan(config, check_config(config), "scripted"):
-        if key not in (skip or set()):
+    done = {k.rpartition("/")[0] for k in skip or set()}
+    for _family, item, arm, key in plan(config, check_config(config), "scripted", "agent"):
+        if key.rpartition("/")[0] not in done:
             replies.extend(replies_for(item, arm))
     return replies
 

@@ -15,8 +15,7 @@ from thinkbox.sandbox.types import ExecutionResult, FileInfo
 SYSTEM_PROMPT = """\
 You answer questions by thinking in Python. You have a persistent Python session: variables and imports \
 stay between steps. Installed: numpy, pandas, matplotlib, openpyxl, networkx, sympy and the standard \
-library (networkx: nx.shortest_path_length(G, a, b, weight="weight") is a weighted distance). No internet: \
-pip cannot install anything. The working directory is /workspace.
+library. No internet: pip cannot install anything. The working directory is /workspace.
 {files}
 
 Reply with ONE JSON object and nothing else:
@@ -47,8 +46,9 @@ NameError: name 'price' is not defined
 User: Output:
 351.82
 {{"thought": "The output is 351.82.", "action": "provide_answer", "code": "", "final_answer": "351.82"}}
-User: What is the capital of France?
-{{"thought": "A well-known fact.", "action": "provide_answer", "code": "", "final_answer": "Paris"}}"""
+User: Who wrote the play Hamlet?
+{{"thought": "A well-known fact.", "action": "provide_answer", "code": "", \
+"final_answer": "William Shakespeare"}}"""
 
 ACTION_TEMPLATE = (
     '{"thought": "...", "action": "execute_code", "code": "...", "final_answer": ""} or '

@@ -202,12 +202,18 @@ def bench_reasoning(
         None, "--families", help="Comma-separated: thinkbox's own families or any reasoning-gym dataset."
     ),
     n: int | None = typer.Option(None, "--n", min=1, help="Items per family (default 20; --quick: 3)."),
-    seed: int = typer.Option(0, "--seed"),
+    split: str = typer.Option(
+        "dev",
+        "--split",
+        help="dev: seed 0, the items prompts are tuned on; test: seed 7331, held out (report these).",
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Overrides the split's seed."),
     difficulty: int = typer.Option(2, "--difficulty", min=1, max=3, help="1 easy, 2 medium, 3 hard."),
     arms: str = typer.Option(
         "direct,code,router",
         "--arms",
-        help="Comma-separated: direct, code, router; router:DESIGN runs another router design side by side.",
+        help="Comma-separated: direct, cot, code, code:py, code:js, code:both, router; router:DESIGN runs "
+        "another router design side by side.",
     ),
     router: str | None = typer.Option(
         None,
@@ -247,11 +253,14 @@ def bench_reasoning(
 
     err = Console(stderr=True)
     chosen = families.split(",") if families else list(QUICK_FAMILIES if quick else DEFAULT_FAMILIES)
+    if split not in ("dev", "test"):
+        print(f"thinkbox bench reasoning: unknown split {split!r}; fix --split: dev or test", file=sys.stderr)
+        raise typer.Exit(2)
     try:
         settings = load_settings(**({"model": {"name": model}} if model else {}))
         config = BenchConfig(
-            families=[f.strip() for f in chosen if f.strip()], n=n or (QUICK_N if quick else 20), seed=seed,
-            difficulty=difficulty, arms=[a.strip() for a in arms.split(",") if a.strip()],
+            families=[f.strip() for f in chosen if f.strip()], n=n or (QUICK_N if quick else 20), split=split,
+            seed=seed, difficulty=difficulty, arms=[a.strip() for a in arms.split(",") if a.strip()],
             **({"router": router} if router else {}),
             jobs=jobs, out=Path(out) if out else settings.data_dir / "bench" / "reasoning",
         )  # fmt: skip

@@ -1,8 +1,12 @@
 """The arms: the same model answers the same item in different ways.
 
-- ``direct``: one model call, no tools, a plain prompt asking for the answer only (files are inlined);
+- ``direct``: one model call, no tools, as a plain chat would answer: it may reason briefly, then ends
+  with an ``Answer:`` line (files are inlined; the item's answer budget, :attr:`Item.answer_tokens`);
+- ``cot``: one model call, no tools, told to reason step by step in text (no code runs) with the budget
+  of one agent step (``model.max_tokens``), then an ``Answer:`` line;
 - ``code``: the agent (:func:`run_agent`) in a fresh sandbox session, told to work the answer out in
-  Python;
+  code (agent.language);
+- ``code:py``, ``code:js``, ``code:both``: the agent in one language, or both compared (``languages.py``);
 - ``router``: the agent or the model decides per question whether code helps (``router.py``).
 
 Each returns an :class:`Outcome` (data). A failure of the machinery (model endpoint down, sandbox gone)
@@ -19,7 +23,8 @@ from dataclasses import dataclass, field
 from thinkbox.agent import prompts
 from thinkbox.agent.events import CodeStarted, FinalAnswer, RunError, RunFinished
 from thinkbox.agent.loop import run_agent
-from thinkbox.bench.reasoning.tasks import Item
+from thinkbox.bench.reasoning.report import Attempt
+from thinkbox.bench.reasoning.tasks import Item, final_line_answer
 from thinkbox.config import Settings
 from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import Message, ModelBackend, ModelRequest, complete
@@ -27,8 +32,13 @@ from thinkbox.sandbox.pool import SessionPool
 from thinkbox.sandbox.session import Session
 
 DIRECT_SYSTEM = (
-    "Answer the user's question. Think silently; reply with the final answer only, no explanation, "
-    "no working."
+    "Answer the user's question. You may think briefly first. End with a last line of the form "
+    "'Answer: <the answer>'; when the answer is program code, end with the code instead."
+)
+COT_SYSTEM = (
+    "Answer the user's question. Reason step by step in plain text, writing out every intermediate "
+    "result. Do not write code: nothing runs it. Then check your result. End with a last line of the form "
+    "'Answer: <the answer>'; when the answer is program code, end with the code instead."
 )
 CODE_HINT = (
     "\n\nFor every question in this session: work the answer out with Python (execute_code) before you "
@@ -57,6 +67,13 @@ class Outcome:
     """For the router: tokens its decisions cost (included in ``tokens``)."""
     route_s: float = 0.0
     """For the router: seconds its decisions took (included in ``wall_s``)."""
+    reply: str | None = None
+    """The whole reply of an arm that answers in text (direct, cot), the answer being read from it."""
+    agreed: bool | None = None
+    """code:both: whether the Python and JavaScript answers agreed (None for other arms)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """code:both: its attempts in order (Python, JavaScript, and the third when run); the runner scores
+    each."""
 
 
 Earlier = Callable[[Item, str], "Outcome | None"]
@@ -91,40 +108,68 @@ def with_files(item: Item) -> str:
     return "\n".join(parts)
 
 
-async def direct(item: Item, ctx: ArmContext, *, system: str = DIRECT_SYSTEM) -> Outcome:
+def text_answer(item: Item, text: str) -> str:
+    """The answer in a reply written in text: the whole reply when it holds the program the item asks
+    for (HumanEval), else its last ``Answer:`` line (the whole reply when there is none)."""
+    if item.answer_pattern and re.search(item.answer_pattern, text):
+        return text.strip()
+    return final_line_answer(text)
+
+
+async def in_text(item: Item, ctx: ArmContext, *, system: str, max_tokens: int, route: str) -> Outcome:
+    """One model call without tools; the reply's answer is read by :func:`text_answer`."""
     started = time.monotonic()
     messages: list[Message] = [
         {"role": "system", "content": system},
         {"role": "user", "content": with_files(item)},
     ]
-    model = ctx.settings.model
-    limit = min(model.max_tokens, item.answer_tokens)
-    request = ModelRequest(messages=messages, max_tokens=limit, temperature=model.temperature)
+    temperature = ctx.settings.model.temperature
+    request = ModelRequest(messages=messages, max_tokens=max_tokens, temperature=temperature)
     reply = await complete(ctx.model, request)
-    return Outcome(
-        answer=reply.text.strip(),
+    outcome = Outcome(
+        answer=text_answer(item, reply.text),
         steps=1,
         tokens=reply.usage.total,
         wall_s=time.monotonic() - started,
-        route="direct",
+        route=route,
+        reply=reply.text,
     )
+    if reply.finish_reason == "length":
+        outcome.notes.append(f"the reply reached its limit of {max_tokens} tokens")
+    return outcome
 
 
-async def agent(item: Item, ctx: ArmContext, *, hint: str = "", question: str | None = None) -> Outcome:
-    """The agent in a fresh session with the item's files; ``hint`` is appended to the system prompt."""
+async def direct(item: Item, ctx: ArmContext, *, system: str | None = None) -> Outcome:
+    limit = min(ctx.settings.model.max_tokens, item.answer_tokens)
+    return await in_text(item, ctx, system=system or DIRECT_SYSTEM, max_tokens=limit, route="direct")
+
+
+async def cot(item: Item, ctx: ArmContext) -> Outcome:
+    """Chain of thought: the budget of one agent step (model.max_tokens), no code."""
+    return await in_text(item, ctx, system=COT_SYSTEM, max_tokens=ctx.settings.model.max_tokens, route="cot")
+
+
+async def agent(
+    item: Item, ctx: ArmContext, *, hint: str = "", question: str | None = None, language: str | None = None
+) -> Outcome:
+    """The agent in a fresh session with the item's files; ``hint`` is appended to the system prompt.
+    ``language``: the agent's language for this run (py, js, sh, auto); None: agent.language."""
     started = time.monotonic()
     outcome = Outcome(answer=None, route="agent")
+    settings = ctx.settings
+    if language is not None and language != settings.agent.language:
+        agent_settings = settings.agent.model_copy(update={"language": language})
+        settings = settings.model_copy(update={"agent": agent_settings})
     async with ctx.pool.lease() as session:
         for name, data in item.files.items():
             await session.put_file(name, data)
-        history: list[Message] = [
-            {"role": "system", "content": prompts.system_prompt(await session.list_files()) + hint}
-        ]
+        system = prompts.system_prompt(await session.list_files(), settings.agent.language) + hint
+        history: list[Message] = [{"role": "system", "content": system}]
         async for event in run_agent(
             question or item.question,
             model=ctx.model,
             session=session,
-            settings=ctx.settings,
+            settings=settings,
             history=history,
         ):
             if isinstance(event, CodeStarted):

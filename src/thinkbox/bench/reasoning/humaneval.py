@@ -11,8 +11,10 @@ The 1.5B model writes the function, tests it, and then answers with the value it
 answers traced), even when told that the answer is the function; results mark such answers
 (``from_session``).
 
-Difficulty: the problems sorted by the length of their reference solution, in thirds (short / medium /
-long); items are a seeded sample of that third.
+Splits: the 164 problems are shuffled once with a fixed seed (:data:`SPLIT_SEED`) and cut in half: the
+first half is the development split, the second the test split (:func:`split_of` of the run's seed).
+Difficulty: the split's problems sorted by the length of their reference solution, in thirds (short /
+medium / long); items are a seeded sample of that third.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 import textwrap
 from typing import Any
 
-from thinkbox.bench.reasoning.tasks import Checker, Item, Kind, check_difficulty
+from thinkbox.bench.reasoning.tasks import Checker, Item, Kind, check_difficulty, split_of
 from thinkbox.errors import ConfigError
 
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
@@ -58,6 +60,17 @@ del _thinkbox_session_source
 """
 
 
+SPLIT_SEED = "humaneval-split-v1"
+
+
+def split_problems(split: str) -> list[dict[str, Any]]:
+    """The problems of ``split`` (dev: the first half of the fixed shuffle, test: the second)."""
+    shuffled = sorted(problems(), key=lambda p: p["task_id"])
+    random.Random(SPLIT_SEED).shuffle(shuffled)
+    half = len(shuffled) // 2
+    return shuffled[:half] if split == "dev" else shuffled[half:]
+
+
 @functools.cache
 def problems() -> tuple[dict[str, Any], ...]:
     try:
@@ -90,13 +103,16 @@ def program(problem: dict[str, Any], answer: str) -> str:
 class HumanEval:
     name = "humaneval"
     kind: Kind = "code"
+    answer_language = "py"
+    """The language of the program the answer is (the JavaScript arms refuse other languages')."""
 
     def __init__(self, timeout_s: float = 10.0) -> None:
         self.timeout_s = timeout_s
 
     def items(self, n: int, seed: int, difficulty: int) -> list[Item]:
         level = check_difficulty(difficulty)
-        ranked = sorted(problems(), key=lambda p: (len(p["canonical_solution"]), p["task_id"]))
+        own = split_problems(split_of(seed))
+        ranked = sorted(own, key=lambda p: (len(p["canonical_solution"]), p["task_id"]))
         third = len(ranked) // 3
         band = ranked[third * (level - 1) : third * level if level < 3 else len(ranked)]
         chosen = random.Random(f"humaneval:{seed}:{difficulty}").sample(band, min(n, len(band)))

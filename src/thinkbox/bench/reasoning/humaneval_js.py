@@ -130,6 +130,7 @@ def defines(entry: str) -> str:
 class HumanEvalJs:
     name = "humaneval_js"
     kind: Kind = "code"
+    answer_language = "js"
 
     def __init__(self, timeout_s: float = 20.0) -> None:
         self.timeout_s = timeout_s

@@ -6,6 +6,10 @@ Summary figures (percentage points, None when an arm is missing):
   accuracy(code) - accuracy(direct);
 - ``router_worst_gap_pp``: the largest shortfall of the router below the better of direct and code on any
   family, controls included (the target is <= 2; negative means the router beat both everywhere).
+
+The report names the split and seed the items came from and the agent's fingerprint (``fingerprint.py``),
+and says what each arm was asked (:data:`ARM_PROMPTS`). For ``code:both`` it gives the agreement rate of
+the two languages and the accuracy when they agreed and when they did not.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +35,19 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+class Attempt(BaseModel):
+    """One attempt of ``code:both``: a whole agent run in one language."""
+
+    language: str
+    answer: str | None
+    correct: bool = False
+    """Scored by the runner like any answer."""
+    steps: int
+    tokens: int
+    wall_s: float
+    stop: str
+
+
 class ItemResult(BaseModel):
     """One arm on one item: the cached unit (one JSON line of results.jsonl)."""
 
@@ -37,7 +55,10 @@ class ItemResult(BaseModel):
     family: str
     kind: str
     arm: str
+    split: str = "dev"
     seed: int
+    agent: str = ""
+    """The agent fingerprint's id (part of ``key``)."""
     difficulty: int
     index: int
     model: str
@@ -57,6 +78,13 @@ class ItemResult(BaseModel):
     """Router only: tokens of its decisions (included in ``tokens``)."""
     route_s: float = 0.0
     """Router only: seconds of its decisions (included in ``wall_s``)."""
+    reply: str | None = None
+    """direct and cot: the whole reply the answer was read from."""
+    agreed: bool | None = None
+    """code:both: whether the Python and JavaScript answers agreed."""
+    attempts: list[Attempt] = Field(default_factory=list)
+    """code:both: each attempt (Python, JavaScript, and the third when they disagreed)."""
+    notes: list[str] = Field(default_factory=list)
 
 
 class ArmStats(BaseModel):
@@ -69,6 +97,7 @@ class ArmStats(BaseModel):
     mean_steps: float
     mean_tokens: float
     mean_s: float
+    median_s: float = 0.0
     no_answer: int = Field(description="Items where the agent stopped at a limit without an answer.")
     routed_code: float | None = Field(None, description="Router only: share of items routed to code.")
     route_s: float | None = Field(
@@ -81,6 +110,12 @@ class ArmStats(BaseModel):
         0,
         description="Items whose answer is the code the agent left in its session (HumanEval), not its "
         "final answer (which was a tested value).",
+    )
+    agreement: float | None = Field(None, description="code:both: share of items where the languages agreed.")
+    agreed_n: int | None = Field(None, description="code:both: items where they agreed.")
+    accuracy_agreed: float | None = Field(None, description="code:both: accuracy where they agreed.")
+    accuracy_disagreed: float | None = Field(
+        None, description="code:both: accuracy where they disagreed (the third attempt's answer)."
     )
 
 
@@ -100,9 +135,29 @@ class Summary(BaseModel):
     )
 
 
+ARM_PROMPTS = {
+    "direct": "one model call, no tools: may reason briefly, ends with an 'Answer:' line (files inlined; "
+    "384 tokens, a program 768)",
+    "cot": "one model call, no tools: reasons step by step in text, ends with an 'Answer:' line (the budget "
+    "of one agent step, model.max_tokens)",
+    "code": "the agent in a sandbox session, told to work the answer out in code (agent.language)",
+    "code:py": "the agent in Python, told to work the answer out in Python",
+    "code:js": "the agent in JavaScript (Node.js), told to work the answer out in JavaScript",
+    "code:both": "code:py and code:js, each in its own session; agreeing answers stand, else a third Python "
+    "attempt told both answers",
+    "router": "the router design of --router",
+}
+"""What each arm is asked, in words (the exact prompts are in arms.py and languages.py; their hashes in
+the agent fingerprint)."""
+
+
 class Report(BaseModel):
     model: str
+    split: str = "dev"
     seed: int
+    agent: dict[str, Any] = Field(
+        default_factory=dict, description="The agent fingerprint: prompts, model, parameters, code version."
+    )
     n: int
     difficulty: int
     arms: list[str]
@@ -123,6 +178,13 @@ def arm_stats(results: list[ItemResult]) -> ArmStats:
     def mean(values: list[float]) -> float:
         return round(statistics.fmean(values), 3) if values else 0.0
 
+    both = [r for r in results if r.agreed is not None]
+    agreed = [r for r in both if r.agreed]
+    disagreed = [r for r in both if not r.agreed]
+
+    def accuracy(rows: list[ItemResult]) -> float | None:
+        return round(sum(r.correct for r in rows) / len(rows), 4) if rows else None
+
     return ArmStats(
         accuracy=round(correct / n, 4) if n else 0.0,
         ci_low=round(low, 4),
@@ -133,11 +195,16 @@ def arm_stats(results: list[ItemResult]) -> ArmStats:
         mean_steps=mean([r.steps for r in results]),
         mean_tokens=mean([r.tokens for r in results]),
         mean_s=mean([r.wall_s for r in results]),
+        median_s=round(statistics.median(r.wall_s for r in results), 3) if results else 0.0,
         no_answer=sum(r.answer is None for r in results),
         routed_code=round(sum("code" in r for r in routed) / len(routed), 4) if routed else None,
         route_s=mean([r.route_s for r in results]) if routed else None,
         route_tokens=mean([r.route_tokens for r in results]) if routed else None,
         from_session=sum(r.from_session for r in results),
+        agreement=round(len(agreed) / len(both), 4) if both else None,
+        agreed_n=len(agreed) if both else None,
+        accuracy_agreed=accuracy(agreed),
+        accuracy_disagreed=accuracy(disagreed),
     )
 
 
@@ -187,11 +254,35 @@ def perfect_router(results: list[ItemResult]) -> dict[str, float]:
     }
 
 
+def first_attempts(rows: list[ItemResult]) -> dict[str, list[ItemResult]]:
+    """code:both's first attempt in each language, as rows of their own (``code:both[py]``,
+    ``code:both[js]``): what each language alone answered in that arm's runs."""
+    found: dict[str, list[ItemResult]] = {}
+    for r in rows:
+        seen: set[str] = set()
+        for a in r.attempts:
+            if a.language in seen:
+                continue
+            seen.add(a.language)
+            found.setdefault(a.language, []).append(
+                r.model_copy(
+                    update={
+                        "arm": f"code:both[{a.language}]", "answer": a.answer, "correct": a.correct,
+                        "steps": a.steps, "tokens": a.tokens, "wall_s": a.wall_s, "stop": a.stop,
+                        "agreed": None, "attempts": [],
+                    }
+                )
+            )  # fmt: skip
+    return found
+
+
 def build_report(
     results: list[ItemResult],
     *,
     model: str,
+    split: str = "dev",
     seed: int,
+    agent: dict[str, Any] | None = None,
     n: int,
     difficulty: int,
     arms: list[str],
@@ -207,9 +298,13 @@ def build_report(
         if rows:
             kinds[family] = rows[0].kind
         table[family] = {arm: arm_stats(got) for arm in arms if (got := [r for r in rows if r.arm == arm])}
+        for language, attempt_rows in first_attempts(rows).items():
+            table[family][f"code:both[{language}]"] = arm_stats(attempt_rows)
     return Report(
         model=model,
+        split=split,
         seed=seed,
+        agent=agent or {},
         n=n,
         difficulty=difficulty,
         arms=arms,
@@ -232,22 +327,31 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
     lines = [
         f"# thinkbox bench reasoning: {report.model}",
         "",
-        f"Seed {report.seed}, {report.n} items per family, difficulty {report.difficulty}, router design "
-        f"`{report.router}`, wall time {report.wall_s:.0f} s.",
+        f"Split `{report.split}` (seed {report.seed}), {report.n} items per family, difficulty "
+        f"{report.difficulty}, router design `{report.router}`, wall time {report.wall_s:.0f} s.",
     ]
     if report.command:
         lines += ["", f"Command: `{report.command}`"]
+    lines += ["", *_agent_lines(report), "", "Arms:"]
+    lines += [f"- `{arm}`: {ARM_PROMPTS.get(arm.partition(':')[0] if arm.startswith('router') else arm, arm)}"
+              for arm in report.arms]  # fmt: skip
+    if "code:both" in report.arms:
+        lines.append(
+            "- `code:both[py]`, `code:both[js]`: code:both's first attempt in each language, scored alone "
+            "(the very requests code:py and code:js send)"
+        )
     lines += [
         "",
-        "| family | kind | arm | accuracy % | 95 % interval | n | code used % | steps | tokens | s/item |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| family | kind | arm | accuracy % | 95 % interval | n | code used % | steps | tokens | s/item | "
+        "median s |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for family, by_arm in report.families.items():
         for arm, s in by_arm.items():
             lines.append(
                 f"| {family} | {report.kinds.get(family, '')} | {arm} | {_pct(s.accuracy)} | "
                 f"{_pct(s.ci_low)}-{_pct(s.ci_high)} | {s.n} | {_pct(s.code_rate)} | {s.mean_steps:.1f} | "
-                f"{s.mean_tokens:.0f} | {s.mean_s:.1f} |"
+                f"{s.mean_tokens:.0f} | {s.mean_s:.1f} | {s.median_s:.1f} |"
             )
     sm = report.summary
 
@@ -281,12 +385,38 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
     ]
     if cost:
         lines.append(f"- the router's own decisions per item (included in its figures): {'; '.join(cost)}")
+    for family, by_arm in report.families.items():
+        both = by_arm.get("code:both")
+        if both is not None and both.agreement is not None:
+            lines.append(
+                f"- code:both on {family}: the languages agreed on {both.agreed_n}/{both.n} items "
+                f"({_pct(both.agreement)} %); accuracy when they agreed {_maybe_pct(both.accuracy_agreed)}, "
+                f"when they did not (third attempt) {_maybe_pct(both.accuracy_disagreed)}"
+            )
     if sm.perfect_router_by_family:
         best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
         lines.append(f"- a router that always picked the right arm would reach: {best}")
     if chart:
         lines += ["", f"![accuracy by family and arm]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def _maybe_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{_pct(x)} %"
+
+
+def _agent_lines(report: Report) -> list[str]:
+    """The agent fingerprint in a few lines."""
+    a = report.agent
+    if not a:
+        return ["Agent fingerprint: not recorded."]
+    model = a.get("model", {})
+    return [
+        f"Agent fingerprint `{a.get('id')}`: thinkbox {a.get('thinkbox_version')}, commit "
+        f"{a.get('git_commit') or 'unknown'}, source {a.get('source_sha')}; model {model.get('name')} "
+        f"({model.get('provider')}, {model.get('identity')}), temperature {model.get('temperature')}, "
+        f"max_tokens {model.get('max_tokens')}; prompts hashed in report.json (agent.prompts_sha)."
+    ]
 
 
 def write_chart(report: Report, path: Path) -> None:

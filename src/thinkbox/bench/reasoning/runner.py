@@ -1,9 +1,15 @@
 """Run the arms over the families' items, cache each result, write the report.
 
-Every (family, difficulty, arm, seed, index, model) result is one JSON line in ``<out>/results.jsonl``,
-appended as soon as it is scored, so an interrupted run resumes where it stopped: items already there are
-not asked again. A failure of the machinery (model endpoint down, sandbox gone) stops the run with the
-error; run the same command again to resume.
+Every (family, difficulty, arm, seed, index, model, agent fingerprint) result is one JSON line in
+``<out>/results.jsonl``, appended as soon as it is scored, so an interrupted run resumes where it stopped:
+items already there are not asked again. The agent's fingerprint (``fingerprint.py``: prompts, model and
+its parameters, code version) is part of the key, so results of another agent version are never reused.
+
+``split`` picks the items: ``dev`` (seed 0, what prompts are tuned on) or ``test`` (seed 7331, held out);
+``seed`` overrides the split's seed.
+
+A failure of the machinery (model endpoint down, sandbox gone) stops the run with the error; run the same
+command again to resume.
 
 Items run one at a time against the local model (two model calls at once on a small machine only slow
 each other) and the scripted one (its replies come in order), ``jobs`` at a time against a remote
@@ -18,13 +24,15 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from thinkbox.bench.reasoning import arms, router
+from thinkbox.bench.reasoning import arms, languages, router
 from thinkbox.bench.reasoning.arms import ArmContext, Earlier, Outcome
+from thinkbox.bench.reasoning.fingerprint import agent_fingerprint, module_prompts
 from thinkbox.bench.reasoning.report import ItemResult, Report, build_report, markdown, write_chart
-from thinkbox.bench.reasoning.tasks import Family, Item, get_family
+from thinkbox.bench.reasoning.tasks import SPLITS, Family, Item, get_family
 from thinkbox.config import Settings
 from thinkbox.errors import ConfigError, ThinkboxError
 from thinkbox.models.base import ModelBackend
@@ -34,7 +42,8 @@ from thinkbox.sandbox.pool import SessionPool
 from thinkbox.sandbox.types import ExecutionResult, SessionConfig
 
 Progress = Callable[[str], None]
-ARMS = ("direct", "code", "router")
+ARMS = ("direct", "cot", "code", *languages.LANGUAGE_ARMS, "router")
+DEFAULT_ARMS = ("direct", "code", "router")
 DEFAULT_FAMILIES = (
     "products",
     "decimal_arithmetic",
@@ -65,15 +74,23 @@ class BenchConfig(BaseModel):
 
     families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES))
     n: int = Field(20, ge=1, description="Items per family.")
-    seed: int = 0
+    split: Literal["dev", "test"] = Field(
+        "dev", description="dev: seed 0, what prompts are tuned on; test: seed 7331, held out."
+    )
+    seed: int | None = Field(None, description="Overrides the split's seed.")
     difficulty: int = Field(2, ge=1, le=3)
-    arms: list[str] = Field(default_factory=lambda: list(ARMS))
+    arms: list[str] = Field(default_factory=lambda: list(DEFAULT_ARMS))
     router: str = router.DEFAULT_ROUTER
     jobs: int = Field(1, ge=1, description="Items at once (forced to 1 for the local model).")
     out: Path = Path("bench-reasoning")
 
     def arm_key(self, arm: str) -> str:
         return f"router:{self.router}" if arm == "router" else arm  # router:DESIGN is its own key
+
+    @property
+    def item_seed(self) -> int:
+        """The seed the items are drawn with: ``seed`` when given, else the split's."""
+        return SPLITS[self.split] if self.seed is None else self.seed
 
 
 class SandboxChecker:
@@ -104,33 +121,60 @@ def load_cache(path: Path) -> dict[str, ItemResult]:
     return cached
 
 
-def item_key(item: Item, arm_key: str, config: BenchConfig, model: str) -> str:
-    return f"{item.family}/d{config.difficulty}/{arm_key}/s{config.seed}/{item.index}/{model}"
+def item_key(item: Item, arm_key: str, config: BenchConfig, model: str, agent: str) -> str:
+    """A result's cache key; ``agent``: the agent fingerprint's id."""
+    return f"{item.family}/d{config.difficulty}/{arm_key}/s{config.item_seed}/{item.index}/{model}/{agent}"
+
+
+PLAIN_ARMS = {
+    "direct": arms.direct,
+    "cot": arms.cot,
+    "code": arms.code,
+    "code:py": languages.code_py,
+    "code:js": languages.code_js,
+    "code:both": languages.code_both,
+}
 
 
 async def answer(arm: str, item: Item, ctx: ArmContext, config: BenchConfig) -> Outcome:
-    if arm == "direct":
-        return await arms.direct(item, ctx)
-    if arm == "code":
-        return await arms.code(item, ctx)
+    if arm in PLAIN_ARMS:
+        return await PLAIN_ARMS[arm](item, ctx)
     design = arm.partition(":")[2] or config.router
     return await router.get_router(design)(item, ctx)
+
+
+def arm_prompts() -> dict[str, str]:
+    """Every prompt the arms may send besides the agent's system prompts: part of the fingerprint."""
+    return module_prompts(arms, languages, router)
+
+
+def fingerprint(settings: Settings, model: str, *, given_model: bool = False) -> dict[str, Any]:
+    """The agent fingerprint of a run (:func:`agent_fingerprint`) over every language's system prompt and
+    the arms' prompts."""
+    from thinkbox.agent import prompts
+
+    texts = {f"system.{lang}": prompts.system_prompt(language=lang) for lang in ("py", "js", "sh", "auto")}
+    return agent_fingerprint(settings, {**texts, **arm_prompts()}, model, given_model=given_model)
+
+
+def arm_order(arm: str) -> int:
+    return ARMS.index(arm) if arm in ARMS else ARMS.index(arm.partition(":")[0])
 
 
 Work = tuple[Family, Item, str, str]
 """(family, item, arm, cache key): one model answer to get and score."""
 
 
-def plan(config: BenchConfig, families: dict[str, Family], model: str) -> list[Work]:
-    """The runs in order: by family, then by arm (the router last), then
-    by item. Runs of one arm in a row share their prompt's prefix, which a local model keeps in its cache."""
+def plan(config: BenchConfig, families: dict[str, Family], model: str, agent: str) -> list[Work]:
+    """The runs in order: by family, then by arm (the router last), then by item. Runs of one arm in a
+    row share their prompt's prefix, which a local model keeps in its cache. ``agent``: the agent
+    fingerprint's id (part of every key)."""
     work: list[Work] = []
     for family in families.values():
-        items = family.items(config.n, config.seed, config.difficulty)
-        for arm in sorted(config.arms, key=lambda a: ARMS.index(a.partition(":")[0])):
-            work.extend(
-                (family, item, arm, item_key(item, config.arm_key(arm), config, model)) for item in items
-            )
+        items = family.items(config.n, config.item_seed, config.difficulty)
+        for arm in sorted(config.arms, key=arm_order):
+            key = config.arm_key(arm)
+            work.extend((family, item, arm, item_key(item, key, config, model, agent)) for item in items)
     return work
 
 
@@ -143,13 +187,23 @@ def check_config(config: BenchConfig) -> dict[str, Family]:
             f"unknown arm(s) {', '.join(unknown) or '(none)'}; fix --arms: {','.join(ARMS)} (the router of "
             f"--router), or another router design side by side: {','.join(designs)}"
         )
+    families = {name: get_family(name) for name in config.families}
+    programs = {name: getattr(f, "answer_language", "py") for name, f in families.items() if f.kind == "code"}
+    refused = [(a, name) for a in config.arms for name, lang in programs.items()
+               if a == "code:both" or (a == "code:js" and lang != "js")]  # fmt: skip
+    if refused:
+        arm, name = refused[0]
+        raise ConfigError(
+            f"arm {arm} cannot answer {name}: it asks for a program in {programs[name]} (code:both compares "
+            "values, code:js writes JavaScript); fix --families or --arms"
+        )
     router.get_router(config.router)
     keys = [config.arm_key(a) for a in config.arms]
     if len(set(keys)) < len(keys):
         raise ConfigError(
             f"--arms names the same arm twice ({','.join(config.arms)}; --router {config.router})"
         )
-    return {name: get_family(name) for name in config.families}
+    return families
 
 
 async def run_reasoning_bench(
@@ -184,9 +238,11 @@ async def run_reasoning_bench(
     results_path = config.out / "results.jsonl"
     cached = load_cache(results_path)
     started = time.monotonic()
-    work = plan(config, families, model.name)
+    agent = fingerprint(settings, model.name, given_model=not own_model)
+    work = plan(config, families, model.name, agent["id"])
     todo = [w for w in work if w[3] not in cached]
-    say(f"{len(work)} runs, {len(work) - len(todo)} cached, {len(todo)} to do ({model.name}, jobs {jobs})")
+    say(f"{len(work)} runs, {len(work) - len(todo)} cached, {len(todo)} to do ({model.name}, agent "
+        f"{agent['id']}, {config.split} split, seed {config.item_seed}, jobs {jobs})")  # fmt: skip
     pool = SessionPool(backend, size=min(jobs, 2), config=SessionConfig(limits=settings.sandbox.limits))
     lock = asyncio.Lock()
     done = 0
@@ -194,14 +250,17 @@ async def run_reasoning_bench(
         await pool.start()
         ctx = ArmContext(model=model, settings=settings, pool=pool)
         if settings.model.temperature == 0:
-            ctx.earlier = _earlier(cached, config, model.name)
+            ctx.earlier = _earlier(cached, config, model.name, agent["id"])
         checker = SandboxChecker(pool)
 
         async def one(family: Family, item: Item, arm: str, key: str) -> None:
             nonlocal done
             outcome = await answer(arm, item, ctx, config)
             correct = await family.score(item, outcome.answer or "", checker) if outcome.answer else False
-            result = _result(key, family, item, arm, outcome, correct, config, model.name)
+            for attempt in outcome.attempts:  # code:both: each language's answer scored as well
+                if attempt.answer:
+                    attempt.correct = await family.score(item, attempt.answer, checker)
+            result = _result(key, family, item, arm, outcome, correct, config, model.name, agent["id"])
             async with lock:
                 with results_path.open("a", encoding="utf-8") as f:
                     f.write(result.model_dump_json() + "\n")
@@ -227,7 +286,9 @@ async def run_reasoning_bench(
     report = build_report(
         [cached[key].model_copy(update={"arm": arm}) for _f, _i, arm, key in work],
         model=model.name,
-        seed=config.seed,
+        split=config.split,
+        seed=config.item_seed,
+        agent=agent,
         n=config.n,
         difficulty=config.difficulty,
         arms=config.arms,
@@ -249,20 +310,25 @@ def _result(
     correct: bool,
     config: BenchConfig,
     model: str,
+    agent: str,
 ) -> ItemResult:
     return ItemResult(
-        key=key, family=item.family, kind=family.kind, arm=arm, seed=config.seed,
-        difficulty=config.difficulty, index=item.index, model=model, question=item.question,
+        key=key, family=item.family, kind=family.kind, arm=arm, split=config.split, seed=config.item_seed,
+        agent=agent, difficulty=config.difficulty, index=item.index, model=model, question=item.question,
         expected=item.expected, answer=outcome.answer, correct=correct, code_ran=outcome.code_ran,
         steps=outcome.steps, tokens=outcome.tokens, wall_s=round(outcome.wall_s, 3), stop=outcome.stop,
         route=outcome.route, from_session=outcome.from_session, route_tokens=outcome.route_tokens,
-        route_s=round(outcome.route_s, 3),
+        route_s=round(outcome.route_s, 3), reply=outcome.reply,
+        agreed=outcome.agreed, attempts=outcome.attempts, notes=outcome.notes,
     )  # fmt: skip
 
 
-def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str) -> Earlier:
+def _earlier(cached: dict[str, ItemResult], config: BenchConfig, model: str, agent: str) -> Earlier:
+    """Results of this agent version only (the key holds its fingerprint): another version's are never
+    taken for this one's."""
+
     def earlier(item: Item, arm: str) -> Outcome | None:
-        r = cached.get(item_key(item, arm, config, model))
+        r = cached.get(item_key(item, arm, config, model, agent))
         if r is None:
             return None
         return Outcome(answer=r.answer, code_ran=r.code_ran, steps=r.steps, tokens=r.tokens, wall_s=r.wall_s,

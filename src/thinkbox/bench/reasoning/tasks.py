@@ -28,6 +28,15 @@ Kind = Literal["compute", "code", "control"]
 """compute: the answer needs computation; code: the answer is a program; control: code should not help."""
 
 DIFFICULTIES = (1, 2, 3)
+SPLITS: dict[str, int] = {"dev": 0, "test": 7331}
+"""Split -> seed. ``dev``: the items prompts and code are tuned on. ``test``: held out; no prompt or code
+change is checked against it, its figures are the ones reported."""
+
+
+def split_of(seed: int) -> str:
+    """The split a seed belongs to: ``test`` for the test seed, else ``dev`` (any other seed is a variant
+    of development data). Families with a fixed pool of items (HumanEval) draw from that split's half."""
+    return "test" if seed == SPLITS["test"] else "dev"
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,8 @@ class Item:
     """Files placed in the workspace (the code arms) or inlined in the prompt (the direct arm)."""
     data: Any = None
     """What the scorer needs besides ``expected`` (a reasoning-gym entry, a HumanEval problem)."""
-    answer_tokens: int = 256
-    """Most tokens of a direct answer: room for the answer, not for an essay (a function: more)."""
+    answer_tokens: int = 384
+    """Most tokens of a direct answer: room for the answer and brief reasoning (a function: more)."""
     session_answer: str = ""
     """Code that prints what the code arms' session holds as the answer after the agent's run (HumanEval:
     the functions it defined); taken when the final answer does not match ``answer_pattern``."""
@@ -132,6 +141,20 @@ def clean_answer(text: str) -> str:
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+_ANSWER_LINE = re.compile(r"^[\W_]*(?:final answer|answer)[*_\s]*[:=][*_\s]*(.+?)\s*$", re.I | re.M)
+
+
+_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def final_line_answer(text: str) -> str:
+    """What a reply in text gives as its answer: the content of its last ``Answer: ...`` line, else of
+    its last ``\\boxed{...}`` (the form math-tuned models end with), else the whole reply (which
+    :func:`clean_answer` and the family's scorer then read)."""
+    found = _ANSWER_LINE.findall(text) or _BOXED.findall(text)
+    return str(found[-1]).strip() if found else text.strip()
 
 
 def last_number_text(text: str) -> str | None:
