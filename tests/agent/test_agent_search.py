@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from search_server import canned_search
 
-from thinkbox.agent.events import ExecutionFinished, FinalAnswer, RunFinished
+from thinkbox.agent.events import CodeRejected, ExecutionFinished, FinalAnswer, RunFinished
 from thinkbox.agent.route import run_routed
 from thinkbox.agent.search import PROMPT_SECTION, SearchFailed, WebSearch
 from thinkbox.config import SearchSettings, Settings, load_settings, masked_dump
@@ -156,8 +156,11 @@ async def test_without_a_provider_search_is_neither_defined_nor_mentioned(
     model = ScriptedModel([code('web_search("capital of France")'), answer("Paris")])
     events = await run(session, settings_with(tmp_path), model)
     assert "web_search" not in model.requests[0].messages[0]["content"]
-    (finished,) = [e for e in events if isinstance(e, ExecutionFinished)]
-    assert finished.result.error is not None and finished.result.error.type == "NameError"
+    # the lint check (agent.lint, on) refuses the call before it runs: the session has no such name
+    (rejected,) = [e for e in events if isinstance(e, CodeRejected)]
+    assert any("web_search" in problem for problem in rejected.problems), rejected.problems
+    probe = await session.execute("print('web_search' in globals())")
+    assert probe.stdout.strip() == "False"
 
 
 async def test_the_sandbox_itself_gets_no_network_for_the_search(session: Session, tmp_path: Path) -> None:
