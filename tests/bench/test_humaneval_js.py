@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from thinkbox.bench.reasoning.arms import Outcome, answer_from_session
 from thinkbox.bench.reasoning.humaneval import problems
-from thinkbox.bench.reasoning.humaneval_js import HumanEvalJs, extract_code, program
+from thinkbox.bench.reasoning.humaneval_js import HumanEvalJs, defines, extract_code, program, session_source
 from thinkbox.bench.reasoning.runner import SandboxChecker
 from thinkbox.bench.reasoning.tasks import Item, get_family
 from thinkbox.sandbox import registry
@@ -81,3 +82,22 @@ def test_the_family_asks_for_javascript_and_draws_humanevals_items() -> None:
     )
     assert extract_code("```js\nconst a = 1;\n```") == "const a = 1;"
     assert "check(candidate)" in program(items[0].data, "function f() {}")
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_functions_of_a_javascript_agent_are_read_from_its_javascript_interpreter(
+    checker: SandboxChecker,
+) -> None:
+    """The code:js agent defines the function in the session's JavaScript interpreter and answers with a
+    value: the session's answer is read there (not by running the JavaScript snippet as Python)."""
+    family = HumanEvalJs()
+    entry = "has_close_elements"
+    first = Item(family=family.name, index=0, question="", expected="HumanEval/0", data=item("HumanEval/0").data,
+                 session_answer=session_source(entry), answer_pattern=defines(entry))  # fmt: skip
+    async with checker.pool.lease() as session:
+        defined = await session.execute(CLOSE, language="js")
+        assert defined.ok, defined.error
+        outcome = Outcome(answer="true")
+        await answer_from_session(first, session, outcome, "js")
+    assert outcome.from_session and "function has_close_elements" in outcome.answer, outcome
+    assert await family.score(first, outcome.answer, checker)

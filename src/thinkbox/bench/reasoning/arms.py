@@ -30,6 +30,7 @@ from thinkbox.errors import ThinkboxError
 from thinkbox.models.base import Message, ModelBackend, ModelRequest, complete
 from thinkbox.sandbox.pool import SessionPool
 from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import Language
 
 DIRECT_SYSTEM = (
     "Answer the user's question. You may think briefly first. End with a last line of the form "
@@ -182,15 +183,17 @@ async def agent(
                 outcome.steps, outcome.tokens = event.steps, event.tokens
                 outcome.stop = event.status
         if item.session_answer and not re.search(item.answer_pattern, outcome.answer or ""):
-            await answer_from_session(item, session, outcome)
+            await answer_from_session(item, session, outcome, settings.agent.language)
     outcome.wall_s = time.monotonic() - started
     return outcome
 
 
-async def answer_from_session(item: Item, session: Session, outcome: Outcome) -> None:
+async def answer_from_session(item: Item, session: Session, outcome: Outcome, language: str = "py") -> None:
     """The answer as the session holds it, when the final answer is not one (the 1.5B model tests the
-    function it was asked to write, then answers with the value the test printed)."""
-    result = await session.execute(item.session_answer, timeout=10)
+    function it was asked to write, then answers with the value the test printed). ``language``: the
+    agent's, whose interpreter holds the functions (``item.session_answer`` is written for it)."""
+    lang: Language = "js" if language == "js" else "sh" if language == "sh" else "py"
+    result = await session.execute(item.session_answer, timeout=10, language=lang)
     if result.ok and re.search(item.answer_pattern, result.stdout):
         outcome.answer, outcome.from_session = result.stdout, True
         outcome.notes.append("the answer is the session's code: the final answer was not")

@@ -9,7 +9,7 @@ the same arguments (an array becomes a tuple where the reference returns a tuple
 where it returns an int); values are never changed. Arguments that JSON cannot carry fail the item.
 
 The code arms' answer: their final answer when it defines the entry point; else the functions their
-JavaScript session holds (:data:`SESSION_SOURCE`).
+JavaScript session holds (:func:`session_source`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,32 @@ QUESTION = (
     "require/import, no module.exports).\n\n{prompt}"
 )
 
-SESSION_SOURCE = """\
-for (const name of Object.getOwnPropertyNames(globalThis)) {
-  let value;
-  try { value = globalThis[name]; } catch { continue; }
-  if (typeof value === 'function' && !/\\[native code\\]/.test(Function.prototype.toString.call(value))) {
-    console.log(Function.prototype.toString.call(value));
-  }
-}
+_SESSION_SOURCE = """\
+(() => {
+  const seen = new Set(), found = [];
+  const visit = (name) => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    let value;
+    try { value = eval(name); } catch { return; }
+    if (typeof value !== 'function') return;
+    const source = Function.prototype.toString.call(value);
+    if (/\\[native code\\]/.test(source)) return;
+    found.push(/^(async\\s+)?(function|class)\\b/.test(source) ? source : `const ${name} = ${source};`);
+    for (const call of source.matchAll(/\\b([A-Za-z_$][\\w$]*)\\s*\\(/g)) visit(call[1]);
+  };
+  visit(ENTRY);
+  console.log(found.reverse().join('\\n\\n'));
+})();
 """
-"""Prints the source of every function the session defined at the top level (``function f`` lands on the
-global object in Node's REPL; the entry point is what the checker needs)."""
+
+
+def session_source(entry: str) -> str:
+    """JavaScript that prints the source of ``entry`` as the session's interpreter holds it, with the
+    functions it calls (found by name, one call deep at a time), helpers first. A function declared with
+    const/let is written back as such."""
+    return _SESSION_SOURCE.replace("ENTRY", repr(entry))
+
 
 _FENCE = re.compile(r"```(?:javascript|js|node)?\s*\n(.*?)```", re.S)
 
@@ -146,7 +161,7 @@ class HumanEvalJs:
                 expected=item.expected,
                 data=item.data,
                 answer_tokens=item.answer_tokens,
-                session_answer=SESSION_SOURCE,
+                session_answer=session_source(item.data["entry_point"]),
                 answer_pattern=defines(item.data["entry_point"]),
             )
             for item in self._python.items(n, seed, difficulty)
