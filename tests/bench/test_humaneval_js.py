@@ -92,7 +92,8 @@ async def test_the_functions_of_a_javascript_agent_are_read_from_its_javascript_
     value: the session's answer is read there (not by running the JavaScript snippet as Python)."""
     family = HumanEvalJs()
     entry = "has_close_elements"
-    first = Item(family=family.name, index=0, question="", expected="HumanEval/0", data=item("HumanEval/0").data,
+    data = item("HumanEval/0").data
+    first = Item(family=family.name, index=0, question="", expected="HumanEval/0", data=data,
                  session_answer=session_source(entry), answer_pattern=defines(entry))  # fmt: skip
     async with checker.pool.lease() as session:
         defined = await session.execute(CLOSE, language="js")
