@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel
 
+R = TypeVar("R")
 bench_app = typer.Typer(
     help="Measure thinkbox: the sandbox engine, the model, reasoning, the service.", no_args_is_help=True
 )
@@ -26,6 +28,24 @@ def _emit(report: BaseModel, json_out: bool, out: str | None, render: Callable[[
         print(data)
     else:
         render()
+
+
+def _measure(name: str, run: Callable[[Callable[[str], None]], Coroutine[Any, Any, R]]) -> R:
+    """Run one benchmark, its progress dimmed on stderr; a ThinkboxError (machinery, not a missed target)
+    ends the command with exit status 2 and the message."""
+    import asyncio
+    import sys
+
+    from rich.console import Console
+
+    from thinkbox.errors import ThinkboxError
+
+    err = Console(stderr=True)
+    try:
+        return asyncio.run(run(lambda m: err.print(f"[dim]{m}[/dim]")))
+    except ThinkboxError as exc:
+        print(f"thinkbox bench {name}: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 @bench_app.command("sandbox")
@@ -76,23 +96,14 @@ def bench_service(
     (every interrupted run must finish). Exit status 1 when events were lost or duplicated, a run stuck, an
     interrupted run did not finish or something failed (a missed speed target is reported, not an error);
     2 when it cannot run."""
-    import asyncio
     import sys
 
     from rich.console import Console
 
     from thinkbox.bench.service import CORRECTNESS, render, run_service_bench
-    from thinkbox.errors import ThinkboxError
 
-    err = Console(stderr=True)
-    try:
-        report = asyncio.run(
-            run_service_bench(runs=runs, users=users, tenants=tenants, steps=steps,
-                              progress=lambda m: err.print(f"[dim]{m}[/dim]"))
-        )  # fmt: skip
-    except ThinkboxError as exc:
-        print(f"thinkbox bench service: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    report = _measure("service", lambda progress: run_service_bench(
+        runs=runs, users=users, tenants=tenants, steps=steps, progress=progress))  # fmt: skip
     _emit(report, json_out, out, lambda: render(report, Console()))
     missed = [name for name, ok in report.targets.items() if not ok]
     if missed:
@@ -109,20 +120,11 @@ def bench_mcp(
 ) -> None:
     """What `thinkbox mcp` (stdio) adds to running code: run_code through the mcp SDK's client against
     Session.execute, interleaved in one run. Exit status 1 when the 3 ms target is missed."""
-    import asyncio
-    import sys
-
     from rich.console import Console
 
     from thinkbox.bench.mcp import render, run_mcp_bench
-    from thinkbox.errors import ThinkboxError
 
-    err = Console(stderr=True)
-    try:
-        report = asyncio.run(run_mcp_bench(samples, progress=lambda m: err.print(f"[dim]{m}[/dim]")))
-    except ThinkboxError as exc:
-        print(f"thinkbox bench mcp: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    report = _measure("mcp", lambda progress: run_mcp_bench(samples, progress=progress))
     _emit(report, json_out, out, lambda: render(report, Console()))
     if not report.target_added_le_3ms:
         raise typer.Exit(1)
@@ -137,20 +139,11 @@ def bench_egress(
     """What the egress proxy adds to a request: through a session's proxy against directly, to the same
     local HTTP server, interleaved in one run; and the same request from code in a session. Exit status 1
     when the 5 ms target (proxy_added_ms_p50) is missed."""
-    import asyncio
-    import sys
-
     from rich.console import Console
 
     from thinkbox.bench.egress import render, run_egress_bench
-    from thinkbox.errors import ThinkboxError
 
-    err = Console(stderr=True)
-    try:
-        report = asyncio.run(run_egress_bench(samples, progress=lambda m: err.print(f"[dim]{m}[/dim]")))
-    except ThinkboxError as exc:
-        print(f"thinkbox bench egress: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    report = _measure("egress", lambda progress: run_egress_bench(samples, progress=progress))
     _emit(report, json_out, out, lambda: render(report, Console()))
     if not report.target_added_le_5ms:
         raise typer.Exit(1)
@@ -294,14 +287,12 @@ def bench_tools(
     """Three questions asked twice by one user of a fresh `thinkbox serve` with the settings' model: the
     first round writes and saves a tool per question, the second may reuse it. Steps, tokens and seconds
     of both rounds; exit status 1 when the second round is not cheaper."""
-    import asyncio
 
     from rich.console import Console
 
     from thinkbox.bench.tools import render, run_tools_bench
 
-    err = Console(stderr=True)
-    report = asyncio.run(run_tools_bench(progress=lambda m: err.print(f"[dim]{m}[/dim]")))
+    report = _measure("tools", lambda progress: run_tools_bench(progress=progress))
     _emit(report, json_out, out, lambda: render(report, Console()))
     if report.errors:
         raise typer.Exit(2)
