@@ -273,6 +273,14 @@ class EgressSettings(BaseModel):
     pip_timeout_s: float = Field(
         15.0, gt=0, description="PIP_TIMEOUT inside sessions: a missing package fails fast, not a hang."
     )
+    package_cache_mb: int = Field(
+        2048,
+        ge=0,
+        description=(
+            "Package files (wheels, sdists) the proxy keeps per tenant and serves again to its sessions, "
+            "whatever the index's caching headers say; 0: keep none."
+        ),
+    )
 
 
 class Settings(BaseSettings):

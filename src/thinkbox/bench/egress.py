@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
+from thinkbox.bench.egress_pip import PipBench, run_pip_bench
 from thinkbox.bench.sandbox import p99
 from thinkbox.bench.service_server import machine
 from thinkbox.config import Settings
@@ -66,6 +68,9 @@ METHOD = {
     "connection to the session's egress proxy socket (policy, swap, forward, scrub), wall time",
     "proxy_added_ms_p50": f"median of proxy minus median of direct; rounds of {ROUND} alternate; a warm-up "
     "round of each is not counted",
+    "pip": "with --pip N: `!pip install` of two small wheels in a fresh session of a tenant's first user, "
+    "then of its second user (the tenant's pip cache now filled), timed from the host; medians of N "
+    "rounds, a new tenant each",
     "in_session": "an http.client GET through HTTP_PROXY (the relay, then the proxy) by code in a "
     "zygote sandbox session, timed inside the session",
 }
@@ -83,6 +88,7 @@ class EgressBench(BaseModel):
     in_session_ms_p50: float | None = None
     in_session_ms_p99: float | None = None
     target_added_le_5ms: bool = False
+    pip: PipBench | None = None
     machine: dict[str, Any] = Field(default_factory=machine)
     method: dict[str, str] = Field(default_factory=lambda: dict(METHOD))
 
@@ -110,7 +116,9 @@ class _Client:
         self.writer.close()
 
 
-async def run_egress_bench(samples: int = 400, progress: Progress = lambda _m: None) -> EgressBench:
+async def run_egress_bench(
+    samples: int = 400, pip_rounds: int = 0, progress: Progress = lambda _m: None
+) -> EgressBench:
     report = EgressBench(samples=samples)
     data_dir = Path(tempfile.mkdtemp(prefix="thinkbox-bench-egress-"))
     server = await asyncio.create_subprocess_exec(
@@ -164,11 +172,14 @@ async def run_egress_bench(samples: int = 400, progress: Progress = lambda _m: N
         inside = await _in_session(egress, owner, port, min(samples, 200))
         report.in_session_ms_p50 = round(statistics.median(inside), 3)
         report.in_session_ms_p99 = _rounded(p99(inside))
+        if pip_rounds:
+            report.pip = await run_pip_bench(data_dir / "pip", pip_rounds, progress)
     finally:
         server.kill()
         await server.wait()
         if egress is not None:
             await egress.aclose()
+        shutil.rmtree(data_dir, ignore_errors=True)
     report.machine["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return report
 
@@ -238,8 +249,21 @@ def render(report: EgressBench, console: Console) -> None:
     ):
         table.add_row(label, value)
     console.print(table)
+    if report.pip is not None:
+        console.print(_pip_line(report.pip))
     verdict = "met" if report.target_added_le_5ms else "MISSED"
     console.print(f"target: added latency p50 <= {TARGET_MS:g} ms: {verdict}")
     console.print(f"machine: {report.machine}")
     for name, how in report.method.items():
         console.print(f"[dim]{name}: {how}[/dim]")
+
+
+def _pip_line(pip: PipBench) -> str:
+    head = f"pip install {' '.join(pip.packages)}: "
+    if pip.skipped:
+        return head + f"not run: {pip.skipped}"
+    return head + (
+        f"first user of a tenant {pip.first_user_s_p50} s, second user {pip.second_user_s_p50} s "
+        f"(x{pip.second_over_first}; package files from the proxy's tenant cache: "
+        f"{pip.files_from_proxy_cache} of {pip.files_fetched}; {pip.rounds} rounds)"
+    )

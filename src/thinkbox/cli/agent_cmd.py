@@ -279,11 +279,15 @@ class _Resources:
         return self._session
 
     async def __aenter__(self) -> _Resources:
-        """The model is built (imports, weights) in a thread while the sandbox starts."""
-        from thinkbox.models.factory import get_model
+        """The model is built and its weights loaded while the sandbox starts (one core each)."""
+        from thinkbox.models.factory import get_model, preload
 
         self.backend = registry.create_backend(self.settings.sandbox.backend)
-        model = asyncio.ensure_future(asyncio.to_thread(get_model, self.settings))
+
+        async def built() -> ModelBackend:
+            return await preload(await asyncio.to_thread(get_model, self.settings))
+
+        model = asyncio.ensure_future(built())
         try:
             self._session = await self.backend.create_session(
                 SessionConfig(limits=self.settings.sandbox.limits)

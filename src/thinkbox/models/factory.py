@@ -12,13 +12,14 @@ chosen, so optional dependencies (llama-cpp-python for ``local``) stay optional.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import cast
 
 from thinkbox.config import Settings
-from thinkbox.errors import ConfigError
+from thinkbox.errors import ConfigError, ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.models.recording import RecordingModel
 from thinkbox.models.retrying import RetryingModel
@@ -81,6 +82,19 @@ def get_model(settings: Settings) -> ModelBackend:
     if provider in _NOT_RETRIED or settings.model.max_retries == 0:
         return model
     return RetryingModel(model, max_retries=settings.model.max_retries)
+
+
+async def preload(model: ModelBackend) -> ModelBackend:
+    """``model``, its weights loaded now when it has any (a local model; through its wrappers). A load
+    that fails is left to the first request, which reports it as that request's error."""
+    inner: object = model
+    while not hasattr(inner, "load") and hasattr(inner, "inner"):
+        inner = inner.inner
+    load = getattr(inner, "load", None)
+    if load is not None:
+        with contextlib.suppress(ThinkboxError):
+            await load()
+    return model
 
 
 def scripted_from_settings(settings: Settings) -> ModelBackend:

@@ -34,6 +34,7 @@ from thinkbox.sandbox.types import WORKSPACE, Mount, SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.egress import rules
+from thinkbox.service.egress.artifacts import ArtifactCache
 from thinkbox.service.egress.ca import Authority
 from thinkbox.service.egress.policy import Policy, index_pages, index_urls
 from thinkbox.service.egress.proxy import ADMIN_HINT, Connection
@@ -258,6 +259,11 @@ class Egress:
     def records(self, session_id: str) -> list[NetworkRequest]:
         session = self._sessions.get(session_id)
         return list(session.records) if session is not None else []
+
+    def artifacts(self, tenant_id: str) -> ArtifactCache | None:
+        """The tenant's package cache (:mod:`.artifacts`); None when egress.package_cache_mb is 0."""
+        size = self.settings.package_cache_mb * 1024 * 1024
+        return ArtifactCache(self.root / "package-files" / tenant_id, size) if size else None
 
     def session(self, session_id: str) -> SessionEgress | None:
         return self._sessions.get(session_id)

@@ -17,14 +17,15 @@ import socket
 import ssl
 import time
 import urllib.parse
-import zlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import h11
 import httpcore
 
 from thinkbox.agent.events import NetworkRequest
+from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_package_file
+from thinkbox.service.egress.headers import authority, content_length, decoding
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
 
@@ -100,7 +101,7 @@ class Connection:
         checked like a plain one)."""
         while not isinstance(await self._next(conn), h11.EndOfMessage):
             pass
-        host, port = _authority(request.target.decode("ascii", "replace"), 443)
+        host, port = authority(request.target.decode("ascii", "replace"), 443)
         started = time.monotonic()
         if not host:
             await self._send_refusal(conn, 400, "CONNECT needs HOST:PORT", close=True)
@@ -161,7 +162,7 @@ class Connection:
 
         s = self.session
         limits = self.egress.settings
-        length = _content_length(request.headers)
+        length = content_length(request.headers)
         if length is not None and length > limits.max_body_bytes:
             reason = (
                 f"the request body ({length:,} bytes) is over the limit of {limits.max_body_bytes:,} bytes"
@@ -189,6 +190,9 @@ class Connection:
             s.record(refuse(exc.reason, exc.secrets, len(body)))
             await self._send_refusal(conn, 403, f"refused: {exc.reason}")
             return True
+        keep = self._package_file(scheme, host, port, method, path, target, used)
+        if keep is not None and (hit := keep[0].open(keep[1])) is not None:
+            return await self._from_cache(conn, request, host, port, path, hit, started)
         try:
             address = await self._address(host, port)
         except Refused as exc:
@@ -198,8 +202,67 @@ class Connection:
         if used:
             self.egress.mark_used(s, used)
         return await self._forward(
-            conn, request, scheme, host, port, address, method, path, target, headers, body, used, started
+            conn,
+            request,
+            scheme,
+            host,
+            port,
+            address,
+            method,
+            path,
+            target,
+            headers,
+            body,
+            used,
+            started,
+            keep,
         )
+
+    def _package_file(
+        self, scheme: str, host: str, port: int, method: str, path: str, target: bytes, used: list[str]
+    ) -> tuple[ArtifactCache, Path] | None:
+        """Where the tenant's package cache keeps this answer; None: not a package file (.artifacts)."""
+        cache = self.egress.artifacts(self.session.owner.tenant_id)
+        if cache is None or not is_package_file(self.session.policy, method, host, port, path, used):
+            return None
+        return cache, cache.path(scheme, host, port, target)
+
+    async def _from_cache(
+        self,
+        conn: h11.Connection,
+        request: h11.Request,
+        host: str,
+        port: int,
+        path: str,
+        hit: tuple[BinaryIO, int],
+        started: float,
+    ) -> bool:
+        s = self.session
+        file, size = hit
+        with file:
+            if (over := s.count_down(size)) is not None:
+                s.record(_event(host, port, "GET", path, started, refused=True, reason=over))
+                await self._send_refusal(conn, 403, over)
+                return True
+            scrubber = s.secrets.scrubber() if s.secrets.pairs else None
+            headers = [(b"content-type", b"application/octet-stream")]
+            if scrubber is None:
+                headers.append((b"content-length", str(size).encode()))
+            if request.http_version == b"1.0":
+                headers.append((b"connection", b"close"))
+            self.writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
+            while chunk := await asyncio.to_thread(file.read, READ):
+                data = scrubber.feed(chunk) if scrubber is not None else chunk
+                if data:
+                    self.writer.write(conn.send(h11.Data(data=data)))
+                    await self.writer.drain()
+            tail = scrubber.flush() if scrubber is not None else b""
+            if tail:
+                self.writer.write(conn.send(h11.Data(data=tail)))
+            self.writer.write(conn.send(h11.EndOfMessage()))
+            await self.writer.drain()
+        s.record(_event(host, port, "GET", path, started, status=200, down=size, reason=CACHED))
+        return request.http_version != b"1.0"
 
     async def _address(self, host: str, port: int) -> str:
         """The address to connect to: every address the name resolves to must be public, unless a rule
@@ -236,9 +299,11 @@ class Connection:
         body: bytes,
         used: list[str],
         started: float,
+        keep: tuple[ArtifactCache, Path] | None = None,
     ) -> bool:
         s = self.session
         scrubbing = bool(s.secrets.pairs)
+        fill: Fill | None = None
         headers = [h for h in headers if h[0] not in (b"content-length", b"host")]
         default_port = 443 if scheme == "https" else 80
         headers.insert(0, (b"host", (host if port == default_port else f"{host}:{port}").encode()))
@@ -257,11 +322,13 @@ class Connection:
                 status = response.status
                 out_headers = [(k.lower(), v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
                 decoder, readable = None, True
-                length = _content_length(out_headers)
+                length = content_length(out_headers)
+                if keep is not None and status == 200 and decoding(out_headers)[1:] == (None, True):
+                    fill = keep[0].fill(keep[1])  # kept as it arrives, before any scrubbing
                 whole = scrubbing and length is not None and length <= SCRUB_WHOLE
                 """A small answer is scrubbed whole and keeps a Content-Length; a large one is streamed."""
                 if scrubbing:
-                    out_headers, decoder, readable = _decoding(out_headers)
+                    out_headers, decoder, readable = decoding(out_headers)
                     out_headers = [(k, s.secrets.scrub(v)) for k, v in out_headers if k != b"content-length"]
                 if not readable:
                     why = "the host answered in a content encoding the proxy cannot check for secrets"
@@ -279,6 +346,8 @@ class Connection:
                     )
                 async for chunk in response.aiter_stream():
                     down += len(chunk)
+                    if fill is not None:
+                        fill.write(chunk)
                     if (over := s.count_down(len(chunk))) is not None:
                         raise _Cut(over)
                     if learn:
@@ -301,6 +370,10 @@ class Connection:
                     self.writer.write(conn.send(h11.Data(data=tail)))
                 self.writer.write(conn.send(h11.EndOfMessage()))
                 await self.writer.drain()
+                if fill is not None:
+                    done: Fill = fill
+                    fill = None
+                    done.commit(length)
         except _Cut as cut:
             why = cut.reason
             s.record(
@@ -341,6 +414,9 @@ class Connection:
                     conn, code, f"the proxy could not reach {host}:{port}: {why}", close=True
                 )
             return False
+        finally:
+            if fill is not None:  # the answer did not arrive whole: keep nothing
+                fill.abort()
         s.record(
             _event(host, port, method, path, started, status=status, up=len(body), down=down, secrets=used)
         )
@@ -387,39 +463,6 @@ class _Cut(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _authority(text: str, default_port: int) -> tuple[str, int]:
-    parts = urllib.parse.urlsplit("//" + text)
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        return "", 0
-    return (parts.hostname or "").lower(), port
-
-
-def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length" and value.isdigit():
-            return int(value)
-    return None
-
-
-def _decoding(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], Any, bool]:
-    """The headers without Content-Encoding, a decoder for the body (None: none needed), and False when
-    the encoding is one this proxy cannot decode (the body could not be checked for secrets)."""
-    encoding = b""
-    for name, value in headers:
-        if name == b"content-encoding":
-            encoding = value.strip().lower()
-    if encoding in (b"", b"identity"):
-        return headers, None, True
-    rest = [h for h in headers if h[0] != b"content-encoding"]
-    if encoding in (b"gzip", b"x-gzip"):
-        return rest, zlib.decompressobj(16 + zlib.MAX_WBITS), True
-    if encoding == b"deflate":
-        return rest, zlib.decompressobj(), True
-    return headers, None, False
 
 
 def _event(

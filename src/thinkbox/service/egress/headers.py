@@ -1,0 +1,41 @@
+"""Parsing helpers of the egress proxy: authorities, content lengths, content encodings."""
+
+from __future__ import annotations
+
+import urllib.parse
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+
+def authority(text: str, default_port: int) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit("//" + text)
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        return "", 0
+    return (parts.hostname or "").lower(), port
+
+
+def content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
+def decoding(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], Any, bool]:
+    """The headers without Content-Encoding, a decoder for the body (None: none needed), and False when
+    the encoding is one this proxy cannot decode (the body could not be checked for secrets)."""
+    encoding = b""
+    for name, value in headers:
+        if name == b"content-encoding":
+            encoding = value.strip().lower()
+    if encoding in (b"", b"identity"):
+        return headers, None, True
+    rest = [h for h in headers if h[0] != b"content-encoding"]
+    if encoding in (b"gzip", b"x-gzip"):
+        return rest, zlib.decompressobj(16 + zlib.MAX_WBITS), True
+    if encoding == b"deflate":
+        return rest, zlib.decompressobj(), True
+    return headers, None, False
