@@ -189,3 +189,32 @@ async def test_a_plugin_registered_by_entry_point_is_found_and_built(
     model = factory.create_model("echo", load_settings(model={"name": "x"}))
 
     assert (await complete(model, ask())).text == "echo:x"
+
+
+async def test_preload_loads_the_weights_through_wrappers_and_leaves_a_failure_to_the_first_request(
+    tmp_path: Path,
+) -> None:
+    """``thinkbox ask`` loads the model while the sandbox starts (preload); a model that cannot load is
+    reported by its first request, as before, not by the preload."""
+    from thinkbox.errors import ModelUnavailable
+
+    class Weights:
+        name = "weights"
+
+        def __init__(self, fails: bool) -> None:
+            self.fails, self.loads = fails, 0
+
+        async def load(self) -> None:
+            self.loads += 1
+            if self.fails:
+                raise ModelUnavailable("no weights here")
+
+    for fails in (False, True):
+        inner = Weights(fails)
+        wrapped = RetryingModel(inner, max_retries=1)  # type: ignore[arg-type]
+        assert await factory.preload(wrapped) is wrapped
+        assert inner.loads == 1
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["hello"]))
+    scripted = factory.scripted_from_settings(load_settings(model={"provider": "scripted", "script": script}))
+    assert await factory.preload(scripted) is scripted  # nothing to load: unchanged

@@ -51,3 +51,32 @@ def test_a_runs_requests_are_events_of_the_run_and_listed_for_its_session(runnin
         ]
     with running.client(running.carol) as other:  # another tenant's user sees nothing of it
         assert other.get(f"/v1/sessions/{session_id}/network").status_code == 404
+
+
+def test_a_tools_tests_go_out_through_the_owners_proxy(running: Running) -> None:
+    """A tool that calls an allowed API is tested as it will run: its test session has the owner's proxy
+    (before, test sessions had no network and such a tool could never be saved)."""
+    token = secrets.token_hex(8)
+    source = (
+        "import urllib.request, urllib.error\n\n"
+        "def status(url):\n"
+        '    """The HTTP status of a GET of url."""\n'
+        "    try:\n"
+        "        return urllib.request.urlopen(url, timeout=60).status\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        return e.code\n"
+    )
+    with EchoServer(token).running() as api, running.client(running.alice) as client:
+        tests = f"def test_status():\n    assert status({api.url + '/ping'!r}) == 401\n"
+        body = {"name": "http_status", "description": "status of a URL", "source": source, "tests": tests}
+        refused = client.post("/v1/tools", json=body)  # 127.0.0.1 is not in acme's allow-list yet
+        reached_before = len(api.received)
+        rules.set_rule(running.db, "acme", "127.0.0.1", "allow")
+        try:
+            saved = client.post("/v1/tools", json=body)
+        finally:
+            rules.remove_rule(running.db, "acme", "127.0.0.1")
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "tool_tests_failed"
+    assert reached_before == 0  # the proxy refused it, as it would in a run
+    assert saved.status_code == 201, saved.text
+    assert [r["path"] for r in api.received] == ["/ping"]

@@ -97,6 +97,7 @@ class Service:
         egress = None
         if settings.egress.enabled:  # the secret store is the proxy's GrantSource
             egress = await asyncio.to_thread(Egress, settings, db, secrets)
+            tools.egress = egress
         sessions = SessionManager(db, backend, storage, settings, tools, secrets, egress)
         sessions.start()
         concurrency = 1 if settings.resolved_provider() == "local" else settings.service.model_concurrency

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,14 @@ async def run_tests(
     mounts: tuple[Mount, ...],
     base: SessionConfig,
     timeout_s: float,
+    prepare: Callable[[SessionConfig], Awaitable[SessionConfig]] | None = None,
 ) -> int:
     """Run the tool's tests in a fresh session; the number of tests that ran and passed.
 
     :class:`ToolRefused` when its module does not import, a test fails or the tests outlast ``timeout_s``.
-    ``mounts``: the tenant's tools (what sessions see), ``staging`` a folder for the candidate."""
+    ``mounts``: the tenant's tools (what sessions see), ``staging`` a folder for the candidate, ``prepare``
+    what else the session gets (the service: the user's egress proxy, installed packages and secrets'
+    placeholders)."""
     folder = await asyncio.to_thread(_stage, staging, spec)
     try:
         limits = base.limits.model_copy(update={"timeout_s": timeout_s})
@@ -83,6 +87,8 @@ async def run_tests(
             mounts=(*mounts, Mount(source=folder, target=NEW, read_only=True)),
             env={"PYTHONPATH": "/workspace/.tools"},
         )
+        if prepare is not None:  # the saving user's way out and packages, as in their own sessions
+            config = await prepare(config)
         session = await backend.create_session(config)
         try:
             code = _RUN.format(

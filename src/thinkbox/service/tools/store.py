@@ -18,15 +18,17 @@ by a rename inside the mounted folder, so sessions already running see a new too
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +43,9 @@ from thinkbox.service.errors import ApiError
 from thinkbox.service.tools import inside
 from thinkbox.service.tools.runner import run_tests
 from thinkbox.service.tools.spec import Function, ToolSpec, check_name
+
+if TYPE_CHECKING:
+    from thinkbox.service.egress import Egress
 
 SHARED_TARGET = "/workspace/.tools"
 MINE_TARGET = "/workspace/.tools-mine"
@@ -77,6 +82,8 @@ class ToolStore:
         """Held from a change's commit to its file's rename, so the files follow the commits' order."""
         self._prepared: set[tuple[str, str]] = set()
         """(tenant, user) whose folders and package this process has made (one check per pair)."""
+        self.egress: Egress | None = None
+        """The service's egress (set once both exist): test sessions go out as the owner's sessions do."""
 
     # -- sessions -----------------------------------------------------------------------------------
     def session_config(self, tenant: str, user: str, config: SessionConfig) -> SessionConfig:
@@ -120,24 +127,25 @@ class ToolStore:
         lock = self._locks.setdefault(f"{owner.tenant_id}/{spec.name}", asyncio.Lock())
         async with lock:
             await asyncio.to_thread(self._check_owner, owner, spec)
-            mounts = await asyncio.to_thread(self.mounts, owner.tenant_name, owner.user_name)
-            passed = await run_tests(
-                self.backend,
-                spec,
-                staging=self.root / ".staging",
-                mounts=mounts,
-                base=self.base,
-                timeout_s=self.timeout_s,
-            )
+            passed = await self.test(owner, spec)
             return await asyncio.to_thread(self._insert, owner, spec, passed)
 
     async def test(self, owner: Principal, spec: ToolSpec) -> int:
-        """Run ``spec``'s tests as :meth:`save` would, saving nothing; the number that passed."""
+        """Run ``spec``'s tests as :meth:`save` does, saving nothing; the number that passed. The session
+        goes out through the owner's egress proxy when the service has one (a tool that needs a package
+        the user installed, or calls an allowed API, is tested as it will run)."""
         mounts = await asyncio.to_thread(self.mounts, owner.tenant_name, owner.user_name)
-        return await run_tests(
-            self.backend, spec, staging=self.root / ".staging", mounts=mounts, base=self.base,
-            timeout_s=self.timeout_s,
-        )  # fmt: skip
+        session_id = "s_" + secrets.token_hex(8)
+        egress = self.egress
+        prepare = None if egress is None else functools.partial(egress.session_config, session_id, owner)
+        try:
+            return await run_tests(
+                self.backend, spec, staging=self.root / ".staging", mounts=mounts, base=self.base,
+                timeout_s=self.timeout_s, prepare=prepare,
+            )  # fmt: skip
+        finally:
+            if egress is not None:
+                await egress.detach(session_id)
 
     def _check_owner(self, owner: Principal, spec: ToolSpec) -> None:
         with self.db.session() as s:
