@@ -10,6 +10,7 @@ import pytest
 
 from thinkbox.agent.parse import parse_action
 from thinkbox.agent.prompts import (
+    NETWORK,
     assigned_names,
     cut_middle,
     defined_names,
@@ -164,3 +165,12 @@ def test_cut_middle_keeps_head_and_tail_with_a_marker() -> None:
     assert cut.startswith("line 0\n") and cut.endswith("line 999\n")
     assert "characters cut here" in cut
     assert cut_middle("short", 300) == "short"
+
+
+def test_a_session_with_the_egress_proxy_is_not_told_there_is_no_internet() -> None:
+    for language in ("py", "js", "sh", "auto"):
+        offline = system_prompt(language=language)
+        online = system_prompt(language=language, network=True)
+        assert "no internet" in offline.lower()
+        assert "no internet" not in online.lower() and "through a proxy" in online, language
+    assert NETWORK in system_prompt(network=True)  # Python sessions: !pip install is explained

@@ -152,17 +152,39 @@ _FILLS = {
 }
 
 
-def system_prompt(files: Sequence[FileInfo] = (), language: str = "py", extra: str = "") -> str:
+NETWORK = (
+    "Internet only through a proxy, to the hosts your administrator allowed and the package index: a "
+    "refused request says why. A code line starting with ! runs as a shell command: !pip install NAME "
+    "installs a package, importable at once."
+)
+"""Said instead of 'no internet' when the session has the service's egress proxy."""
+_NO_NETWORK = (
+    "No internet: pip cannot install anything.",
+    "no npm package is installed and there is no internet.",
+    "No internet.",
+)
+
+
+def system_prompt(
+    files: Sequence[FileInfo] = (), language: str = "py", extra: str = "", *, network: bool = False
+) -> str:
     """The system prompt, listing the workspace's files (they are what data questions are about).
 
     ``language``: agent.language (py, js, sh, or auto: the model names each step's language); ``extra``:
-    lines after the files (the service's saved tools).
+    lines after the files (the service's saved tools); ``network``: the session goes out through the
+    service's egress proxy (:data:`NETWORK` replaces the sentence saying there is no internet).
     """
     listing = describe_files(files) + (f"\n{extra}" if extra else "")
     if language == "py":
-        return SYSTEM_PROMPT.format(files=listing)
-    template = _INTROS[language] + _COMMON + _EXAMPLES[language]
-    return template.format(files=listing, **_FILLS[language])
+        text = SYSTEM_PROMPT.format(files=listing)
+    else:
+        template = _INTROS[language] + _COMMON + _EXAMPLES[language]
+        text = template.format(files=listing, **_FILLS[language])
+    if network:
+        for sentence in _NO_NETWORK:
+            if sentence in text:
+                return text.replace(sentence, NETWORK if language == "py" else NETWORK.split(": a ")[0] + ".")
+    return text
 
 
 def describe_files(files: Sequence[FileInfo]) -> str:

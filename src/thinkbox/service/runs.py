@@ -327,7 +327,14 @@ class RunManager:
             files = await live.session.list_files()
             limit = self.settings.service.prompt_tools
             extra = await asyncio.to_thread(tool_agent.prompt_section, store, owner, question, limit)
-            live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
+            live.history.append(
+                {
+                    "role": "system",
+                    "content": prompts.system_prompt(
+                        files, extra=extra, network=self.sessions.egress is not None
+                    ),
+                }
+            )
 
         async def on_result(result: ExecutionResult) -> str:
             return await tool_agent.from_run(store, owner, result)

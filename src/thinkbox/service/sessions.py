@@ -234,7 +234,12 @@ class SessionManager:
                 limit = self.settings.service.prompt_tools
                 ask = runs[-1].question
                 extra = await asyncio.to_thread(tool_agent.prompt_section, self.tools, owner, ask, limit)
-            live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
+            live.history.append(
+                {
+                    "role": "system",
+                    "content": prompts.system_prompt(files, extra=extra, network=self.egress is not None),
+                }
+            )
             for state in runs:
                 live.history.extend(state.messages)
         return live

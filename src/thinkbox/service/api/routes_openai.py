@@ -147,7 +147,10 @@ async def _session_for(caller: CallerInfo, key: str | None, earlier: list[Turn])
     if earlier:
         files = await live.session.list_files()
         live.history[:] = [
-            {"role": "system", "content": prompts.system_prompt(files)},
+            {
+                "role": "system",
+                "content": prompts.system_prompt(files, network=service.sessions.egress is not None),
+            },
             *context_messages(earlier),
         ]
     if key is not None:
