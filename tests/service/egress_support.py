@@ -25,7 +25,7 @@ from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
 from thinkbox.service.egress import Egress, rules
 from thinkbox.service.egress.ca import Authority
-from thinkbox.service.secrets.grant import SecretGrant
+from thinkbox.service.secrets.grant import FixedGrants, SecretGrant
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -100,20 +100,6 @@ def leaks(token: str) -> dict[str, str]:
     return {"token_b64": base64.b64encode(token.encode()).decode(), "token_hex": token.encode().hex()}
 
 
-class MemoryGrants:
-    """A GrantSource over a list (the service's secret store plays this part)."""
-
-    def __init__(self, grants: list[SecretGrant]) -> None:
-        self.items = grants
-        self.used: list[str] = []
-
-    async def grants(self, tenant_id: str, user_id: str) -> list[SecretGrant]:
-        return list(self.items)
-
-    async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None:
-        self.used.extend(names)
-
-
 def upstream_ca(folder: Path) -> tuple[ssl.SSLContext, Path]:
     """A test CA's server context for 127.0.0.1 and the CA's certificate file (to trust upstream)."""
     authority = Authority(folder)
@@ -147,13 +133,13 @@ class World:
 @contextlib.asynccontextmanager
 async def world(
     tmp: Path, grants: list[SecretGrant] | None = None, **egress: object
-) -> AsyncIterator[tuple[World, MemoryGrants]]:
+) -> AsyncIterator[tuple[World, FixedGrants]]:
     settings = Settings(data_dir=tmp / "data", egress=egress)
     db = Database.open(f"sqlite:///{tmp / 'egress.db'}")
     tenant = accounts.create_tenant(db, "acme")
     user = accounts.create_user(db, "acme", "alice")
     owner = Principal(tenant_id=tenant.id, tenant_name="acme", user_id=user.id, user_name="alice", key_id="")
-    source = MemoryGrants(grants or [])
+    source = FixedGrants(grants or [])
     proxy = await asyncio.to_thread(Egress, settings, db, source)
     events: list[tuple[str, NetworkRequest]] = []
     proxy.listener = lambda sid, event: events.append((sid, event))

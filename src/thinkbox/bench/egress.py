@@ -38,7 +38,7 @@ from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.egress import Egress
 from thinkbox.service.egress.policy import parse_pattern
-from thinkbox.service.secrets.grant import SecretGrant
+from thinkbox.service.secrets.grant import FixedGrants, SecretGrant
 
 Progress = Callable[[str], None]
 ROUND = 25
@@ -131,7 +131,7 @@ async def run_egress_bench(
         settings = Settings(data_dir=data_dir / "data")
         token = "bench-" + os.urandom(8).hex()
         grant = SecretGrant("API_KEY", token, ("127.0.0.1",), header="Authorization: Bearer {secret}")
-        egress = await asyncio.to_thread(Egress, settings, None, _Grants([grant]))
+        egress = await asyncio.to_thread(Egress, settings, None, FixedGrants([grant]))
         owner = Principal(
             tenant_id="t_bench", tenant_name="bench", user_id="u_bench", user_name="bench", key_id=""
         )
@@ -220,17 +220,6 @@ print(out[{ROUND}:])
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-class _Grants:
-    def __init__(self, grants: list[SecretGrant]) -> None:
-        self.items = grants
-
-    async def grants(self, tenant_id: str, user_id: str) -> list[SecretGrant]:
-        return list(self.items)
-
-    async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None:
-        return None
 
 
 def render(report: EgressBench, console: Console) -> None:

@@ -41,6 +41,21 @@ class GrantSource(Protocol):
     async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None: ...
 
 
+class FixedGrants:
+    """A GrantSource over a fixed list, the same for every user (benchmarks and tests); records which
+    secrets were used."""
+
+    def __init__(self, grants: list[SecretGrant]) -> None:
+        self.items = grants
+        self.used: list[str] = []
+
+    async def grants(self, tenant_id: str, user_id: str) -> list[SecretGrant]:
+        return list(self.items)
+
+    async def mark_used(self, tenant_id: str, user_id: str, names: list[str]) -> None:
+        self.used.extend(names)
+
+
 def new_placeholder() -> str:
     """A fresh placeholder: what the session's environment variable holds instead of the value."""
     return PLACEHOLDER_PREFIX + secrets.token_hex(16)
