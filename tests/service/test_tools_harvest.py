@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from thinkbox.service.tools.harvest import candidates, tests_for
+from thinkbox.service.tools.harvest import candidates, build_tests
 
 from .conftest import Running
 from .service_support import program, read_sse, running_server
@@ -128,7 +128,7 @@ def test_a_function_carries_the_imports_constants_and_helpers_it_uses() -> None:
     assert "datetime" not in primes.source and "RATE" not in primes.source
     assert primes.calls == ["count_primes(100)", "count_primes(10)"]
     assert found["tax"].source.startswith("RATE = 0.05\n\n\ndef tax(x):")
-    tests, count = tests_for(found["tax"], {"tax(2.0)": "0.1"})
+    tests, count = build_tests(found["tax"], {"tax(2.0)": "0.1"})
     assert count == 1 and "assert math.isclose(tax(2.0), 0.1" in tests
-    tests, count = tests_for(primes, {"count_primes(100)": "25"})
+    tests, count = build_tests(primes, {"count_primes(100)": "25"})
     assert count == 1 and "assert count_primes(100) == 25" in tests and "count_primes(10)" not in tests

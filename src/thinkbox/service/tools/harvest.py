@@ -180,7 +180,7 @@ def _candidate(name: str, defs: _Definitions) -> Candidate:
     return Candidate(name, doc, module, defs.calls.get(name, [])[: MAX_TESTS * 3], set(helpers))
 
 
-def tests_for(candidate: Candidate, values: dict[str, str]) -> tuple[str, int]:
+def build_tests(candidate: Candidate, values: dict[str, str]) -> tuple[str, int]:
     """The test module of ``candidate`` from the values its calls had (call text -> repr), and its count."""
     body: list[str] = []
     for call in candidate.calls:
@@ -243,7 +243,7 @@ class Harvest:
         values = await self._values([call for c in found for call in c.calls])
         out = []
         for candidate in found:
-            tests, count = tests_for(candidate, values)
+            tests, count = build_tests(candidate, values)
             outcome = self._outcome(candidate, tests, existing)
             if outcome is None:
                 outcome = await self._save(candidate, tests, count)
@@ -296,4 +296,4 @@ class Harvest:
         return {c: v for c, v in zip(calls, values, strict=False) if isinstance(v, str)}
 
 
-__all__ = ["Candidate", "Harvest", "candidates", "tests_for"]
+__all__ = ["Candidate", "Harvest", "candidates", "build_tests"]
