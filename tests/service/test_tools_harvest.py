@@ -10,8 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
-from thinkbox.service.tools.harvest import candidates, build_tests
+from thinkbox.agent.events import HarvestedTool, ToolsHarvested
+from thinkbox.cli.render import Renderer
+from thinkbox.service.tools.harvest import build_tests, candidates
 
 from .conftest import Running
 from .service_support import program, read_sse, running_server
@@ -132,3 +135,20 @@ def test_a_function_carries_the_imports_constants_and_helpers_it_uses() -> None:
     assert count == 1 and "assert math.isclose(tax(2.0), 0.1" in tests
     tests, count = build_tests(primes, {"count_primes(100)": "25"})
     assert count == 1 and "assert count_primes(100) == 25" in tests and "count_primes(10)" not in tests
+
+
+def test_the_terminal_shows_what_the_harvest_saved_and_its_time() -> None:
+    console = Console(record=True, width=200)
+    Renderer(console)(
+        ToolsHarvested(
+            tools=[
+                HarvestedTool(function="count_primes", outcome="saved", version=1, tests=2),
+                HarvestedTool(function="scale", outcome="refused", reason="1 of 1 tests failed\n--- trace"),
+            ],
+            duration_s=2.5,
+        )
+    )
+    text = console.export_text()
+    assert "saved as a tool: count_primes (version 1, 2 tests passed)" in text
+    assert "scale: refused (1 of 1 tests failed)" in text and "trace" not in text
+    assert "tool harvest took 2.5 s" in text
