@@ -135,6 +135,8 @@ def test_a_function_carries_the_imports_constants_and_helpers_it_uses() -> None:
     assert count == 1 and "assert math.isclose(tax(2.0), 0.1" in tests
     tests, count = build_tests(primes, {"count_primes(100)": "25"})
     assert count == 1 and "assert count_primes(100) == 25" in tests and "count_primes(10)" not in tests
+    # what the session answers is not trusted: a value that is not a literal never becomes test code
+    assert build_tests(primes, {"count_primes(100)": "__import__('os').getcwd()"}) == ("", 0)
 
 
 def test_the_terminal_shows_what_the_harvest_saved_and_its_time() -> None:

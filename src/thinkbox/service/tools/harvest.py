@@ -185,9 +185,13 @@ def build_tests(candidate: Candidate, values: dict[str, str]) -> tuple[str, int]
     body: list[str] = []
     for call in candidate.calls:
         value = values.get(call)
-        if value is None or len(body) == MAX_TESTS:
+        if value is None or len(body) == MAX_TESTS or len(value) > MAX_VALUE_CHARS:
             continue
-        if isinstance(ast.literal_eval(value), float):
+        try:  # the session's answer is not trusted: only a literal becomes test code
+            read = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(read, float):
             check_line = f"assert math.isclose({call}, {value}, rel_tol=1e-09, abs_tol=1e-12)"
         else:
             check_line = f"assert {call} == {value}"
@@ -236,6 +240,10 @@ class Harvest:
             tools = await self._harvest(found)
         except ThinkboxError as exc:  # the session or the sandbox failed: the answer stands
             tools = [HarvestedTool(function=c.name, outcome="refused", reason=exc.message) for c in found]
+        except Exception as exc:  # a fault of the harvest must not turn an answered run into a failed one
+            log.exception("the harvest of %s failed", [c.name for c in found])
+            why = f"the harvest failed: {type(exc).__name__}: {exc}"[:500]
+            tools = [HarvestedTool(function=c.name, outcome="refused", reason=why) for c in found]
         return ToolsHarvested(tools=tools, duration_s=round(time.monotonic() - started, 3))
 
     async def _harvest(self, found: list[Candidate]) -> list[HarvestedTool]:
@@ -291,9 +299,11 @@ class Harvest:
             return {}
         try:
             values = json.loads(ast.literal_eval(result.result))
-        except (ValueError, SyntaxError, TypeError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return {}
+        if not isinstance(values, list):
             return {}
         return {c: v for c, v in zip(calls, values, strict=False) if isinstance(v, str)}
 
 
-__all__ = ["Candidate", "Harvest", "candidates", "build_tests"]
+__all__ = ["Candidate", "Harvest", "build_tests", "candidates"]
