@@ -14,7 +14,10 @@ from rich.console import Console
 
 from thinkbox.agent.events import HarvestedTool, ToolsHarvested
 from thinkbox.cli.render import Renderer
+from thinkbox.service.tools.agent import HARVEST_HINT, question_note, tools_section
 from thinkbox.service.tools.harvest import build_tests, candidates
+from thinkbox.service.tools.spec import Function
+from thinkbox.service.tools.store import ToolInfo
 
 from .conftest import Running
 from .service_support import program, read_sse, running_server
@@ -67,6 +70,8 @@ def test_a_function_a_run_defined_and_called_becomes_a_tool_of_the_tenant(runnin
         # another user of the tenant imports it; the run that only imports it harvests nothing
         later = run(bob, program([f"from tools.{name} import {name}\nprint({name}('aeiou'))"], "5"))
         assert outputs(later)[0].startswith("Output:\n5\n"), outputs(later)
+        asked = later[0]["data"]["question"]  # the tool it names is pointed out after the question
+        assert asked.endswith(f"\nfrom tools.{name} import {name}  # {name}(text)"), asked
         assert harvested(later) == {}
 
         # the same function defined again: not saved again
@@ -154,3 +159,28 @@ def test_the_terminal_shows_what_the_harvest_saved_and_its_time() -> None:
     assert "saved as a tool: count_primes (version 1, 2 tests passed)" in text
     assert "scale: refused (1 of 1 tests failed)" in text and "trace" not in text
     assert "tool harvest took 2.5 s" in text
+
+
+def _tool(name: str, signature: str) -> ToolInfo:
+    fields: dict[str, Any] = {"version": 1, "active_version": 1, "description": "", "source": "", "tests": ""}
+    fields |= {"packages": [], "secrets": [], "private": False, "author": "alice", "tests_passed": 1}
+    return ToolInfo(
+        name=name, functions=[Function(name, signature, "")], created_at=1, updated_at=1, **fields
+    )
+
+
+def test_the_tools_a_question_names_are_pointed_out_after_it() -> None:
+    tools = [
+        _tool("loan_payment", "(principal, rate, years)"),
+        _tool("count_primes", "(n)"),
+        _tool("slug", "(s)"),
+    ]
+    note = question_note(tools, "What is the monthly payment of a loan of 250000 at 4.5 % over 30 years?")
+    assert note.splitlines()[1:] == [
+        "from tools.loan_payment import loan_payment  # loan_payment(principal, rate, years)"
+    ]
+    assert "do not write or save them again" in note.splitlines()[0]
+    assert "count_primes" in question_note(tools, "Count the primes below 1000")
+    assert question_note(tools, "How many primes are there below 1000?") == ""  # 'count' is not in it
+    # with the harvest on, the system prompt says functions are saved after the answer, not how to save_tool
+    assert tools_section(tools, "q", 8, harvest=True).endswith(HARVEST_HINT)

@@ -281,7 +281,9 @@ class RunManager:
                 raise _Stop("resume_failed", f"the run could not be resumed after a restart: {failure}")
             question = state.question
         model = FairModel(self.model, self.model_gate, active.owner.tenant_id)
-        on_result = await self._tools_for(active.owner, live, question)
+        on_result, note = await self._tools_for(active.owner, live, question)
+        if note and state is None:
+            question = f"{question}\n\n{note}"
         agent = cast(
             AsyncGenerator[Event, None],
             run_routed(
@@ -323,22 +325,26 @@ class RunManager:
             if quota is not None:
                 quota.cancel()
 
-    async def _tools_for(self, owner: Principal, live: LiveSession, question: str) -> ResultHook | None:
+    async def _tools_for(
+        self, owner: Principal, live: LiveSession, question: str
+    ) -> tuple[ResultHook | None, str]:
         """The tenant's tools for this run: a session's first run gets the system prompt listing them (the
-        most relevant to its question), every run the hook that saves what ``save_tool`` asks for."""
+        most relevant to its question), every run the hook that saves what ``save_tool`` asks for and the
+        note on the tools its question names (added after the question: ``tool_agent.question_note``)."""
         store = self.tools
         if store is None:
-            return None
+            return None, ""
+        svc = self.settings.service
+        args = (store, owner, question, svc.prompt_tools, svc.harvest_tools)
+        extra, note = await asyncio.to_thread(tool_agent.prompt_parts, *args)
         if not live.history:
             files = await live.session.list_files()
-            limit = self.settings.service.prompt_tools
-            extra = await asyncio.to_thread(tool_agent.prompt_section, store, owner, question, limit)
             live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
 
         async def on_result(result: ExecutionResult) -> str:
             return await tool_agent.from_run(store, owner, result)
 
-        return on_result
+        return on_result, note
 
     async def _harvest_for(
         self, owner: Principal, live: LiveSession, events: list[Event] | None

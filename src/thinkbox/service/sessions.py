@@ -233,7 +233,10 @@ class SessionManager:
             if self.tools is not None:
                 limit = self.settings.service.prompt_tools
                 ask = runs[-1].question
-                extra = await asyncio.to_thread(tool_agent.prompt_section, self.tools, owner, ask, limit)
+                harvest = self.settings.service.harvest_tools
+                extra = await asyncio.to_thread(
+                    tool_agent.prompt_section, self.tools, owner, ask, limit, harvest
+                )
             live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
             for state in runs:
                 live.history.extend(state.messages)
