@@ -7,7 +7,9 @@ loop, or a direct answer: the run's ``route`` or ``agent.route``) to the
 :class:`~thinkbox.service.journal.Journal`. The model is one instance shared by every run, behind its own
 fair gate. After a crash, :meth:`RunManager.resume_unfinished` goes on with every run that had not ended.
 For a user with secrets, the question is redacted before it is stored or shown to the model, and the
-journal redacts every event of the run (:mod:`thinkbox.service.secrets.redact`).
+journal redacts every event of the run (:mod:`thinkbox.service.secrets.redact`). After an answer, while
+the session is still the run's, the functions its code defined and called are saved as the tenant's tools
+(:mod:`thinkbox.service.tools.harvest`, ``service.harvest_tools``), before ``RunFinished``.
 """
 
 from __future__ import annotations
