@@ -179,7 +179,7 @@ def test_the_tools_a_question_names_are_pointed_out_after_it() -> None:
     assert note.splitlines()[1:] == [
         "from tools.loan_payment import loan_payment  # loan_payment(principal, rate, years)"
     ]
-    assert "do not write or save them again" in note.splitlines()[0]
+    assert "do not define them again (no def loan_payment) and do not save them" in note.splitlines()[0]
     assert "count_primes" in question_note(tools, "Count the primes below 1000")
     assert question_note(tools, "How many primes are there below 1000?") == ""  # 'count' is not in it
     # with the harvest on, the system prompt says functions are saved after the answer, not how to save_tool

@@ -15,6 +15,7 @@ benchmark's own, not items of ``bench reasoning``.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import re
@@ -75,8 +76,6 @@ COLUMNS = (
     "saved",
     "used tool",
 )
-_TOOL_IMPORT = re.compile(r"^\s*(from\s+tools\.\w+\s+import|import\s+tools\.\w+)", re.M)
-"""A saved tool's module imported (not ``from tools import save_tool``)."""
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 METHOD = {
     "steps": "agent steps of the run (RunFinished.steps)",
@@ -87,8 +86,9 @@ METHOD = {
     "after the answer (0: nothing to harvest)",
     "harvested": "tools the harvest saved from the run (tools_harvested outcome saved)",
     "saved": "a tool of the question's name exists (GET /v1/tools) after the first round",
-    "used_tool": "the run executed code importing a saved tool's module (from tools.NAME import ...) and "
-    "that step ran without an error (an import tried inside try/except counts too)",
+    "used_tool": "the run executed code importing a function from a saved tool's module (from tools.NAME "
+    "import f), that step ran without an error (an import tried inside try/except counts too), and no "
+    "later def of the run replaced f with its own code",
     "right": "the last number of the answer is within 0.01 (relative 1e-4) of the expected value",
 }
 
@@ -150,13 +150,15 @@ async def _ask(client: AsyncClient, name: str, question: str, expected: float, r
     run = ToolRun(question=name, round=round_no)
     started = time.perf_counter()
     info = await client.create_run(question)
-    importing = False
+    code = ""
+    from_tools: set[str] = set()
     async for event in client.run_events(info.id):
         if isinstance(event, ActionParsed):
-            importing = bool(_TOOL_IMPORT.search(event.code))
+            code = event.code
         elif isinstance(event, ExecutionFinished):
-            run.used_tool = run.used_tool or (importing and event.result.error is None)
-            importing = False
+            if event.result.error is None:
+                from_tools = _bound_by_tools(code, from_tools)
+            code = ""
         elif isinstance(event, FinalAnswer):
             run.answer_s = round(time.perf_counter() - started, 2)
         elif isinstance(event, ToolsHarvested):
@@ -167,7 +169,27 @@ async def _ask(client: AsyncClient, name: str, question: str, expected: float, r
             run.answer = (event.answer or "")[:300]
     run.seconds = round(time.perf_counter() - started, 2)
     run.right = is_right(run.answer, expected)
+    run.used_tool = bool(from_tools)
     return run
+
+
+def _bound_by_tools(code: str, names: set[str]) -> set[str]:
+    """``names`` (functions bound to a saved tool's) after ``code`` ran: its ``from tools.X import f`` add
+    f, its ``def f`` (the model writing f again) take it away, in the order of the code's lines."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return names
+    names = set(names)
+    changes: list[tuple[int, bool, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tools."):
+            changes += [(node.lineno, True, a.asname or a.name) for a in node.names]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            changes.append((node.lineno, False, node.name))
+    for _, imported, name in sorted(changes):
+        (names.add if imported else names.discard)(name)
+    return names
 
 
 async def run_tools_bench(progress: Progress = lambda _m: None, timeout_s: float = 3600.0) -> ToolsBench:

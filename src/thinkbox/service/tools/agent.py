@@ -107,7 +107,11 @@ def question_note(tools: Sequence[ToolInfo], question: str) -> str:
     named = named_in(tools, question)
     if not named:
         return ""
-    lines = ["Saved tools for this, already tested and saved (do not write or save them again; import them):"]
+    defs = ", ".join(f"def {f.name}" for t in named for f in t.functions[:3])
+    lines = [
+        "Saved tools for this, already tested and saved: import them and call them; do not define them "
+        f"again (no {defs}) and do not save them:"
+    ]
     for tool in named:
         names = ", ".join(f.name for f in tool.functions)
         sigs = "; ".join(f"{f.name}{f.signature}" for f in tool.functions[:3])
