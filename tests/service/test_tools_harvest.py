@@ -108,6 +108,18 @@ def test_functions_that_cannot_be_tools_are_not_saved_and_the_event_says_why(run
         assert not names & {scale, doubled, "available"}
 
 
+@pytest.mark.parametrize("running", ["sqlite"], indirect=True)
+def test_a_numpy_scalar_result_becomes_a_plain_value_in_the_tests(running: Running) -> None:
+    name = f"weekdays_{secrets.token_hex(3)}"
+    code = f"import numpy as np\ndef {name}(start, end):\n    return np.busday_count(start, end)\n"
+    with running.client(running.alice) as alice:
+        events = run(alice, program([code + f"print({name}('2026-03-02', '2026-03-09'))"], "5"))
+        assert harvested(events)[name]["outcome"] == "saved", harvested(events)
+        tool = alice.get(f"/v1/tools/{name}").json()
+        assert tool["source"].startswith("import numpy as np\n")
+        assert f"assert {name}('2026-03-02', '2026-03-09') == 5" in tool["tests"]
+
+
 def test_with_harvest_off_a_run_saves_nothing(tmp_path: Path) -> None:
     name = f"cube_{secrets.token_hex(3)}"
     with running_server(tmp_path, harvest_tools=False) as running, running.client(running.alice) as alice:

@@ -17,8 +17,8 @@ check decides what is kept. Step by step:
 4. The tests: up to :data:`MAX_TESTS` calls of the function with literal arguments found in the cells
    (``f('2026-03-02', 5)``), evaluated once more in the run's own session (still open: the values are
    the ones the run computed) and written as ``assert f(...) == value`` when the value is a literal that
-   reads back equal (floats compare with ``math.isclose``). A call whose value is not such a literal is
-   left out; a function left with none is ``untested`` and not saved.
+   reads back equal (a numpy scalar as its Python value; floats compare with ``math.isclose``). A call
+   whose value is not such a literal is left out; a function left with none is ``untested``, not saved.
 5. Saving goes through :meth:`.store.ToolStore.save`: the tests run in a fresh session, where the module
    must import and pass on its own (a function that read a session variable or a workspace file fails
    there and is ``refused``). A tool of the same name with the same source is ``unchanged``; one with
@@ -62,6 +62,8 @@ def {_HELPER}(calls):
     for call in calls:
         try:
             value = eval(call, globals())
+            if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+                value = value.item()  # np.int64(35) -> 35, which the tool's result equals
             text = repr(value)
             same = len(text) <= {MAX_VALUE_CHARS} and ast.literal_eval(text) == value
         except Exception:
