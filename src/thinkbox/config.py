@@ -225,6 +225,14 @@ class ServiceSettings(BaseModel):
     prompt_tools: int = Field(
         8, ge=0, le=50, description="Saved tools listed in a run's system prompt, the most relevant first."
     )
+    harvest_tools: bool = Field(
+        True,
+        description=(
+            "After a run answers, save the functions its code defined and called as the tenant's tools, "
+            "with tests built from those calls (thinkbox.service.tools.harvest); false: only save_tool and "
+            "POST /v1/tools save tools."
+        ),
+    )
     local_reuse: bool = Field(
         True,
         description=(

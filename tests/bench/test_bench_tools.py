@@ -71,3 +71,14 @@ def test_bench_tools_runs_both_rounds_and_finds_the_saved_tools(tmp_path: Path) 
     assert report["first_steps"] == report["second_steps"] == 6
     assert report["target_second_cheaper"] is False and proc.returncode == 1
     assert report["machine"]["cores"] >= 1 and set(report["method"]) >= {"steps", "saved", "used_tool"}
+
+
+def test_a_tool_imported_then_written_again_does_not_count_as_used() -> None:
+    from thinkbox.bench.tools import _bound_by_tools
+
+    imported = "from tools.business_days import business_days\n"
+    again = "def business_days(start, end):\n    return 0\n"
+    assert _bound_by_tools(imported + "print(business_days('a', 'b'))", set()) == {"business_days"}
+    assert _bound_by_tools(imported + again, set()) == set()
+    assert _bound_by_tools(again + imported, set()) == {"business_days"}
+    assert _bound_by_tools(again, {"business_days"}) == set()  # a later step writes it again

@@ -10,7 +10,7 @@ with ``RunResumed`` instead, right after the events recorded before the crash)::
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
         [CodeRejected
          | CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* Notice* ExecutionFinished]])*
-    FinalAnswer | LimitReached | RunError
+    FinalAnswer [ToolsHarvested] | LimitReached | RunError
     RunFinished
 
 Routed runs (:func:`thinkbox.agent.route.run_routed`) say which route they took with ``RouteChosen``: right
@@ -20,7 +20,9 @@ and once more when the code route stopped at a limit and the direct route answer
 
 ``FilesPreviewed``, ``CodeRejected`` and ``Notice`` come from the loop's feedback
 (:mod:`thinkbox.agent.feedback`): what the model was told about the files, code refused by the lint check,
-and notes such as a repeated step or documentation looked up after an error.
+and notes such as a repeated step or documentation looked up after an error. ``ToolsHarvested`` comes
+from the service only (:mod:`thinkbox.service.tools.harvest`): after the answer, the functions the run
+defined and called, saved as the tenant's tools or not, and why.
 """
 
 from __future__ import annotations
@@ -199,6 +201,32 @@ class FinalAnswer(_Event):
     tokens: int
 
 
+class HarvestedTool(BaseModel):
+    """One function the run defined and called, and what the harvest did with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: str
+    outcome: Literal["saved", "unchanged", "exists", "refused", "untested"] = Field(
+        description="saved (a new tool), unchanged (a tool of that name has this source already), exists "
+        "(a tool of that name has another source: not replaced), refused (its tests failed in a fresh "
+        "session, or the name is not allowed), untested (no call whose value could become a test)."
+    )
+    version: int = Field(0, description="The saved tool's version (0: none saved).")
+    tests: int = Field(0, description="Tests built from the run's calls (saved: the number that passed).")
+    reason: str = Field("", description="Why it was not saved; empty when saved.")
+
+
+class ToolsHarvested(_Event):
+    """After the answer, before ``RunFinished``: the functions the run defined and called, and which were
+    saved as tools of the tenant (``service.harvest_tools``). ``duration_s`` is the harvest's own time: it
+    is not in ``FinalAnswer.duration_s`` (the answer came before) but is in ``RunFinished.duration_s``."""
+
+    type: Literal["tools_harvested"] = "tools_harvested"
+    tools: list[HarvestedTool]
+    duration_s: float
+
+
 class LimitReached(_Event):
     type: Literal["limit_reached"] = "limit_reached"
     limit: LimitName
@@ -250,6 +278,7 @@ Event = Annotated[
     | CodeRejected
     | Notice
     | FinalAnswer
+    | ToolsHarvested
     | LimitReached
     | RunError
     | RunFinished,

@@ -38,6 +38,7 @@ from thinkbox.agent.events import (
     RunStarted,
     StepStarted,
     ThoughtDelta,
+    ToolsHarvested,
 )
 
 _SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg"}
@@ -240,6 +241,21 @@ class Renderer:
     def _on_final_answer(self, e: FinalAnswer) -> None:
         body = Text(terminal_safe(e.answer), style="bold")
         self.console.print(Panel(body, title="answer", title_align="left", border_style="green"))
+
+    def _on_tools_harvested(self, e: ToolsHarvested) -> None:
+        for t in e.tools:
+            if t.outcome == "saved":
+                line, style = (
+                    f"🔧 saved as a tool: {t.function} (version {t.version}, {t.tests} tests passed)",
+                    "blue",
+                )
+            else:
+                line, style = (
+                    f"🔧 {t.function}: {t.outcome}" + (f" ({t.reason.splitlines()[0]})" if t.reason else ""),
+                    "dim",
+                )
+            self.console.print(Text(terminal_safe(line), style=style), soft_wrap=True)
+        self.console.print(Text(f"tool harvest took {e.duration_s:.1f} s", style="dim"))
 
     def _on_limit_reached(self, e: LimitReached) -> None:
         self.console.print(

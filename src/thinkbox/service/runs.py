@@ -7,7 +7,9 @@ loop, or a direct answer: the run's ``route`` or ``agent.route``) to the
 :class:`~thinkbox.service.journal.Journal`. The model is one instance shared by every run, behind its own
 fair gate. After a crash, :meth:`RunManager.resume_unfinished` goes on with every run that had not ended.
 For a user with secrets, the question is redacted before it is stored or shown to the model, and the
-journal redacts every event of the run (:mod:`thinkbox.service.secrets.redact`).
+journal redacts every event of the run (:mod:`thinkbox.service.secrets.redact`). After an answer, while
+the session is still the run's, the functions its code defined and called are saved as the tenant's tools
+(:mod:`thinkbox.service.tools.harvest`, ``service.harvest_tools``), before ``RunFinished``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from thinkbox.service.sessions import LiveSession, SessionManager
 from thinkbox.service.storage import Storage, StorageError
 from thinkbox.service.tools import ToolStore
 from thinkbox.service.tools import agent as tool_agent
+from thinkbox.service.tools.harvest import Harvest
 
 log = logging.getLogger(__name__)
 _STATUS = {"answered": "succeeded", "limit": "failed", "error": "failed", "cancelled": "cancelled"}
@@ -298,9 +301,14 @@ class RunManager:
         )
         quota: asyncio.Task[StorageError | None] | None = None
         owner = active.owner
+        harvest = await self._harvest_for(owner, live, events)
         try:
             async for event in agent:
                 self.journal.append(active.run_id, event, **self._fields(active, event))
+                if harvest is not None:
+                    harvest.see(event)
+                    if isinstance(event, FinalAnswer) and (saved := await harvest.after_answer()):
+                        self.journal.append(active.run_id, saved)
                 if quota is not None and quota.done():  # checked while the model thought
                     if (over := quota.result()) is not None:
                         raise _Stop("quota_exceeded", str(over))
@@ -324,22 +332,35 @@ class RunManager:
         if store is None:
             return None
         if not live.history:
+            svc = self.settings.service
+            args = (store, owner, question, svc.prompt_tools, svc.harvest_tools)
+            extra = await asyncio.to_thread(tool_agent.prompt_section, *args)
             files = await live.session.list_files()
-            limit = self.settings.service.prompt_tools
-            extra = await asyncio.to_thread(tool_agent.prompt_section, store, owner, question, limit)
-            live.history.append(
-                {
-                    "role": "system",
-                    "content": prompts.system_prompt(
-                        files, extra=extra, network=self.sessions.egress is not None
-                    ),
-                }
-            )
+            network = self.sessions.egress is not None
+            system = prompts.system_prompt(files, extra=extra, network=network)
+            live.history.append({"role": "system", "content": system})
 
         async def on_result(result: ExecutionResult) -> str:
             return await tool_agent.from_run(store, owner, result)
 
         return on_result
+
+    async def _harvest_for(
+        self, owner: Principal, live: LiveSession, events: list[Event] | None
+    ) -> Harvest | None:
+        """What saves the run's functions as tools after its answer (service.harvest_tools); None: off."""
+        if self.tools is None or not self.settings.service.harvest_tools:
+            return None
+        redactor = None
+        if self.secrets is not None:
+            redactor = await asyncio.to_thread(
+                self.secrets.redactor, owner.tenant_id, owner.user_id, REFRESH_S
+            )
+        timeout_s = self.settings.service.tool_test_timeout_s
+        harvest = Harvest(self.tools, owner, live.session, timeout_s=timeout_s, redactor=redactor)
+        for event in events or ():  # a resumed run: the steps recorded before count too
+            harvest.see(event)
+        return harvest
 
     def _fields(self, active: _Active, event: Event) -> dict[str, Any]:
         if isinstance(event, RunStarted):

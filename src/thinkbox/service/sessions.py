@@ -233,13 +233,12 @@ class SessionManager:
             if self.tools is not None:
                 limit = self.settings.service.prompt_tools
                 ask = runs[-1].question
-                extra = await asyncio.to_thread(tool_agent.prompt_section, self.tools, owner, ask, limit)
-            live.history.append(
-                {
-                    "role": "system",
-                    "content": prompts.system_prompt(files, extra=extra, network=self.egress is not None),
-                }
-            )
+                harvest = self.settings.service.harvest_tools
+                extra = await asyncio.to_thread(
+                    tool_agent.prompt_section, self.tools, owner, ask, limit, harvest
+                )
+            system = prompts.system_prompt(files, extra=extra, network=self.egress is not None)
+            live.history.append({"role": "system", "content": system})
             for state in runs:
                 live.history.extend(state.messages)
         return live

@@ -38,6 +38,11 @@ SAVE_HINT = (
     "To save a function you wrote and tested as a tool: from tools import save_tool; "
     'save_tool(f, tests="def test_f():\\n    assert f(2) == 4", description="...")'
 )
+HARVEST_HINT = (
+    "Functions you write and call are saved as tools after your answer when they pass their tests in a "
+    "fresh session: you need not save them."
+)
+MAX_NAMED = 3
 
 
 def _stems(text: str) -> set[str]:
@@ -68,8 +73,9 @@ def rank(tools: Sequence[ToolInfo], question: str) -> list[ToolInfo]:
     return sorted(tools, key=score, reverse=True)
 
 
-def tools_section(tools: Sequence[ToolInfo], question: str, limit: int) -> str:
-    """The system prompt's lines about saved tools (name, signature, one line each) and ``save_tool``."""
+def tools_section(tools: Sequence[ToolInfo], question: str, limit: int, harvest: bool = False) -> str:
+    """The system prompt's lines about saved tools (name, signature, one line each) and how tools are made:
+    ``save_tool``, or with ``harvest`` (service.harvest_tools) that the run's functions are saved after it."""
     shown = rank(tools, question)[:limit] if len(tools) > limit else sorted(tools, key=lambda t: t.name)
     lines = []
     if shown:
@@ -83,13 +89,22 @@ def tools_section(tools: Sequence[ToolInfo], question: str, limit: int) -> str:
             about = tool.description.strip().split("\n")[0][:150]
             sigs = "; ".join(f"{f.name}{f.signature}" for f in tool.functions[:3])
             lines.append(f"- from tools.{tool.name} import {names}: {sigs}" + (f". {about}" if about else ""))
-    lines.append(SAVE_HINT)
+    lines.append(HARVEST_HINT if harvest else SAVE_HINT)
     return "\n".join(lines)
 
 
-def prompt_section(store: ToolStore, owner: Principal, question: str, limit: int) -> str:
+def named_in(tools: Sequence[ToolInfo], question: str) -> list[ToolInfo]:
+    """The tools the question names: every word of the tool's name (cut as for :func:`rank`) occurs in it
+    (``loan_payment`` in "the monthly payment of a loan"), at most :data:`MAX_NAMED`, best ranked first."""
+    asked = _stems(question)
+    return [t for t in rank(tools, question) if (words := _stems(t.name)) and words <= asked][:MAX_NAMED]
+
+
+def prompt_section(
+    store: ToolStore, owner: Principal, question: str, limit: int, harvest: bool = False
+) -> str:
     """:func:`tools_section` for the tools ``owner`` sees (synchronous: call it in a thread)."""
-    return tools_section(store.list_tools(owner), question, limit)
+    return tools_section(store.list_tools(owner), question, limit, harvest)
 
 
 async def from_run(store: ToolStore, owner: Principal, result: ExecutionResult) -> str:

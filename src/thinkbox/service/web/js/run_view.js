@@ -164,6 +164,15 @@ export class RunView {
     else this.body.append(el);
   }
 
+  // After the answer: the run's functions saved as tools (or why not), and the time it took.
+  on_tools_harvested(e) {
+    const parts = (e.tools || []).map((t) => t.outcome === "saved"
+      ? `${t.function} saved as a tool (version ${t.version}, ${t.tests} tests passed)`
+      : `${t.function}: ${t.outcome}${t.reason ? ` (${t.reason.split("\n")[0]})` : ""}`);
+    this.body.append(h("p", { class: "note", testid: "tools-harvested" },
+      `Tools from this run: ${parts.join("; ")} · ${formatSeconds(e.duration_s)}`));
+  }
+
   on_files_previewed(e) {
     const text = h("pre", { class: "output" }, e.text || "");
     this.body.append(h("details", { class: "note", testid: "files-previewed" },
