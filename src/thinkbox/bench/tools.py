@@ -2,13 +2,12 @@
 
 One user of a fresh ``thinkbox serve`` (a child process on a loopback port, its own data dir, the
 settings' model: the embedded one by default) asks :data:`QUESTIONS` one after another, then the same
-three again. Each question asks to use a saved tool that fits, else to write and test a function; the
-service saves a function a run defined and called as a tool after the answer (its harvest), and in the
-second round the system prompt lists the saved tools and the model may import them. Per run: steps,
-tokens, seconds, the answer and whether it is right, whether a tool of that name exists after the first
-round (saved by the model's ``save_tool`` or by the service's harvest after the answer:
-:mod:`thinkbox.service.tools.harvest`), and whether the second round imported it (a step whose code
-imports from ``tools`` ran without an error). The figures compared are the sums over the
+three again. Each question asks for a function, tested and saved as a tool (``save_tool``, a function in
+the session: see ``service/tools/agent.py``); in the second round the system prompt lists the saved tools
+and the model may import them. Per run: steps, tokens, seconds, the answer and whether it is right, whether
+a tool of that name exists after the first round (saved by the model's ``save_tool`` or by the service's
+harvest after the answer: :mod:`thinkbox.service.tools.harvest`), and whether the second round imported it
+(a step whose code imports from ``tools`` ran without an error). The figures compared are the sums over the
 three questions of each round: steps, and seconds to the answer (the harvest, which runs after the answer,
 is reported on its own and is in the run's total seconds, not in the answer's). The questions are this
 benchmark's own, not items of ``bench reasoning``.
@@ -43,21 +42,22 @@ QUESTIONS: tuple[tuple[str, str, float], ...] = (
     (
         "business_days",
         "How many business days (Monday to Friday) are there from 2026-03-02 to 2026-04-17, both days "
-        "counted? If a saved tool does this, import it and use it; otherwise write a function "
-        "business_days(start, end) taking ISO date strings and test it.",
+        "counted? Write a function business_days(start, end) taking ISO date strings, test it, and save "
+        "it as a tool named business_days so that later questions can reuse it.",
         35.0,
     ),
     (
         "loan_payment",
         "What is the monthly payment of a loan of 250000 at 4.5 % a year over 30 years, paid monthly "
-        "(annuity)? If a saved tool does this, import it and use it; otherwise write a function "
-        "loan_payment(principal, annual_rate_percent, years) and test it.",
+        "(annuity)? Write a function loan_payment(principal, annual_rate_percent, years), test it, and "
+        "save it as a tool named loan_payment so that later questions can reuse it.",
         1266.71,
     ),
     (
         "count_primes",
-        "How many prime numbers are there below 100000? If a saved tool does this, import it and use it; "
-        "otherwise write a function count_primes(n) that counts the primes below n and test it.",
+        "How many prime numbers are there below 100000? Write a function count_primes(n) that counts the "
+        "primes below n, test it, and save it as a tool named count_primes so that later questions can "
+        "reuse it.",
         9592.0,
     ),
 )
