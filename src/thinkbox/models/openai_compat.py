@@ -14,6 +14,7 @@ hence the non-strict step. What worked is remembered for the next requests of th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import socket
@@ -34,6 +35,7 @@ from thinkbox.errors import (
     ModelUnavailable,
 )
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
+from thinkbox.models.fenced import is_fenced
 
 PLACEHOLDER_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, and the SDK insists on one."""
@@ -101,6 +103,8 @@ class OpenAICompatModel:
             self._client = None
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        if is_fenced(request.json_schema):  # code follows the JSON: no response format can describe it
+            request = dataclasses.replace(request, json_schema=None)
         client = self._client_now()
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         response = await self._open(client, request)

@@ -24,7 +24,6 @@ from typing import Any, cast
 
 from sqlalchemy import select
 
-from thinkbox.agent import prompts
 from thinkbox.agent.events import (
     ActionParsed,
     Event,
@@ -40,6 +39,7 @@ from thinkbox.agent.events import (
     parse_event,
 )
 from thinkbox.agent.loop import ResultHook, check_question
+from thinkbox.agent.reply_format import system_prompt
 from thinkbox.agent.resume import recorded_state, replay
 from thinkbox.agent.route import Route, run_routed
 from thinkbox.config import Settings
@@ -273,7 +273,8 @@ class RunManager:
     async def _agent(
         self, active: _Active, live: LiveSession, question: str, events: list[Event] | None
     ) -> None:
-        state = recorded_state(events) if events else None
+        form, language = self.settings.agent.reply_format, self.settings.agent.language
+        state = recorded_state(events, form, language) if events else None
         if state is not None:
             failure = await replay(live.session, state.cells)
             if failure is not None:
@@ -327,7 +328,9 @@ class RunManager:
             files = await live.session.list_files()
             limit = self.settings.service.prompt_tools
             extra = await asyncio.to_thread(tool_agent.prompt_section, store, owner, question, limit)
-            live.history.append({"role": "system", "content": prompts.system_prompt(files, extra=extra)})
+            form = self.settings.agent.reply_format
+            system = system_prompt(files, reply_format=form, extra=extra)
+            live.history.append({"role": "system", "content": system})
 
         async def on_result(result: ExecutionResult) -> str:
             return await tool_agent.from_run(store, owner, result)

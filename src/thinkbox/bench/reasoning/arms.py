@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from thinkbox.agent import prompts
+from thinkbox.agent import reply_format
 from thinkbox.agent.events import CodeStarted, FinalAnswer, RunError, RunFinished
 from thinkbox.agent.loop import run_agent
 from thinkbox.bench.reasoning.report import Attempt
@@ -164,7 +164,8 @@ async def agent(
     async with ctx.pool.lease() as session:
         for name, data in item.files.items():
             await session.put_file(name, data)
-        system = prompts.system_prompt(await session.list_files(), settings.agent.language) + hint
+        files, agent = await session.list_files(), settings.agent
+        system = reply_format.system_prompt(files, agent.language, agent.reply_format) + hint
         history: list[Message] = [{"role": "system", "content": system}]
         async for event in run_agent(
             question or item.question,
