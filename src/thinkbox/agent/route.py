@@ -264,8 +264,8 @@ class _Direct:
                 thought="answered directly, without code", action="provide_answer", final_answer=text
             )
             agent = self.settings.agent
-            text = reply_format.render(action, agent.reply_format, agent.language)
-            self.messages.append({"role": "assistant", "content": text})
+            rendered = reply_format.render(action, agent.reply_format, agent.language)
+            self.messages.append({"role": "assistant", "content": rendered})
             end = FinalAnswer(answer=text, steps=spent.steps, duration_s=spent.elapsed, tokens=spent.tokens)
         yield end
         status = {"final_answer": "answered", "limit_reached": "limit"}.get(end.type, "error")
