@@ -12,7 +12,8 @@ the chat only grows, so each turn evaluates just the new messages; a new run reu
 system-prompt prefix left by the previous one.
 
 ``ModelRequest.json_schema`` is enforced with a GBNF grammar compiled from the schema (cached per schema,
-strings made strictly JSON-valid); the token loop in :mod:`thinkbox.models.local_decode` checks it on the
+strings made strictly JSON-valid; a fenced code block after the object where the schema asks for one, see
+:mod:`thinkbox.models.fenced`); the token loop in :mod:`thinkbox.models.local_decode` checks it on the
 most likely candidates first. ``max_tokens`` bounds every reply so a looping model cannot run forever.
 Generation threads follow the machine: every core while no other work wants the CPU, one fewer when
 something else runs (see :func:`generation_threads`); model.threads fixes them.

@@ -9,6 +9,8 @@ Servers differ in what they accept. A request asks for the most it can use (usag
 (strict ``json_schema`` -> non-strict ``json_schema`` -> ``json_object`` -> no format; usage -> no usage).
 OpenAI's strict mode refuses schemas with ``anyOf`` at the root, which vLLM and llama.cpp enforce happily,
 hence the non-strict step. What worked is remembered for the next requests of the same model object.
+A schema whose reply goes on after the JSON (a fenced code block, :mod:`thinkbox.models.fenced`) is sent
+with no response format: none can describe it, and the agent's parser reads such replies tolerantly.
 """
 
 from __future__ import annotations
