@@ -71,14 +71,17 @@ def test_the_grammar_accepts_a_fenced_reply_and_an_answer(vocab: Any) -> None:
     grammar = grammar_for("py")
     assert accepts(vocab, grammar, GOOD)
     assert accepts(vocab, grammar, ANSWER)
-    assert accepts(vocab, grammar, HEAD + "\n```python\nx = '`'\n``y = 1\n```")  # backticks inside lines
+    assert accepts(vocab, grammar, HEAD + "\n```python\nx = '```'\n```")  # backticks inside a line
+    assert accepts(vocab, grammar, HEAD + "\n```python\nprint(1)\n")  # ended at a line start: see closing()
 
 
 @pytest.mark.parametrize(
     "reply",
     [
         HEAD,  # code action without its block
-        HEAD + "\n```python\nprint(1)\n",  # block not closed
+        HEAD + "\n```python\nprint(1)",  # ended inside a line
+        HEAD + "\n```python\nprint(1)\n``}`\n```",  # a line that starts with a backtick
+        HEAD + "\n```python\nprint(1)\n```\n",  # anything after the closing fence
         HEAD + "\n```python\n```",  # empty block
         HEAD + "\n```javascript\nconsole.log(1)\n```",  # another language's block
         '{"thought": "t", "action": "execute_code", "code": "print(1)", "final_answer": ""}',  # code in JSON
@@ -110,6 +113,14 @@ def test_the_scaffold_forces_the_block_s_opening_and_ends_at_its_close() -> None
     forced, complete = scaffold.forced('{"thought": "done", "action": "p')
     assert forced.endswith('rovide_answer", "final_answer": "') and not complete
     assert scaffold.forced(ANSWER) == ("", True)
+
+
+def test_a_reply_the_model_ends_inside_its_block_gets_the_closing_fence() -> None:
+    scaffold = FencedScaffold.from_schema(action_schema("fenced", "py"))
+    assert scaffold is not None
+    assert scaffold.closing(HEAD + "\n```python\nprint(1)\n") == "```"
+    assert scaffold.closing(HEAD + "\n```python\nprint(1)\n```") == ""
+    assert scaffold.closing(ANSWER) == ""
 
 
 async def test_an_endpoint_gets_no_response_format_for_a_fenced_schema(chat_server: ChatServer) -> None:

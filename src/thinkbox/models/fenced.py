@@ -30,9 +30,11 @@ _BODY_RULES = r"""
 fence-body ::= fence-first fence-line*
 fence-first ::= fence-text "\n"
 fence-line ::= fence-text? "\n"
-fence-text ::= [^`\n] [^\n]* | "`" [^`\n] [^\n]* | "``" [^`\n] [^\n]*
+fence-text ::= [^`\n] [^\n]*
 """
-"""The block's content: at least one non-empty line; no line starts with three backticks (that closes it)."""
+"""The block's content: at least one non-empty line; no line starts with a backtick, so that a backtick at
+the start of a line can only be the closing fence (a model that wants to write ```\n there, which the
+grammar forbids, must pick ``` itself, not `` and go on writing)."""
 
 
 def alternatives(schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,6 +62,9 @@ def plain_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "anyOf": [{k: v for k, v in a.items() if k != FENCE_KEY} for a in schema["anyOf"]]}
 
 
+CLOSER = "```"
+
+
 def opener(tag: str) -> str:
     """The text between the object's closing brace and the first line of code."""
     return f"\n```{tag}\n"
@@ -70,7 +75,10 @@ def fenced_gbnf(object_gbnf: str, schema: dict[str, Any]) -> str:
 
     Its converter names the alternatives of an ``anyOf`` ``alternative-0``, ``alternative-1``, ... and
     joins them in ``root``; a single object is ``root`` itself. The root is rewritten so each alternative
-    with a fence is followed by its block.
+    with a fence is followed by its block. The reply may end at the start of any line of the block
+    without the closing fence (the model's end-of-text token there ends the code; the decoder then adds
+    the fence, :meth:`FencedScaffold.closing`): otherwise a model that wants to stop, and may not,
+    writes blank lines until its token limit.
     """
     tags = fences(schema)
     lines = object_gbnf.strip().splitlines()
@@ -91,7 +99,7 @@ def fenced_gbnf(object_gbnf: str, schema: dict[str, Any]) -> str:
             parts.append(name)
             continue
         parts.append(f"{name} fence-{i}")
-        rules.append(f"fence-{i} ::= {json.dumps(opener(tag))} fence-body {json.dumps('```')}")
+        rules.append(f"fence-{i} ::= {json.dumps(opener(tag))} fence-body {json.dumps(CLOSER)}?")
     if "anyOf" in schema:
         del lines[root[0]]
     return "\n".join([f"root ::= {' | '.join(parts)}", *lines, *rules]) + "\n" + _BODY_RULES.lstrip()
@@ -130,9 +138,17 @@ class FencedScaffold:
             tail = tail[1:]  # the grammar's optional space after the brace
         if head.startswith(tail):
             return head[len(tail) :], False
-        if tail.startswith(head) and len(tail) > len(head) and tail.endswith("\n```"):
+        if tail.startswith(head) and len(tail) > len(head) and tail.endswith("\n" + CLOSER):
             return "", True
         return "", False
+
+    def closing(self, text: str) -> str:
+        """What completes ``text`` when the model ended it: the closing fence if a block is open."""
+        end = _object_end(text)
+        if end is None or self._tag(text[:end]) is None:
+            return ""
+        tail = text[end:]
+        return "" if tail.endswith("\n" + CLOSER) else CLOSER
 
     def _tag(self, body: str) -> str | None:
         """The fence tag of the alternative the finished object ``body`` matches (None: no block)."""

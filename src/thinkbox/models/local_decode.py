@@ -124,6 +124,7 @@ def decode(
             produced += 1
             if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 finish = "stop"
+                text += jump.closing(text) if jump is not None else ""  # e.g. a fenced block's end
                 break
             if checker is not None:
                 checker.accept(token)
