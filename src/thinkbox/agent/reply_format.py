@@ -116,15 +116,20 @@ def reask(problem: str, reply_format: str, language: str = "py") -> str:
 
 
 def system_prompt(
-    files: Sequence[FileInfo] = (), language: str = "py", reply_format: str = "json", extra: str = ""
+    files: Sequence[FileInfo] = (),
+    language: str = "py",
+    reply_format: str = "json",
+    extra: str = "",
+    **options: Any,
 ) -> str:
-    """:func:`thinkbox.agent.prompts.system_prompt` in the reply format asked for.
+    """:func:`thinkbox.agent.prompts.system_prompt` in the reply format asked for (``options``: its
+    other keyword arguments).
 
     The fenced prompt is the JSON prompt with its format paragraph and its rule about JSON strings
     replaced, and each worked example rewritten by :func:`render`: the same words and examples, so that
     the two formats are compared on the format alone.
     """
-    text = prompts.system_prompt(files, language, extra)
+    text = prompts.system_prompt(files, language, extra, **options)
     if reply_format == "json":
         return text
     return fenced_prompt(text, language)
