@@ -143,6 +143,14 @@ class AgentSettings(BaseModel):
             "involved (after a KeyError, the keys it has), read in the session with inspect."
         ),
     )
+    reply_format: Literal["json", "fenced"] = Field(
+        "json",
+        description=(
+            "How the model writes a step: json (one JSON object, the code inside its code string) or fenced "
+            "(the JSON object without code, then the code as plain text in a ``` block; see "
+            "docs/bench/reply-format.md)."
+        ),
+    )
 
 
 class SearchSettings(BaseModel):

@@ -1,7 +1,7 @@
 """The CodeAct loop: query the model, parse its action, run the code, feed the result back, until it answers.
 
 History, as in CodeAct: the system prompt, the user's question, then per step the assistant's action (as
-JSON) and the execution result as a user message. The loop yields :mod:`thinkbox.agent.events` and never
+written) and the execution result as a user message. The loop yields :mod:`thinkbox.agent.events` and never
 renders anything. It stops at the first ``provide_answer`` or at a limit of :class:`AgentSettings` (steps,
 wall time, consecutive failed steps, tokens) or of the model's context, saying which with a ``LimitReached``
 event. Failures of the machinery (model endpoint down, sandbox gone) end the run with a ``RunError`` event;
@@ -17,17 +17,15 @@ error) is :mod:`thinkbox.agent.feedback`, called at the run's start and before a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from thinkbox.agent import prompts
-from thinkbox.agent.actions import Action, action_json_schema
+from thinkbox.agent import prompts, reply_format
+from thinkbox.agent.actions import Action
 from thinkbox.agent.events import (
     ActionParsed,
     CodeRejected,
@@ -49,6 +47,7 @@ from thinkbox.agent.events import (
 )
 from thinkbox.agent.feedback import Feedback
 from thinkbox.agent.parse import InvalidAction, ParsedAction, ThoughtStream, parse_action
+from thinkbox.agent.reply_format import history_text
 from thinkbox.agent.resume import RecordedState
 from thinkbox.config import Settings
 from thinkbox.errors import AgentError, ContextOverflow, ThinkboxError
@@ -160,6 +159,12 @@ class _Run:
         """agent.language: py, js, sh, or auto (the model names each step's language)."""
         return self.settings.agent.language
 
+    def system_prompt(self, files: list[sandbox_types.FileInfo]) -> str:
+        return reply_format.system_prompt(files, self.language, self.settings.agent.reply_format)
+
+    def reask(self, problem: str) -> str:
+        return reply_format.reask(problem, self.settings.agent.reply_format, self.language)
+
     def code_language(self, action: Action) -> sandbox_types.Language:
         if self.language == "auto":
             return action.language or "py"
@@ -216,7 +221,7 @@ class _Run:
 async def _start_history(run: _Run) -> list[str]:
     files = await run.session.list_files()
     if not run.messages:
-        run.messages.append({"role": "system", "content": prompts.system_prompt(files, run.language)})
+        run.messages.append({"role": "system", "content": run.system_prompt(files)})
     run.add_user(run.question)
     return [f.path for f in files if not f.is_dir and not prompts.is_hidden(f.path)]
 
@@ -232,8 +237,7 @@ async def _start_feedback(run: _Run, files: list[str]) -> list[Event]:
 async def _resume(run: _Run, state: RecordedState) -> RunResumed:
     """Seed ``run`` with the recorded state (the history gets the system prompt if it has none)."""
     if not run.messages:
-        files = await run.session.list_files()
-        run.messages.append({"role": "system", "content": prompts.system_prompt(files, run.language)})
+        run.messages.append({"role": "system", "content": run.system_prompt(await run.session.list_files())})
     run.messages.extend(state.messages)
     run.step, run.tokens, run.errors = state.step, state.tokens, state.errors
     run.failed_code, run.pending = dict(state.failed_code), state.pending
@@ -275,14 +279,14 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
         reply = _require_reply(reply, run.model)
         run.tokens += reply.usage.total
         try:
-            parsed = parse_action(reply.text)
+            parsed = parse_action(reply.text, run.settings.agent.reply_format)
             _refuse_repeat(run, parsed.action)
         except InvalidAction as exc:
             problem = exc.problem + _cut_note(reply, run)
             yield ParseFailed(step=run.step, attempt=attempt, error=problem, raw=reply.text,
                               tokens=run.tokens)  # fmt: skip
             pending = [{"role": "assistant", "content": reply.text[:_RAW_KEPT_CHARS]},
-                       {"role": "user", "content": prompts.reask(problem)}]  # fmt: skip
+                       {"role": "user", "content": run.reask(problem)}]  # fmt: skip
             if isinstance(exc, _RepeatedCode):
                 hotter = max(run.settings.model.temperature, REPEAT_TEMPERATURE)
                 sampling = {"temperature": hotter, "seed": attempt}
@@ -290,7 +294,9 @@ async def _query(run: _Run) -> AsyncIterator[Event]:
                 break
             continue
         run.action = parsed.action
-        run.messages.append({"role": "assistant", "content": _history_text(reply.text, parsed)})
+        text = history_text(reply.text, parsed.action, parsed.repairs, run.settings.agent.reply_format,
+                            run.language)  # fmt: skip
+        run.messages.append({"role": "assistant", "content": text})
         yield _action_event(run.step, parsed, run.tokens)
         return
     run.errors += 1
@@ -315,18 +321,6 @@ def _cut_note(reply: ModelReply, run: _Run) -> str:
     return f" (the reply reached the limit of {run.settings.model.max_tokens} tokens: write less)"
 
 
-def _history_text(text: str, parsed: ParsedAction) -> str:
-    """The reply as written when it is already the canonical action (a local model's KV cache then
-    matches the history token for token); else the canonical JSON, so a repaired form or a guessed
-    ``final_answer`` written while coding is not shown back to the model."""
-    canonical = parsed.action.to_message()
-    if not parsed.repairs:
-        with contextlib.suppress(ValueError):
-            if json.loads(text, strict=False) == json.loads(canonical):
-                return text.strip()
-    return canonical
-
-
 def _action_event(step: int, parsed: ParsedAction, tokens: int) -> ActionParsed:
     a = parsed.action
     code, answer = (a.code, "") if a.runs_code else ("", a.final_answer)
@@ -345,9 +339,10 @@ def _action_event(step: int, parsed: ParsedAction, tokens: int) -> ActionParsed:
 
 def action_request(messages: list[Message], settings: Settings) -> ModelRequest:
     """The request for one action: ``messages`` under the action schema, with the model settings' limits."""
-    model = settings.model
-    return ModelRequest(messages=messages, json_schema=action_json_schema(settings.agent.language == "auto"),
-                        max_tokens=model.max_tokens, temperature=model.temperature)  # fmt: skip
+    model, agent = settings.model, settings.agent
+    schema = reply_format.action_schema(agent.reply_format, agent.language)
+    return ModelRequest(messages=messages, json_schema=schema, max_tokens=model.max_tokens,
+                        temperature=model.temperature)  # fmt: skip
 
 
 def _request(run: _Run, pending: list[Message], **sampling: Any) -> ModelRequest:

@@ -5,6 +5,10 @@ triple-quoted strings or unescaped quotes inside JSON, or answer with a bare ```
 is repaired here, and the repair is named in :attr:`ParsedAction.repairs`. When nothing works,
 :class:`InvalidAction` carries a precise sentence for the model saying what was wrong.
 
+Both reply formats (agent.reply_format, :mod:`thinkbox.agent.reply_format`) are read whichever was asked
+for: the code in the JSON's ``code`` string, or in a fenced block right after the JSON. When a reply has
+both and they differ, the form that was asked for wins and the repair says so.
+
 :class:`ThoughtStream` pulls the ``thought`` out of a reply while it is still streaming, for live display.
 """
 
@@ -18,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from thinkbox.agent.actions import ACTION_KINDS, Action
+from thinkbox.agent.actions import ACTION_KINDS, CODE_ACTIONS, Action
 
 KEYS = ("thought", "action", "code", "final_answer")
 _KEY_ALIASES = {"answer": "final_answer", "python": "code", "reasoning": "thought", "thoughts": "thought"}
@@ -51,8 +55,11 @@ class ParsedAction:
     """What had to be repaired, e.g. ``("code fence around the JSON",)``; empty for a clean reply."""
 
 
-def parse_action(text: str) -> ParsedAction:
-    """Parse one reply. Raises :class:`InvalidAction` with a message for the model."""
+def parse_action(text: str, reply_format: str = "json") -> ParsedAction:
+    """Parse one reply. Raises :class:`InvalidAction` with a message for the model.
+
+    ``reply_format``: the form the model was asked for (json, fenced): it wins when a reply carries code
+    both ways, and the messages about missing code name it."""
     raw = text.strip()
     if not raw:
         raise InvalidAction("the reply was empty")
@@ -75,10 +82,67 @@ def parse_action(text: str) -> ParsedAction:
             f"the JSON object is not complete: it was cut off after {len(body)} characters "
             "(keep the code shorter, and close every string and the object)"
         )
-    if raw[:start].strip("` \n\tjson") or raw[start + len(body) :].strip("` \n\t"):
+    after = raw[start + len(body) :]
+    if raw.startswith("```"):  # the fence around the JSON closes first
+        after = re.sub(r"^\s*```[ \t]*(?=\n|$)", "", after, count=1)
+    fenced_code, after = _block_after(after)
+    if raw[:start].strip("` \n\tjson") or after.strip("` \n\t"):
         repairs.append("text around the JSON")
     data = _load(body, repairs)
+    if fenced_code:
+        data = _with_block(data, fenced_code, reply_format, repairs)
+    elif reply_format == "fenced":
+        _require_block(data)
     return ParsedAction(_validate(data, repairs), tuple(repairs))
+
+
+# -- code in a fenced block after the JSON ----------------------------------------------------------------
+_OPENER = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n")
+_CLOSER = re.compile(r"(?<=\n)[ \t]*```")
+_CODE_TAGS = ("", "python", "py", "python3", "javascript", "js", "node", "bash", "sh", "shell")
+
+
+def _block_after(after: str) -> tuple[str | None, str]:
+    """(the code of the fenced block in the text after the JSON, that text without the block).
+
+    A block whose tag is not a code language (```json, ```text) is not code. Raises
+    :class:`InvalidAction` for a block that is never closed: its code may be cut off."""
+    opener = _OPENER.search(after)
+    if opener is None or opener.group(1).lower() not in _CODE_TAGS:
+        return None, after
+    closer = _CLOSER.search(after, opener.end())
+    if closer is None:
+        raise InvalidAction(
+            "the code block after the JSON is not closed: end the code with a line holding only ```"
+        )
+    code = after[opener.end() : closer.start()].strip("\n")
+    return code, after[: opener.start()] + after[closer.end() :]
+
+
+def _with_block(data: dict[str, Any], code: str, reply_format: str, repairs: list[str]) -> dict[str, Any]:
+    """``data`` with the block's code as ``code`` (see the module's note on which form wins)."""
+    inside = data.get("code")
+    inside = inside if isinstance(inside, str) else ""
+    if not inside.strip():
+        return {**data, "code": code}
+    if inside.strip() == code.strip():
+        return data
+    if reply_format == "fenced":
+        repairs.append("code both in the JSON and in a block after it: the block was used")
+        return {**data, "code": code}
+    repairs.append("code both in the JSON and in a block after it: the JSON's code was used")
+    return data
+
+
+def _require_block(data: dict[str, Any]) -> None:
+    """A fenced reply whose code action has no code at all gets a message in the fenced form's words."""
+    action = str(data.get("action", "")).strip().lower()
+    action = _ACTION_ALIASES.get(action, action) if action not in ACTION_KINDS else action
+    code = data.get("code")
+    if action in CODE_ACTIONS and not (isinstance(code, str) and code.strip()):
+        raise InvalidAction(
+            f'action "{action}" needs its code in a ``` block right after the JSON, but there is no block'
+        )
 
 
 # -- finding the JSON ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from thinkbox.agent.events import (
     RunStarted,
     StepStarted,
 )
+from thinkbox.agent.reply_format import render
 from thinkbox.models.base import Message
 from thinkbox.sandbox.session import Session
 
@@ -71,8 +72,11 @@ class RecordedState:
         return f"the answer of step {self.step} is given"
 
 
-def recorded_state(events: Sequence[Event]) -> RecordedState:
-    """The state after ``events`` (one run's, in order, starting with ``RunStarted``)."""
+def recorded_state(
+    events: Sequence[Event], reply_format: str = "json", agent_language: str = "py"
+) -> RecordedState:
+    """The state after ``events`` (one run's, in order, starting with ``RunStarted``); the model's actions
+    go into the history in ``reply_format`` (agent.reply_format, with agent.language)."""
     if not events or not isinstance(events[0], RunStarted):
         raise ValueError("a run's events start with run_started")
     state = RecordedState(question=events[0].question)
@@ -94,7 +98,8 @@ def recorded_state(events: Sequence[Event]) -> RecordedState:
             action = Action(thought=event.thought, action=event.action,  # type: ignore[arg-type]
                             code=event.code, final_answer=event.final_answer,
                             language=event.language)  # type: ignore[arg-type]  # fmt: skip
-            state.messages.append({"role": "assistant", "content": action.to_message()})
+            text = render(action, reply_format, agent_language)
+            state.messages.append({"role": "assistant", "content": text})
             state.pending = action
         elif isinstance(event, CodeStarted):
             state.pending = action

@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from thinkbox.agent import prompts, search
+from thinkbox.agent import reply_format, search
 from thinkbox.agent.actions import Action
 from thinkbox.agent.events import (
     ActionParsed,
@@ -112,7 +112,8 @@ async def run_routed(
     messages = history if history is not None else []
     spent = _Spent(time.monotonic())
     if chosen != "direct" and (web := search.configured(settings)) is not None:
-        system = prompts.system_prompt(await session.list_files(), settings.agent.language)
+        form, language = settings.agent.reply_format, settings.agent.language
+        system = reply_format.system_prompt(await session.list_files(), language, form)
         on_result = await search.prepare(web, session, messages, system, on_result)
     agent = cast(
         AsyncGenerator[Event, None],
@@ -262,7 +263,9 @@ class _Direct:
             action = Action(
                 thought="answered directly, without code", action="provide_answer", final_answer=text
             )
-            self.messages.append({"role": "assistant", "content": action.to_message()})
+            agent = self.settings.agent
+            rendered = reply_format.render(action, agent.reply_format, agent.language)
+            self.messages.append({"role": "assistant", "content": rendered})
             end = FinalAnswer(answer=text, steps=spent.steps, duration_s=spent.elapsed, tokens=spent.tokens)
         yield end
         status = {"final_answer": "answered", "limit_reached": "limit"}.get(end.type, "error")

@@ -21,7 +21,8 @@ class Message(TypedDict):
 class ModelRequest:
     messages: list[Message]
     json_schema: dict[str, Any] | None = None
-    """Constrain the reply to this JSON schema where the backend can (grammar / response_format)."""
+    """Constrain the reply to this JSON schema where the backend can (grammar / response_format). An
+    alternative with the key ``x-fence`` is followed by a fenced code block (see thinkbox.models.fenced)."""
     max_tokens: int = 1024
     temperature: float = 0.0
     stop: tuple[str, ...] = ()

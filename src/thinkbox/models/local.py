@@ -12,7 +12,8 @@ the chat only grows, so each turn evaluates just the new messages; a new run reu
 system-prompt prefix left by the previous one.
 
 ``ModelRequest.json_schema`` is enforced with a GBNF grammar compiled from the schema (cached per schema,
-strings made strictly JSON-valid); the token loop in :mod:`thinkbox.models.local_decode` checks it on the
+strings made strictly JSON-valid; a fenced code block after the object where the schema asks for one, see
+:mod:`thinkbox.models.fenced`); the token loop in :mod:`thinkbox.models.local_decode` checks it on the
 most likely candidates first. ``max_tokens`` bounds every reply so a looping model cannot run forever.
 Generation threads follow the machine: every core while no other work wants the CPU, one fewer when
 something else runs (see :func:`generation_threads`); model.threads fixes them.
@@ -41,6 +42,7 @@ from thinkbox.errors import (
     ModelUnavailable,
     ThinkboxError,
 )
+from thinkbox.models import fenced
 from thinkbox.models.base import Message, ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
 from thinkbox.models.install import locate_model
 from thinkbox.models.prompt_state import MIN_SHARED, PromptStates, fingerprint, shared_prefix
@@ -243,7 +245,7 @@ class LocalModel:
                 f"{self.context_tokens} allows: raise model.context_tokens or shorten the history"
             )
         grammar = self._grammar(request.json_schema) if request.json_schema is not None else None
-        scaffold = Scaffold.from_schema(request.json_schema) if request.json_schema is not None else None
+        scaffold = _scaffold(request.json_schema) if request.json_schema is not None else None
         max_tokens = max(1, min(request.max_tokens, self.max_tokens, self.context_tokens - len(tokens)))
         threads = self.fixed_threads or generation_threads()
         if threads != self.threads:
@@ -332,14 +334,17 @@ class LocalModel:
         self._last = (self._pending_text + reply_text, evaluated)
 
     def _grammar(self, schema: dict[str, Any]) -> str:
-        """The GBNF grammar for ``schema`` (strict JSON strings), cached per schema."""
+        """The GBNF grammar for ``schema`` (strict JSON strings), cached per schema; a schema with fences
+        (:mod:`thinkbox.models.fenced`) adds the code block after the object."""
         key = json.dumps(schema)  # property order matters: the grammar emits them in this order
         grammar = self._grammars.get(key)
         if grammar is None:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
             try:
-                grammar = strict_strings(json_schema_to_gbnf(key))
+                grammar = strict_strings(json_schema_to_gbnf(json.dumps(fenced.plain_schema(schema))))
+                if fenced.is_fenced(schema):
+                    grammar = fenced.fenced_gbnf(grammar, schema)
             except (ValueError, RuntimeError, KeyError, TypeError) as exc:
                 raise ModelError(f"the local model cannot enforce this JSON schema: {exc}") from exc
             if len(self._grammars) >= 16:
@@ -405,6 +410,12 @@ def cpu_is_free() -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return waited < CPU_BUSY_PSI and running <= 1  # the one running is this thread
+
+
+def _scaffold(schema: dict[str, Any]) -> Scaffold | fenced.FencedScaffold | None:
+    if fenced.is_fenced(schema):
+        return fenced.FencedScaffold.from_schema(schema)
+    return Scaffold.from_schema(schema)
 
 
 def _token_text(llm: Any, token: int) -> str:

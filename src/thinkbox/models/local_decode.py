@@ -18,6 +18,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from thinkbox.models.fenced import FencedScaffold
 from thinkbox.models.scaffold import Scaffold
 
 TOP_K = 48
@@ -93,7 +94,7 @@ def decode(
     cancel: threading.Event,
     emit: Callable[[str], None],
     seed: int | None = None,
-    scaffold: Scaffold | None = None,
+    scaffold: Scaffold | FencedScaffold | None = None,
 ) -> Decoded:
     """Generate after ``tokens``; ``emit`` each piece of text as soon as it is certain.
 
@@ -123,6 +124,7 @@ def decode(
             produced += 1
             if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 finish = "stop"
+                text += jump.closing(text) if jump is not None else ""  # e.g. a fenced block's end
                 break
             if checker is not None:
                 checker.accept(token)

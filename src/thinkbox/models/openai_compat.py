@@ -9,11 +9,14 @@ Servers differ in what they accept. A request asks for the most it can use (usag
 (strict ``json_schema`` -> non-strict ``json_schema`` -> ``json_object`` -> no format; usage -> no usage).
 OpenAI's strict mode refuses schemas with ``anyOf`` at the root, which vLLM and llama.cpp enforce happily,
 hence the non-strict step. What worked is remembered for the next requests of the same model object.
+A schema whose reply goes on after the JSON (a fenced code block, :mod:`thinkbox.models.fenced`) is sent
+with no response format: none can describe it, and the agent's parser reads such replies tolerantly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import socket
@@ -34,6 +37,7 @@ from thinkbox.errors import (
     ModelUnavailable,
 )
 from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta, Usage
+from thinkbox.models.fenced import is_fenced
 
 PLACEHOLDER_KEY = "not-needed"
 """Sent when no key is configured: local servers ignore it, and the SDK insists on one."""
@@ -101,6 +105,8 @@ class OpenAICompatModel:
             self._client = None
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        if is_fenced(request.json_schema):  # code follows the JSON: no response format can describe it
+            request = dataclasses.replace(request, json_schema=None)
         client = self._client_now()
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         response = await self._open(client, request)

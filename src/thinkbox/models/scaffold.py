@@ -99,6 +99,10 @@ class Scaffold:
                 return "", False
         return "", True
 
+    def closing(self, text: str) -> str:
+        """What completes ``text`` when the model ended it: nothing (the grammar ends the object)."""
+        return ""
+
     def _onward(self, head: str, k: int, alive: list[int]) -> tuple[str, bool]:
         """``head`` ends at the opening quote of value ``k`` (or closes the reply): add the values and
         literals that stay fixed from there."""

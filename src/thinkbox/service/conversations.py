@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thinkbox.agent.actions import Action
+from thinkbox.agent.reply_format import render
 from thinkbox.models.base import Message
 
 MAX_ENTRIES = 50_000
@@ -46,9 +47,10 @@ def history_hash(turns: Sequence[Turn]) -> str:
     return "hash:" + hashlib.sha256(data.encode()).hexdigest()
 
 
-def context_messages(turns: Sequence[Turn]) -> list[Message]:
+def context_messages(turns: Sequence[Turn], reply_format: str = "json") -> list[Message]:
     """Earlier turns as the agent's history would hold them: user texts, and each answer as the
-    ``provide_answer`` action the model writes (the last :data:`CONTEXT_TURNS`, each trimmed)."""
+    ``provide_answer`` action the model writes in ``reply_format`` (the last :data:`CONTEXT_TURNS`, each
+    trimmed)."""
     messages: list[Message] = []
     for turn in turns[-CONTEXT_TURNS:]:
         text = turn.text.strip()[:CONTEXT_CHARS]
@@ -58,14 +60,15 @@ def context_messages(turns: Sequence[Turn]) -> list[Message]:
             messages.append({"role": "user", "content": text})
         else:
             answer = Action(thought="my earlier answer", action="provide_answer", final_answer=text)
-            messages.append({"role": "assistant", "content": answer.to_message()})
+            messages.append({"role": "assistant", "content": render(answer, reply_format)})
     if messages and messages[-1]["role"] == "user":  # the question must follow an answer, not merge in
         messages.append(
             {
                 "role": "assistant",
-                "content": Action(
-                    thought="(no answer was recorded)", action="provide_answer", final_answer="-"
-                ).to_message(),
+                "content": render(
+                    Action(thought="(no answer was recorded)", action="provide_answer", final_answer="-"),
+                    reply_format,
+                ),
             }
         )
     return messages

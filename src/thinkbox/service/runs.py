@@ -26,7 +26,6 @@ from typing import Any, cast
 
 from sqlalchemy import select
 
-from thinkbox.agent import prompts
 from thinkbox.agent.events import (
     ActionParsed,
     Event,
@@ -42,6 +41,7 @@ from thinkbox.agent.events import (
     parse_event,
 )
 from thinkbox.agent.loop import ResultHook, check_question
+from thinkbox.agent.reply_format import system_prompt
 from thinkbox.agent.resume import recorded_state, replay
 from thinkbox.agent.route import Route, run_routed
 from thinkbox.config import Settings
@@ -276,7 +276,8 @@ class RunManager:
     async def _agent(
         self, active: _Active, live: LiveSession, question: str, events: list[Event] | None
     ) -> None:
-        state = recorded_state(events) if events else None
+        form, language = self.settings.agent.reply_format, self.settings.agent.language
+        state = recorded_state(events, form, language) if events else None
         if state is not None:
             failure = await replay(live.session, state.cells)
             if failure is not None:
@@ -337,7 +338,8 @@ class RunManager:
             extra = await asyncio.to_thread(tool_agent.prompt_section, *args)
             files = await live.session.list_files()
             network = self.sessions.egress is not None
-            system = prompts.system_prompt(files, extra=extra, network=network)
+            form = self.settings.agent.reply_format
+            system = system_prompt(files, reply_format=form, extra=extra, network=network)
             live.history.append({"role": "system", "content": system})
 
         async def on_result(result: ExecutionResult) -> str:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 
-from thinkbox.agent import prompts
 from thinkbox.agent.events import parse_event
+from thinkbox.agent.reply_format import system_prompt
 from thinkbox.agent.resume import Cell, RecordedState, recorded_state, replay
 from thinkbox.config import Settings
 from thinkbox.models.base import Message
@@ -237,7 +237,8 @@ class SessionManager:
                 extra = await asyncio.to_thread(
                     tool_agent.prompt_section, self.tools, owner, ask, limit, harvest
                 )
-            system = prompts.system_prompt(files, extra=extra, network=self.egress is not None)
+            form = self.settings.agent.reply_format
+            system = system_prompt(files, reply_format=form, extra=extra, network=self.egress is not None)
             live.history.append({"role": "system", "content": system})
             for state in runs:
                 live.history.extend(state.messages)
@@ -254,7 +255,8 @@ class SessionManager:
                     continue
                 events = [parse_event(record.data) for record in stored_records(self.db, run_id)]
                 if events:
-                    states.append(recorded_state(events))
+                    agent = self.settings.agent
+                    states.append(recorded_state(events, agent.reply_format, agent.language))
             return states
 
     # -- running code -------------------------------------------------------------------------------

@@ -20,8 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from thinkbox.agent import prompts
-from thinkbox.agent.events import CodeStarted, FinalAnswer, RunError, RunFinished
+from thinkbox.agent import reply_format
+from thinkbox.agent.events import (
+    CodeRejected,
+    CodeStarted,
+    ExecutionFinished,
+    FinalAnswer,
+    ParseFailed,
+    RunError,
+    RunFinished,
+)
 from thinkbox.agent.loop import run_agent
 from thinkbox.bench.reasoning.report import Attempt
 from thinkbox.bench.reasoning.tasks import Item, final_line_answer
@@ -164,7 +172,8 @@ async def agent(
     async with ctx.pool.lease() as session:
         for name, data in item.files.items():
             await session.put_file(name, data)
-        system = prompts.system_prompt(await session.list_files(), settings.agent.language) + hint
+        files, agent = await session.list_files(), settings.agent
+        system = reply_format.system_prompt(files, agent.language, agent.reply_format) + hint
         history: list[Message] = [{"role": "system", "content": system}]
         async for event in run_agent(
             question or item.question,
@@ -175,6 +184,8 @@ async def agent(
         ):
             if isinstance(event, CodeStarted):
                 outcome.code_ran = True
+            elif isinstance(event, ParseFailed | CodeRejected | ExecutionFinished):
+                outcome.notes += step_notes(event)
             elif isinstance(event, FinalAnswer):
                 outcome.answer = event.answer
             elif isinstance(event, RunError):
@@ -186,6 +197,21 @@ async def agent(
             await answer_from_session(item, session, outcome, settings.agent.language)
     outcome.wall_s = time.monotonic() - started
     return outcome
+
+
+def step_notes(event: ParseFailed | CodeRejected | ExecutionFinished) -> list[str]:
+    """What went wrong in a step, as notes of the item's result (counted by docs/bench/reply-format.md):
+    an unusable reply, code refused before running (a syntax error or an undefined name), a syntax error
+    raised by running code."""
+    if isinstance(event, ParseFailed):
+        return ["step: reply unusable"]
+    if isinstance(event, CodeRejected):
+        syntax = any("SyntaxError" in p for p in event.problems)
+        return [f"step: code rejected ({'syntax error' if syntax else 'undefined name'})"]
+    error = event.result.error
+    if error is not None and error.type in ("SyntaxError", "IndentationError", "TabError"):
+        return [f"step: code raised {error.type}"]
+    return []
 
 
 async def answer_from_session(item: Item, session: Session, outcome: Outcome, language: str = "py") -> None:

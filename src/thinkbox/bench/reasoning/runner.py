@@ -149,11 +149,15 @@ def arm_prompts() -> dict[str, str]:
 
 
 def fingerprint(settings: Settings, model: str, *, given_model: bool = False) -> dict[str, Any]:
-    """The agent fingerprint of a run (:func:`agent_fingerprint`) over every language's system prompt and
-    the arms' prompts."""
-    from thinkbox.agent import prompts
+    """The agent fingerprint of a run (:func:`agent_fingerprint`) over every language's system prompt (in
+    the settings' reply format) and the arms' prompts."""
+    from thinkbox.agent import reply_format
 
-    texts = {f"system.{lang}": prompts.system_prompt(language=lang) for lang in ("py", "js", "sh", "auto")}
+    form = settings.agent.reply_format
+    texts = {
+        f"system.{lang}": reply_format.system_prompt(language=lang, reply_format=form)
+        for lang in ("py", "js", "sh", "auto")
+    }
     return agent_fingerprint(settings, {**texts, **arm_prompts()}, model, given_model=given_model)
 
 

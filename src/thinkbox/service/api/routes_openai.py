@@ -31,8 +31,8 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from thinkbox.agent import prompts
 from thinkbox.agent.events import parse_event
+from thinkbox.agent.reply_format import system_prompt
 from thinkbox.service.accounts import Principal
 from thinkbox.service.api.deps import Caller, CallerInfo
 from thinkbox.service.api.openai_render import IMAGE_DIR, IMAGE_TYPES, ChatRender
@@ -146,12 +146,15 @@ async def _session_for(caller: CallerInfo, key: str | None, earlier: list[Turn])
     live = await service.sessions.create(who, "run")
     if earlier:
         files = await live.session.list_files()
+        form = service.settings.agent.reply_format
         live.history[:] = [
             {
                 "role": "system",
-                "content": prompts.system_prompt(files, network=service.sessions.egress is not None),
+                "content": system_prompt(
+                    files, reply_format=form, network=service.sessions.egress is not None
+                ),
             },
-            *context_messages(earlier),
+            *context_messages(earlier, form),
         ]
     if key is not None:
         service.conversations.remember(who.user_id, key, live.id)
