@@ -191,20 +191,38 @@ async def test_a_malformed_plan_reply_falls_back_to_the_plain_loop_with_a_note(
     assert of(events, FinalAnswer)[0].answer == "42"
 
 
-async def test_the_step_limit_holds_for_the_whole_run(session: Session, tmp_path: Path) -> None:
+async def test_the_step_limit_holds_for_the_whole_run_and_parts_leave_steps_to_compose(
+    session: Session, tmp_path: Path
+) -> None:
     model = ScriptedModel([
         TWO_PARTS,
-        code("def double(x):\n    return 2 * x"), answer("done"),
-        code("def inc(x):\n    return x + 1"), answer("done"),
+        code("def double(x):\n    return 2 * x"),  # each part gets one step: (6 - plan - 3 to compose) / 2
+        code("def inc(x):\n    return x + 1"),
+        code("print(1)"), code("print(2)"), code("print(3)"),
     ])  # fmt: skip
-    settings = make_settings(tmp_path, decompose="chain", max_steps=4)
+    settings = make_settings(tmp_path, decompose="chain", max_steps=6)
     events = await collect(
         run_decomposed("Twice 20 plus one?", model=model, session=session, settings=settings)
     )
+    assert [(t.name, t.passed) for t in of(events, PartTested)] == [("double", True), ("inc", True)]
+    assert "already defines" in text_of(model.requests[3])
     limit = of(events, LimitReached)
-    assert len(limit) == 1 and limit[0].limit == "steps" and "4 steps" in limit[0].message
-    assert isinstance(events[-1], RunFinished) and events[-1].status == "limit" and events[-1].steps == 4
-    assert len(model.requests) == 4
+    assert len(limit) == 1 and limit[0].limit == "steps" and "6 steps" in limit[0].message
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "limit" and events[-1].steps == 6
+    assert len(model.requests) == 6
+
+
+async def test_parts_without_steps_left_are_named_to_the_composing_step(
+    session: Session, tmp_path: Path
+) -> None:
+    model = ScriptedModel([TWO_PARTS, code("print(2 * 20 + 1)"), answer("41")])
+    settings = make_settings(tmp_path, decompose="class", max_steps=4)
+    events = await collect(
+        run_decomposed("Twice 20 plus one?", model=model, session=session, settings=settings)
+    )
+    assert of(events, PartTested) == []
+    assert text_of(model.requests[1]).count("not written yet") == 2
+    assert of(events, FinalAnswer)[0].answer == "41"
 
 
 async def test_the_renderer_shows_the_plan_and_each_part_briefly(session: Session, tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ from thinkbox.sandbox.session import Session
 Orchestration = Literal["chain", "class"]
 MAX_PARTS = 4
 PART_RETRIES = 1  # a failing test is fed back this many times
-PART_STEPS = 4  # steps one part may take (of those left to the run), so one part cannot use them all
+PART_STEPS = 4  # steps one part may take, its retries included, so one part cannot use them all
+COMPOSE_STEPS = 3  # steps kept for the composing step: parts never use them
 _CONTEXT_CHARS = 1500  # of the question, shown to a part for context
 _TEST_TIMEOUT_S = 10.0
 
@@ -368,25 +369,37 @@ async def _parts_then_compose(
             yield event
         return
     passed: dict[str, bool] = {}
-    for function in plan.functions:
-        async for event in _part(sub, function, question, system):
+    for index, function in enumerate(plan.functions):
+        budget = _part_budget(sub.totals, len(plan.functions) - index)
+        if budget < 1:  # no steps left for parts: compose with what is there
+            break
+        async for event in _part(sub, function, question, system, budget):
             if isinstance(event, PartTested):
                 passed[event.name] = event.passed
             yield event
         if sub.end is not None:  # the run must stop
             return
-    failed = [name for name, ok in passed.items() if not ok]
-    async for event in sub.run(_compose_question(question, plan, failed), messages, None):
+    async for event in sub.run(_compose_question(question, plan, passed), messages, None):
         yield event
 
 
-async def _part(sub: _SubRuns, function: PlannedFunction, question: str, system: str) -> AsyncIterator[Event]:
-    """Write ``function`` in a sub-run, run its test; feed a failure back up to PART_RETRIES times."""
+def _part_budget(totals: _Totals, parts_left: int) -> int:
+    """Steps for the next part: an equal share of those left after COMPOSE_STEPS, at most PART_STEPS."""
+    left = totals.settings.agent.max_steps - totals.steps - COMPOSE_STEPS
+    return min(PART_STEPS, left // parts_left)
+
+
+async def _part(
+    sub: _SubRuns, function: PlannedFunction, question: str, system: str, budget: int
+) -> AsyncIterator[Event]:
+    """Write ``function`` in a sub-run of at most ``budget`` steps, run its test; feed a failure back up to
+    PART_RETRIES times while the budget lasts."""
     history: list[Message] = [{"role": "system", "content": system}]
     ask = PART_PROMPT.format(signature=function.signature, contract=function.contract, test=function.test,
                              context=question[:_CONTEXT_CHARS])  # fmt: skip
+    start = sub.totals.steps
     for attempt in range(1, PART_RETRIES + 2):
-        async for event in sub.run(ask, history, PART_STEPS):
+        async for event in sub.run(ask, history, budget - (sub.totals.steps - start)):
             yield event
         if sub.stopped:
             return
@@ -395,7 +408,7 @@ async def _part(sub: _SubRuns, function: PlannedFunction, question: str, system:
         yield PartTested(
             step=sub.totals.steps, name=function.name, passed=result.ok, attempt=attempt, error=error
         )
-        if result.ok:
+        if result.ok or sub.totals.steps - start >= budget:
             break
         ask = RETRY_PROMPT.format(error=error, name=function.name)
     sub.end = None  # a part's own answer or limit is not the run's outcome
@@ -407,11 +420,14 @@ def _failure(result: Any) -> str:
     return prompts.cut_middle(f"{result.error.type}: {result.error.message}".strip(), 600)
 
 
-def _compose_question(question: str, plan: PlanMade, failed: list[str]) -> str:
+def _compose_question(question: str, plan: PlanMade, passed: dict[str, bool]) -> str:
     lines = [question, "", "The session already defines these functions, each tested:"]
     for f in plan.functions:
-        broken = " (its test failed: fix it before you use it)" if f.name in failed else ""
-        lines.append(f"- {f.signature}: {f.contract}{broken}")
+        if f.name not in passed:
+            note = " (not written yet: no steps were left for it; write it if you need it)"
+        else:
+            note = "" if passed[f.name] else " (its test failed: fix it before you use it)"
+        lines.append(f"- {f.signature}: {f.contract}{note}")
     if plan.compose:
         lines.append(f"Plan: {plan.compose}")
     lines.append(COMPOSE_PROMPT[plan.orchestration])
