@@ -151,6 +151,16 @@ class AgentSettings(BaseModel):
             "docs/bench/reply-format.md)."
         ),
     )
+    decompose: Literal["off", "chain", "class"] = Field(
+        "off",
+        description=(
+            "Decomposition on the code route: off (the plain loop), or a plan step first that names 1-4 "
+            "functions with contracts and a test each; each is written and tested in the session, then "
+            "composed to answer: chain (called one after another on each other's outputs) or class (as "
+            "the methods of one class). A question the plan finds simple runs the plain loop "
+            "(see docs/bench/decompose.md)."
+        ),
+    )
 
 
 class SearchSettings(BaseModel):

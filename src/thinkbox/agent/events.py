@@ -6,7 +6,7 @@ to its class with :func:`parse_event`. A run yields, in order (a run resumed aft
 with ``RunResumed`` instead, right after the events recorded before the crash)::
 
     RunStarted [FilesPreviewed] Notice* | RunResumed
-    [RouteChosen]
+    [RouteChosen] [PlanMade]
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
         [CodeRejected
          | CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* Notice* ExecutionFinished]])*
@@ -17,6 +17,10 @@ Routed runs (:func:`thinkbox.agent.route.run_routed`) say which route they took 
 after ``RunStarted``, or under ``auto`` after step 1's ``ActionParsed`` (the model's first action decided),
 and once more when the code route stopped at a limit and the direct route answers instead (its
 ``LimitReached`` is not sent: the run's outcome is the direct answer).
+
+Decomposed runs (:mod:`thinkbox.agent.decompose`, agent.decompose) say what they planned with
+``PlanMade``; the steps that follow write one planned function after another, each ending with a
+``PartTested`` (the plan's test, run in the session), then compose them.
 
 ``FilesPreviewed``, ``CodeRejected`` and ``Notice`` come from the loop's feedback
 (:mod:`thinkbox.agent.feedback`): what the model was told about the files, code refused by the lint check,
@@ -71,6 +75,42 @@ class RouteChosen(_Event):
     reason: str = Field(description="Why: the setting that fixed it, or what the model's answers showed.")
     tokens: int = Field(0, description="Tokens the decision itself cost (the label call; 0: none).")
     duration_s: float = Field(0.0, description="Seconds the decision itself took (0: none).")
+
+
+class PlannedFunction(BaseModel):
+    """One function of a decomposition plan: what to write and the test that checks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    signature: str = Field(description='E.g. "def total(items: list[int]) -> int".')
+    contract: str = Field(description="What it takes and returns.")
+    test: str = Field(description="One Python assert that calls it on a small example.")
+
+
+class PlanMade(_Event):
+    """The plan of a decomposed run (agent.decompose): the functions to write and test, then how they are
+    composed. No functions: the plain loop answers (``note`` says why: none were needed, or the reply was
+    not a usable plan)."""
+
+    type: Literal["plan_made"] = "plan_made"
+    orchestration: Literal["chain", "class"]
+    functions: list[PlannedFunction] = Field(default_factory=list)
+    compose: str = Field("", description="How the functions together answer the question, as planned.")
+    note: str = Field("", description="Why the plan is empty, when it is.")
+    tokens: int = Field(0, description="Tokens the plan call cost.")
+    duration_s: float = Field(0.0, description="Seconds the plan call took.")
+
+
+class PartTested(_Event):
+    """A planned function's test, run in the session after the steps that wrote it."""
+
+    type: Literal["part_tested"] = "part_tested"
+    step: int = Field(description="The last step of the run so far.")
+    name: str
+    passed: bool
+    attempt: int = Field(1, description="1 for the first check, 2 after the failure was fed back, ...")
+    error: str = Field("", description="What failed (the test's error), empty when it passed.")
 
 
 class StepStarted(_Event):
@@ -265,6 +305,8 @@ Event = Annotated[
     RunStarted
     | RunResumed
     | RouteChosen
+    | PlanMade
+    | PartTested
     | StepStarted
     | ThoughtDelta
     | ParseFailed

@@ -18,10 +18,11 @@ was taken and why. The route comes from ``--route`` / the run's ``route`` field 
      answers instead. When the code route stops at a limit without an answer, the direct route answers
      (``fallback``), so a question the model cannot code its way through still gets an answer.
 
-When ``search.provider`` is set, the code route's session gets ``web_search(query)``
-(:mod:`thinkbox.agent.search`). Each decision's own model cost (tokens, seconds) is in its ``RouteChosen``
-event and counted in the run's totals. A resumed run (the service, after a crash) goes on in code: only
-code runs leave steps to resume.
+Under ``code``, ``agent.decompose`` (chain or class) plans the question as tested functions first
+(:mod:`thinkbox.agent.decompose`). When ``search.provider`` is set, the code route's session gets
+``web_search(query)`` (:mod:`thinkbox.agent.search`). Each decision's own model cost (tokens, seconds)
+is in its ``RouteChosen`` event and counted in the run's totals. A resumed run (the service, after a
+crash) goes on in code: only code runs leave steps to resume.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Literal, cast
 
 from thinkbox.agent import reply_format, search
 from thinkbox.agent.actions import Action
+from thinkbox.agent.decompose import run_decomposed
 from thinkbox.agent.events import (
     ActionParsed,
     Event,
@@ -115,6 +117,14 @@ async def run_routed(
         form, language = settings.agent.reply_format, settings.agent.language
         system = reply_format.system_prompt(await session.list_files(), language, form)
         on_result = await search.prepare(web, session, messages, system, on_result)
+    if chosen == "code" and resume is None and settings.agent.decompose != "off":
+        why = f"the route is set to code (--route or agent.route), decomposed ({settings.agent.decompose})"
+        async for event in run_decomposed(question, model=model, session=session, settings=settings,
+                                          history=messages, run_id=run_id, on_result=on_result):  # fmt: skip
+            yield event
+            if isinstance(event, RunStarted):
+                yield RouteChosen(route="code", reason=why)
+        return
     agent = cast(
         AsyncGenerator[Event, None],
         run_agent(

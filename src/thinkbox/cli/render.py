@@ -31,6 +31,8 @@ from thinkbox.agent.events import (
     Notice,
     OutputChunk,
     ParseFailed,
+    PartTested,
+    PlanMade,
     RouteChosen,
     RunError,
     RunFinished,
@@ -142,6 +144,21 @@ class Renderer:
         self.console.print(
             Text(terminal_safe(f"route: {how}: {e.reason}{cost}"), style="cyan"), soft_wrap=True
         )
+
+    def _on_plan_made(self, e: PlanMade) -> None:
+        if not e.functions:
+            self.console.print(Text(terminal_safe(f"plan: {e.note}"), style="cyan"), soft_wrap=True)
+            return
+        names = ", ".join(f.name for f in e.functions)
+        line = f"plan ({e.orchestration}): {names}" + (f" · {e.compose}" if e.compose else "")
+        self.console.print(Text(terminal_safe(line), style="cyan"), soft_wrap=True)
+
+    def _on_part_tested(self, e: PartTested) -> None:
+        if e.passed:
+            self.console.print(Text(terminal_safe(f"✓ {e.name}: its test passed"), style="green"))
+        else:
+            line = f"✗ {e.name}: its test failed (check {e.attempt}): {e.error}"
+            self.console.print(Text(terminal_safe(line), style="bold yellow"), soft_wrap=True)
 
     def _on_step_started(self, e: StepStarted) -> None:
         self._thought_shown = False

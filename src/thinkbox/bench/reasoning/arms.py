@@ -4,8 +4,8 @@
   with an ``Answer:`` line (files are inlined; the item's answer budget, :attr:`Item.answer_tokens`);
 - ``cot``: one model call, no tools, told to reason step by step in text (no code runs) with the budget
   of one agent step (``model.max_tokens``), then an ``Answer:`` line;
-- ``code``: the agent (:func:`run_agent`) in a fresh sandbox session, told to work the answer out in
-  code (agent.language);
+- ``code``: the agent (:func:`run_agent`; under agent.decompose, :func:`run_decomposed`) in a fresh
+  sandbox session, told to work the answer out in code (agent.language);
 - ``code:py``, ``code:js``, ``code:both``: the agent in one language, or both compared (``languages.py``);
 - ``router``: the agent or the model decides per question whether code helps (``router.py``).
 
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from thinkbox.agent import reply_format
+from thinkbox.agent.decompose import run_decomposed
 from thinkbox.agent.events import (
     CodeRejected,
     CodeStarted,
@@ -175,7 +176,8 @@ async def agent(
         files, agent = await session.list_files(), settings.agent
         system = reply_format.system_prompt(files, agent.language, agent.reply_format) + hint
         history: list[Message] = [{"role": "system", "content": system}]
-        async for event in run_agent(
+        run = run_agent if settings.agent.decompose == "off" else run_decomposed
+        async for event in run(
             question or item.question,
             model=ctx.model,
             session=session,
