@@ -21,8 +21,8 @@ SYSTEM = (
 )
 
 
-def chat(question: str) -> list[Message]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+def chat(question: str, system: str = SYSTEM) -> list[Message]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
 
 
 def fresh_model(cache: Path, context_tokens: int = 2048) -> object:
@@ -39,12 +39,12 @@ def fresh_model(cache: Path, context_tokens: int = 2048) -> object:
     pytest.skip("no local model is installed here (scripts/setup.sh)")
 
 
-def ask(model: object, question: str) -> tuple[str, int]:
+def ask(model: object, question: str, system: str = SYSTEM) -> tuple[str, int]:
     """The model's reply and how many prompt tokens it took from a saved state; then the model is closed."""
     from thinkbox.models.local import LocalModel
 
     assert isinstance(model, LocalModel)
-    request = ModelRequest(messages=chat(question), max_tokens=24, temperature=0.0)
+    request = ModelRequest(messages=chat(question, system), max_tokens=24, temperature=0.0)
     try:
         reply = asyncio.run(complete(model, request))
     finally:
@@ -78,3 +78,15 @@ def test_a_damaged_state_is_dropped_and_rebuilt_and_another_context_size_does_no
     _, restored_bigger = ask(fresh_model(tmp_path, context_tokens=4096), "What is 2 + 3?")
     assert restored_bigger == 0  # another fingerprint: its own folder
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_changed_system_prompt_gets_its_own_state_instead_of_a_stale_one(tmp_path: Path) -> None:
+    """A state saved for an earlier wording shares all but the prompt's last words: it is not loaded (most
+    of the prompt would be evaluated anyway, and the new prompt's state would never be saved)."""
+    pytest.importorskip("llama_cpp", reason="the llama.cpp runtime is not installed (scripts/setup.sh)")
+    ask(fresh_model(tmp_path), "What is 2 + 3?")
+    changed = SYSTEM.replace("without units unless they were asked for", "with units")
+    _, restored = ask(fresh_model(tmp_path), "What is 2 + 3?", changed)
+    assert restored == 0 and len(list(tmp_path.glob("*/*.state"))) == 2  # evaluated, and saved
+    _, restored_again = ask(fresh_model(tmp_path), "What is 2 + 3?", changed)
+    assert restored_again > 32  # the new wording's state is used from now on

@@ -309,15 +309,18 @@ class LocalModel:
         states = self.prompt_states
         if states is None or llm.n_tokens != 0:
             return
-        self.restored_tokens = states.restore(llm, tokens)
-        if self.restored_tokens or not messages or messages[0]["role"] != "system":
+        shared = 0
+        if messages and messages[0]["role"] == "system":
+            text = self._formatter(messages=[messages[0]]).prompt
+            system = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            shared = shared_prefix(system, tokens)
+        # a state of another system prompt (the prompt changed since it was saved) would leave most of
+        # this one to evaluate, and would never be replaced: only a state covering the system part counts
+        self.restored_tokens = states.restore(llm, tokens, need=max(shared, MIN_SHARED))
+        if self.restored_tokens or not MIN_SHARED <= shared < len(tokens):
             return
-        text = self._formatter(messages=[messages[0]]).prompt
-        system = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        shared = shared_prefix(system, tokens)
-        if MIN_SHARED <= shared < len(tokens):
-            llm.eval(tokens[:shared])
-            states.save(llm)
+        llm.eval(tokens[:shared])
+        states.save(llm)
 
     def _remember(self, prompt_tokens: list[int], llm: Any) -> None:
         """Record the evaluated sequence (prompt + generated tokens) and its text for the next request."""

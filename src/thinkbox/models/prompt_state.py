@@ -78,16 +78,17 @@ class PromptStates:
                 path.unlink()
             return None
 
-    def restore(self, llm: Any, tokens: list[int]) -> int:
+    def restore(self, llm: Any, tokens: list[int], need: int = MIN_SHARED) -> int:
         """Load into the (empty) context ``llm`` the saved state sharing most leading tokens with
-        ``tokens``; how many tokens the context then holds (0: nothing suitable was saved)."""
+        ``tokens``, at least ``need`` of them; how many tokens the context then holds (0: nothing
+        suitable was saved)."""
         best: tuple[int, Path, list[int]] | None = None
         for path in self._files():
             saved = self._header(path)
             if saved is None:
                 continue
             shared = shared_prefix(saved, tokens)
-            if shared >= MIN_SHARED and (best is None or shared > best[0]):
+            if shared >= max(need, MIN_SHARED) and (best is None or shared > best[0]):
                 best = (shared, path, saved)
         if best is None:
             return 0
