@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from thinkbox.agent import prompts
-from thinkbox.agent.events import CodeStarted, FinalAnswer, RunError, RunFinished
+from thinkbox.agent.events import AnswerChecked, CodeStarted, FinalAnswer, RunError, RunFinished
 from thinkbox.agent.loop import run_agent
 from thinkbox.bench.reasoning.report import Attempt
 from thinkbox.bench.reasoning.tasks import Item, final_line_answer
@@ -177,6 +177,10 @@ async def agent(
                 outcome.code_ran = True
             elif isinstance(event, FinalAnswer):
                 outcome.answer = event.answer
+            elif isinstance(event, AnswerChecked) and not event.passed:  # the critic's, kept in the results
+                verdict = "retry" if event.retry else "stands"
+                problems = "; ".join(event.problems)
+                outcome.notes.append(f"critic {verdict} on {event.answer[:200]!r}: {problems}")
             elif isinstance(event, RunError):
                 raise RunFailed(event)
             elif isinstance(event, RunFinished):
