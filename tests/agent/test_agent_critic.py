@@ -11,9 +11,12 @@ from agent_support import make_settings
 
 from thinkbox.agent.events import AnswerChecked, Event, FinalAnswer, LimitReached, RunFinished, parse_event
 from thinkbox.agent.loop import run_agent
+from thinkbox.agent.resume import recorded_state, replay
 from thinkbox.config import Settings
 from thinkbox.models.scripted import ScriptedModel
+from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.session import Session
+from thinkbox.sandbox.types import Limits, SessionConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -190,3 +193,27 @@ async def test_the_critic_is_off_when_set_off(session: Session, tmp_path: Path) 
     model = ScriptedModel([code("print(6 * 7)"), answer("41")])
     events = await collect(run_agent("What is 6 * 7?", model=model, session=session, settings=settings))
     assert checked(events) == [] and final(events).answer == "41"
+
+
+async def test_a_resumed_run_gets_no_second_retry(backend: SandboxBackend, tmp_path: Path) -> None:
+    """The process died after the critic's retry was asked for: the resumed run knows it was the one."""
+    settings = make_settings(tmp_path)
+    config = SessionConfig(limits=Limits(timeout_s=10.0, kill_grace_s=1.0))
+    replies = [code("print(48271 * 9173)"), answer("442789000"), answer("442789001")]
+    async with await backend.create_session(config) as first:
+        whole = ScriptedModel(replies)
+        original = await collect(run_agent(PRODUCT, model=whole, session=first, settings=settings))
+    cut = next(i for i, e in enumerate(original) if isinstance(e, AnswerChecked) and e.retry)
+    state = recorded_state(original[: cut + 1])
+    assert state.retried is not None and state.pending is None
+    rest = ScriptedModel(replies[2:])
+    async with await backend.create_session(config) as fresh:
+        assert await replay(fresh, state.cells) is None
+        again = run_agent(PRODUCT, model=rest, session=fresh, settings=settings, resume=state)
+        resumed = await collect(again)
+    [verdict] = checked(resumed)
+    assert not verdict.retry and "after its one retry" in verdict.note
+    assert final(resumed).answer == "442789001"
+    retry = original[cut]
+    assert isinstance(retry, AnswerChecked)
+    assert rest.requests[0].messages[-1]["content"] == retry.observation

@@ -327,6 +327,10 @@ class Critic:
             verdict = verdict.model_copy(update={"note": note})
         return verdict
 
+    def resumed(self, retried: AnswerChecked | None) -> None:
+        """A resumed run's critic: the retry recorded before the crash (None: none) was the run's one."""
+        self.retried, self.told = retried, retried.observation if retried is not None else ""
+
     def kept(self, step: int) -> AnswerChecked | None:
         """After a retry, the run stopped at a limit: the first answer stands (with a note), else None."""
         if self.retried is None:

@@ -251,6 +251,7 @@ async def _resume(run: _Run, state: RecordedState) -> RunResumed:
     run.messages.extend(state.messages)
     run.step, run.tokens, run.errors = state.step, state.tokens, state.errors
     run.failed_code, run.pending = dict(state.failed_code), state.pending
+    run.critic.resumed(state.retried)
     run.started -= state.duration_s
     run.deadline -= state.duration_s
     replayed = sum(1 for cell in state.cells if cell.code.strip())
