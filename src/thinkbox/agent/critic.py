@@ -38,6 +38,7 @@ from thinkbox.sandbox.session import Session
 TIMEOUT_S = 10.0
 MAX_EXAMPLES = 12
 SHOWN = 5  # problems listed to the model
+EXAMPLE = "the question's example "
 _NUMBER = re.compile(
     r"(?<![\w.])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)(\s?%)?"
 )
@@ -317,7 +318,7 @@ class Critic:
             self.counts["critic_fixed"] += not first
         elif first and room:
             self.counts["critic_retry"] += 1
-            self.told = retry_text(problems)
+            self.told = retry_text(problems, checks)
             verdict = verdict.model_copy(update={"retry": True, "observation": self.told})
             self.retried = verdict
         else:
@@ -349,7 +350,7 @@ class Critic:
             failed = await run_examples(self.session, found, code)
             if failed is not None:
                 checks.append("examples")
-                problems += [f"the question's example {p}" for p in failed]
+                problems += [EXAMPLE + p for p in failed]
         if self.mode in ("numbers", "all") and not code:
             given, outputs = self._evidence(messages, question)
             missing = unsupported_numbers(answer, outputs, given) if outputs else None
@@ -386,13 +387,22 @@ def _appear(items: list[str]) -> str:
     return "appears" if len(items) == 1 else "appear"
 
 
-def retry_text(problems: list[str]) -> str:
-    """What the model is told when its answer failed the check: what did not match, and what to do."""
+def retry_text(problems: list[str], checks: list[CheckName]) -> str:
+    """What the model is told when its answer failed the check: what did not match, and what to do (for
+    a function: correct it and answer with it; for a value: print it and answer with it as printed)."""
     listed = "\n".join(f"- {p}" for p in problems[:SHOWN])
+    if any(p.startswith(EXAMPLE) for p in problems):
+        todo = (
+            "Correct the function: send its whole corrected definition with execute_code and call it on "
+            "those examples with print(). When it prints what the question expects, reply with "
+            "provide_answer and the whole function definition."
+        )
+    else:
+        todo = (
+            "Run code that computes and print()s exactly what the question asks, then reply with "
+            "provide_answer and the value as printed."
+        )
     return (
-        "Before your answer is accepted it was checked, and this did not match:\n"
-        f"{listed}\n"
-        "Fix it: run code that computes and print()s exactly what the question asks (for a function, run "
-        "the question's examples), then reply with provide_answer and the value as printed. If your answer "
-        "is right as it is, reply with provide_answer and the same answer again."
+        f"Before your answer is accepted it was checked ({' and '.join(checks)}), and this did not match:\n"
+        f"{listed}\n{todo} If your answer is right as it is, reply with provide_answer and the same answer."
     )
