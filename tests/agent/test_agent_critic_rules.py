@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from thinkbox.agent.critic import examples, unsupported_numbers
+from thinkbox.agent.events import AnswerChecked
+from thinkbox.cli.render import Renderer
 from thinkbox.config import AgentSettings
 
 
@@ -56,3 +59,18 @@ def test_the_setting_takes_true_and_false() -> None:
     assert AgentSettings(critic="examples").critic == "examples"
     with pytest.raises(ValueError, match="critic"):
         AgentSettings(critic="maybe")  # type: ignore[arg-type]
+
+
+def test_the_terminal_shows_the_verdicts_briefly() -> None:
+    console = Console(record=True, width=100, color_system=None)
+    render = Renderer(console)
+    failed = AnswerChecked(step=2, answer="41", checks=["numbers"], passed=False, problems=["41 is not 42"])
+    render(failed.model_copy(update={"retry": True, "observation": "told"}))
+    render(failed.model_copy(update={"note": "the answer stands after its one retry, though: 41 is not 42"}))
+    render(AnswerChecked(step=3, answer="42", checks=["numbers", "examples"], passed=True))
+    assert console.export_text().splitlines() == [
+        "✗ answer checked: asking the model once more",
+        "  41 is not 42",
+        "note: the answer stands after its one retry, though: 41 is not 42",
+        "✓ answer checked (numbers and examples)",
+    ]
