@@ -39,6 +39,7 @@ TIMEOUT_S = 10.0
 MAX_EXAMPLES = 12
 SHOWN = 5  # problems listed to the model
 EXAMPLE = "the question's example "
+LAST_CHARS = 200  # of the last output, quoted when the answer's numbers are not in the outputs
 _NUMBER = re.compile(
     r"(?<![\w.])[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)(\s?%)?"
 )
@@ -353,15 +354,15 @@ class Critic:
                 problems += [EXAMPLE + p for p in failed]
         if self.mode in ("numbers", "all") and not code:
             given, outputs = self._evidence(messages, question)
-            missing = unsupported_numbers(answer, outputs, given) if outputs else None
+            missing = unsupported_numbers(answer, "\n".join(outputs), given) if outputs else None
             if missing is not None:
                 checks.append("numbers")
                 if missing:
-                    where = f"{_appear(missing)} in no output of your code"
+                    where = f"{_appear(missing)} in no output of your code (the last: {_last(outputs)})"
                     problems.append(f"{_listed(missing)} in the answer {where}")
         return checks, problems
 
-    def _evidence(self, messages: list[Message], question: str) -> tuple[str, str]:
+    def _evidence(self, messages: list[Message], question: str) -> tuple[str, list[str]]:
         """(the question's message, this run's outputs as the model saw them: the observations after it)."""
         start = next(
             (i for i in range(len(messages) - 1, -1, -1)
@@ -369,13 +370,20 @@ class Critic:
             None,
         )  # fmt: skip
         if start is None:
-            return question, ""
+            return question, []
         outputs = [
             m["content"]
             for m in messages[start + 1 :]
             if m["role"] == "user" and m["content"].startswith("Output:") and m["content"] != self.told
         ]
-        return messages[start]["content"], "\n".join(outputs)
+        return messages[start]["content"], outputs
+
+
+def _last(outputs: list[str]) -> str:
+    """The last output as the model saw it, on one line and short: what a retry may answer with."""
+    text = outputs[-1].removeprefix("Output:").split("\nIf this answers the question", 1)[0]
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= LAST_CHARS else flat[: LAST_CHARS - 3] + "...")
 
 
 def _listed(items: list[str]) -> str:
@@ -404,5 +412,5 @@ def retry_text(problems: list[str], checks: list[CheckName]) -> str:
         )
     return (
         f"Before your answer is accepted it was checked ({' and '.join(checks)}), and this did not match:\n"
-        f"{listed}\n{todo} If your answer is right as it is, reply with provide_answer and the same answer."
+        f"{listed}\n{todo}"
     )
