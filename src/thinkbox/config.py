@@ -152,12 +152,13 @@ class AgentSettings(BaseModel):
         ),
     )
     critic: Literal["off", "numbers", "examples", "all"] = Field(
-        "all",
+        "off",
         description=(
             "Check a final answer before accepting it: numbers (its numbers must appear in the code's "
             "outputs or the question), examples (a function must pass the question's own examples, run in "
             "the session), all, or off. A failed check gets one retry telling the model what did not "
-            "match; then the answer stands. true/false mean all/off."
+            "match; then the answer stands. true/false mean all/off. Off by default: with the embedded "
+            "model it changed no answer (docs/bench/critic.md)."
         ),
     )
 

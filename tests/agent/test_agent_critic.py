@@ -52,6 +52,12 @@ def feedback(events: list[Event]) -> dict[str, int]:
     return {k: v for k, v in end.feedback.items() if k.startswith("critic")}
 
 
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The critic is off by default: these tests turn all of it on."""
+    return make_settings(tmp_path, critic="all")
+
+
 def told(model: ScriptedModel, request: int) -> str:
     """The last user message of the model's request number ``request`` (0-based)."""
     return model.requests[request].messages[-1]["content"]
@@ -117,7 +123,7 @@ async def test_the_retry_shows_no_evidence_of_its_own(session: Session, settings
 
 
 async def test_when_the_retry_hits_a_limit_the_first_answer_stands(session: Session, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, max_steps=3)
+    settings = make_settings(tmp_path, critic="all", max_steps=3)
     model = ScriptedModel([code("print(48271 * 9173)"), answer("442789000"), code("print('still thinking')")])
     events = await collect(run_agent(PRODUCT, model=model, session=session, settings=settings))
     assert not [e for e in events if isinstance(e, LimitReached)]
@@ -128,7 +134,7 @@ async def test_when_the_retry_hits_a_limit_the_first_answer_stands(session: Sess
 
 
 async def test_no_retry_when_no_step_is_left(session: Session, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, max_steps=2)
+    settings = make_settings(tmp_path, critic="all", max_steps=2)
     model = ScriptedModel([code("print(48271 * 9173)"), answer("442789000")])
     events = await collect(run_agent(PRODUCT, model=model, session=session, settings=settings))
     [verdict] = checked(events)
@@ -188,7 +194,8 @@ async def test_the_sessions_function_is_checked_when_the_answer_is_a_value(
     assert any("second_largest([10, 20]) returned 20" in p for p in first.problems)
 
 
-async def test_the_critic_is_off_when_set_off(session: Session, tmp_path: Path) -> None:
+async def test_the_critic_is_off_by_default_and_when_set_off(session: Session, tmp_path: Path) -> None:
+    assert make_settings(tmp_path).agent.critic == "off"
     settings = make_settings(tmp_path, critic=False)
     model = ScriptedModel([code("print(6 * 7)"), answer("41")])
     events = await collect(run_agent("What is 6 * 7?", model=model, session=session, settings=settings))
@@ -197,7 +204,7 @@ async def test_the_critic_is_off_when_set_off(session: Session, tmp_path: Path) 
 
 async def test_a_resumed_run_gets_no_second_retry(backend: SandboxBackend, tmp_path: Path) -> None:
     """The process died after the critic's retry was asked for: the resumed run knows it was the one."""
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, critic="all")
     config = SessionConfig(limits=Limits(timeout_s=10.0, kill_grace_s=1.0))
     replies = [code("print(48271 * 9173)"), answer("442789000"), answer("442789001")]
     async with await backend.create_session(config) as first:

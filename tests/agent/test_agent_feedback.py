@@ -90,7 +90,7 @@ async def test_an_undefined_name_goes_back_to_the_model_without_running_the_code
     assert [e.step for e in of(events, ExecutionFinished)] == [2]
     told = model.requests[1].messages[-1]["content"]
     assert told == rejected[0].observation and "was not run" in told and "'price'" in told
-    assert finished(events).feedback == {"lint": 1, "critic_passed": 1}
+    assert finished(events).feedback == {"lint": 1}
 
 
 @needs_pyflakes
@@ -170,7 +170,7 @@ async def test_a_step_repeating_code_and_output_is_not_fed_again_and_a_third_sen
     refused = of(events, ParseFailed)[0]
     assert refused.step == 3 and "already ran in step 2" in refused.error
     assert of(events, FinalAnswer)[0].answer == "42"
-    assert finished(events).feedback == {"repeat": 1, "repeat_refused": 1, "critic_passed": 1}
+    assert finished(events).feedback == {"repeat": 1, "repeat_refused": 1}
 
 
 async def test_identical_code_with_a_different_output_is_not_a_repeat(

@@ -11,7 +11,6 @@ from agent_support import make_settings
 
 from thinkbox.agent.events import (
     ActionParsed,
-    AnswerChecked,
     CodeStarted,
     Event,
     ExecutionFinished,
@@ -54,7 +53,7 @@ def cut_after(events: list[Event], keep: type[Event], step: int) -> list[Event]:
         (ExecutionFinished, 2, 2, StepStarted),  # a complete step 2: step 3 is asked of the model
         (CodeStarted, 3, 1, CodeStarted),  # step 3's action recorded, its code cut short: run again
         (StepStarted, 3, 2, StepStarted),  # step 3 started, no action yet: asked anew
-        (ActionParsed, 4, 0, AnswerChecked),  # the answer was chosen, not given: checked, given, no model
+        (ActionParsed, 4, 0, FinalAnswer),  # the answer was chosen, not given: given without the model
     ],
 )
 async def test_resume_goes_on_from_the_recorded_events(
