@@ -13,7 +13,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -161,6 +169,25 @@ class AgentSettings(BaseModel):
             "(see docs/bench/decompose.md)."
         ),
     )
+    critic: Literal["off", "numbers", "examples", "all"] = Field(
+        "off",
+        description=(
+            "Check a final answer before accepting it: numbers (its numbers must appear in the code's "
+            "outputs or the question), examples (a function must pass the question's own examples, run in "
+            "the session), all, or off. A failed check gets one retry telling the model what did not "
+            "match; then the answer stands. true/false mean all/off. Off by default: with the embedded "
+            "model it changed no answer (docs/bench/critic.md)."
+        ),
+    )
+
+    @field_validator("critic", mode="before")
+    @classmethod
+    def _critic_switch(cls, value: Any) -> Any:
+        """``THINKBOX_AGENT__CRITIC=true|false`` (and booleans) as all/off."""
+        switch = {"true": "all", "1": "all", "on": "all", "false": "off", "0": "off", "none": "off"}
+        if isinstance(value, bool):
+            return "all" if value else "off"
+        return switch.get(value.strip().lower(), value) if isinstance(value, str) else value
 
 
 class SearchSettings(BaseModel):

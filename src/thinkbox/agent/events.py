@@ -10,6 +10,7 @@ with ``RunResumed`` instead, right after the events recorded before the crash)::
     (StepStarted ThoughtDelta* (ParseFailed ThoughtDelta*)* [ActionParsed
         [CodeRejected
          | CodeStarted (OutputChunk | DisplayProduced | NetworkRequest)* Notice* ExecutionFinished]])*
+    [AnswerChecked]  (after a provide_answer ActionParsed; a retry's goes on with StepStarted)
     FinalAnswer [ToolsHarvested] | LimitReached | RunError
     RunFinished
 
@@ -26,7 +27,9 @@ Decomposed runs (:mod:`thinkbox.agent.decompose`, agent.decompose) say what they
 (:mod:`thinkbox.agent.feedback`): what the model was told about the files, code refused by the lint check,
 and notes such as a repeated step or documentation looked up after an error. ``ToolsHarvested`` comes
 from the service only (:mod:`thinkbox.service.tools.harvest`): after the answer, the functions the run
-defined and called, saved as the tenant's tools or not, and why.
+defined and called, saved as the tenant's tools or not, and why. ``AnswerChecked`` is the critic's
+verdict on a final answer (:mod:`thinkbox.agent.critic`); a failed first check asks the model once more,
+so a run may hold two (the second, or one after a limit, says why the answer stands).
 """
 
 from __future__ import annotations
@@ -233,6 +236,24 @@ class NetworkRequest(_Event):
     duration_ms: float = 0.0
 
 
+CheckName = Literal["numbers", "examples"]
+
+
+class AnswerChecked(_Event):
+    """The critic checked a final answer against the run's evidence (agent.critic): its numbers against
+    the code's outputs, a function against the question's examples, run in the session."""
+
+    type: Literal["answer_checked"] = "answer_checked"
+    step: int
+    answer: str = Field(description="The answer checked.")
+    checks: list[CheckName] = Field(description="The checks that ran.")
+    passed: bool
+    problems: list[str] = Field(default_factory=list, description="What did not match, one line each.")
+    retry: bool = Field(False, description="Failed, and the model is asked once more (told observation).")
+    observation: str = Field("", description="What the model was told for its retry ('' for none).")
+    note: str = Field("", description="Failed without a retry: why the answer stands anyway.")
+
+
 class FinalAnswer(_Event):
     type: Literal["final_answer"] = "final_answer"
     answer: str
@@ -297,7 +318,8 @@ class RunFinished(_Event):
     feedback: dict[str, int] = Field(
         default_factory=dict,
         description="How often the loop's feedback fired in the run: lint (code rejected), repeat, "
-        "repeat_refused, docs, previewed (files).",
+        "repeat_refused, docs, previewed (files); the critic's critic_passed, critic_retry, critic_fixed "
+        "(passed after its retry), critic_stood (failed, stands), critic_kept (the retry hit a limit).",
     )
 
 
@@ -319,6 +341,7 @@ Event = Annotated[
     | FilesPreviewed
     | CodeRejected
     | Notice
+    | AnswerChecked
     | FinalAnswer
     | ToolsHarvested
     | LimitReached

@@ -11,7 +11,8 @@ When a step prints nothing but its last line assigns plain names (``result = a *
 values back and shows them to the model: small models otherwise guess the value they did not print.
 Code that failed before is not run again unchanged: the model is re-asked for a different attempt.
 The rest of what the model is told besides outputs (file previews, lint, repeats, documentation after an
-error) is :mod:`thinkbox.agent.feedback`, called at the run's start and before and after each execution.
+error) is :mod:`thinkbox.agent.feedback`, called at the run's start and before and after each execution;
+a final answer passes :mod:`thinkbox.agent.critic` first, which may ask the model once more.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypeVar, cast
 
 from thinkbox.agent import prompts, reply_format
 from thinkbox.agent.actions import Action
+from thinkbox.agent.critic import Critic
 from thinkbox.agent.events import (
     ActionParsed,
     CodeRejected,
@@ -115,6 +117,13 @@ async def run_agent(
             if run.action is None:
                 continue
             if not run.action.runs_code:
+                room = run.step < run.settings.agent.max_steps
+                if checked := await run.critic.review(run.step, run.action.final_answer, run.messages,
+                                                      run.question, room=room):  # fmt: skip
+                    yield checked
+                    if checked.retry:
+                        run.add_user(checked.observation)
+                        continue
                 end = run.event(FinalAnswer, answer=run.action.final_answer.strip())
                 break
             async for event in _execute(run, run.action):
@@ -125,6 +134,9 @@ async def run_agent(
         end = run.limit("context", detail=exc.message)
     except ThinkboxError as exc:
         end = run.event(RunError, code=exc.code, message=exc.message, retryable=exc.retryable)
+    if isinstance(end, LimitReached) and (kept := run.critic.kept(run.step)) is not None:
+        yield kept  # the critic's retry ran out: the first answer stands
+        end = run.event(FinalAnswer, answer=kept.answer)
     yield end
     yield run.finished(end)
 
@@ -149,10 +161,12 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     deadline: float = field(default_factory=lambda: asyncio.get_running_loop().time())
     feedback: Feedback = field(init=False)
+    critic: Critic = field(init=False)
 
     def __post_init__(self) -> None:
         self.deadline += self.settings.agent.max_wall_s
         self.feedback = Feedback(self.settings.agent, self.session)
+        self.critic = Critic(self.settings.agent, self.session, self.feedback.counts)
 
     @property
     def language(self) -> str:
@@ -241,6 +255,7 @@ async def _resume(run: _Run, state: RecordedState) -> RunResumed:
     run.messages.extend(state.messages)
     run.step, run.tokens, run.errors = state.step, state.tokens, state.errors
     run.failed_code, run.pending = dict(state.failed_code), state.pending
+    run.critic.resumed(state.retried)
     run.started -= state.duration_s
     run.deadline -= state.duration_s
     replayed = sum(1 for cell in state.cells if cell.code.strip())

@@ -21,6 +21,7 @@ from thinkbox.agent import prompts
 from thinkbox.agent.actions import Action
 from thinkbox.agent.events import (
     ActionParsed,
+    AnswerChecked,
     CodeRejected,
     CodeStarted,
     Event,
@@ -62,6 +63,8 @@ class RecordedState:
     """The last step's action, recorded but not carried out (its code did not finish, or the answer was
     not given): the loop carries it out without asking the model."""
     duration_s: float = 0.0
+    retried: AnswerChecked | None = None
+    """The critic's check that asked for the run's one retry, if it did (no second one after resuming)."""
 
     @property
     def what_next(self) -> str:
@@ -104,6 +107,9 @@ def recorded_state(
         elif isinstance(event, CodeStarted):
             state.pending = action
             language = event.language
+        elif isinstance(event, AnswerChecked) and event.retry:  # the answer was refused: asked anew
+            _add_user(state.messages, event.observation)
+            state.retried, state.pending = event, None
         elif isinstance(event, FilesPreviewed):
             _add_user(state.messages, event.text)
         elif isinstance(event, CodeRejected):  # a failed step whose code did not run

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from thinkbox.agent.events import (
     ActionParsed,
+    AnswerChecked,
     CodeRejected,
     CodeStarted,
     DisplayProduced,
@@ -254,6 +255,16 @@ class Renderer:
                 "blue",
             )
         self.console.print(Text(terminal_safe(line), style=style), soft_wrap=True)
+
+    def _on_answer_checked(self, e: AnswerChecked) -> None:
+        checks = " and ".join(e.checks)
+        if e.passed:
+            self.console.print(Text(f"✓ answer checked ({checks})", style="green"))
+            return
+        head = "✗ answer checked: asking the model once more" if e.retry else f"note: {e.note}"
+        self.console.print(Text(terminal_safe(head), style="yellow"), soft_wrap=True)
+        for problem in e.problems if e.retry else []:
+            self.console.print(Text(terminal_safe(f"  {problem}"), style="yellow"), soft_wrap=True)
 
     def _on_final_answer(self, e: FinalAnswer) -> None:
         body = Text(terminal_safe(e.answer), style="bold")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from thinkbox.agent import reply_format
 from thinkbox.agent.decompose import run_decomposed
 from thinkbox.agent.events import (
+    AnswerChecked,
     CodeRejected,
     CodeStarted,
     ExecutionFinished,
@@ -190,6 +191,10 @@ async def agent(
                 outcome.notes += step_notes(event)
             elif isinstance(event, FinalAnswer):
                 outcome.answer = event.answer
+            elif isinstance(event, AnswerChecked) and not event.passed:  # the critic's, kept in the results
+                verdict = "retry" if event.retry else "stands"
+                problems = "; ".join(event.problems)
+                outcome.notes.append(f"critic {verdict} on {event.answer[:200]!r}: {problems}")
             elif isinstance(event, RunError):
                 raise RunFailed(event)
             elif isinstance(event, RunFinished):
