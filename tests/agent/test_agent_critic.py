@@ -3,13 +3,12 @@ outputs and the question's examples; a failed check gets one retry, never more, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_support import make_settings
+from agent_support import answer, code, collect, make_settings
 
-from thinkbox.agent.events import AnswerChecked, Event, FinalAnswer, LimitReached, RunFinished, parse_event
+from thinkbox.agent.events import AnswerChecked, Event, FinalAnswer, LimitReached, RunFinished
 from thinkbox.agent.loop import run_agent
 from thinkbox.agent.resume import recorded_state, replay
 from thinkbox.config import Settings
@@ -19,21 +18,6 @@ from thinkbox.sandbox.session import Session
 from thinkbox.sandbox.types import Limits, SessionConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def code(text: str) -> dict[str, str]:
-    return {"thought": "compute", "action": "execute_code", "code": text, "final_answer": ""}
-
-
-def answer(text: str) -> dict[str, str]:
-    return {"thought": "done", "action": "provide_answer", "code": "", "final_answer": text}
-
-
-async def collect(events: AsyncIterator[Event]) -> list[Event]:
-    out = [event async for event in events]
-    for event in out:
-        assert parse_event(event.model_dump_json()) == event
-    return out
 
 
 def checked(events: list[Event]) -> list[AnswerChecked]:

@@ -4,12 +4,12 @@ sandbox; the plans' tests run for real in the session."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_support import make_settings
+from agent_support import answer, collect, make_settings
+from agent_support import code as support_code
 from rich.console import Console
 
 from thinkbox.agent.decompose import PLAN_SCHEMA, PlanError, checked_test, parse_plan, run_decomposed
@@ -34,11 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def code(text: str) -> dict[str, str]:
-    return {"thought": "write it", "action": "execute_code", "code": text, "final_answer": ""}
-
-
-def answer(text: str) -> dict[str, str]:
-    return {"thought": "done", "action": "provide_answer", "code": "", "final_answer": text}
+    return support_code(text, thought="write it")
 
 
 def part(name: str, test: str) -> dict[str, str]:
@@ -54,10 +50,6 @@ TWO_PARTS = {
     "parts": [part("double", "assert double(2) == 4"), part("inc", "assert inc(4) == 5")],
     "compose": "inc(double(n))",
 }
-
-
-async def collect(events: AsyncIterator[Event]) -> list[Event]:
-    return [event async for event in events]
 
 
 def of(events: list[Event], cls: type[Any]) -> list[Any]:

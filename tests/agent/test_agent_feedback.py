@@ -4,13 +4,12 @@ repeated steps, live documentation. Each fires when it should and stays quiet wh
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import openpyxl
 import pytest
-from agent_support import make_settings
+from agent_support import answer, code, collect, make_settings
 
 from thinkbox.agent import lint
 from thinkbox.agent.conversation import Conversation
@@ -26,7 +25,6 @@ from thinkbox.agent.events import (
     ParseFailed,
     RunFinished,
     RunResumed,
-    parse_event,
 )
 from thinkbox.agent.loop import run_agent
 from thinkbox.agent.resume import recorded_state, replay
@@ -38,21 +36,6 @@ from thinkbox.sandbox.types import Limits, SessionConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 needs_pyflakes = pytest.mark.skipif(not lint.AVAILABLE, reason="pyflakes is not installed")
-
-
-def code(text: str, action: str = "execute_code") -> dict[str, str]:
-    return {"thought": "compute", "action": action, "code": text, "final_answer": ""}
-
-
-def answer(text: str) -> dict[str, str]:
-    return {"thought": "done", "action": "provide_answer", "code": "", "final_answer": text}
-
-
-async def collect(events: AsyncIterator[Event]) -> list[Event]:
-    out = [event async for event in events]
-    for event in out:  # every event survives a JSON round trip
-        assert parse_event(event.model_dump_json()) == event
-    return out
 
 
 def of(events: list[Event], cls: type[Any]) -> list[Any]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_support import make_settings
+from agent_support import answer, code, collect, make_settings
 
 from thinkbox.agent.conversation import Conversation
 from thinkbox.agent.events import (
@@ -29,18 +28,6 @@ from thinkbox.models.scripted import ScriptedModel
 from thinkbox.sandbox.session import Session
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def code(text: str) -> dict[str, str]:
-    return {"thought": "compute", "action": "execute_code", "code": text, "final_answer": ""}
-
-
-def answer(text: str) -> dict[str, str]:
-    return {"thought": "done", "action": "provide_answer", "code": "", "final_answer": text}
-
-
-async def collect(events: AsyncIterator[Event]) -> list[Event]:
-    return [event async for event in events]
 
 
 def of(events: list[Event], cls: type[Any]) -> list[Any]:
