@@ -30,6 +30,7 @@ from typing import Any
 
 from thinkbox.agent import critic_inside
 from thinkbox.agent.events import AnswerChecked, CheckName
+from thinkbox.agent.prompts import is_literal
 from thinkbox.agent.session_helpers import run_helper
 from thinkbox.config import AgentSettings
 from thinkbox.models.base import Message
@@ -189,17 +190,9 @@ def _called_name(source: str) -> str | None:
         for n in ast.walk(tree)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
     ]
-    if not own or not all(_is_literal(a) for c in own for a in [*c.args, *(k.value for k in c.keywords)]):
+    if not own or not all(is_literal(a) for c in own for a in [*c.args, *(k.value for k in c.keywords)]):
         return None
     return name
-
-
-def _is_literal(node: ast.expr) -> bool:
-    try:
-        ast.literal_eval(node)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return False
-    return True
 
 
 def _arrow_examples(line: str) -> list[Example]:

@@ -256,6 +256,15 @@ def defined_names(code: str) -> list[str]:
     return [node.name for node in body if isinstance(node, kinds)][:5]
 
 
+def is_literal(node: ast.expr) -> bool:
+    """``node`` is a Python literal (what ``ast.literal_eval`` reads): a value code can be checked with."""
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
 def looks_intermediate(assigned: str) -> bool:
     """Whether values read back (``name = repr`` lines) are working data, not an answer: a nested
     container (a grid, rows of a table) or a multi-line value. Invited to answer after a read-back of

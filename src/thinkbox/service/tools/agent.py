@@ -42,7 +42,6 @@ HARVEST_HINT = (
     "Functions you write and call are saved as tools after your answer when they pass their tests in a "
     "fresh session: you need not save them."
 )
-MAX_NAMED = 3
 
 
 def _stems(text: str) -> set[str]:
@@ -91,13 +90,6 @@ def tools_section(tools: Sequence[ToolInfo], question: str, limit: int, harvest:
             lines.append(f"- from tools.{tool.name} import {names}: {sigs}" + (f". {about}" if about else ""))
     lines.append(HARVEST_HINT if harvest else SAVE_HINT)
     return "\n".join(lines)
-
-
-def named_in(tools: Sequence[ToolInfo], question: str) -> list[ToolInfo]:
-    """The tools the question names: every word of the tool's name (cut as for :func:`rank`) occurs in it
-    (``loan_payment`` in "the monthly payment of a loan"), at most :data:`MAX_NAMED`, best ranked first."""
-    asked = _stems(question)
-    return [t for t in rank(tools, question) if (words := _stems(t.name)) and words <= asked][:MAX_NAMED]
 
 
 def prompt_section(

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 
 from thinkbox.agent.events import CodeStarted, Event, ExecutionFinished, HarvestedTool, ToolsHarvested
+from thinkbox.agent.prompts import is_literal
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox.session import Session
 from thinkbox.service.accounts import Principal
@@ -134,26 +135,18 @@ def _read(tree: ast.Module, cell: str, defs: _Definitions) -> None:
                 defs.imports[bound] = ast.unparse(one)
         elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if len(targets) == 1 and isinstance(targets[0], ast.Name) and _literal(node.value):
+            if len(targets) == 1 and isinstance(targets[0], ast.Name) and is_literal(node.value):
                 defs.constants[targets[0].id] = ast.unparse(node)
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Name):
             name = call.func.id
             defs.called.add(name)
             args = [*call.args, *(k.value for k in call.keywords)]
-            if all(k.arg is not None for k in call.keywords) and all(_literal(a) for a in args):
+            if all(k.arg is not None for k in call.keywords) and all(is_literal(a) for a in args):
                 known = defs.calls.setdefault(name, [])
                 text = ast.unparse(call)
                 if text not in known:
                     known.append(text)
-
-
-def _literal(node: ast.expr) -> bool:
-    try:
-        ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return True
 
 
 def _candidate(name: str, defs: _Definitions) -> Candidate:
