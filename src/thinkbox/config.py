@@ -152,7 +152,7 @@ class AgentSettings(BaseModel):
         ),
     )
     reply_format: Literal["json", "fenced"] = Field(
-        "json",
+        "fenced",
         description=(
             "How the model writes a step: json (one JSON object, the code inside its code string) or fenced "
             "(the JSON object without code, then the code as plain text in a ``` block; see "

@@ -41,7 +41,7 @@ async def test_a_javascript_agent_runs_its_code_as_javascript(session: Session, 
     model = ScriptedModel(
         [step("const n = 48271 * 9173\nconsole.log(n)"), step("console.log(n + 1)"), answer("x")]
     )
-    events = await run("What is 48271 * 9173?", model, session, tmp_path, language="js")
+    events = await run("What is 48271 * 9173?", model, session, tmp_path, language="js", reply_format="json")
     first, second = [e for e in events if isinstance(e, ExecutionFinished)]
     assert first.result.stdout == "442789883\n" and second.result.stdout == "442789884\n"
     assert [e.language for e in events if isinstance(e, CodeStarted)] == ["js", "js"]
@@ -67,7 +67,9 @@ async def test_an_auto_agent_runs_each_step_in_the_language_it_names(
         answer("1048577"),
     ]
     model = ScriptedModel(replies)
-    events = await run("Check it in two languages", model, session, tmp_path, language="auto")
+    events = await run(
+        "Check it in two languages", model, session, tmp_path, language="auto", reply_format="json"
+    )
     assert [e.language for e in events if isinstance(e, CodeStarted)] == ["py", "js", "sh", "py"]
     outputs = [e.result.stdout for e in events if isinstance(e, ExecutionFinished)]
     assert outputs == ["", "1048577\n", "1048576", "1048576\n"]
@@ -78,7 +80,7 @@ async def test_an_auto_agent_runs_each_step_in_the_language_it_names(
 
 
 async def test_the_python_agent_keeps_its_schema_prompt_and_history_form(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, reply_format="json")
     request = action_request([], settings)
     assert request.json_schema == action_json_schema()
     assert all("language" not in v["properties"] for v in request.json_schema["anyOf"])

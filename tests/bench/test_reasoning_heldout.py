@@ -88,6 +88,22 @@ def test_the_fingerprint_changes_with_prompts_parameters_and_model(
     assert recommitted["git_commit"] == "0123456789ab" and recommitted["id"] == changed["id"]
 
 
+def test_the_source_hash_covers_the_code_that_answers_not_the_report(tmp_path: Path) -> None:
+    import shutil
+
+    import thinkbox
+    from thinkbox.bench.reasoning.fingerprint import source_hash
+
+    copy = tmp_path / "thinkbox"
+    shutil.copytree(Path(thinkbox.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    base = source_hash(copy)
+    for described in ("bench/reasoning/report.py", "config.py", "service/runs.py"):
+        (copy / described).write_text((copy / described).read_text() + "\n# reworded\n")
+    assert source_hash(copy) == base  # how results are written, other settings: the same answers
+    (copy / "agent/prompts.py").write_text((copy / "agent/prompts.py").read_text() + "\n# changed\n")
+    assert source_hash(copy) != base
+
+
 @session_loop
 async def test_the_cot_and_direct_arms_answer_in_text_within_their_budgets(
     backend: SandboxBackend,

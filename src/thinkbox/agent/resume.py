@@ -32,6 +32,7 @@ from thinkbox.agent.events import (
     StepStarted,
 )
 from thinkbox.agent.reply_format import render
+from thinkbox.config import AgentSettings
 from thinkbox.models.base import Message
 from thinkbox.sandbox.session import Session
 
@@ -76,10 +77,13 @@ class RecordedState:
 
 
 def recorded_state(
-    events: Sequence[Event], reply_format: str = "json", agent_language: str = "py"
+    events: Sequence[Event], reply_format: str | None = None, agent_language: str = "py"
 ) -> RecordedState:
     """The state after ``events`` (one run's, in order, starting with ``RunStarted``); the model's actions
-    go into the history in ``reply_format`` (agent.reply_format, with agent.language)."""
+    go into the history in ``reply_format`` (agent.reply_format, with agent.language; by default the
+    setting's default)."""
+    if reply_format is None:
+        reply_format = AgentSettings.model_fields["reply_format"].default
     if not events or not isinstance(events[0], RunStarted):
         raise ValueError("a run's events start with run_started")
     state = RecordedState(question=events[0].question)

@@ -7,11 +7,13 @@ them) is part of every cached result's key: a change to any of them starts a fre
 of mixing old and new ones. The report shows the parts, so a reader can tell which version produced it.
 
 The code's identity is a hash of the source files that decide answers (the agent, the model backends, the
-benchmark itself, the settings). The git commit, when the package runs from a checkout (``+dirty`` when the
-package's files have uncommitted changes), is shown in the report but left out of ``id``: a commit of
-documentation or tests does not change an answer, and keying on it made every such commit start the
-results afresh (an interrupted run could no longer resume); the source hash already tells code versions
-apart, committed or not.
+benchmark's tasks and arms). The settings' values that decide answers are part of the fingerprint
+themselves, so ``config.py``'s source is not: a new service setting or a reworded description does not
+start the results afresh, and neither does a change to how the report is written. The git commit, when
+the package runs from a checkout (``+dirty`` when the package's files have uncommitted changes), is shown
+in the report but left out of ``id``: a commit of documentation or tests does not change an answer, and
+keying on it made every such commit start the results afresh (an interrupted run could no longer
+resume); the source hash already tells code versions apart, committed or not.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 import thinkbox
 from thinkbox.config import Settings
 
-SOURCES = ("agent", "models", "bench/reasoning", "config.py")
+SOURCES = ("agent", "models", "bench/reasoning")
 """The parts of the package (relative to it) whose source decides what an arm answers."""
+NOT_SOURCES = ("bench/reasoning/report.py", "bench/reasoning/fingerprint.py")
+"""Files under :data:`SOURCES` that only describe results: the report and this module."""
 
 
 def _sha(data: bytes | str) -> str:
@@ -43,7 +47,7 @@ def source_hash(root: Path | None = None) -> str:
         path = base / part
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for file in files:
-            if file.is_file():
+            if file.is_file() and str(file.relative_to(base)) not in NOT_SOURCES:
                 digest.update(str(file.relative_to(base)).encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
