@@ -285,6 +285,27 @@ def test_notebook_shows_the_files_told_code_not_run_and_notices() -> None:
     assert "json.dumps(obj, *, indent=None)" in nb.cells[-1].source
 
 
+def test_notebook_says_the_route_the_plan_the_tests_and_the_answers_check() -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "route_chosen", "route": "code", "reason": "the setting"},
+        {"type": "plan_made", "orchestration": "chain", "functions": [
+            {"name": "triple", "signature": "triple(n)", "contract": "3n", "test": "assert triple(2) == 6"}]},
+        {"type": "part_tested", "step": 1, "name": "triple", "passed": False, "error": "AssertionError"},
+        {"type": "answer_checked", "step": 2, "answer": "7", "checks": ["numbers"], "passed": False,
+         "problems": ["7 is not in any output"], "retry": True},
+        {"type": "route_chosen", "route": "sideways", "reason": "a later version's route"},
+    ]  # fmt: skip
+
+    notes = [c.source for c in transcript_to_notebook(events).cells]
+
+    assert notes == [
+        "> *route: thinking in code: the setting*",
+        "> *plan (chain): triple*",
+        "> *triple: its test failed (check 1): AssertionError*",
+        "> *answer checked (numbers): asking the model once more: 7 is not in any output*",
+    ]  # an event this version cannot read is left out, the notebook still builds
+
+
 def test_notebook_cells_of_javascript_and_shell_run_with_their_interpreter() -> None:
     events: list[dict[str, Any]] = [
         {"type": "action_parsed", "step": 1, "thought": "js", "action": "execute_code", "code": "1 + 1",

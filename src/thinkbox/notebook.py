@@ -8,6 +8,7 @@ answer, or why the run stopped, closes the notebook.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,7 +17,10 @@ from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
+from pydantic import ValidationError
 
+from thinkbox.agent.describe import describe
+from thinkbox.agent.events import EVENT_ADAPTER
 from thinkbox.transcripts import read_events
 
 _nbformat: Any = nbformat  # nbformat has no type hints; calls through this alias are unchecked
@@ -24,6 +28,8 @@ new_notebook = _nbformat.v4.new_notebook
 new_markdown_cell = _nbformat.v4.new_markdown_cell
 new_code_cell = _nbformat.v4.new_code_cell
 new_output = _nbformat.v4.new_output
+NOTES = ("route_chosen", "plan_made", "part_tested", "answer_checked", "tools_harvested")
+"""Events shown as a one-line note (:func:`~thinkbox.agent.describe.describe`)."""
 
 
 def transcript_to_notebook(events: Iterable[dict[str, Any]]) -> NotebookNode:
@@ -63,6 +69,9 @@ class _Builder:
         handler = getattr(self, f"_on_{e.get('type')}", None)
         if handler is not None:
             handler(e)
+        elif e.get("type") in NOTES:
+            with contextlib.suppress(ValidationError):  # a transcript of another version: left out
+                self._markdown(f"> *{describe(EVENT_ADAPTER.validate_python(e))}*")
 
     def _markdown(self, text: str) -> None:
         self.cells.append(new_markdown_cell(text))

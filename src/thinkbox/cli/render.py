@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
+from thinkbox.agent.describe import describe
 from thinkbox.agent.events import (
     ActionParsed,
     AnswerChecked,
@@ -140,26 +141,16 @@ class Renderer:
         self.console.print(Text(line, style="dim"))
 
     def _on_route_chosen(self, e: RouteChosen) -> None:
-        how = "answering directly, without code" if e.route == "direct" else "thinking in code"
-        cost = f" (decided in {e.duration_s:.1f} s, {e.tokens} tokens)" if e.tokens else ""
-        self.console.print(
-            Text(terminal_safe(f"route: {how}: {e.reason}{cost}"), style="cyan"), soft_wrap=True
-        )
+        self._note(e, "cyan")
 
     def _on_plan_made(self, e: PlanMade) -> None:
-        if not e.functions:
-            self.console.print(Text(terminal_safe(f"plan: {e.note}"), style="cyan"), soft_wrap=True)
-            return
-        names = ", ".join(f.name for f in e.functions)
-        line = f"plan ({e.orchestration}): {names}" + (f" · {e.compose}" if e.compose else "")
-        self.console.print(Text(terminal_safe(line), style="cyan"), soft_wrap=True)
+        self._note(e, "cyan")
 
     def _on_part_tested(self, e: PartTested) -> None:
-        if e.passed:
-            self.console.print(Text(terminal_safe(f"✓ {e.name}: its test passed"), style="green"))
-        else:
-            line = f"✗ {e.name}: its test failed (check {e.attempt}): {e.error}"
-            self.console.print(Text(terminal_safe(line), style="bold yellow"), soft_wrap=True)
+        self._note(e, "green" if e.passed else "bold yellow", "✓ " if e.passed else "✗ ")
+
+    def _note(self, e: Event, style: str, mark: str = "") -> None:
+        self.console.print(Text(terminal_safe(mark + (describe(e) or "")), style=style), soft_wrap=True)
 
     def _on_step_started(self, e: StepStarted) -> None:
         self._thought_shown = False

@@ -22,6 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
+from thinkbox.agent.describe import describe
 from thinkbox.agent.events import (
     ActionParsed,
     CodeRejected,
@@ -130,6 +131,9 @@ class ChatRender:
             return f"\n({trim(event.message, 500)})\n", ""
         if isinstance(event, RunResumed):
             return f"\n(the server restarted; the run went on: {event.message or 'resumed'})\n", ""
+        note = describe(event)
+        if note is not None:
+            return f"\n({trim(note, 500)})\n", ""
         return self._end(event)
 
     def _output(self, text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from thinkbox.agent.describe import describe
 from thinkbox.agent.events import (
     ActionParsed,
     CodeRejected,
@@ -100,7 +101,7 @@ class Trace:
             self.message = event.message
         elif isinstance(event, RunFinished):
             self.finished = event
-        return None
+        return describe(event)  # the route, a plan, a part's test, the answer's check: None for others
 
     def _executed(self, event: ExecutionFinished) -> str:
         step, result = self._at(event.step), event.result

@@ -48,6 +48,21 @@ export class RunView {
     this.body.append(h("p", { class: "note route", testid: "route", "data-route": e.route }, `${how}: ${e.reason}${cost}`));
   }
 
+  // A decomposed run (agent.decompose): its plan, then each planned function's test.
+  on_plan_made(e) {
+    const fns = e.functions || [];
+    const text = fns.length
+      ? `Plan (${e.orchestration}): ${fns.map((f) => f.name).join(", ")}${e.compose ? ` · ${e.compose}` : ""}`
+      : `Plan: ${e.note}`;
+    this.body.append(h("p", { class: "note plan", testid: "plan" }, text));
+  }
+
+  on_part_tested(e) {
+    const text = e.passed ? `✓ ${e.name}: its test passed` : `✗ ${e.name}: its test failed (check ${e.attempt}): ${e.error}`;
+    const el = h("p", { class: e.passed ? "note" : "note error", testid: "part-tested" }, text);
+    (e.step ? this.step(e.step).extras : this.body).append(el);
+  }
+
   on_step_started(e) {
     const known = this.steps.get(e.step);
     if (known) { // the step starts again after a restart of the server: one section, its new thought
@@ -162,6 +177,15 @@ export class RunView {
     const el = h("p", { class: e.refused ? "network refused" : "network", testid: "network-request" }, text);
     if (step) step.extras.append(el);
     else this.body.append(el);
+  }
+
+  // The critic's check of an answer (agent.critic): passed, a retry with what did not match, or a note.
+  on_answer_checked(e) {
+    const checks = (e.checks || []).join(" and ");
+    const text = e.passed ? `✓ Answer checked (${checks}): it matches the evidence`
+      : e.retry ? `✗ Answer checked (${checks}): asking the model once more: ${(e.problems || []).join("; ")}`
+        : `Answer checked (${checks}): ${e.note}`;
+    this.note(text, e.step ? this.step(e.step) : null);
   }
 
   // After the answer: the run's functions saved as tools (or why not), and the time it took.
