@@ -19,8 +19,8 @@ import nbformat
 from nbformat import NotebookNode
 from pydantic import ValidationError
 
-from thinkbox.agent.describe import describe
 from thinkbox.agent.events import EVENT_ADAPTER
+from thinkbox.describe import describe
 from thinkbox.transcripts import read_events
 
 _nbformat: Any = nbformat  # nbformat has no type hints; calls through this alias are unchecked
@@ -29,7 +29,7 @@ new_markdown_cell = _nbformat.v4.new_markdown_cell
 new_code_cell = _nbformat.v4.new_code_cell
 new_output = _nbformat.v4.new_output
 NOTES = ("route_chosen", "plan_made", "part_tested", "answer_checked", "tools_harvested")
-"""Events shown as a one-line note (:func:`~thinkbox.agent.describe.describe`)."""
+"""Events shown as a one-line note (:func:`~thinkbox.describe.describe`)."""
 
 
 def transcript_to_notebook(events: Iterable[dict[str, Any]]) -> NotebookNode:

@@ -17,7 +17,6 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.text import Text
 
-from thinkbox.agent.describe import describe
 from thinkbox.agent.events import (
     ActionParsed,
     AnswerChecked,
@@ -44,6 +43,7 @@ from thinkbox.agent.events import (
     ThoughtDelta,
     ToolsHarvested,
 )
+from thinkbox.describe import describe
 
 _SUFFIX = {"image/png": ".png", "image/svg+xml": ".svg"}
 

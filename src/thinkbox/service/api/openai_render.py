@@ -22,7 +22,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
-from thinkbox.agent.describe import describe
 from thinkbox.agent.events import (
     ActionParsed,
     CodeRejected,
@@ -40,6 +39,7 @@ from thinkbox.agent.events import (
     StepStarted,
     ThoughtDelta,
 )
+from thinkbox.describe import describe
 from thinkbox.service.accounts import Principal
 from thinkbox.service.api.openai_schemas import Usage
 from thinkbox.service.storage import Storage, StorageError

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from thinkbox.agent.describe import describe
 from thinkbox.agent.events import (
     ActionParsed,
     CodeRejected,
@@ -23,6 +22,7 @@ from thinkbox.agent.events import (
     RunFinished,
     StepStarted,
 )
+from thinkbox.describe import describe
 
 CODE_CHARS = 2000
 OUTPUT_CHARS = 1500
