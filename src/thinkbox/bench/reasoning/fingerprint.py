@@ -31,8 +31,8 @@ from thinkbox.config import Settings
 
 SOURCES = ("agent", "models", "bench/reasoning")
 """The parts of the package (relative to it) whose source decides what an arm answers."""
-NOT_SOURCES = ("bench/reasoning/report.py", "bench/reasoning/fingerprint.py")
-"""Files under :data:`SOURCES` that only describe results: the report and this module."""
+NOT_SOURCES = ("bench/reasoning/report.py", "bench/reasoning/targets.py", "bench/reasoning/fingerprint.py")
+"""Files under :data:`SOURCES` that only describe results: the report, its targets and this module."""
 
 
 def _sha(data: bytes | str) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from thinkbox.bench.reasoning.targets import Target, evaluate
+
 Z95 = 1.959964
 
 
@@ -167,6 +169,11 @@ class Report(BaseModel):
     summary: Summary
     wall_s: float
     command: str = ""
+    targets: list[Target] = Field(
+        default_factory=list,
+        description="The held-out targets on this table (targets.py): met, missed or "
+        "not yet (some family or arm they need has not run).",
+    )
 
 
 def arm_stats(results: list[ItemResult]) -> ArmStats:
@@ -316,6 +323,7 @@ def build_report(
         ),
         wall_s=round(wall_s, 1),
         command=command,
+        targets=evaluate(table),
     )
 
 
@@ -396,9 +404,21 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
     if sm.perfect_router_by_family:
         best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
         lines.append(f"- a router that always picked the right arm would reach: {best}")
+    lines += _target_lines(report)
     if chart:
         lines += ["", f"![accuracy by family and arm]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def _target_lines(report: Report) -> list[str]:
+    heading = "Targets" if report.split == "test" else "Targets (dev split: not the figures to report)"
+    lines = ["", f"## {heading}", "", "| target | goal | so far | status |", "|---|---|---:|---|"]
+    for t in report.targets:
+        value = "n/a" if t.value is None else f"{t.value:+.1f}" if t.name != "harder" else f"{t.value:.1f} %"
+        status = t.status if not t.missing else f"not yet: {len(t.missing)} to run ({', '.join(t.missing)})"
+        lines.append(f"| {t.name} | {t.goal} | {value} | {status} |")
+    lines += ["", *(f"- {t.name}: {t.detail}" for t in report.targets if t.detail)]
+    return lines
 
 
 def _maybe_pct(x: float | None) -> str:
