@@ -48,6 +48,25 @@ def test_a_run_answers_and_streams_every_event_once(running: Running) -> None:
         assert info["duration_s"] is not None and info["session_id"].startswith("s_")
 
 
+def test_characters_that_line_splitters_break_at_do_not_cut_an_event(running: Running) -> None:
+    # httpx's iter_lines (the thinkbox client's, and read_sse's) splits at U+0085, U+2028 and U+2029 too
+    odd = "a\u2028b\u2029c\x85d"
+    with running.client(running.alice) as client:
+        run = submit(client, program([f"print({odd!r})"], odd))
+        events = events_of(client, run["id"])
+        outputs = "".join(e["data"]["text"] for e in events if e["event"] == "output_chunk")
+        assert outputs == odd + "\n" and events[-1]["data"]["answer"] == odd
+        sid = client.post("/v1/sessions").json()["id"]
+        with client.stream(
+            "POST",
+            f"/v1/sessions/{sid}/execute",
+            json={"code": f"print({odd!r})"},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
+            streamed = read_sse(response)
+        assert streamed[-1]["data"]["stdout"] == odd + "\n"
+
+
 def test_resuming_the_stream_after_an_event_id_gives_the_rest_exactly(running: Running) -> None:
     with running.client(running.alice) as client:
         run = submit(client, program(["print(1)", "print(2)"], "done"))

@@ -46,6 +46,7 @@ from thinkbox.service.api.openai_schemas import (
     OpenAIError,
     openai_error,
 )
+from thinkbox.service.api.sse import frame
 from thinkbox.service.conversations import Turn, context_messages, history_hash
 from thinkbox.service.core import Service
 from thinkbox.service.db.models import Run, Tenant, User
@@ -221,7 +222,7 @@ class _Chat:
         }
         if usage:
             data["usage"] = self.render.usage().model_dump()
-        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        return frame(json.dumps(data, ensure_ascii=False))
 
     async def stream(self) -> AsyncIterator[bytes]:
         try:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from thinkbox.notebook import transcript_to_notebook
 from thinkbox.service.api.deps import Caller
 from thinkbox.service.api.schemas import RunCreated, RunInfo, RunList, RunRequest
+from thinkbox.service.api.sse import frame
 from thinkbox.service.db.models import Run
 from thinkbox.service.errors import ApiError
 from thinkbox.service.journal import Record
@@ -140,7 +141,7 @@ async def _sse(records: AsyncIterator[Record], request: Request) -> AsyncIterato
             except StopAsyncIteration:
                 return
             pending = None
-            yield f"id: {record.seq}\nevent: {record.type}\ndata: {record.data}\n\n".encode()
+            yield frame(record.data, event=record.type, number=record.seq)
     finally:
         if pending is not None:
             pending.cancel()

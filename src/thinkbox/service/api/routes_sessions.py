@@ -20,6 +20,7 @@ from thinkbox.service.api.schemas import (
     SessionInfo,
     SessionList,
 )
+from thinkbox.service.api.sse import frame
 from thinkbox.service.db.models import SessionRow
 from thinkbox.service.errors import ApiError
 from thinkbox.service.sessions import LiveSession
@@ -102,16 +103,12 @@ async def _stream(caller: CallerInfo, live: LiveSession, body: ExecuteRequest) -
     async for item in caller.service.sessions.execute(live, body.code, body.timeout, body.language):
         number += 1
         if isinstance(item, OutputChunk):
-            yield _frame(number, item.name, item.model_dump_json(include={"text"}))
+            yield frame(event=item.name, number=number, data=item.model_dump_json(include={"text"}))
         elif isinstance(item, DisplayData):
-            yield _frame(number, "display", item.model_dump_json())
+            yield frame(event="display", number=number, data=item.model_dump_json())
         else:
             done = await _finish(caller, item)
-            yield _frame(number, "result", done.model_dump_json())
-
-
-def _frame(number: int, event: str, data: str) -> bytes:
-    return f"id: {number}\nevent: {event}\ndata: {data}\n\n".encode()
+            yield frame(event="result", number=number, data=done.model_dump_json())
 
 
 async def _finish(caller: CallerInfo, result: ExecutionResult) -> ExecuteResponse:
