@@ -1,10 +1,17 @@
 """The held-out targets on a report's table: a partial run shows its figure so far and what is missing,
-never a verdict; a complete one is met or missed by the issue's thresholds."""
+never a verdict; a complete one is met or missed by the issue's thresholds. A run made in parts is
+reported whole from its cache (``--from-cache``), one agent version's results only."""
 
 from __future__ import annotations
 
-from thinkbox.bench.reasoning.report import ArmStats, ItemResult, arm_stats
+from pathlib import Path
+
+import pytest
+
+from thinkbox.bench.reasoning.report import ArmStats, ItemResult, arm_stats, markdown, report_from_cache
+from thinkbox.bench.reasoning.runner import fingerprint
 from thinkbox.bench.reasoning.targets import BASELINE_CODE, CONTROLS, FAMILIES, HARDER, evaluate
+from thinkbox.config import Settings
 
 
 def stats(accuracy: float, n: int = 20) -> ArmStats:
@@ -51,3 +58,35 @@ def test_a_complete_run_is_met_or_missed_by_the_thresholds() -> None:
         worst * 100, 1
     )
     assert set(HARDER) <= set(FAMILIES)
+
+
+def row(family: str, arm: str, index: int, agent: str, correct: bool = True) -> ItemResult:
+    return ItemResult(key=f"{family}/{arm}/{index}/{agent}", family=family, kind="compute", arm=arm,
+                      split="test", seed=7331, agent=agent, difficulty=2, index=index, model="m",
+                      question="q", expected="1", answer="1", correct=correct, code_ran=arm == "code",
+                      steps=1, tokens=1, wall_s=2.0, stop="answered")  # fmt: skip
+
+
+def test_a_run_made_in_parts_is_reported_whole_from_the_cache(settings: Settings, tmp_path: Path) -> None:
+    agent = fingerprint(settings, "m")["id"]
+    rows = [row("products", arm, i, agent) for arm in ("direct", "code") for i in range(20)]
+    rows += [row("recall", "code", i, agent) for i in range(60)]
+    rows += [row("loan", "code", i, "an-older-agent", correct=False) for i in range(20)]
+    rows.append(row("products", "code", 99, agent, correct=False).model_copy(update={"split": "dev"}))
+    text = "".join(r.model_dump_json() + "\n" for r in rows)
+    (tmp_path / "results.jsonl").write_text(text, encoding="utf-8")
+
+    report = report_from_cache(
+        tmp_path, split="test", seed=7331, difficulty=2, settings=settings, command="... --from-cache"
+    )
+
+    assert list(report.families) == ["products", "recall"]  # the other version's loan is not this one's
+    assert report.families["products"]["code"].n == 20 and report.families["recall"]["code"].n == 60
+    assert report.families["products"]["code"].accuracy == 1.0  # the dev row is not a test result
+    assert report.agent["id"] == agent and report.n == 60 and report.wall_s == 200.0
+    assert "up to 60 items per family" in markdown(report, chart=None)
+    older = report_from_cache(tmp_path, split="test", seed=7331, difficulty=2, settings=settings,
+                              agent_id="an-older-agent")  # fmt: skip
+    assert list(older.families) == ["loan"] and "another agent version" in older.agent["note"]
+    with pytest.raises(ValueError, match="no dev results"):
+        report_from_cache(tmp_path, split="dev", seed=1, difficulty=2, settings=settings)

@@ -227,6 +227,12 @@ def bench_reasoning(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     quick: bool = typer.Option(False, "--quick", help="3 items of 4 families: a check in minutes."),
+    from_cache: bool = typer.Option(
+        False,
+        "--from-cache",
+        help="Ask nothing: report the results already under --out of this split (of the newest result's "
+        "agent version), each family with the items it has (--families: only these). For a run in parts.",
+    ),
 ) -> None:
     """Thinking in code against direct answers, per task family, and a router that picks per question.
     Results are cached per item under --out: run the same command again to resume."""
@@ -237,6 +243,7 @@ def bench_reasoning(
 
     from rich.console import Console
 
+    from thinkbox.bench.reasoning.report import report_from_cache
     from thinkbox.bench.reasoning.runner import (
         DEFAULT_FAMILIES,
         QUICK_FAMILIES,
@@ -244,6 +251,7 @@ def bench_reasoning(
         BenchConfig,
         run_reasoning_bench,
         summary_json,
+        write_outputs,
     )
     from thinkbox.config import load_settings
     from thinkbox.errors import ThinkboxError
@@ -261,10 +269,20 @@ def bench_reasoning(
             **({"router": router} if router else {}),
             jobs=jobs, out=Path(out) if out else settings.data_dir / "bench" / "reasoning",
         )  # fmt: skip
-        report = asyncio.run(
-            run_reasoning_bench(config, settings, progress=lambda m: err.log(m),
-                                command=shlex.join(["thinkbox", "bench", "reasoning", *sys.argv[3:]]))
-        )  # fmt: skip
+        command = shlex.join(["thinkbox", "bench", "reasoning", *sys.argv[3:]])
+        if from_cache:
+            report = report_from_cache(
+                config.out, split=split, seed=config.item_seed, difficulty=difficulty, settings=settings,
+                families=config.families if families else None, command=command,
+            )  # fmt: skip
+            write_outputs(report, config.out)
+        else:
+            report = asyncio.run(
+                run_reasoning_bench(config, settings, progress=lambda m: err.log(m), command=command)
+            )
+    except ValueError as exc:
+        print(f"thinkbox bench reasoning --from-cache: {exc}; fix --out or --split", file=sys.stderr)
+        raise typer.Exit(2) from None
     except ThinkboxError as exc:
         print(
             f"thinkbox bench reasoning: {exc} (cached results are kept: run again to resume)", file=sys.stderr

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from thinkbox.bench.reasoning.targets import Target, evaluate
+from thinkbox.bench.reasoning.targets import Target, evaluate, target_lines
+from thinkbox.config import Settings
 
 Z95 = 1.959964
 
@@ -327,16 +329,67 @@ def build_report(
     )
 
 
+def report_from_cache(
+    out: Path,
+    *,
+    split: str,
+    seed: int,
+    difficulty: int,
+    settings: Settings,
+    agent_id: str | None = None,
+    families: list[str] | None = None,
+    command: str = "",
+) -> Report:
+    """The report of the results already in ``out`` (nothing is asked): one agent version's (``agent_id``;
+    by default this checkout's, else the version with the most results), each family with the items it
+    has. A run made in parts (one family per command, over several sessions) is reported whole this way."""
+    from thinkbox.bench.reasoning.runner import arm_order, fingerprint, load_cache
+
+    where = out / "results.jsonl"
+    rows = [
+        r for r in load_cache(where).values() if (r.split, r.seed, r.difficulty) == (split, seed, difficulty)
+    ]
+    if not rows:
+        raise ValueError(f"no {split} results (seed {seed}, difficulty {difficulty}) in {where}")
+    parts = fingerprint(settings, Counter(r.model for r in rows).most_common(1)[0][0])
+    versions = Counter(r.agent for r in rows)
+    agent_id = agent_id or (parts["id"] if parts["id"] in versions else versions.most_common(1)[0][0])
+    rows = [r for r in rows if r.agent == agent_id]
+    if not rows:
+        raise ValueError(f"no results of agent {agent_id} in {where}")
+    if parts["id"] != agent_id:  # not this checkout's version: its fingerprint's parts are not known here
+        parts = {
+            "id": agent_id,
+            "note": f"results of another agent version than this checkout's ({parts['id']})",
+        }
+    chosen = [
+        f for f in families or dict.fromkeys(r.family for r in rows) if any(r.family == f for r in rows)
+    ]
+    rows = [r for r in rows if r.family in chosen]
+    arms = sorted({r.arm for r in rows}, key=arm_order)
+    per_arm = [sum(r.family == f and r.arm == a for r in rows) for f in chosen for a in arms]
+    return build_report(
+        rows, model=rows[0].model, split=split, seed=seed, agent=parts, n=max(per_arm), difficulty=difficulty,
+        arms=arms, router="auto", families=chosen, wall_s=sum(r.wall_s for r in rows), command=command,
+    )  # fmt: skip
+
+
 def _pct(x: float) -> str:
     return f"{x * 100:.0f}"
 
 
 def markdown(report: Report, chart: str | None = "chart.png") -> str:
+    cached = "--from-cache" in report.command
+    time = (
+        f"the items' own seconds summed {report.wall_s:.0f} s"
+        if cached
+        else f"wall time {report.wall_s:.0f} s"
+    )
     lines = [
         f"# thinkbox bench reasoning: {report.model}",
         "",
-        f"Split `{report.split}` (seed {report.seed}), {report.n} items per family, difficulty "
-        f"{report.difficulty}, router design `{report.router}`, wall time {report.wall_s:.0f} s.",
+        f"Split `{report.split}` (seed {report.seed}), {'up to ' if cached else ''}{report.n} items per "
+        f"family, difficulty {report.difficulty}, router design `{report.router}`, {time}.",
     ]
     if report.command:
         lines += ["", f"Command: `{report.command}`"]
@@ -404,21 +457,10 @@ def markdown(report: Report, chart: str | None = "chart.png") -> str:
     if sm.perfect_router_by_family:
         best = ", ".join(f"{f} {_pct(v)} %" for f, v in sm.perfect_router_by_family.items())
         lines.append(f"- a router that always picked the right arm would reach: {best}")
-    lines += _target_lines(report)
+    lines += target_lines(report.targets, report.split)
     if chart:
         lines += ["", f"![accuracy by family and arm]({chart})"]
     return "\n".join(lines) + "\n"
-
-
-def _target_lines(report: Report) -> list[str]:
-    heading = "Targets" if report.split == "test" else "Targets (dev split: not the figures to report)"
-    lines = ["", f"## {heading}", "", "| target | goal | so far | status |", "|---|---|---:|---|"]
-    for t in report.targets:
-        value = "n/a" if t.value is None else f"{t.value:+.1f}" if t.name != "harder" else f"{t.value:.1f} %"
-        status = t.status if not t.missing else f"not yet: {len(t.missing)} to run ({', '.join(t.missing)})"
-        lines.append(f"| {t.name} | {t.goal} | {value} | {status} |")
-    lines += ["", *(f"- {t.name}: {t.detail}" for t in report.targets if t.detail)]
-    return lines
 
 
 def _maybe_pct(x: float | None) -> str:

@@ -117,3 +117,15 @@ def evaluate(table: Table) -> list[Target]:
         [f for f in FIRST_ELEVEN if f not in done], ", ".join(f"{f} {x:+.0f}" for f, x in losses.items()),
     ))  # fmt: skip
     return targets
+
+
+def target_lines(targets: list[Target], split: str) -> list[str]:
+    """The report's section on the targets (markdown)."""
+    heading = "Targets" if split == "test" else "Targets (dev split: not the figures to report)"
+    lines = ["", f"## {heading}", "", "| target | goal | so far | status |", "|---|---|---:|---|"]
+    for t in targets:
+        value = "n/a" if t.value is None else f"{t.value:+.1f}" if t.name != "harder" else f"{t.value:.1f} %"
+        status = t.status if not t.missing else f"not yet: {len(t.missing)} to run ({', '.join(t.missing)})"
+        lines.append(f"| {t.name} | {t.goal} | {value} | {status} |")
+    lines += ["", *(f"- {t.name}: {t.detail}" for t in targets if t.detail)]
+    return lines
