@@ -15,17 +15,14 @@ export THINKBOX_MODEL__TIMEOUT_S="${THINKBOX_MODEL__TIMEOUT_S:-900}"  # a loaded
 OUT=docs/bench/reasoning-test
 ARMS=direct,cot,code,router
 FAMILIES=(products gsm_symbolic calendar_arithmetic knapsack decimal_arithmetic humaneval count_primes loan
-          letter_counting tsp time_intervals shortest_path number_sorting base_conversion csv_stats)
-CONTROLS=(recall wording)
+          letter_counting tsp time_intervals shortest_path number_sorting base_conversion csv_stats
+          recall wording)
 bench() { .venv/bin/thinkbox bench reasoning --split test --arms "$ARMS" --out "$OUT" "$@"; }
-if [ $# -gt 0 ]; then FAMILIES=("$@"); CONTROLS=(); fi
+if [ $# -gt 0 ]; then FAMILIES=("$@"); fi
 for family in "${FAMILIES[@]}"; do
-  echo "=== $family $(date -u +%FT%TZ)"
-  bench --n 20 --families "$family" > /dev/null || exit $?
-done
-for family in "${CONTROLS[@]}"; do
-  echo "=== $family $(date -u +%FT%TZ)"
-  bench --n 60 --families "$family" > /dev/null || exit $?
+  case "$family" in recall|wording) n=60 ;; *) n=20 ;; esac   # the controls: 60 items
+  echo "=== $family ($n items) $(date -u +%FT%TZ)"
+  bench --n "$n" --families "$family" > /dev/null || exit $?
 done
 # The report of everything this agent version has in the cache (asks the model nothing).
 echo "=== report"
