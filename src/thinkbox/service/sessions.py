@@ -309,11 +309,13 @@ class SessionManager:
         self._closing[session_id] = reason
         try:
             live = self._live.pop(session_id, None)
+            # the row first: from the moment the session is not live, its row says closed and why (closing
+            # the sandbox session can take a while on a loaded machine)
+            await asyncio.to_thread(self._mark_closed, session_id, reason)
             if live is not None:
                 with contextlib.suppress(Exception):
                     await live.session.close()
-            await asyncio.to_thread(self._mark_closed, session_id, reason)
-            if self.egress is not None:  # after the row: readers of the row see it closed at once
+            if self.egress is not None:
                 await self.egress.detach(session_id)
         finally:
             self._closing.pop(session_id, None)
