@@ -7,7 +7,10 @@ Arms (the same ``thinkbox ask --json`` run, one question at a time, one model pr
 - ``py+bang``: the Python prompt with :data:`BANG` after its sentence about the working directory (put in
   if the prompt lacks it);
 - ``auto``: agent.language=auto, where the model names each step's language and ``sh`` steps run in a
-  bash session on the same files (the separate-action form).
+  bash session on the same files (the separate-action form);
+- ``py+control`` (not run by default: ``--arms py+control``): the ``py`` prompt with :data:`CONTROL`, a
+  sentence of about the same length that says nothing new, to tell what any change of the prompt does to a
+  greedy small model from what the words about ``!`` do.
 
 Each question's files are built here from a fixed seed, and its true answer is computed here from those
 files with Python's standard library, never by the agent. Results go to ``OUT/results.jsonl`` (one line
@@ -39,19 +42,21 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ARMS = ("py", "py+bang", "auto")
+REPORTED = (*ARMS, "py+control")
 ANCHOR = "The working directory is /workspace."
 BANG = "A code line starting with ! runs as a shell command (e.g. !ls -l); its output comes back to you."
+CONTROL = "Files in /workspace stay there between steps, and so do the files that your code writes."
 
 # Runs the CLI with the arm's prompt: argv[1] is the arm, the rest is thinkbox's command line.
 LAUNCH = f"""
 import sys
 from thinkbox.agent import prompts
 arm = sys.argv.pop(1)
-ANCHOR, BANG = {ANCHOR!r}, {BANG!r}
-text = prompts.SYSTEM_PROMPT.replace(" " + BANG, "")
-if arm == "py+bang":
+ANCHOR, ADDED = {ANCHOR!r}, {{"py+bang": {BANG!r}, "py+control": {CONTROL!r}}}
+text = prompts.SYSTEM_PROMPT.replace(" " + ADDED["py+bang"], "")
+if arm in ADDED:
     assert ANCHOR in text, "the prompt's sentence about the working directory moved"
-    text = text.replace(ANCHOR, ANCHOR + " " + BANG, 1)
+    text = text.replace(ANCHOR, ANCHOR + " " + ADDED[arm], 1)
 prompts.SYSTEM_PROMPT = text
 sys.argv[0] = "thinkbox"
 from thinkbox.cli.app import main
@@ -231,7 +236,7 @@ def run_one(q: dict[str, Any], arm: str, files: list[Path], out: Path) -> dict[s
 def report(rows: list[dict[str, Any]], questions: list[dict[str, Any]]) -> str:
     out = ["| arm | correct | median steps | tokens (sum) | median tokens | seconds (sum) | median s | "
            "shell used |", "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
-    for arm in ARMS:
+    for arm in REPORTED:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
             continue
@@ -242,10 +247,11 @@ def report(rows: list[dict[str, Any]], questions: list[dict[str, Any]]) -> str:
             f"{statistics.median(r['tokens'] for r in mine):g} | {sum(r['seconds'] for r in mine):.0f} | "
             f"{statistics.median(r['seconds'] for r in mine):.0f} | {used}/{len(mine)} |"
         )
-    out += ["", "| question | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+    arms = [a for a in REPORTED if any(r["arm"] == a for r in rows)]
+    out += ["", "| question | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for q in questions:
         cells = []
-        for arm in ARMS:
+        for arm in arms:
             r = next((r for r in rows if r["id"] == q["id"] and r["arm"] == arm), None)
             cells.append(
                 "" if r is None else
