@@ -161,6 +161,22 @@ async def test_a_question_about_an_xlsx_file(session: Session, settings: Setting
     assert of(events, FinalAnswer)[0].answer == "48.5"
 
 
+async def test_a_line_starting_with_bang_runs_a_shell_command_and_the_model_sees_its_output(
+    session: Session, settings: Settings
+) -> None:
+    await session.put_file("notes.txt", b"one\ntwo\nthree\n")
+    model = ScriptedModel([code("!wc -l < notes.txt\n!cat missing.txt\nprint('after')"), answer("3")])
+    question = "How many lines does notes.txt have?"
+    events = await collect(run_agent(question, model=model, session=session, settings=settings))
+
+    result = of(events, ExecutionFinished)[0].result
+    assert result.ok and result.stdout == "3\nafter\n"  # Python goes on after a failed command
+    assert "missing.txt" in result.stderr and "[exit status 1]" in result.stderr
+    told = model.requests[1].messages[-1]["content"]
+    assert "3\nafter" in told and "[exit status 1]" in told
+    assert of(events, FinalAnswer)[0].answer == "3"
+
+
 async def test_a_question_about_a_csv_file(session: Session, settings: Settings) -> None:
     await session.put_file("sales.csv", b"region,units\nnorth,120\nsouth,80\nnorth,30\n")
     model = ScriptedModel(

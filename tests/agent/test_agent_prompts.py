@@ -19,6 +19,7 @@ from thinkbox.agent.prompts import (
     peek_code,
     system_prompt,
 )
+from thinkbox.agent.reply_format import system_prompt as formatted_prompt
 from thinkbox.sandbox.types import ExecutionError, ExecutionResult, FileInfo
 
 
@@ -174,3 +175,13 @@ def test_a_session_with_the_egress_proxy_is_not_told_there_is_no_internet() -> N
         assert "no internet" in offline.lower()
         assert "no internet" not in online.lower() and "through a proxy" in online, language
     assert NETWORK in system_prompt(network=True)  # Python sessions: !pip install is explained
+
+
+def test_the_python_prompt_says_a_line_starting_with_bang_runs_a_shell_command() -> None:
+    for reply_format in ("json", "fenced"):
+        prompt = formatted_prompt(language="py", reply_format=reply_format)
+        assert "A code line starting with ! runs as a shell command" in prompt, reply_format
+    online = system_prompt(network=True)
+    assert online.count("starting with !") == 1 and "!pip install NAME" in online  # said once, pip beside it
+    for language in ("js", "sh"):  # their sessions run no ! lines
+        assert "starting with !" not in system_prompt(language=language)

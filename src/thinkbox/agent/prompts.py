@@ -15,7 +15,8 @@ from thinkbox.sandbox.types import ExecutionResult, FileInfo
 SYSTEM_PROMPT = """\
 You answer questions by thinking in Python. You have a persistent Python session: variables and imports \
 stay between steps. Installed: numpy, pandas, matplotlib, openpyxl, networkx, sympy and the standard \
-library. No internet: pip cannot install anything. The working directory is /workspace.
+library. No internet: pip cannot install anything. The working directory is /workspace. A code line \
+starting with ! runs as a shell command (e.g. !ls -l); its output comes back to you.
 {files}
 
 Reply with ONE JSON object and nothing else:
@@ -154,8 +155,7 @@ _FILLS = {
 
 NETWORK = (
     "Internet only through a proxy, to the hosts your administrator allowed and the package index: a "
-    "refused request says why. A code line starting with ! runs as a shell command: !pip install NAME "
-    "installs a package, importable at once."
+    "refused request says why. !pip install NAME installs a package, importable at once."
 )
 """Said instead of 'no internet' when the session has the service's egress proxy."""
 _NO_NETWORK = (
