@@ -17,7 +17,7 @@ files with Python's standard library, never by the agent. Results go to ``OUT/re
 per run; a rerun skips the runs already there), each run's events to ``OUT/runs/``, and the table to
 ``OUT/report.md``.
 
-    cd /work/wt-shell && PYTHONPATH=src /work/main/.venv/bin/python docs/bench/shell/run.py
+    .venv/bin/python docs/bench/shell/run.py   (from the repository root)
 
 The environment's THINKBOX_* settings are passed on (set THINKBOX_MODEL__TIMEOUT_S on a loaded machine).
 """
