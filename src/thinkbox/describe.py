@@ -18,6 +18,11 @@ from thinkbox.agent.events import (
     ToolsHarvested,
 )
 
+NOTE_EVENTS = (RouteChosen, PlanMade, PartTested, AnswerChecked, ToolsHarvested)
+"""The events :func:`describe` gives a line for."""
+NOTE_TYPES = frozenset(cls.model_fields["type"].default for cls in NOTE_EVENTS)
+"""Their ``type`` names, for renderers of stored (dict) events."""
+
 
 def describe(event: Event) -> str | None:
     """The line for ``event``, or None for an event that is not one of these notes."""

@@ -20,7 +20,7 @@ from nbformat import NotebookNode
 from pydantic import ValidationError
 
 from thinkbox.agent.events import EVENT_ADAPTER
-from thinkbox.describe import describe
+from thinkbox.describe import NOTE_TYPES, describe
 from thinkbox.transcripts import read_events
 
 _nbformat: Any = nbformat  # nbformat has no type hints; calls through this alias are unchecked
@@ -28,8 +28,6 @@ new_notebook = _nbformat.v4.new_notebook
 new_markdown_cell = _nbformat.v4.new_markdown_cell
 new_code_cell = _nbformat.v4.new_code_cell
 new_output = _nbformat.v4.new_output
-NOTES = ("route_chosen", "plan_made", "part_tested", "answer_checked", "tools_harvested")
-"""Events shown as a one-line note (:func:`~thinkbox.describe.describe`)."""
 
 
 def transcript_to_notebook(events: Iterable[dict[str, Any]]) -> NotebookNode:
@@ -69,7 +67,7 @@ class _Builder:
         handler = getattr(self, f"_on_{e.get('type')}", None)
         if handler is not None:
             handler(e)
-        elif e.get("type") in NOTES:
+        elif e.get("type") in NOTE_TYPES:
             with contextlib.suppress(ValidationError):  # a transcript of another version: left out
                 self._markdown(f"> *{describe(EVENT_ADAPTER.validate_python(e))}*")
 

@@ -230,8 +230,9 @@ def bench_reasoning(
     from_cache: bool = typer.Option(
         False,
         "--from-cache",
-        help="Ask nothing: report the results already under --out of this split (of the newest result's "
-        "agent version), each family with the items it has (--families: only these). For a run in parts.",
+        help="Ask nothing: report the results already under --out of this split (this checkout's agent "
+        "version, else the one with most results), each family with the items it has (--families: only "
+        "these). For a run made in parts.",
     ),
 ) -> None:
     """Thinking in code against direct answers, per task family, and a router that picks per question.

@@ -171,6 +171,7 @@ class Report(BaseModel):
     summary: Summary
     wall_s: float
     command: str = ""
+    from_cache: bool = Field(False, description="Reported from cached results (--from-cache), nothing asked.")
     targets: list[Target] = Field(
         default_factory=list,
         description="The held-out targets on this table (targets.py): met, missed or "
@@ -368,10 +369,11 @@ def report_from_cache(
     rows = [r for r in rows if r.family in chosen]
     arms = sorted({r.arm for r in rows}, key=arm_order)
     per_arm = [sum(r.family == f and r.arm == a for r in rows) for f in chosen for a in arms]
-    return build_report(
+    report = build_report(
         rows, model=rows[0].model, split=split, seed=seed, agent=parts, n=max(per_arm), difficulty=difficulty,
         arms=arms, router="auto", families=chosen, wall_s=sum(r.wall_s for r in rows), command=command,
     )  # fmt: skip
+    return report.model_copy(update={"from_cache": True})
 
 
 def _pct(x: float) -> str:
@@ -379,7 +381,7 @@ def _pct(x: float) -> str:
 
 
 def markdown(report: Report, chart: str | None = "chart.png") -> str:
-    cached = "--from-cache" in report.command
+    cached = report.from_cache
     time = (
         f"the items' own seconds summed {report.wall_s:.0f} s"
         if cached

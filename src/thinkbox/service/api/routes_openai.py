@@ -239,10 +239,10 @@ class _Chat:
             if self.render.finish_reason is None:
                 exc = self._failure()
                 body = openai_error(exc.status, exc.code, exc.message)
-                yield f"data: {json.dumps(body)}\n\n".encode()
+                yield frame(json.dumps(body))
             else:
                 yield self._chunk({}, self.render.finish_reason, usage=True)
-            yield b"data: [DONE]\n\n"
+            yield frame("[DONE]")
         finally:
             if not self.render.finished:  # the client went away: stop its run
                 self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id))
