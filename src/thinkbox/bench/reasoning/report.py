@@ -149,7 +149,9 @@ ARM_PROMPTS = {
     "code:js": "the agent in JavaScript (Node.js), told to work the answer out in JavaScript",
     "code:both": "code:py and code:js, each in its own session; agreeing answers stand, else a third Python "
     "attempt told both answers",
-    "router": "the router design of --router",
+    "router": "the product's routing (thinkbox ask --route auto) run for real, no arm's result reused: a "
+    "label call sends a program direct and a value to the loop, whose first action decides; a direct "
+    "answer when the code route stops at a limit; the label call's tokens and seconds are in its figures",
 }
 """What each arm is asked, in words (the exact prompts are in arms.py and languages.py; their hashes in
 the agent fingerprint)."""
