@@ -98,6 +98,10 @@ class ModelBenchReport(BaseModel):
     warm_first_token_s: float | None = None
     warm_answer_s: float | None = None
     cold_over_warm_first_token: float | None = None
+    cold_serve_first_token_s: float | None = None
+    cold_serve_answer_s: float | None = None
+    cold_serve_over_warm_first_token: float | None = None
+    serve_error: str | None = None
 
 
 def numbers_in(text: str) -> list[float]:
@@ -326,6 +330,13 @@ def render(report: ModelBenchReport, print_line: Callable[[str], None] = print) 
             f"warm         first token {r.warm_first_token_s} s, answer {r.warm_answer_s} s (model loaded); "
             f"cold / warm first token: x{r.cold_over_warm_first_token}"
         )
+        if r.cold_serve_first_token_s is not None:
+            print_line(
+                f"cold, serve  first token {r.cold_serve_first_token_s} s, answer {r.cold_serve_answer_s} s "
+                f"(new process, answered by a running thinkbox serve): x{r.cold_serve_over_warm_first_token}"
+            )
+        elif r.serve_error:
+            print_line(f"cold, serve  not measured: {r.serve_error}")
     for key, q in r.questions.items():
         median = f"median {q.median_s} s" if q.median_s is not None else "never correct"
         print_line(f"{key:<18} {q.correct}/{q.runs} correct, {median}")

@@ -199,7 +199,7 @@ async def run_tools_bench(progress: Progress = lambda _m: None, timeout_s: float
     server = ChildServer(root / "data", free_port(), dict(os.environ))
     try:
         (key,) = await asyncio.to_thread(make_users, root / "data", 1, 1)
-        progress("starting thinkbox serve (it loads the model on its first run)")
+        progress("starting thinkbox serve (it loads the model in the background)")
         await asyncio.to_thread(server.start)
         async with asyncio.timeout(timeout_s):
             await _rounds(server, key, report, progress)

@@ -47,6 +47,8 @@ class Service:
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
     started_at: float = field(default_factory=time.time)
     _owned: list[str] = field(default_factory=list)
+    _loading: asyncio.Task[object] | None = None
+    """The model's weights loading in the background from the start (the first run waits for it)."""
 
     @classmethod
     async def start(
@@ -58,8 +60,9 @@ class Service:
         db: Database | None = None,
         resume: bool = True,
     ) -> Service:
-        """Open the database (migrating it), start the sandbox backend, load the model, resume runs that
-        a crash interrupted (unless ``resume`` is false). Parts passed in belong to the caller; the others
+        """Open the database (migrating it), start the sandbox backend, start loading the model's weights
+        (in the background: a local model then answers the first run sooner), resume runs that a crash
+        interrupted (unless ``resume`` is false). Parts passed in belong to the caller; the others
         are closed by :meth:`aclose`."""
         owned = []
         # database, storage and key checks run in worker threads; asyncio's default pool (cores + 4)
@@ -126,6 +129,10 @@ class Service:
             egress,
             _owned=owned,
         )
+        if "model" in owned:  # /healthz answers at once; the first run's request queues behind the load
+            from thinkbox.models.factory import preload
+
+            service._loading = asyncio.create_task(preload(model), name="thinkbox-model-load")
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
@@ -141,6 +148,10 @@ class Service:
             await self.egress.aclose()
         if "backend" in self._owned:
             await self.backend.aclose()
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
         if "model" in self._owned:
             close = getattr(self.model, "aclose", None) or getattr(self.model, "close", None)
             if close is not None:
