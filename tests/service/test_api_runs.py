@@ -221,3 +221,26 @@ def test_a_follow_up_cancelled_while_queued_frees_its_session(tmp_path: Path) ->
             assert printed.strip() == "2"
     finally:
         server.stop()
+
+
+def test_a_body_over_the_limit_is_refused_413_with_or_without_a_key_declared_or_chunked(
+    running: Running,
+) -> None:
+    """FastAPI reads a JSON body before the key is checked: without the limit a client with no key could
+    make the server hold any number of bytes (and it answered 401 or 422 only after reading them all)."""
+    from thinkbox.service.api.app import MAX_BODY_BYTES
+
+    body = b'{"question": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    chunks = [body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)]
+    with running.client(running.alice) as alice:
+        for response in (
+            httpx.post(f"{running.url}/v1/runs", content=body, timeout=120),
+            alice.post("/v1/runs", content=body),
+            alice.post("/v1/runs", content=iter(chunks)),  # no Content-Length
+        ):
+            assert response.status_code == 413, response.text
+            error = response.json()["error"]
+            assert error["code"] == "too_large" and f"over {MAX_BODY_BYTES:,} bytes" in error["message"]
+        upload = alice.put("/v1/files/over-the-json-limit.bin", content=b"x" * (MAX_BODY_BYTES + 1))
+        assert upload.status_code == 201, upload.text  # files have their own limit, service.max_upload_mib
+        assert alice.delete("/v1/files/over-the-json-limit.bin").status_code == 204

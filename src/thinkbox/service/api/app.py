@@ -17,8 +17,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import thinkbox
 from thinkbox.config import Settings
@@ -44,6 +46,10 @@ from thinkbox.service.errors import ApiError
 from thinkbox.service.mcp.http import PATH as MCP_PATH
 from thinkbox.service.mcp.http import McpEndpoint
 from thinkbox.service.storage import StorageError
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The largest request body of any route but a file upload (``PUT /v1/files/...``: ``service.max_upload_mib``)
+and ``/mcp`` (its own limit); the largest JSON a route takes (a cell of 1,000,000 characters) fits."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429)
@@ -100,7 +106,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return _error(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(ThinkboxError)
@@ -136,7 +144,46 @@ def create_app(
     app.include_router(routes_variables.router)
     app.include_router(routes_web.router)
     app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
+    app.add_middleware(_BodyLimit)
     return app
+
+
+class _BodyLimit:
+    """413 for a request body over :data:`MAX_BODY_BYTES`, before it is held whole: FastAPI reads and parses
+    a JSON body before a route's key check runs, so without this anyone could make the server hold
+    gigabytes. A declared Content-Length is refused at once; a chunked body when it passes the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path == MCP_PATH
+            or (scope["method"] == "PUT" and path.startswith("/v1/files/"))
+        ):
+            await self.app(scope, receive, send)
+            return
+        too_large = (
+            f"the request body is over {MAX_BODY_BYTES:,} bytes, the most this API takes; send files with "
+            "PUT /v1/files/PATH"
+        )
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await _error(Request(scope), 413, "too_large", too_large)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:  # a route reading the body answers 413 (the handler above)
+                raise StarletteHTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _error(
