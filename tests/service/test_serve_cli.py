@@ -1,18 +1,22 @@
-"""``thinkbox serve`` refuses to start, saying why, when its database cannot be written or reached."""
+"""``thinkbox serve`` refuses to start, saying why, when its database cannot be written or reached or its port
+is taken."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .service_support import free_port
 
 THINKBOX = str(Path(sys.executable).with_name("thinkbox"))
 
 
-def serve(*args: str) -> subprocess.CompletedProcess[str]:
-    argv = [THINKBOX, "serve", "--port", str(free_port()), *args]
+def serve(*args: str, port: int | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [THINKBOX, "serve", "--port", str(port or free_port()), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -30,3 +34,20 @@ def test_an_unreachable_database_stops_the_start(tmp_path: Path) -> None:
     proc = serve("--data-dir", str(tmp_path), "--database-url", url)
     assert proc.returncode == 2, proc.stderr
     assert "cannot connect" in proc.stderr and "secret" not in proc.stderr
+
+
+def test_a_port_in_use_stops_the_start_naming_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THINKBOX_MODEL__PROVIDER", "scripted")  # should it start, no model is loaded
+    script = tmp_path / "script.json"
+    script.write_text('[{"thought": "", "action": "provide_answer", "code": "", "final_answer": "x"}]')
+    monkeypatch.setenv("THINKBOX_MODEL__SCRIPT", str(script))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = serve("--data-dir", str(tmp_path), port=port)
+    assert proc.returncode == 2, proc.stderr
+    assert f"thinkbox serve: port {port} of 127.0.0.1 is in use" in proc.stderr and "--port" in proc.stderr
+    assert "Application startup" not in proc.stderr  # said before the service started, not after

@@ -1,11 +1,13 @@
 """``thinkbox serve``: the multi-tenant service (FastAPI under uvicorn), OpenAPI at ``/docs``.
 
-Refuses to start, saying why, when the database cannot be written or reached, the sandbox backend cannot
-run, or the model is missing; runs a crash interrupted go on at start.
+Refuses to start, saying why, when its port is taken, the database cannot be written or reached, the sandbox
+backend cannot run, or the model is missing; runs a crash interrupted go on at start.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from thinkbox.config import load_settings
-from thinkbox.errors import ThinkboxError
+from thinkbox.errors import ConfigError, ThinkboxError
 
 EXIT_ERROR = 2
 
@@ -53,6 +55,7 @@ def serve_command(
         overrides["service"] = service
     try:
         settings = load_settings(**overrides)
+        _check_listen(settings.service.host, settings.service.port)
         import uvicorn
 
         from thinkbox.service.api.app import create_app
@@ -99,3 +102,19 @@ def serve_command(
     if not server.started:
         print("thinkbox serve: the service did not start (see the error above)", file=sys.stderr)
         raise typer.Exit(EXIT_ERROR)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """ConfigError when nothing can listen on host:port (in use, or not an address of this machine), said
+    before the service starts (uvicorn would say it only once the service and its model had started)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} of {host} is in use (another thinkbox serve?): choose another with --port"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): fix --host") from None
