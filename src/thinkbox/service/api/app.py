@@ -98,9 +98,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         status = 400 if routes_openai.is_openai_path(request.url.path) else 422  # as OpenAI answers
         return _error(request, status, "invalid_request", problems[:2000])
 
@@ -184,6 +182,13 @@ class _BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+def _problem(err: Any) -> str:
+    """One validation error: where, and what (for JSON that does not parse, where in the body and why)."""
+    if err.get("type") == "json_invalid":
+        return f"body: invalid JSON at character {err['loc'][-1]}: {err.get('ctx', {}).get('error', '')}"
+    return f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
 
 
 def _error(
