@@ -244,3 +244,20 @@ def test_a_body_over_the_limit_is_refused_413_with_or_without_a_key_declared_or_
         upload = alice.put("/v1/files/over-the-json-limit.bin", content=b"x" * (MAX_BODY_BYTES + 1))
         assert upload.status_code == 201, upload.text  # files have their own limit, service.max_upload_mib
         assert alice.delete("/v1/files/over-the-json-limit.bin").status_code == 204
+
+
+def test_a_path_or_a_method_the_api_does_not_have_is_named(running: Running) -> None:
+    """Not a bare 'Not Found' (which reads like a missing run) or 'Method Not Allowed'."""
+    with running.client(running.alice) as client:
+        response = client.get("/v1/run/r_0000000000000000")
+        assert response.status_code == 404
+        assert (
+            response.json()["error"]["message"]
+            == "the API has no /v1/run/r_0000000000000000: see /docs for its endpoints"
+        )
+        response = client.get("/v1/runs/r_0000000000000000/cancel")
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert (
+            response.json()["error"]["message"]
+            == "GET is not allowed on /v1/runs/r_0000000000000000/cancel: use POST"
+        )

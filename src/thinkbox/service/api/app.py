@@ -107,7 +107,12 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
-        return _error(request, exc.status_code, code, str(exc.detail))
+        message, path, allowed = str(exc.detail), request.url.path, (exc.headers or {}).get("Allow")
+        if exc.status_code == 404 and message == "Not Found":  # no route has this path
+            message = f"the API has no {path}: see /docs for its endpoints"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {path}" + (f": use {allowed}" if allowed else "")
+        return _error(request, exc.status_code, code, message, exc.headers)
 
     @app.exception_handler(ThinkboxError)
     async def thinkbox_error(request: Request, exc: ThinkboxError) -> JSONResponse:
