@@ -112,7 +112,7 @@ def create_app(
             message = f"the API has no {path}: see /docs for its endpoints"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {path}" + (f": use {allowed}" if allowed else "")
-        return _error(request, exc.status_code, code, message, exc.headers)
+        return _error(request, exc.status_code, code, message, dict(exc.headers or {}))
 
     @app.exception_handler(ThinkboxError)
     async def thinkbox_error(request: Request, exc: ThinkboxError) -> JSONResponse:
