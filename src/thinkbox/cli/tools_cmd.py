@@ -17,6 +17,9 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from thinkbox.client._options import check_key
+from thinkbox.errors import ConfigError
+
 tools_app = typer.Typer(
     help="Tools the agent writes and reuses, on a thinkbox service.", no_args_is_help=True
 )
@@ -43,6 +46,10 @@ def register(app: typer.Typer) -> None:
 
 def _call(server: str, key: str, method: str, path: str, body: Any = None) -> Any:
     """The JSON of the service's answer; a clear message and exit status 1 on an error answer."""
+    try:
+        key = check_key(key)
+    except ConfigError as exc:
+        _fail(exc.message)
     try:
         with httpx.Client(
             base_url=server, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S
