@@ -36,13 +36,17 @@ def test_an_unreachable_database_stops_the_start(tmp_path: Path) -> None:
     assert "cannot connect" in proc.stderr and "secret" not in proc.stderr
 
 
-def test_a_port_in_use_stops_the_start_naming_the_flag(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("THINKBOX_MODEL__PROVIDER", "scripted")  # should it start, no model is loaded
+@pytest.fixture
+def scripted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the service start after all, it loads no model."""
+    monkeypatch.setenv("THINKBOX_MODEL__PROVIDER", "scripted")
     script = tmp_path / "script.json"
     script.write_text('[{"thought": "", "action": "provide_answer", "code": "", "final_answer": "x"}]')
     monkeypatch.setenv("THINKBOX_MODEL__SCRIPT", str(script))
+
+
+@pytest.mark.usefixtures("scripted")
+def test_a_port_in_use_stops_the_start_naming_the_flag(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -51,3 +55,19 @@ def test_a_port_in_use_stops_the_start_naming_the_flag(
     assert proc.returncode == 2, proc.stderr
     assert f"thinkbox serve: port {port} of 127.0.0.1 is in use" in proc.stderr and "--port" in proc.stderr
     assert "Application startup" not in proc.stderr  # said before the service started, not after
+
+
+@pytest.mark.usefixtures("scripted")
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--log-level", "loud", "unknown --log-level 'loud'; use one of: critical, error, warning, info"),
+        ("--backend", "nope", "unknown sandbox backend 'nope'; set THINKBOX_SANDBOX__BACKEND or --backend"),
+    ],
+)
+def test_an_unknown_log_level_or_backend_stops_the_start_naming_it(
+    tmp_path: Path, flag: str, value: str, said: str
+) -> None:
+    proc = serve("--data-dir", str(tmp_path), flag, value)
+    assert proc.returncode == 2 and f"thinkbox serve: {said}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "Application startup" not in proc.stderr

@@ -16,6 +16,7 @@ import typer
 
 from thinkbox.config import load_settings
 from thinkbox.errors import ConfigError, ThinkboxError
+from thinkbox.sandbox import registry
 
 EXIT_ERROR = 2
 
@@ -55,8 +56,13 @@ def serve_command(
         overrides["service"] = service
     try:
         settings = load_settings(**overrides)
-        _check_listen(settings.service.host, settings.service.port)
         import uvicorn
+        from uvicorn.config import LOG_LEVELS
+
+        if log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"unknown --log-level {log_level!r}; use one of: {', '.join(LOG_LEVELS)}")
+        registry.backend_class(settings.sandbox.backend)  # an unknown name, said before anything starts
+        _check_listen(settings.service.host, settings.service.port)
 
         from thinkbox.service.api.app import create_app
         from thinkbox.service.db.engine import Database
