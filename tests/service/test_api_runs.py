@@ -169,6 +169,8 @@ def test_requests_without_a_valid_key_are_refused(
     ("body", "status", "needle"),
     [
         (b"{not json", 422, "body: invalid json at character 1: expecting property name"),
+        (b'{"question": "caf\xe9"}', 400, "the body cannot be read as json: it is not utf-8"),
+        (b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nested too deeply"),
         (json.dumps({"question": "hi", "colour": "red"}).encode(), 422, "colour"),
         (json.dumps({"question": ""}).encode(), 422, "question"),
         (json.dumps({"question": "x" * 50_001}).encode(), 422, "question"),
@@ -261,3 +263,16 @@ def test_a_path_or_a_method_the_api_does_not_have_is_named(running: Running) -> 
             response.json()["error"]["message"]
             == "GET is not allowed on /v1/runs/r_0000000000000000/cancel: use POST"
         )
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_a_body_sent_without_the_json_content_type_says_so(
+    running: Running, content_type: str | None
+) -> None:
+    """curl -d sends a form's Content-Type: the answer was only 'Input should be a valid dictionary'."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    with running.client(running.alice) as client:
+        response = client.post("/v1/runs", content=b'{"question": "hi"}', headers=headers)
+    assert response.status_code == 422
+    said = f"as {content_type}" if content_type else "without a Content-Type"
+    assert f"(the body came {said}: send JSON with Content-Type: application/json)" in response.text

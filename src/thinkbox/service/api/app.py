@@ -98,9 +98,15 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(_problem(err) for err in exc.errors())
+        problems = "; ".join(_problem(err) for err in exc.errors())[:2000]
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type and any(err.get("loc", ())[:1] == ("body",) for err in exc.errors()):
+            problems += (
+                f" (the body came {f'as {content_type}' if content_type else 'without a Content-Type'}: "
+                "send JSON with Content-Type: application/json)"
+            )
         status = 400 if routes_openai.is_openai_path(request.url.path) else 422  # as OpenAI answers
-        return _error(request, status, "invalid_request", problems[:2000])
+        return _error(request, status, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -110,6 +116,8 @@ def create_app(
         message, path, allowed = str(exc.detail), request.url.path, (exc.headers or {}).get("Allow")
         if exc.status_code == 404 and message == "Not Found":  # no route has this path
             message = f"the API has no {path}: see /docs for its endpoints"
+        elif exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's
+            code, message = "invalid_request", _unreadable(exc.__cause__)
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {path}" + (f": use {allowed}" if allowed else "")
         return _error(request, exc.status_code, code, message, dict(exc.headers or {}))
@@ -194,6 +202,17 @@ def _problem(err: Any) -> str:
     if err.get("type") == "json_invalid":
         return f"body: invalid JSON at character {err['loc'][-1]}: {err.get('ctx', {}).get('error', '')}"
     return f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """Why a JSON body could not be read (FastAPI says only 'There was an error parsing the body')."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = f"it is not UTF-8 ({cause.reason} at byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        why = "its JSON is nested too deeply"
+    else:
+        why = type(cause).__name__ if cause is not None else "unknown"
+    return f"the body cannot be read as JSON: {why}; send UTF-8 JSON"
 
 
 def _error(
