@@ -71,3 +71,16 @@ def test_an_unknown_log_level_or_backend_stops_the_start_naming_it(
     proc = serve("--data-dir", str(tmp_path), flag, value)
     assert proc.returncode == 2 and f"thinkbox serve: {said}" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "Application startup" not in proc.stderr
+
+
+def test_a_start_the_service_refuses_is_one_line_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing model (here the scripted model's file) fails the app's start: said in one line, not in the
+    traceback uvicorn printed with it, and with exit status 2."""
+    monkeypatch.setenv("THINKBOX_MODEL__PROVIDER", "scripted")
+    monkeypatch.setenv("THINKBOX_MODEL__SCRIPT", str(tmp_path / "missing.json"))
+    proc = serve("--data-dir", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert f"thinkbox serve: cannot read the model script '{tmp_path / 'missing.json'}'" in proc.stderr
+    assert "Traceback" not in proc.stderr and "did not start" in proc.stderr

@@ -10,13 +10,16 @@ import errno
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from thinkbox.config import load_settings
 from thinkbox.errors import ConfigError, ThinkboxError
 from thinkbox.sandbox import registry
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXIT_ERROR = 2
 
@@ -74,7 +77,7 @@ def serve_command(
         raise typer.Exit(EXIT_ERROR) from None
     app = create_app(settings, db=db)
     config = uvicorn.Config(
-        app,
+        _StartFailureInOneLine(app),
         host=settings.service.host,
         port=settings.service.port,
         log_level=log_level,
@@ -102,6 +105,9 @@ def serve_command(
     server = Server(config)
     try:
         server.run()
+    except SystemExit:  # uvicorn's exit when the app did not start: said below, with our exit status
+        if server.started:
+            raise
     finally:
         withdraw()
         db.dispose()
@@ -124,3 +130,36 @@ def _check_listen(host: str, port: int) -> None:
                 f"port {port} of {host} is in use (another thinkbox serve?): choose another with --port"
             ) from None
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): fix --host") from None
+
+
+class _StartFailureInOneLine:
+    """The app, whose start refused by the service (a ThinkboxError: no sandbox backend, no model...) is
+    told to uvicorn as one line naming the fix, not as the traceback Starlette sends with it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)  # sent once the exception that failed the start is known
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except ThinkboxError as exc:
+            if not held:
+                raise
+            held = [{"type": "lifespan.startup.failed", "message": f"thinkbox serve: {exc.message}"}]
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise
+        for message in held:
+            await send(message)
