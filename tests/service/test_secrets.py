@@ -130,6 +130,16 @@ REFUSALS = [
     ("OK_NAME", {"hosts": ["api.*.com"]}, "not a host name"),
     ("OK_NAME", {"hosts": ["exa mple.com"]}, "not a host name"),
     ("OK_NAME", {"hosts": ["example.com:99999"]}, "port must be"),
+    (
+        "OK_NAME",
+        {"hosts": ["https://api.github.com/repos"]},
+        "is a URL, not a host: give the host alone (e.g. api.github.com)",
+    ),
+    (
+        "OK_NAME",
+        {"hosts": ["user@example.com"]},
+        "is a URL, not a host: give the host alone (e.g. example.com)",
+    ),
     ("OK_NAME", {"hosts": ["::1"]}, "IPv6 address in brackets"),
     ("OK_NAME", {"header": "Authorization: Bearer TOKEN"}, "does not contain {secret}"),
     ("OK_NAME", {"header": "Bad Header: {secret}"}, "valid header name"),
