@@ -133,8 +133,8 @@ def _check_listen(host: str, port: int) -> None:
 
 
 class _StartFailureInOneLine:
-    """The app, whose start refused by the service (a ThinkboxError: no sandbox backend, no model...) is
-    told to uvicorn as one line naming the fix, not as the traceback Starlette sends with it."""
+    """The app; when the service refuses to start (a ThinkboxError: no sandbox backend, no model...), uvicorn
+    is told so in one line naming the fix, instead of the traceback Starlette sends with the failure."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
