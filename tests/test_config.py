@@ -101,3 +101,13 @@ def test_invalid_value_names_the_key(config_file: Path, monkeypatch: pytest.Monk
 def test_unknown_flag_key_is_refused(config_file: Path) -> None:
     with pytest.raises(ConfigError, match=r"agent\.max_stepz"):
         load_settings(agent={"max_stepz": 3})
+
+
+@pytest.mark.parametrize(
+    "content", [b"agent = [\n", b"[agent]\nmax_steps = 3\n[agent]\nmax_steps = 4\n", b"\xff\xfe[agent]\n"]
+)
+def test_a_config_file_that_is_not_toml_is_named_not_a_traceback(config_file: Path, content: bytes) -> None:
+    config_file.write_bytes(content)
+
+    with pytest.raises(ConfigError, match=f"cannot read the config file {config_file} .*THINKBOX_CONFIG"):
+        load_settings()

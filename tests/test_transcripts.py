@@ -164,6 +164,24 @@ def test_summary_of_a_run_cut_by_ctrl_c_with_a_torn_last_line(tmp_path: Path) ->
     assert summary.steps == 2
 
 
+def test_a_damaged_line_is_skipped_not_the_run_nor_every_other_run(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 (a disk or a copy gone wrong) stopped ``runs list`` for every run."""
+    events = answered_run("dam4ged")
+    path = write_run(tmp_path, events)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[5:5] = [b'{"type": "output_chunk", "text": "\xff\xfe"}\n', b"\x80\x81 garbage\n"]
+    path.write_bytes(b"".join(lines))
+    write_run(tmp_path, answered_run("intact", "other", ts=2000.0))
+    (runs_dir(tmp_path) / "dam4ged-folder.jsonl").mkdir()
+
+    assert [(s.run_id, s.status) for s in list_runs(tmp_path)] == [
+        ("intact", "answered"),
+        ("dam4ged", "answered"),
+    ]
+    assert len(read_events(path)) == len(events) + 1  # the chunk kept, its bad bytes replaced
+    assert find_run(tmp_path, "dam4") == path  # the folder named like a transcript is not one
+
+
 def test_summary_of_runs_stopped_by_a_limit_or_an_error(tmp_path: Path) -> None:
     start = answered_run()[:2]
     limited = write_run(

@@ -10,6 +10,7 @@ Nested fields use ``__`` in environment variables: ``THINKBOX_MODEL__BASE_URL``,
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -373,6 +374,11 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings with ``overrides`` (CLI flags, nested as dicts) on top. Raises ConfigError naming the key."""
     try:
         return Settings(**overrides)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:  # the file, read as TOML
+        raise ConfigError(
+            f"cannot read the config file {default_config_file()} ({exc}): fix it, or point THINKBOX_CONFIG "
+            "at another file"
+        ) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)

@@ -15,7 +15,7 @@ question of a chat is a run of its own).
 Every function takes the data directory (``settings.data_dir``); transcripts live in its ``runs`` folder.
 
 Reading: :func:`list_runs` (newest first), :func:`find_run` (an id or a unique prefix of one),
-:func:`read_events` (tolerates a torn last line) and :func:`summarize`.
+:func:`read_events` (tolerates a torn last line, or a damaged one) and :func:`summarize`.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def _iter_events(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:  # a damaged line is skipped, not the file
         for line in f:
             try:
                 data = json.loads(line)
@@ -235,7 +235,7 @@ def find_run(data_dir: Path, run_id: str) -> Path:
     if run_id and exact.is_file():
         return exact
     matches = (
-        sorted(p for p in directory.glob(f"*{SUFFIX}") if p.name.startswith(run_id))
+        sorted(p for p in directory.glob(f"*{SUFFIX}") if p.name.startswith(run_id) and p.is_file())
         if directory.is_dir()
         else []
     )

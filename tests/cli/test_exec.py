@@ -136,6 +136,20 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_code_that_is_not_utf8_exits_2_naming_where_it_came_from(tmp_path: Path) -> None:
+    binary = b"print(1)\n\xd0\xff\n"
+    (tmp_path / "binary.py").write_bytes(binary)
+    for source, stdin in ((str(tmp_path / "binary.py"), None), ("-", binary)):
+        proc = subprocess.run(
+            [str(THINKBOX), "exec", source], input=stdin, capture_output=True, timeout=RUN_TIMEOUT_S
+        )
+        said = "stdin" if source == "-" else source
+        assert proc.returncode == 2 and f"cannot read {said}: 'utf-8' codec" in proc.stderr.decode(), (
+            proc.stderr
+        )
+        assert b"Traceback" not in proc.stderr
+
+
 def _ctrl_c(backend: str, code: str, presses: int) -> tuple[int, str, list[int]]:
     """Run code, press Ctrl-C ``presses`` times: SIGINT to the process group, as a terminal does."""
     proc = subprocess.Popen(

@@ -84,6 +84,19 @@ def test_runs_show_by_prefix(env: dict[str, str]) -> None:
     assert json.loads(raw.output.splitlines()[0])["type"] == "run_started"
 
 
+def test_runs_show_and_export_skip_a_damaged_line(env: dict[str, str], tmp_path: Path) -> None:
+    data = Path(env["THINKBOX_DATA_DIR"])
+    store_run(data, "abc123", "What is one plus one?", "2", 1000.0)
+    with (data / "runs" / "abc123.jsonl").open("ab") as f:
+        f.write(b"\xff\xfe not UTF-8\n")
+
+    result = runner.invoke(app, ["runs", "show", "abc"])
+    assert result.exit_code == 0 and "1 line(s) could not be read and were skipped" in result.output
+    assert runner.invoke(app, ["runs", "show", "abc", "--json"]).exit_code == 0
+    result = runner.invoke(app, ["runs", "export", "abc", "-o", str(tmp_path / "run.ipynb")])
+    assert result.exit_code == 0 and (tmp_path / "run.ipynb").is_file(), result.output
+
+
 @pytest.mark.parametrize("command", ["show", "export"])
 def test_unknown_run_id_is_a_clear_error_with_exit_2(env: dict[str, str], command: str) -> None:
     result = runner.invoke(app, ["runs", command, "nope"])

@@ -168,7 +168,9 @@ def test_requests_without_a_valid_key_are_refused(
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
-        (b"{not json", 422, "json"),
+        (b"{not json", 422, "body: invalid json at character 1: expecting property name"),
+        (b'{"question": "caf\xe9"}', 400, "the body cannot be read as json: it is not utf-8"),
+        (b'{"question": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nested too deeply"),
         (json.dumps({"question": "hi", "colour": "red"}).encode(), 422, "colour"),
         (json.dumps({"question": ""}).encode(), 422, "question"),
         (json.dumps({"question": "x" * 50_001}).encode(), 422, "question"),
@@ -221,3 +223,56 @@ def test_a_follow_up_cancelled_while_queued_frees_its_session(tmp_path: Path) ->
             assert printed.strip() == "2"
     finally:
         server.stop()
+
+
+def test_a_body_over_the_limit_is_refused_413_with_or_without_a_key_declared_or_chunked(
+    running: Running,
+) -> None:
+    """FastAPI reads a JSON body before the key is checked: without the limit a client with no key could
+    make the server hold any number of bytes (and it answered 401 or 422 only after reading them all)."""
+    from thinkbox.service.api.app import MAX_BODY_BYTES
+
+    body = b'{"question": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    chunks = [body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)]
+    with running.client(running.alice) as alice:
+        for response in (
+            httpx.post(f"{running.url}/v1/runs", content=body, timeout=120),
+            alice.post("/v1/runs", content=body),
+            alice.post("/v1/runs", content=iter(chunks)),  # no Content-Length
+        ):
+            assert response.status_code == 413, response.text
+            error = response.json()["error"]
+            assert error["code"] == "too_large" and f"over {MAX_BODY_BYTES:,} bytes" in error["message"]
+        upload = alice.put("/v1/files/over-the-json-limit.bin", content=b"x" * (MAX_BODY_BYTES + 1))
+        assert upload.status_code == 201, upload.text  # files have their own limit, service.max_upload_mib
+        assert alice.delete("/v1/files/over-the-json-limit.bin").status_code == 204
+
+
+def test_a_path_or_a_method_the_api_does_not_have_is_named(running: Running) -> None:
+    """Not a bare 'Not Found' (which reads like a missing run) or 'Method Not Allowed'."""
+    with running.client(running.alice) as client:
+        response = client.get("/v1/run/r_0000000000000000")
+        assert response.status_code == 404
+        assert (
+            response.json()["error"]["message"]
+            == "the API has no /v1/run/r_0000000000000000: see /docs for its endpoints"
+        )
+        response = client.get("/v1/runs/r_0000000000000000/cancel")
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert (
+            response.json()["error"]["message"]
+            == "GET is not allowed on /v1/runs/r_0000000000000000/cancel: use POST"
+        )
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_a_body_sent_without_the_json_content_type_says_so(
+    running: Running, content_type: str | None
+) -> None:
+    """curl -d sends a form's Content-Type: the answer was only 'Input should be a valid dictionary'."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    with running.client(running.alice) as client:
+        response = client.post("/v1/runs", content=b'{"question": "hi"}', headers=headers)
+    assert response.status_code == 422
+    said = f"as {content_type}" if content_type else "without a Content-Type"
+    assert f"(the body came {said}: send JSON with Content-Type: application/json)" in response.text

@@ -13,6 +13,7 @@ import pytest
 
 from thinkbox.agent.events import Event, ExecutionFinished, FinalAnswer, OutputChunk, RunFinished, RunStarted
 from thinkbox.client import ApiError, AsyncClient, Client, ServiceUnreachable
+from thinkbox.errors import ConfigError
 from thinkbox.sandbox.types import OutputChunk as StreamChunk
 from thinkbox.service.api.schemas import ExecuteResponse
 
@@ -268,6 +269,19 @@ def test_errors_of_the_service_are_api_errors_with_its_code(
     monkeypatch.setenv("THINKBOX_API_KEY", carol.key)
     with Client(server.url) as from_env:
         assert from_env.me().user == "carol"
+
+
+def test_a_key_that_cannot_be_one_is_named_and_whitespace_around_a_key_is_dropped(
+    server: ThreadServer, alice: Account
+) -> None:
+    """httpx refuses such a header with an error about headers (or a UnicodeEncodeError, a traceback in
+    ``thinkbox ask --server``); a key read from a file keeps its newline."""
+    for bad, why in (("ключ", "not ASCII"), ("tbx_a\nb", "control characters"), ("  ", "is empty")):
+        with pytest.raises(ConfigError, match=f"the API key .*{why}.*thinkbox admin key create") as info:
+            Client(server.url, bad)
+        assert bad.strip() == "" or bad not in str(info.value)
+    with Client(server.url, f" {alice.key}\n") as client:
+        assert client.me().user == "alice"
 
 
 def test_an_unreachable_service_is_named_in_the_error() -> None:

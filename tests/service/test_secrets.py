@@ -130,6 +130,16 @@ REFUSALS = [
     ("OK_NAME", {"hosts": ["api.*.com"]}, "not a host name"),
     ("OK_NAME", {"hosts": ["exa mple.com"]}, "not a host name"),
     ("OK_NAME", {"hosts": ["example.com:99999"]}, "port must be"),
+    (
+        "OK_NAME",
+        {"hosts": ["https://api.github.com/repos"]},
+        "is a URL, not a host: give the host alone (e.g. api.github.com)",
+    ),
+    (
+        "OK_NAME",
+        {"hosts": ["user@example.com"]},
+        "is a URL, not a host: give the host alone (e.g. example.com)",
+    ),
     ("OK_NAME", {"hosts": ["::1"]}, "IPv6 address in brackets"),
     ("OK_NAME", {"header": "Authorization: Bearer TOKEN"}, "does not contain {secret}"),
     ("OK_NAME", {"header": "Bad Header: {secret}"}, "valid header name"),
@@ -314,3 +324,24 @@ def test_the_secrets_commands_set_list_and_remove(
     assert code == 1 and "404 not_found" in out
     code, out = tb("set", name, "--host", "api.example.com", stdin="")
     assert code == 1 and "no value on stdin" in out
+
+
+def test_the_secrets_commands_refuse_a_name_that_is_no_name_and_a_value_that_is_not_text(
+    running: Running, cleanup: list[tuple[Account, str, str]]
+) -> None:
+    """A name with ? / or .. would reach another URL or be cut (``A?b`` stored as ``A``): refused before
+    anything is sent, naming it; bytes that are not UTF-8 on stdin are refused, not a traceback."""
+    name = unique()
+    cleanup.append((running.alice, name, "user"))
+    env = {"THINKBOX_SERVER": running.url, "THINKBOX_API_KEY": running.alice.key, "COLUMNS": "250"}
+    for bad in (f"{name}?x", f"../{name}", f"{name}/x"):
+        result = cli.invoke(app, ["secrets", "set", bad, "--host", "api.example.com"], env=env, input=value())
+        assert result.exit_code == 1 and f"secret name {bad!r} is not a valid name" in result.output
+        result = cli.invoke(app, ["secrets", "rm", bad], env=env)
+        assert result.exit_code == 1 and f"secret name {bad!r} is not a valid name" in result.output
+    assert name not in grants(running, running.alice)
+    result = cli.invoke(
+        app, ["secrets", "set", name, "--host", "api.example.com"], env=env, input=b"\xff\xfe\x00binary-key"
+    )
+    assert result.exit_code == 1 and "not UTF-8 text" in result.output, result.output
+    assert name not in grants(running, running.alice)

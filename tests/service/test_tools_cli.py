@@ -48,3 +48,27 @@ def test_the_tools_commands_save_list_show_version_roll_back_and_remove(
     assert tb("rm", name) == (0, f"deleted {name}\n")
     code, out = tb("show", name)
     assert code == 1 and "404 not_found" in out
+
+
+def test_the_tools_commands_refuse_a_name_that_is_no_name_and_a_file_that_is_not_text(
+    running: Running, tmp_path: Path
+) -> None:
+    """A name with ? / or .. would reach another URL (the server's answer would be a bare Not Found, or about
+    another tool): refused before anything is sent, naming it. A binary file, or a key no header can carry,
+    is refused saying so, not with a traceback."""
+    env = {"THINKBOX_SERVER": running.url, "THINKBOX_API_KEY": running.alice.key, "COLUMNS": "200"}
+    cli = CliRunner()
+    for bad in ("../../etc/passwd", "area?x=1", "area#x"):
+        for args in (["show", bad], ["rm", bad], ["versions", bad], ["rollback", bad, "1"]):
+            result = cli.invoke(app, ["tools", *args], env=env)
+            assert result.exit_code == 1 and f"tool name {bad!r} is not a valid name" in result.output, args
+    for key in ("", "ключ", "tbx_a\nb"):
+        result = cli.invoke(app, ["tools", "list", "--api-key", key], env=env)
+        assert result.exit_code == 1 and "the API key" in result.output, result.output
+        assert "cannot reach" not in result.output  # it was said of an empty key, the service being up
+    binary = tmp_path / "tool.py"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xd0\xff")
+    for args in (["save", str(binary)], ["test", str(tmp_path / "ok.py"), "--tests", str(binary)]):
+        (tmp_path / "ok.py").write_text("def f():\n    return 1\n")
+        result = cli.invoke(app, ["tools", *args], env=env)
+        assert result.exit_code == 1 and f"cannot read {binary}: it is not UTF-8 text" in result.output, args

@@ -125,12 +125,12 @@ def _language_of(source: str) -> str:
 
 
 def _read_source(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
     try:
+        if source == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
         return Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ThinkboxError(f"cannot read {source}: {exc}") from None
+        raise ThinkboxError(f"cannot read {'stdin' if source == '-' else source}: {exc}") from None
 
 
 async def _execute(code: str, run: _Run, config: SessionConfig) -> int:

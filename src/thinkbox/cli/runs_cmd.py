@@ -108,15 +108,15 @@ def show_command(run_id: IdArg, json_out: JsonOpt = False, data_dir: DataDirOpt 
     except ThinkboxError as exc:
         raise _fail(exc) from None
     if json_out:
-        sys.stdout.write(path.read_text(encoding="utf-8"))
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
         return
     console = Console(highlight=False)
     render = Renderer(console)
     skipped = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             render(parse_event(line))
-        except ValidationError:  # a torn last line, or an event this version does not know
+        except ValidationError:  # a torn or damaged line, or an event this version does not know
             skipped += 1
     summary = summarize(path)
     console.print(f"[dim]run {summary.run_id} · {summary.status} · {path}[/]")

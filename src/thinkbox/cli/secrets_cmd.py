@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thinkbox.cli import admin_cmd
-from thinkbox.cli.tools_cmd import JsonOpt, KeyOpt, ServerOpt, _call, _fail
+from thinkbox.cli.tools_cmd import JsonOpt, KeyOpt, ServerOpt, _call, _fail, _name
 
 secrets_app = typer.Typer(
     help="Credentials your sessions use without seeing them, on a thinkbox service.", no_args_is_help=True
@@ -35,11 +35,19 @@ def register(app: typer.Typer) -> None:
     admin_cmd.user_app.command("admin")(user_admin)
 
 
+def _secret_path(name: str) -> str:
+    return f"/v1/secrets/{_name('secret name', name, 'GITHUB_TOKEN')}"
+
+
 def _read_value() -> str:
     if sys.stdin.isatty():
         value = getpass.getpass("value (not echoed): ")
     else:
-        value = sys.stdin.read()
+        try:
+            value = sys.stdin.read()
+            value.encode("utf-8")  # undecodable bytes arrive as surrogates under surrogateescape
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            _fail("the value on stdin is not UTF-8 text: pipe in the credential itself, as text")
         value = value[:-1] if value.endswith("\n") else value  # `echo VALUE |` adds one
         value = value[:-1] if value.endswith("\r") else value
     if not value:
@@ -75,7 +83,7 @@ def set_command(
         "methods": method or [],
         "scope": "tenant" if tenant else "user",
     }
-    info = _call(server, api_key, "PUT", f"/v1/secrets/{name}", body)
+    info = _call(server, api_key, "PUT", _secret_path(name), body)
     typer.echo(
         f"stored {info['name']} ({info['scope']}): sent only to {', '.join(info['hosts'])}; "
         f"sessions see a placeholder in ${info['name']}"
@@ -111,7 +119,7 @@ def list_command(server: ServerOpt, api_key: KeyOpt, json_out: JsonOpt = False) 
 def rm_command(name: str, server: ServerOpt, api_key: KeyOpt, tenant: TenantOpt = False) -> None:
     """Delete a secret."""
     scope = "tenant" if tenant else "user"
-    _call(server, api_key, "DELETE", f"/v1/secrets/{name}?scope={scope}")
+    _call(server, api_key, "DELETE", f"{_secret_path(name)}?scope={scope}")
     typer.echo(f"deleted {name} ({scope})")
 
 

@@ -1,19 +1,25 @@
 """``thinkbox serve``: the multi-tenant service (FastAPI under uvicorn), OpenAPI at ``/docs``.
 
-Refuses to start, saying why, when the database cannot be written or reached, the sandbox backend cannot
-run, or the model is missing; runs a crash interrupted go on at start.
+Refuses to start, saying why, when its port is taken, the database cannot be written or reached, the sandbox
+backend cannot run, or the model is missing; runs a crash interrupted go on at start.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from thinkbox.config import load_settings
-from thinkbox.errors import ThinkboxError
+from thinkbox.errors import ConfigError, ThinkboxError
+from thinkbox.sandbox import registry
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXIT_ERROR = 2
 
@@ -54,6 +60,12 @@ def serve_command(
     try:
         settings = load_settings(**overrides)
         import uvicorn
+        from uvicorn.config import LOG_LEVELS
+
+        if log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"unknown --log-level {log_level!r}; use one of: {', '.join(LOG_LEVELS)}")
+        registry.backend_class(settings.sandbox.backend)  # an unknown name, said before anything starts
+        _check_listen(settings.service.host, settings.service.port)
 
         from thinkbox.service.api.app import create_app
         from thinkbox.service.db.engine import Database
@@ -65,7 +77,7 @@ def serve_command(
         raise typer.Exit(EXIT_ERROR) from None
     app = create_app(settings, db=db)
     config = uvicorn.Config(
-        app,
+        _StartFailureInOneLine(app),
         host=settings.service.host,
         port=settings.service.port,
         log_level=log_level,
@@ -93,9 +105,61 @@ def serve_command(
     server = Server(config)
     try:
         server.run()
+    except SystemExit:  # uvicorn's exit when the app did not start: said below, with our exit status
+        if server.started:
+            raise
     finally:
         withdraw()
         db.dispose()
     if not server.started:
         print("thinkbox serve: the service did not start (see the error above)", file=sys.stderr)
         raise typer.Exit(EXIT_ERROR)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """ConfigError when nothing can listen on host:port (in use, or not an address of this machine), said
+    before the service starts (uvicorn would say it only once the service and its model had started)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} of {host} is in use (another thinkbox serve?): choose another with --port"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): fix --host") from None
+
+
+class _StartFailureInOneLine:
+    """The app; when the service refuses to start (a ThinkboxError: no sandbox backend, no model...), uvicorn
+    is told so in one line naming the fix, instead of the traceback Starlette sends with the failure."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)  # sent once the exception that failed the start is known
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except ThinkboxError as exc:
+            if not held:
+                raise
+            held = [{"type": "lifespan.startup.failed", "message": f"thinkbox serve: {exc.message}"}]
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise
+        for message in held:
+            await send(message)

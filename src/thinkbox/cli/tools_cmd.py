@@ -17,6 +17,9 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from thinkbox.client._options import check_key
+from thinkbox.errors import ConfigError
+
 tools_app = typer.Typer(
     help="Tools the agent writes and reuses, on a thinkbox service.", no_args_is_help=True
 )
@@ -44,6 +47,10 @@ def register(app: typer.Typer) -> None:
 def _call(server: str, key: str, method: str, path: str, body: Any = None) -> Any:
     """The JSON of the service's answer; a clear message and exit status 1 on an error answer."""
     try:
+        key = check_key(key)
+    except ConfigError as exc:
+        _fail(exc.message)
+    try:
         with httpx.Client(
             base_url=server, headers={"Authorization": f"Bearer {key}"}, timeout=TIMEOUT_S
         ) as c:
@@ -70,19 +77,40 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _name(what: str, value: str, example: str) -> str:
+    """``value``, to be put in a URL's path. Tool and secret names are identifiers: anything else (``/``,
+    ``?``, ``#``, ``..``) would reach another URL or another name, so it is refused here, naming it."""
+    if not (value.isascii() and value.isidentifier()):
+        _fail(
+            f"{what} {value!r} is not a valid name: use letters, digits and _, not starting with a digit "
+            f"(e.g. {example})"
+        )
+    return value
+
+
+def _tool_path(name: str) -> str:
+    return f"/v1/tools/{_name('tool name', name, 'parse_dates')}"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        _fail(
+            f"cannot read {path}: it is not UTF-8 text ({exc.reason} at byte {exc.start}); give Python source"
+        )
+
+
 def _body(
     path: Path, tests: Path | None, name: str | None, description: str, private: bool, packages: list[str]
 ) -> dict[str, Any]:
-    try:
-        source = path.read_text()
-        test_text = tests.read_text() if tests is not None else ""
-    except OSError as exc:
-        _fail(f"cannot read {exc.filename}: {exc.strerror}")
     return {
         "name": name or path.stem,
         "description": description,
-        "source": source,
-        "tests": test_text,
+        "source": _read(path),
+        "tests": _read(tests) if tests is not None else "",
         "packages": packages,
         "private": private,
     }
@@ -128,7 +156,7 @@ def show_command(
     json_out: JsonOpt = False,
 ) -> None:
     """A tool's source, tests and details."""
-    path = f"/v1/tools/{name}" + (f"/versions/{version}" if version is not None else "")
+    path = _tool_path(name) + (f"/versions/{version}" if version is not None else "")
     tool = _call(server, api_key, "GET", path)
     if json_out:
         typer.echo(json.dumps(tool, indent=2))
@@ -185,14 +213,14 @@ def test_command(
 @tools_app.command("rm")
 def rm_command(name: str, server: ServerOpt, api_key: KeyOpt) -> None:
     """Delete a tool and all its versions."""
-    _call(server, api_key, "DELETE", f"/v1/tools/{name}")
+    _call(server, api_key, "DELETE", _tool_path(name))
     typer.echo(f"deleted {name}")
 
 
 @tools_app.command("versions")
 def versions_command(name: str, server: ServerOpt, api_key: KeyOpt, json_out: JsonOpt = False) -> None:
     """Every version of a tool, newest first."""
-    data = _call(server, api_key, "GET", f"/v1/tools/{name}/versions")
+    data = _call(server, api_key, "GET", f"{_tool_path(name)}/versions")
     if json_out:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -202,5 +230,5 @@ def versions_command(name: str, server: ServerOpt, api_key: KeyOpt, json_out: Js
 @tools_app.command("rollback")
 def rollback_command(name: str, version: int, server: ServerOpt, api_key: KeyOpt) -> None:
     """Make an earlier version of a tool the active one."""
-    tool = _call(server, api_key, "POST", f"/v1/tools/{name}/rollback", {"version": version})
+    tool = _call(server, api_key, "POST", f"{_tool_path(name)}/rollback", {"version": version})
     typer.echo(f"{tool['name']}: version {tool['active_version']} is active")

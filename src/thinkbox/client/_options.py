@@ -40,6 +40,7 @@ class Options:
             self.api_key = os.environ.get(KEY_ENV) or None
         self.headers = {"User-Agent": f"thinkbox-client/{thinkbox.__version__}"}
         if self.api_key:
+            self.api_key = check_key(self.api_key)
             self.headers["Authorization"] = f"Bearer {self.api_key}"
 
     def http_args(self) -> dict[str, Any]:
@@ -56,6 +57,20 @@ class Options:
 
     def unreachable(self, exc: httpx.TransportError) -> ServiceUnreachable:
         return unreachable(self.base_url, exc)
+
+
+def check_key(key: str) -> str:
+    """``key`` without the whitespace around it; ConfigError when it cannot be a key of the service (it goes
+    in an HTTP header, which httpx refuses with an error about headers). The message never repeats it."""
+    key = key.strip()
+    fix = "pass the key `thinkbox admin key create` printed (--api-key, THINKBOX_API_KEY or api_key=)"
+    if not key:
+        raise ConfigError(f"the API key is empty: {fix}")
+    if not (key.isascii() and key.isprintable()):
+        raise ConfigError(
+            f"the API key holds characters no key has (not ASCII, or control characters): {fix}"
+        )
+    return key
 
 
 class Reconnect:

@@ -17,8 +17,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import thinkbox
 from thinkbox.config import Settings
@@ -44,6 +46,10 @@ from thinkbox.service.errors import ApiError
 from thinkbox.service.mcp.http import PATH as MCP_PATH
 from thinkbox.service.mcp.http import McpEndpoint
 from thinkbox.service.storage import StorageError
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The largest request body of any route but a file upload (``PUT /v1/files/...``: ``service.max_upload_mib``)
+and ``/mcp`` (its own limit); the largest JSON a route takes (a cell of 1,000,000 characters) fits."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 410, 413, 422, 429)
@@ -92,16 +98,29 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())[:2000]
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type and any(err.get("loc", ())[:1] == ("body",) for err in exc.errors()):
+            problems += (
+                f" (the body came {f'as {content_type}' if content_type else 'without a Content-Type'}: "
+                "send JSON with Content-Type: application/json)"
+            )
         status = 400 if routes_openai.is_openai_path(request.url.path) else 422  # as OpenAI answers
-        return _error(request, status, "invalid_request", problems[:2000])
+        return _error(request, status, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(request, exc.status_code, code, str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        message, path, allowed = str(exc.detail), request.url.path, (exc.headers or {}).get("Allow")
+        if exc.status_code == 404 and message == "Not Found":  # no route has this path
+            message = f"the API has no {path}: see /docs for its endpoints"
+        elif exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's
+            code, message = "invalid_request", _unreadable(exc.__cause__)
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {path}" + (f": use {allowed}" if allowed else "")
+        return _error(request, exc.status_code, code, message, dict(exc.headers or {}))
 
     @app.exception_handler(ThinkboxError)
     async def thinkbox_error(request: Request, exc: ThinkboxError) -> JSONResponse:
@@ -136,7 +155,64 @@ def create_app(
     app.include_router(routes_variables.router)
     app.include_router(routes_web.router)
     app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
+    app.add_middleware(_BodyLimit)
     return app
+
+
+class _BodyLimit:
+    """413 for a request body over :data:`MAX_BODY_BYTES`, before it is held whole: FastAPI reads and parses
+    a JSON body before a route's key check runs, so without this anyone could make the server hold
+    gigabytes. A declared Content-Length is refused at once; a chunked body when it passes the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path == MCP_PATH
+            or (scope["method"] == "PUT" and path.startswith("/v1/files/"))
+        ):
+            await self.app(scope, receive, send)
+            return
+        too_large = (
+            f"the request body is over {MAX_BODY_BYTES:,} bytes, the most this API takes; send files with "
+            "PUT /v1/files/PATH"
+        )
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            await _error(Request(scope), 413, "too_large", too_large)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:  # a route reading the body answers 413 (the handler above)
+                raise StarletteHTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _problem(err: Any) -> str:
+    """One validation error: where, and what (for JSON that does not parse, where in the body and why)."""
+    if err.get("type") == "json_invalid":
+        return f"body: invalid JSON at character {err['loc'][-1]}: {err.get('ctx', {}).get('error', '')}"
+    return f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """Why a JSON body could not be read (FastAPI says only 'There was an error parsing the body')."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = f"it is not UTF-8 ({cause.reason} at byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        why = "its JSON is nested too deeply"
+    else:
+        why = type(cause).__name__ if cause is not None else "unknown"
+    return f"the body cannot be read as JSON: {why}; send UTF-8 JSON"
 
 
 def _error(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from thinkbox.service.errors import ApiError
 
@@ -121,6 +122,12 @@ def check_rules(hosts: list[str], header: str | None, paths: list[str], methods:
 def check_host(pattern: str) -> str:
     """``pattern`` normalized (lower case), or a refusal saying why it is malformed or too wide."""
     text = pattern.strip().lower()
+    if "/" in text or "@" in text:
+        named = urlsplit(text if "//" in text else f"//{text}").hostname or "api.example.com"
+        raise refuse(
+            f"host pattern {pattern[:100]!r} is a URL, not a host: give the host alone (e.g. {named}), and "
+            "a path prefix in paths"
+        )
     host, port = _split_port(text, pattern)
     if host in ("*", "*.*") or (host.startswith("*.") and "." not in host[2:]):
         raise refuse(
