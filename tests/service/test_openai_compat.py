@@ -153,7 +153,82 @@ def test_no_user_message_is_400(running: Running) -> None:
 def test_an_unknown_model_is_404(running: Running) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client(running).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.code == "model_not_found"
+    assert caught.value.code == "model_not_found" and caught.value.param == "model"
+
+
+def _refused(ai: OpenAI, **kwargs: Any) -> openai.BadRequestError:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(ai, program([], "never"), **kwargs)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["type"] == "invalid_request_error", body
+    return caught.value
+
+
+def test_what_the_agent_cannot_do_is_refused_naming_the_field_and_no_run_starts(running: Running) -> None:
+    ai, http = client(running), running.client(running.alice)
+    runs = len(http.get("/v1/runs", params={"limit": 200}).json()["runs"])
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"n": 2}, "n"),
+        ({"tools": [tool]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"stop": ["\n"]}, "stop"),
+        ({"stream": True, "n": 3}, "n"),
+    ]
+    for kwargs, param in cases:
+        error = _refused(ai, **kwargs)
+        assert error.code == "unsupported_parameter" and error.param == param, (kwargs, error.body)
+        assert f"leave {param} out" in error.message, error.message
+    for kwargs, param in [({"max_tokens": 0}, "max_tokens"), ({"temperature": 5}, "temperature")]:
+        error = _refused(ai, **kwargs)
+        assert error.param == param and param in error.message, error.body
+    assert len(http.get("/v1/runs", params={"limit": 200}).json()["runs"]) == runs
+    fine = ask(ai, program([], "fine"), n=1, tool_choice="none", response_format={"type": "text"}, top_p=1)
+    assert fine.choices[0].message.content == "fine"
+
+
+def test_the_last_message_must_be_the_users_text(running: Running) -> None:
+    ai, question = client(running), program([], "never")
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    cases: list[tuple[list[Any], str, str]] = [
+        (
+            [{"role": "user", "content": question}, {"role": "assistant", "content": "x"}],
+            "messages[1].role",
+            "last",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": question}, image]}],
+            "messages[0].content",
+            "image_url",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": question}, {"type": "video"}]}],
+            "messages[0].content[1].type",
+            "'text'",
+        ),
+        ([{"role": "user", "content": 42}], "messages[0].content", "string"),
+    ]
+    for messages, param, said in cases:
+        error = _refused(ai, messages=messages)
+        assert error.param == param and said in error.message, error.body
+        assert "valid string" not in error.message or param == "messages[0].content", error.message
+    long = _refused(ai, messages=[{"role": "user", "content": "x" * 60_000}])
+    assert long.param == "messages" and "60,000" in long.message and "--file" not in long.message
+
+
+def test_the_sdk_does_not_retry_a_refused_request(running: Running) -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.Client(event_hooks={"request": [sent.append]}, timeout=60)
+    ai = OpenAI(base_url=running.url + "/v1", api_key=running.alice.key, max_retries=2, http_client=http)
+    for kwargs in ({"model": "gpt-4o"}, {"n": 2}, {"messages": []}):
+        sent.clear()
+        with pytest.raises(openai.APIStatusError) as caught:
+            ai.chat.completions.create(
+                **{"model": "thinkbox", "messages": [{"role": "user", "content": "hi"}], **kwargs}
+            )
+        assert 400 <= caught.value.status_code < 500 and len(sent) == 1, (kwargs, caught.value.status_code)
 
 
 def test_other_routes_keep_the_thinkbox_error_shape(running: Running) -> None:

@@ -8,14 +8,24 @@ _ID = re.compile(r"[a-z]_[0-9a-f]{16}")
 
 
 class ApiError(Exception):
-    """A 4xx (or 503) answer: ``{"error": {"code": ..., "message": ...}}``."""
+    """A 4xx (or 503) answer: ``{"error": {"code": ..., "message": ...}}``; ``param`` names the request
+    field at fault (OpenAI's error shape carries it)."""
 
-    def __init__(self, status: int, code: str, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.param = param
 
     def body(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}

@@ -6,7 +6,9 @@ its key (:mod:`thinkbox.service.conversations` says which key wins: ``user``, th
 ``metadata.conversation_id``, then the header ``X-Thinkbox-Conversation``, then a hash of the earlier
 messages). A conversation without a live session gets a new one, with its earlier messages as context.
 The client's system messages are not passed on (the agent has its own system prompt), nor are image parts
-of messages; sampling fields (``temperature``, ``max_tokens``, ...) are accepted and ignored.
+of earlier messages (the last message must be the user's, in text); sampling fields (``temperature``,
+``max_tokens``, ...) are accepted and ignored, fields that ignoring would betray (``n`` > 1, ``tools``, ...)
+are refused (:mod:`.openai_schemas`).
 
 The answer is the message's ``content``; the thoughts, code and outputs are ``reasoning_content`` (the
 field reasoning models use, which chat apps show folded). ``stream: true`` sends them as they happen, as
@@ -32,6 +34,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from thinkbox.agent.events import parse_event
+from thinkbox.agent.loop import MAX_QUESTION_CHARS
 from thinkbox.agent.reply_format import system_prompt
 from thinkbox.service.accounts import Principal
 from thinkbox.service.api.deps import Caller, CallerInfo
@@ -91,14 +94,24 @@ async def chat_completions(
     service, who = caller.service, caller.principal
     if body.model not in _model_ids(service):
         raise ApiError(
-            404, "model_not_found", f"no model {body.model!r} here; use one of {_model_ids(service)}"
+            404,
+            "model_not_found",
+            f"no model {body.model!r} here; use one of {_model_ids(service)}",
+            param="model",
         )
-    split = body.split()
-    if split is None:
-        raise ApiError(400, "no_user_message", "messages holds no user message with text: nothing to answer")
-    earlier, question = split
+    if (refused := body.unsupported()) is not None:
+        raise ApiError(400, "unsupported_parameter", refused[1], param=refused[0])
+    earlier, question = body.split()
     if "\x00" in question:  # PostgreSQL text cannot hold it
         raise ApiError(400, "bad_question", "the last user message holds a NUL character; remove it")
+    if len(question.strip()) > MAX_QUESTION_CHARS:  # check_question's message names a CLI flag
+        raise ApiError(
+            400,
+            "bad_question",
+            f"the last user message has {len(question.strip()):,} characters, more than the limit of "
+            f"{MAX_QUESTION_CHARS:,}; save long material as a file (PUT /v1/files/{{path}}) and ask about it",
+            param="messages",
+        )
     key = _conversation_key(body, x_thinkbox_conversation, earlier)
     session_id, fresh = await _session_for(caller, key, earlier)
     try:
