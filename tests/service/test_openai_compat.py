@@ -16,6 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from thinkbox.errors import ModelAuthError
 from thinkbox.models.base import ModelEvent, ModelRequest, TextDelta
 
 from .conftest import Running
@@ -339,5 +340,30 @@ def test_reasoning_streams_while_the_model_still_writes(tmp_path: Path) -> None:
                 if "```python" in reasoning:
                     seen.setdefault("code", time.monotonic())
         assert seen["code"] - seen["thought"] > 0.3, seen  # the thought came before the reply was whole
+    finally:
+        server.stop()
+
+
+class KeyRefused:
+    """A model whose endpoint refuses the service's key: every run fails, and running it again cannot help."""
+
+    name = "key-refused"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        raise ModelAuthError("the model endpoint refused its key: set model.api_key")
+        yield TextDelta("")  # pragma: no cover - makes this an async generator
+
+
+def test_a_failed_run_is_a_500_the_sdk_does_not_retry(tmp_path: Path) -> None:
+    server = ThreadServer(service_settings(tmp_path), KeyRefused()).start()
+    try:
+        who = make_account(server.service.db, "acme", "alice")
+        sent: list[httpx.Request] = []
+        http = httpx.Client(event_hooks={"request": [sent.append]}, timeout=60)
+        ai = OpenAI(base_url=server.url + "/v1", api_key=who.key, max_retries=2, http_client=http)
+        with pytest.raises(openai.InternalServerError) as caught:
+            ask(ai, "hi")
+        assert caught.value.code == "model_auth" and "set model.api_key" in caught.value.message
+        assert len(sent) == 1  # one run, not three
     finally:
         server.stop()

@@ -14,7 +14,9 @@ The answer is the message's ``content``; the thoughts, code and outputs are ``re
 field reasoning models use, which chat apps show folded). ``stream: true`` sends them as they happen, as
 ``chat.completion.chunk`` server-sent events, then a last chunk with ``finish_reason`` and ``usage``,
 then ``data: [DONE]``. A client that goes away mid-stream cancels its run. ``finish_reason`` is ``length``
-when a limit ended the run without an answer (the content then says which limit).
+when a limit ended the run without an answer (the content then says which limit). A run that fails is a
+500 with ``x-should-retry: false`` (OpenAI's SDKs would otherwise run it twice more), or a 503 when the
+failure is transient.
 
 Errors on these routes have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
 (:func:`is_openai_path` tells the app's error handlers); invalid requests are answered 400.
@@ -30,7 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from thinkbox.agent.events import parse_event
@@ -213,12 +215,14 @@ class _Chat:
             return ApiError(500, "run_failed", f"run {self.run_id} ended without an answer")
         return ApiError(503 if error.retryable else 500, error.code, f"the run failed: {error.message}")
 
-    async def complete(self) -> ChatCompletion:
+    async def complete(self) -> ChatCompletion | JSONResponse:
         async for _ in self._events():
             pass
         render = self.render
-        if render.finish_reason is None:
-            raise self._failure()
+        if render.finish_reason is None:  # OpenAI's SDKs retry a 5xx unless told not to: the run would rerun
+            exc = self._failure()
+            headers = None if exc.status == 503 else {"x-should-retry": "false"}
+            return JSONResponse(openai_error(exc.status, exc.code, exc.message), exc.status, headers=headers)
         message = AssistantMessage(content=render.content, reasoning_content=render.reasoning_text.strip())
         choice = Choice(message=message, finish_reason=render.finish_reason)
         return ChatCompletion(
