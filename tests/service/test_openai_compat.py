@@ -114,6 +114,18 @@ def test_the_conversation_header_keys_a_session(running: Running) -> None:
     assert "15" in reply.choices[0].message.reasoning_content
 
 
+def test_another_users_or_tenants_conversation_key_reaches_a_session_of_their_own(running: Running) -> None:
+    key = uuid.uuid4().hex
+    for keyed in ({"user": key}, {"extra_headers": {"X-Thinkbox-Conversation": key}}):
+        ask(client(running), program(["secret = 41"], "set"), **keyed)
+        for who in (running.bob, running.carol):
+            other = ask(client(running, who.key), program(["print(secret + 1)"], "got"), **keyed)
+            reasoning = other.choices[0].message.reasoning_content
+            assert "42" not in reasoning and ("undefined name" in reasoning or "NameError" in reasoning), who
+        mine = ask(client(running), program(["print(secret + 1)"], "got"), **keyed)
+        assert "42" in mine.choices[0].message.reasoning_content
+
+
 def test_a_display_image_comes_back_as_a_markdown_link(running: Running) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
     reply = ask(client(running), program([code], "plotted"))
