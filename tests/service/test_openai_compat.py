@@ -188,6 +188,7 @@ def test_what_the_agent_cannot_do_is_refused_naming_the_field_and_no_run_starts(
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),
         ({"stop": ["\n"]}, "stop"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
         ({"stream": True, "n": 3}, "n"),
     ]
     for kwargs, param in cases:

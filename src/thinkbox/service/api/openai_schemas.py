@@ -2,8 +2,8 @@
 
 Requests accept sampling settings they do not use (chat apps send ``temperature``, ``max_tokens``, ...):
 the agent has its own, so they are ignored, but checked against OpenAI's ranges. Fields whose neglect would
-change what the client gets (``n`` > 1, ``tools``, a JSON ``response_format``, ``logprobs``, ``stop``) are
-refused (:meth:`ChatRequest.unsupported`), as are content parts of unknown types. Messages are checked.
+change what the client gets (``n`` > 1, ``tools``, a JSON ``response_format``, ``logprobs``, audio,
+``stop``) are refused (:meth:`ChatRequest.unsupported`), as are content parts of unknown types.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class ChatRequest(_Lenient):
             )
         if extra.get("logprobs") or extra.get("top_logprobs"):
             return "logprobs", "logprobs: the agent's answer has no log probabilities; leave logprobs out"
+        modalities = extra.get("modalities")
+        if extra.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+            return "modalities", "modalities: the agent answers in text only; leave modalities out, and audio"
         if extra.get("stop"):
             return "stop", "stop: the agent does not cut its answer at stop sequences; leave stop out"
         return None
