@@ -271,6 +271,7 @@ async def test_a_client_that_goes_away_during_ask_cancels_its_run(running: Runni
         await asyncio.sleep(0.1)
         [mine] = [run for run in await _runs(running) if run["id"] == mine["id"]]
     assert mine["status"] == "cancelled"
+    assert "MCP client" in mine["error"] and "POST" not in mine["error"], mine["error"]  # not "the user did"
 
 
 async def _runs(running: Running) -> list[dict[str, Any]]:

@@ -281,6 +281,7 @@ def test_a_busy_conversation_is_409_and_a_client_that_leaves_cancels_its_run(run
         while http.get(f"/v1/runs/{run_id}").json()["status"] != "cancelled":
             assert time.monotonic() < deadline, "the run was not cancelled"
             time.sleep(0.1)
+        assert "chat client went away" in http.get(f"/v1/runs/{run_id}").json()["error"]
 
 
 def test_a_conversation_without_its_session_gets_the_earlier_messages_as_context(running: Running) -> None:

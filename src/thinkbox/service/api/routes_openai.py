@@ -262,7 +262,8 @@ class _Chat:
             yield frame("[DONE]")
         finally:
             if not self.render.finished:  # the client went away: stop its run
-                self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id))
+                why = "the chat client went away before the answer"
+                self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id, why))
 
 
 async def _keepalive(items: AsyncIterator[tuple[str, str]]) -> AsyncIterator[tuple[str, str] | None]:
