@@ -37,6 +37,10 @@ def test_models_lists_thinkbox_and_the_backend(running: Running) -> None:
     ids = [m.id for m in models.data]
     assert ids == ["thinkbox", "thinkbox:question-model"]
     assert all(m.object == "model" and m.owned_by == "thinkbox" and m.created > 0 for m in models.data)
+    assert client(running).models.retrieve("thinkbox:question-model").id == "thinkbox:question-model"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(running).models.retrieve("gpt-4o")
+    assert caught.value.code == "model_not_found" and "thinkbox" in caught.value.message
 
 
 def test_a_completion_answers_with_reasoning_and_usage(running: Running) -> None:

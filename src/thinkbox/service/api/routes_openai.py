@@ -77,6 +77,20 @@ async def list_models(caller: Caller) -> ModelList:
     return ModelList(data=[ModelCard(id=m, created=created) for m in _model_ids(caller.service)])
 
 
+@router.get("/models/{model:path}", response_model=ModelCard, responses=_ERRORS)
+async def get_model(model: Annotated[str, Path(max_length=200)], caller: Caller) -> ModelCard:
+    """One of :func:`list_models`' models (what OpenAI's ``models.retrieve`` asks)."""
+    if model not in _model_ids(caller.service):
+        raise _no_model(caller.service, model)
+    return ModelCard(id=model, created=int(caller.service.started_at))
+
+
+def _no_model(service: Service, model: str) -> ApiError:
+    return ApiError(
+        404, "model_not_found", f"no model {model!r} here; use one of {_model_ids(service)}", param="model"
+    )
+
+
 def _model_ids(service: Service) -> list[str]:
     return [MODEL, f"{MODEL}:{service.model.name}"]
 
@@ -95,12 +109,7 @@ async def chat_completions(
     """The agent answers the last user message, in the conversation's session."""
     service, who = caller.service, caller.principal
     if body.model not in _model_ids(service):
-        raise ApiError(
-            404,
-            "model_not_found",
-            f"no model {body.model!r} here; use one of {_model_ids(service)}",
-            param="model",
-        )
+        raise _no_model(service, body.model)
     if (refused := body.unsupported()) is not None:
         raise ApiError(400, "unsupported_parameter", refused[1], param=refused[0])
     earlier, question = body.split()
