@@ -130,6 +130,16 @@ def test_another_users_or_tenants_conversation_key_reaches_a_session_of_their_ow
         assert "42" in mine.choices[0].message.reasoning_content
 
 
+def test_a_conversation_id_that_is_not_a_short_string_is_refused(running: Running) -> None:
+    conversation = uuid.uuid4().hex
+    ask(client(running), program(["k = 2"], "ok"), metadata={"conversation_id": conversation})
+    reply = ask(client(running), program(["print(k * 21)"], "ok"), metadata={"conversation_id": conversation})
+    assert "42" in reply.choices[0].message.reasoning_content
+    for bad in (7, "", "c" * 257):  # not ignored (a new conversation each time), not cut (ids would collide)
+        error = _refused(client(running), extra_body={"metadata": {"conversation_id": bad}})
+        assert error.param == "metadata.conversation_id" and "string of 1 to 256" in error.message
+
+
 def test_a_display_image_comes_back_as_a_markdown_link(running: Running) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
     reply = ask(client(running), program([code], "plotted"))

@@ -148,10 +148,18 @@ async def chat_completions(
 def _conversation_key(body: ChatRequest, header: str | None, earlier: list[Turn]) -> str | None:
     """The conversation's key (see the module docstring for the order); None: a new conversation."""
     meta = (body.metadata or {}).get("conversation_id")
+    if meta is not None and not (isinstance(meta, str) and 0 < len(meta) <= 256):  # never cut: ids collide
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"metadata.conversation_id must be a string of 1 to 256 characters, not {type(meta).__name__} "
+            f"{str(meta)[:40]!r}",
+            param="metadata.conversation_id",
+        )
     if body.user:
         return f"user:{body.user}"
     if isinstance(meta, str) and meta:
-        return f"meta:{meta[:256]}"
+        return f"meta:{meta}"
     if header:
         return f"header:{header}"
     return history_hash(earlier) if earlier else None
