@@ -242,6 +242,17 @@ def test_the_last_message_must_be_the_users_text(running: Running) -> None:
         error = _refused(ai, messages=messages)
         assert error.param == param and said in error.message, error.body
         assert "valid string" not in error.message or param == "messages[0].content", error.message
+    lone = '{"role": "user", "content": "a \\udc00 b"}'  # valid JSON, not Unicode: no database keeps it
+    headers = {**running.alice.headers, "Content-Type": "application/json"}
+    for messages in (
+        f"[{lone}]",
+        f'[{lone}, {{"role": "assistant", "content": "?"}}, {{"role": "user", "content": "hi"}}]',
+    ):
+        body = '{"model": "thinkbox", "messages": ' + messages + "}"
+        response = httpx.post(running.url + "/v1/chat/completions", content=body, headers=headers, timeout=60)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "messages[0].content" and "lone surrogate" in error["message"], error
     long = _refused(ai, messages=[{"role": "user", "content": "x" * 60_000}])
     assert long.param == "messages" and "60,000" in long.message and "--file" not in long.message
 

@@ -38,7 +38,17 @@ def is_id(value: str) -> bool:
 
 
 def no_nul(field: str, value: str) -> str:
-    """``value``, or 400 when it holds a NUL character (no database text column can keep one)."""
+    """``value``, or 400 when it holds a NUL character or a lone surrogate (JSON's ``"\\ud800"``): no
+    database text column can keep either."""
     if "\x00" in value:
         raise ApiError(400, "bad_request", f"{field} contains a NUL character; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"{field} holds a lone surrogate ({value[exc.start]!r} at character {exc.start}), which is not "
+            "Unicode text; send the character whole (both halves of a surrogate pair) or remove it",
+        ) from None
     return value

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from thinkbox.service.conversations import Turn
-from thinkbox.service.errors import ApiError
+from thinkbox.service.errors import ApiError, no_nul
 
 
 class _Lenient(BaseModel):
@@ -88,7 +88,8 @@ class ChatRequest(_Lenient):
 
     def split(self) -> tuple[list[Turn], str]:
         """(the earlier user and assistant turns, the last message's text); 400 naming the field at fault
-        when the last message (system ones aside) is not a user message with text: nothing to answer."""
+        when the last message (system ones aside) is not a user message with text (nothing to answer), or
+        a message holds what no database text keeps (NUL, a lone surrogate)."""
         talk = [(i, m) for i, m in enumerate(self.messages) if m.role not in ("system", "developer")]
         if not talk:
             raise _refuse("messages", "messages holds no user message: nothing to answer; add one")
@@ -107,12 +108,17 @@ class ChatRequest(_Lenient):
             )
         if not last.text.strip():
             raise _refuse(f"messages[{at}].content", "the last user message has no text: nothing to answer")
+        for i, message in enumerate(self.messages):
+            try:
+                no_nul(f"messages[{i}]", message.text)
+            except ApiError as exc:
+                raise _refuse(f"messages[{i}].content", exc.message, "bad_question") from None
         turns = [Turn(m.role, m.text) for m in self.messages if m.role in ("user", "assistant")]
         return turns[:-1], turns[-1].text
 
 
-def _refuse(param: str, message: str) -> ApiError:
-    return ApiError(400, "no_user_message", message, param=param)
+def _refuse(param: str, message: str, code: str = "no_user_message") -> ApiError:
+    return ApiError(400, code, message, param=param)
 
 
 class ModelCard(BaseModel):

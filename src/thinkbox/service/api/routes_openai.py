@@ -113,8 +113,6 @@ async def chat_completions(
     if (refused := body.unsupported()) is not None:
         raise ApiError(400, "unsupported_parameter", refused[1], param=refused[0])
     earlier, question = body.split()
-    if "\x00" in question:  # PostgreSQL text cannot hold it
-        raise ApiError(400, "bad_question", "the last user message holds a NUL character; remove it")
     if len(question.strip()) > MAX_QUESTION_CHARS:  # check_question's message names a CLI flag
         raise ApiError(
             400,
