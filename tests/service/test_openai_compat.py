@@ -309,6 +309,20 @@ def test_a_busy_conversation_is_409_and_a_client_that_leaves_cancels_its_run(run
         assert "chat client went away" in http.get(f"/v1/runs/{run_id}").json()["error"]
 
 
+def test_a_client_that_times_out_waiting_cancels_its_run(running: Running) -> None:
+    question = program([f"import time; time.sleep(30)  # {uuid.uuid4().hex}"], "too late")
+    impatient = OpenAI(base_url=running.url + "/v1", api_key=running.alice.key, max_retries=0, timeout=2)
+    with pytest.raises(openai.APITimeoutError):
+        ask(impatient, question)
+    with running.client(running.alice) as http:
+        [run] = http.get("/v1/runs", params={"q": question}).json()["runs"]
+        deadline = time.monotonic() + 20
+        while (run := http.get(f"/v1/runs/{run['id']}").json())["status"] != "cancelled":
+            assert time.monotonic() < deadline, f"the run was left {run['status']}"
+            time.sleep(0.1)
+    assert "chat client went away" in run["error"]
+
+
 def test_a_conversation_without_its_session_gets_the_earlier_messages_as_context(running: Running) -> None:
     question = program(["print('hi')"], "hello Ada")
     messages = [

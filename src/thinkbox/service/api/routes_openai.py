@@ -13,10 +13,10 @@ are refused (:mod:`.openai_schemas`).
 The answer is the message's ``content``; the thoughts, code and outputs are ``reasoning_content`` (the
 field reasoning models use, which chat apps show folded). ``stream: true`` sends them as they happen, as
 ``chat.completion.chunk`` server-sent events, then a last chunk with ``finish_reason`` and ``usage``,
-then ``data: [DONE]``. A client that goes away mid-stream cancels its run. ``finish_reason`` is ``length``
-when a limit ended the run without an answer (the content then says which limit). A run that fails is a
-500 with ``x-should-retry: false`` (OpenAI's SDKs would otherwise run it twice more), or a 503 when the
-failure is transient.
+then ``data: [DONE]``. A client that goes away before the answer (mid-stream, or at its timeout) cancels
+its run. ``finish_reason`` is ``length`` when a limit ended the run without an answer (the content then
+says which limit). A run that fails is a 500 with ``x-should-retry: false`` (OpenAI's SDKs would otherwise
+run it twice more), or a 503 when the failure is transient.
 
 Errors on these routes have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
 (:func:`is_openai_path` tells the app's error handlers); invalid requests are answered 400.
@@ -140,7 +140,7 @@ async def chat_completions(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await chat.complete()
+    return await chat.complete(request)
 
 
 def _conversation_key(body: ChatRequest, header: str | None, earlier: list[Turn]) -> str | None:
@@ -230,9 +230,13 @@ class _Chat:
             return ApiError(500, "run_failed", f"run {self.run_id} ended without an answer")
         return ApiError(503 if error.retryable else 500, error.code, f"the run failed: {error.message}")
 
-    async def complete(self) -> ChatCompletion | JSONResponse:
-        async for _ in self._events():
-            pass
+    async def complete(self, request: Request) -> ChatCompletion | JSONResponse:
+        watch = asyncio.ensure_future(self._cancel_when_gone(request))
+        try:
+            async for _ in self._events():
+                pass
+        finally:
+            watch.cancel()
         render = self.render
         if render.finish_reason is None:  # OpenAI's SDKs retry a 5xx unless told not to: the run would rerun
             exc = self._failure()
@@ -243,6 +247,17 @@ class _Chat:
         return ChatCompletion(
             id=self.id, created=self.created, model=self.model, choices=[choice], usage=render.usage()
         )
+
+    async def _cancel_when_gone(self, request: Request) -> None:
+        """Cancel the run when the client goes away (e.g. its timeout): else its SDK's retries would start
+        the same run again beside it, each running to its end for no one."""
+        while (await request.receive())["type"] != "http.disconnect":  # the body is read: only this comes
+            pass
+        self._cancel()
+
+    def _cancel(self) -> None:
+        why = "the chat client went away before the answer"
+        self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id, why))
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> bytes:
         data: dict[str, Any] = {
@@ -277,8 +292,7 @@ class _Chat:
             yield frame("[DONE]")
         finally:
             if not self.render.finished:  # the client went away: stop its run
-                why = "the chat client went away before the answer"
-                self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id, why))
+                self._cancel()
 
 
 async def _keepalive(items: AsyncIterator[tuple[str, str]]) -> AsyncIterator[tuple[str, str] | None]:
