@@ -181,6 +181,7 @@ def test_requests_without_a_valid_key_are_refused(
         ),
         (json.dumps({"question": "hi", "files": ["missing.csv"]}).encode(), 404, "missing.csv"),
         (json.dumps({"question": "a\u0000b"}).encode(), 400, "nul character"),
+        (b'{"question": "a \\ud800 b"}', 422, "unicode string"),  # valid JSON, not Unicode text
         (json.dumps({"question": "hi", "session_id": "s_\u0000"}).encode(), 404, "s_"),
     ],
 )

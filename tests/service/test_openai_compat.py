@@ -16,6 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from thinkbox.errors import ModelAuthError
 from thinkbox.models.base import ModelEvent, ModelRequest, TextDelta
 
 from .conftest import Running
@@ -36,6 +37,10 @@ def test_models_lists_thinkbox_and_the_backend(running: Running) -> None:
     ids = [m.id for m in models.data]
     assert ids == ["thinkbox", "thinkbox:question-model"]
     assert all(m.object == "model" and m.owned_by == "thinkbox" and m.created > 0 for m in models.data)
+    assert client(running).models.retrieve("thinkbox:question-model").id == "thinkbox:question-model"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(running).models.retrieve("gpt-4o")
+    assert caught.value.code == "model_not_found" and "thinkbox" in caught.value.message
 
 
 def test_a_completion_answers_with_reasoning_and_usage(running: Running) -> None:
@@ -113,6 +118,28 @@ def test_the_conversation_header_keys_a_session(running: Running) -> None:
     assert "15" in reply.choices[0].message.reasoning_content
 
 
+def test_another_users_or_tenants_conversation_key_reaches_a_session_of_their_own(running: Running) -> None:
+    key = uuid.uuid4().hex
+    for keyed in ({"user": key}, {"extra_headers": {"X-Thinkbox-Conversation": key}}):
+        ask(client(running), program(["secret = 41"], "set"), **keyed)
+        for who in (running.bob, running.carol):
+            other = ask(client(running, who.key), program(["print(secret + 1)"], "got"), **keyed)
+            reasoning = other.choices[0].message.reasoning_content
+            assert "42" not in reasoning and ("undefined name" in reasoning or "NameError" in reasoning), who
+        mine = ask(client(running), program(["print(secret + 1)"], "got"), **keyed)
+        assert "42" in mine.choices[0].message.reasoning_content
+
+
+def test_a_conversation_id_that_is_not_a_short_string_is_refused(running: Running) -> None:
+    conversation = uuid.uuid4().hex
+    ask(client(running), program(["k = 2"], "ok"), metadata={"conversation_id": conversation})
+    reply = ask(client(running), program(["print(k * 21)"], "ok"), metadata={"conversation_id": conversation})
+    assert "42" in reply.choices[0].message.reasoning_content
+    for bad in (7, "", "c" * 257):  # not ignored (a new conversation each time), not cut (ids would collide)
+        error = _refused(client(running), extra_body={"metadata": {"conversation_id": bad}})
+        assert error.param == "metadata.conversation_id" and "string of 1 to 256" in error.message
+
+
 def test_a_display_image_comes_back_as_a_markdown_link(running: Running) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
     reply = ask(client(running), program([code], "plotted"))
@@ -153,7 +180,94 @@ def test_no_user_message_is_400(running: Running) -> None:
 def test_an_unknown_model_is_404(running: Running) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client(running).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-    assert caught.value.code == "model_not_found"
+    assert caught.value.code == "model_not_found" and caught.value.param == "model"
+
+
+def _refused(ai: OpenAI, **kwargs: Any) -> openai.BadRequestError:
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(ai, program([], "never"), **kwargs)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["type"] == "invalid_request_error", body
+    return caught.value
+
+
+def test_what_the_agent_cannot_do_is_refused_naming_the_field_and_no_run_starts(running: Running) -> None:
+    ai, http = client(running), running.client(running.alice)
+    runs = len(http.get("/v1/runs", params={"limit": 200}).json()["runs"])
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"n": 2}, "n"),
+        ({"tools": [tool]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"stop": ["\n"]}, "stop"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
+        ({"stream": True, "n": 3}, "n"),
+    ]
+    for kwargs, param in cases:
+        error = _refused(ai, **kwargs)
+        assert error.code == "unsupported_parameter" and error.param == param, (kwargs, error.body)
+        assert f"leave {param} out" in error.message, error.message
+    for kwargs, param in [({"max_tokens": 0}, "max_tokens"), ({"temperature": 5}, "temperature")]:
+        error = _refused(ai, **kwargs)
+        assert error.param == param and param in error.message, error.body
+    assert len(http.get("/v1/runs", params={"limit": 200}).json()["runs"]) == runs
+    fine = ask(ai, program([], "fine"), n=1, tool_choice="none", response_format={"type": "text"}, top_p=1)
+    assert fine.choices[0].message.content == "fine"
+
+
+def test_the_last_message_must_be_the_users_text(running: Running) -> None:
+    ai, question = client(running), program([], "never")
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    cases: list[tuple[list[Any], str, str]] = [
+        (
+            [{"role": "user", "content": question}, {"role": "assistant", "content": "x"}],
+            "messages[1].role",
+            "last",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": question}, image]}],
+            "messages[0].content",
+            "image_url",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": question}, {"type": "video"}]}],
+            "messages[0].content[1].type",
+            "'text'",
+        ),
+        ([{"role": "user", "content": 42}], "messages[0].content", "string"),
+    ]
+    for messages, param, said in cases:
+        error = _refused(ai, messages=messages)
+        assert error.param == param and said in error.message, error.body
+        assert "valid string" not in error.message or param == "messages[0].content", error.message
+    lone = '{"role": "user", "content": "a \\udc00 b"}'  # valid JSON, not Unicode: no database keeps it
+    headers = {**running.alice.headers, "Content-Type": "application/json"}
+    for messages in (
+        f"[{lone}]",
+        f'[{lone}, {{"role": "assistant", "content": "?"}}, {{"role": "user", "content": "hi"}}]',
+    ):
+        body = '{"model": "thinkbox", "messages": ' + messages + "}"
+        response = httpx.post(running.url + "/v1/chat/completions", content=body, headers=headers, timeout=60)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "messages[0].content" and "lone surrogate" in error["message"], error
+    long = _refused(ai, messages=[{"role": "user", "content": "x" * 60_000}])
+    assert long.param == "messages" and "60,000" in long.message and "--file" not in long.message
+
+
+def test_the_sdk_does_not_retry_a_refused_request(running: Running) -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.Client(event_hooks={"request": [sent.append]}, timeout=60)
+    ai = OpenAI(base_url=running.url + "/v1", api_key=running.alice.key, max_retries=2, http_client=http)
+    for kwargs in ({"model": "gpt-4o"}, {"n": 2}, {"messages": []}):
+        sent.clear()
+        with pytest.raises(openai.APIStatusError) as caught:
+            ai.chat.completions.create(
+                **{"model": "thinkbox", "messages": [{"role": "user", "content": "hi"}], **kwargs}
+            )
+        assert 400 <= caught.value.status_code < 500 and len(sent) == 1, (kwargs, caught.value.status_code)
 
 
 def test_other_routes_keep_the_thinkbox_error_shape(running: Running) -> None:
@@ -192,6 +306,21 @@ def test_a_busy_conversation_is_409_and_a_client_that_leaves_cancels_its_run(run
         while http.get(f"/v1/runs/{run_id}").json()["status"] != "cancelled":
             assert time.monotonic() < deadline, "the run was not cancelled"
             time.sleep(0.1)
+        assert "chat client went away" in http.get(f"/v1/runs/{run_id}").json()["error"]
+
+
+def test_a_client_that_times_out_waiting_cancels_its_run(running: Running) -> None:
+    question = program([f"import time; time.sleep(30)  # {uuid.uuid4().hex}"], "too late")
+    impatient = OpenAI(base_url=running.url + "/v1", api_key=running.alice.key, max_retries=0, timeout=2)
+    with pytest.raises(openai.APITimeoutError):
+        ask(impatient, question)
+    with running.client(running.alice) as http:
+        [run] = http.get("/v1/runs", params={"q": question}).json()["runs"]
+        deadline = time.monotonic() + 20
+        while (run := http.get(f"/v1/runs/{run['id']}").json())["status"] != "cancelled":
+            assert time.monotonic() < deadline, f"the run was left {run['status']}"
+            time.sleep(0.1)
+    assert "chat client went away" in run["error"]
 
 
 def test_a_conversation_without_its_session_gets_the_earlier_messages_as_context(running: Running) -> None:
@@ -264,5 +393,30 @@ def test_reasoning_streams_while_the_model_still_writes(tmp_path: Path) -> None:
                 if "```python" in reasoning:
                     seen.setdefault("code", time.monotonic())
         assert seen["code"] - seen["thought"] > 0.3, seen  # the thought came before the reply was whole
+    finally:
+        server.stop()
+
+
+class KeyRefused:
+    """A model whose endpoint refuses the service's key: every run fails, and running it again cannot help."""
+
+    name = "key-refused"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        raise ModelAuthError("the model endpoint refused its key: set model.api_key")
+        yield TextDelta("")  # pragma: no cover - makes this an async generator
+
+
+def test_a_failed_run_is_a_500_the_sdk_does_not_retry(tmp_path: Path) -> None:
+    server = ThreadServer(service_settings(tmp_path), KeyRefused()).start()
+    try:
+        who = make_account(server.service.db, "acme", "alice")
+        sent: list[httpx.Request] = []
+        http = httpx.Client(event_hooks={"request": [sent.append]}, timeout=60)
+        ai = OpenAI(base_url=server.url + "/v1", api_key=who.key, max_retries=2, http_client=http)
+        with pytest.raises(openai.InternalServerError) as caught:
+            ask(ai, "hi")
+        assert caught.value.code == "model_auth" and "set model.api_key" in caught.value.message
+        assert len(sent) == 1  # one run, not three
     finally:
         server.stop()

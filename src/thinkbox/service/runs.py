@@ -77,6 +77,7 @@ class _Active:
     route: Route | None = None
     """The run's route (None: agent.route); runs named files go to code under auto."""
     named_files: bool = False
+    cancelled_why: str = "cancelled by the user (POST /v1/runs/{id}/cancel)"
 
 
 class _Stop(Exception):
@@ -238,7 +239,7 @@ class RunManager:
         except asyncio.CancelledError:
             if self._stopping:  # the service stops: the run goes on at the next start
                 raise
-            self._end(active, "cancelled", "cancelled by the user (POST /v1/runs/{id}/cancel)")
+            self._end(active, "cancelled", active.cancelled_why)
         except _Stop as stop:
             self._end(active, stop.code, stop.message)
         except ApiError as exc:
@@ -409,7 +410,8 @@ class RunManager:
             self.journal.append(active.run_id, event, **self._fields(active, event))
 
     # -- cancelling, reading --------------------------------------------------------------------------
-    async def cancel(self, owner: Principal, run_id: str) -> Run:
+    async def cancel(self, owner: Principal, run_id: str, why: str | None = None) -> Run:
+        """Stop a run; ``why`` (default: the user cancelled it) is kept as its error."""
         row = await asyncio.to_thread(self.get, owner, run_id)
         active = self._active.get(run_id)
         if row.status in RUN_ENDED or active is None or active.task is None:
@@ -418,6 +420,7 @@ class RunManager:
                 "run_finished",
                 f"run {run_id!r} has already ended ({row.status}); there is nothing to cancel",
             )
+        active.cancelled_why = why or active.cancelled_why
         active.task.cancel()
         await asyncio.wait({active.task}, timeout=10)
         return await asyncio.to_thread(self.get, owner, run_id)

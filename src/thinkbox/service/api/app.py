@@ -90,7 +90,7 @@ def create_app(
         headers = {"Retry-After": f"{exc.retry_after:g}"} if exc.retry_after is not None else None
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
-        return _error(request, exc.status, exc.code, exc.message, headers)
+        return _error(request, exc.status, exc.code, exc.message, headers, exc.param)
 
     @app.exception_handler(StorageError)
     async def storage_error(request: Request, exc: StorageError) -> JSONResponse:
@@ -98,7 +98,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(_problem(err) for err in exc.errors())[:2000]
+        errors = _relevant(exc.errors())
+        problems = "; ".join(_problem(err) for err in errors)[:2000]
         content_type = request.headers.get("content-type", "")
         if "json" not in content_type and any(err.get("loc", ())[:1] == ("body",) for err in exc.errors()):
             problems += (
@@ -106,7 +107,7 @@ def create_app(
                 "send JSON with Content-Type: application/json)"
             )
         status = 400 if routes_openai.is_openai_path(request.url.path) else 422  # as OpenAI answers
-        return _error(request, status, "invalid_request", problems)
+        return _error(request, status, "invalid_request", problems, param=_param(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -201,7 +202,39 @@ def _problem(err: Any) -> str:
     """One validation error: where, and what (for JSON that does not parse, where in the body and why)."""
     if err.get("type") == "json_invalid":
         return f"body: invalid JSON at character {err['loc'][-1]}: {err.get('ctx', {}).get('error', '')}"
-    return f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
+    return f"{'.'.join(str(p) for p in err.get('loc', ()) if not _is_member(p))}: {err.get('msg', '')}"
+
+
+def _is_member(part: Any) -> bool:
+    """``part`` of an error's loc is pydantic's name of a union's member (``str``, ``list[ContentPart]``)."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "list", "dict"))
+
+
+def _relevant(errors: Any) -> list[Any]:
+    """``errors``, less those of a union's members that the value did not get into when another member
+    went deeper (a list of parts with one bad part is not also "not a valid string")."""
+
+    def split(err: Any) -> tuple[tuple[Any, ...], int]:
+        loc = tuple(err.get("loc", ()))
+        at = next((i for i, p in enumerate(loc) if _is_member(p)), len(loc))
+        return loc[:at], len(loc) - at
+
+    deepest: dict[tuple[Any, ...], int] = {}
+    for err in errors:
+        where, depth = split(err)
+        deepest[where] = max(deepest.get(where, 0), depth)
+    return [err for err in errors if split(err)[1] == deepest[split(err)[0]]]
+
+
+def _param(errors: list[Any]) -> str | None:
+    """The one body field all ``errors`` are about (``messages[0].content``), or None (OpenAI's ``param``)."""
+    fields = set()
+    for err in errors:
+        loc = [p for p in err.get("loc", ()) if not _is_member(p)]
+        if loc[:1] != ["body"] or len(loc) < 2:
+            return None
+        fields.add("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:]).lstrip("."))
+    return fields.pop() if len(fields) == 1 else None
 
 
 def _unreadable(cause: BaseException | None) -> str:
@@ -216,9 +249,14 @@ def _unreadable(cause: BaseException | None) -> str:
 
 
 def _error(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
     """The error answer: OpenAI's shape on the OpenAI-compatible routes, thinkbox's elsewhere."""
     if routes_openai.is_openai_path(request.url.path):
-        return JSONResponse(openai_error(status, code, message), status, headers=headers)
+        return JSONResponse(openai_error(status, code, message, param), status, headers=headers)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)

@@ -1,7 +1,9 @@
 """Bodies of the OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``), in OpenAI's shapes.
 
-Requests accept fields they do not use (chat apps send sampling settings, tools, ``n``, ...): the agent
-has its own settings, so they are ignored rather than refused. Messages are checked.
+Requests accept sampling settings they do not use (chat apps send ``temperature``, ``max_tokens``, ...):
+the agent has its own, so they are ignored, but checked against OpenAI's ranges. Fields whose neglect would
+change what the client gets (``n`` > 1, ``tools``, a JSON ``response_format``, ``logprobs``, audio,
+``stop``) are refused (:meth:`ChatRequest.unsupported`), as are content parts of unknown types.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from thinkbox.service.conversations import Turn
+from thinkbox.service.errors import ApiError, no_nul
 
 
 class _Lenient(BaseModel):
@@ -18,7 +21,9 @@ class _Lenient(BaseModel):
 
 
 class ContentPart(_Lenient):
-    type: str = Field(max_length=64)
+    """A part of a message's content; OpenAI's types are accepted, only text is read."""
+
+    type: Literal["text", "image_url", "input_audio", "file", "refusal"]
     text: str | None = None
 
 
@@ -47,14 +52,73 @@ class ChatRequest(_Lenient):
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
     metadata: dict[str, Any] | None = None
+    n: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
 
-    def split(self) -> tuple[list[Turn], str] | None:
-        """(the earlier user and assistant turns, the last user message's text); None without one."""
+    def unsupported(self) -> tuple[str, str] | None:
+        """(the field, why and what to do) for the first field asking what the agent cannot give; None."""
+        extra = self.model_extra or {}
+        if self.n is not None and self.n > 1:
+            return "n", f"n={self.n}: the agent gives one answer per request; leave n out and send it again"
+        for name in ("tools", "functions"):
+            if extra.get(name):
+                return name, f"{name}: the agent runs its own code, not the client's tools; leave {name} out"
+        for name in ("tool_choice", "function_call"):
+            if extra.get(name) not in (None, "none", "auto"):
+                return name, f"{name}: the agent calls no client tools; leave {name} out"
+        form = extra.get("response_format")
+        if form is not None and (not isinstance(form, dict) or form.get("type") != "text"):
+            return "response_format", (
+                "response_format: the agent answers in text; ask for JSON in the message instead "
+                "and leave response_format out"
+            )
+        if extra.get("logprobs") or extra.get("top_logprobs"):
+            return "logprobs", "logprobs: the agent's answer has no log probabilities; leave logprobs out"
+        modalities = extra.get("modalities")
+        if extra.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+            return "modalities", "modalities: the agent answers in text only; leave modalities out, and audio"
+        if extra.get("stop"):
+            return "stop", "stop: the agent does not cut its answer at stop sequences; leave stop out"
+        return None
+
+    def split(self) -> tuple[list[Turn], str]:
+        """(the earlier user and assistant turns, the last message's text); 400 naming the field at fault
+        when the last message (system ones aside) is not a user message with text (nothing to answer), or
+        a message holds what no database text keeps (NUL, a lone surrogate)."""
+        talk = [(i, m) for i, m in enumerate(self.messages) if m.role not in ("system", "developer")]
+        if not talk:
+            raise _refuse("messages", "messages holds no user message: nothing to answer; add one")
+        at, last = talk[-1]
+        if last.role != "user":
+            raise _refuse(
+                f"messages[{at}].role",
+                f"the last message is from the {last.role}: the agent answers the last message, which must "
+                "be the user's; end messages with a user message",
+            )
+        if isinstance(last.content, list) and (seen := {p.type for p in last.content} - {"text"}):
+            raise _refuse(
+                f"messages[{at}].content",
+                f"the agent cannot read {', '.join(sorted(seen))} parts; send text only (save a file with "
+                "PUT /v1/files/{path} to ask about it by name)",
+            )
+        if not last.text.strip():
+            raise _refuse(f"messages[{at}].content", "the last user message has no text: nothing to answer")
+        for i, message in enumerate(self.messages):
+            try:
+                no_nul(f"messages[{i}]", message.text)
+            except ApiError as exc:
+                raise _refuse(f"messages[{i}].content", exc.message, "bad_question") from None
         turns = [Turn(m.role, m.text) for m in self.messages if m.role in ("user", "assistant")]
-        last = max((i for i, t in enumerate(turns) if t.role == "user" and t.text.strip()), default=None)
-        if last is None:
-            return None
-        return turns[:last], turns[last].text
+        return turns[:-1], turns[-1].text
+
+
+def _refuse(param: str, message: str, code: str = "no_user_message") -> ApiError:
+    return ApiError(400, code, message, param=param)
 
 
 class ModelCard(BaseModel):

@@ -6,13 +6,17 @@ its key (:mod:`thinkbox.service.conversations` says which key wins: ``user``, th
 ``metadata.conversation_id``, then the header ``X-Thinkbox-Conversation``, then a hash of the earlier
 messages). A conversation without a live session gets a new one, with its earlier messages as context.
 The client's system messages are not passed on (the agent has its own system prompt), nor are image parts
-of messages; sampling fields (``temperature``, ``max_tokens``, ...) are accepted and ignored.
+of earlier messages (the last message must be the user's, in text); sampling fields (``temperature``,
+``max_tokens``, ...) are accepted and ignored, fields that ignoring would betray (``n`` > 1, ``tools``, ...)
+are refused (:mod:`.openai_schemas`).
 
 The answer is the message's ``content``; the thoughts, code and outputs are ``reasoning_content`` (the
 field reasoning models use, which chat apps show folded). ``stream: true`` sends them as they happen, as
 ``chat.completion.chunk`` server-sent events, then a last chunk with ``finish_reason`` and ``usage``,
-then ``data: [DONE]``. A client that goes away mid-stream cancels its run. ``finish_reason`` is ``length``
-when a limit ended the run without an answer (the content then says which limit).
+then ``data: [DONE]``. A client that goes away before the answer (mid-stream, or at its timeout) cancels
+its run. ``finish_reason`` is ``length`` when a limit ended the run without an answer (the content then
+says which limit). A run that fails is a 500 with ``x-should-retry: false`` (OpenAI's SDKs would otherwise
+run it twice more), or a 503 when the failure is transient.
 
 Errors on these routes have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``
 (:func:`is_openai_path` tells the app's error handlers); invalid requests are answered 400.
@@ -28,10 +32,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from thinkbox.agent.events import parse_event
+from thinkbox.agent.loop import MAX_QUESTION_CHARS
 from thinkbox.agent.reply_format import system_prompt
 from thinkbox.service.accounts import Principal
 from thinkbox.service.api.deps import Caller, CallerInfo
@@ -72,6 +77,20 @@ async def list_models(caller: Caller) -> ModelList:
     return ModelList(data=[ModelCard(id=m, created=created) for m in _model_ids(caller.service)])
 
 
+@router.get("/models/{model:path}", response_model=ModelCard, responses=_ERRORS)
+async def get_model(model: Annotated[str, Path(max_length=200)], caller: Caller) -> ModelCard:
+    """One of :func:`list_models`' models (what OpenAI's ``models.retrieve`` asks)."""
+    if model not in _model_ids(caller.service):
+        raise _no_model(caller.service, model)
+    return ModelCard(id=model, created=int(caller.service.started_at))
+
+
+def _no_model(service: Service, model: str) -> ApiError:
+    return ApiError(
+        404, "model_not_found", f"no model {model!r} here; use one of {_model_ids(service)}", param="model"
+    )
+
+
 def _model_ids(service: Service) -> list[str]:
     return [MODEL, f"{MODEL}:{service.model.name}"]
 
@@ -90,15 +109,18 @@ async def chat_completions(
     """The agent answers the last user message, in the conversation's session."""
     service, who = caller.service, caller.principal
     if body.model not in _model_ids(service):
+        raise _no_model(service, body.model)
+    if (refused := body.unsupported()) is not None:
+        raise ApiError(400, "unsupported_parameter", refused[1], param=refused[0])
+    earlier, question = body.split()
+    if len(question.strip()) > MAX_QUESTION_CHARS:  # check_question's message names a CLI flag
         raise ApiError(
-            404, "model_not_found", f"no model {body.model!r} here; use one of {_model_ids(service)}"
+            400,
+            "bad_question",
+            f"the last user message has {len(question.strip()):,} characters, more than the limit of "
+            f"{MAX_QUESTION_CHARS:,}; save long material as a file (PUT /v1/files/{{path}}) and ask about it",
+            param="messages",
         )
-    split = body.split()
-    if split is None:
-        raise ApiError(400, "no_user_message", "messages holds no user message with text: nothing to answer")
-    earlier, question = split
-    if "\x00" in question:  # PostgreSQL text cannot hold it
-        raise ApiError(400, "bad_question", "the last user message holds a NUL character; remove it")
     key = _conversation_key(body, x_thinkbox_conversation, earlier)
     session_id, fresh = await _session_for(caller, key, earlier)
     try:
@@ -118,16 +140,24 @@ async def chat_completions(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await chat.complete()
+    return await chat.complete(request)
 
 
 def _conversation_key(body: ChatRequest, header: str | None, earlier: list[Turn]) -> str | None:
     """The conversation's key (see the module docstring for the order); None: a new conversation."""
     meta = (body.metadata or {}).get("conversation_id")
+    if meta is not None and not (isinstance(meta, str) and 0 < len(meta) <= 256):  # never cut: ids collide
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"metadata.conversation_id must be a string of 1 to 256 characters, not {type(meta).__name__} "
+            f"{str(meta)[:40]!r}",
+            param="metadata.conversation_id",
+        )
     if body.user:
         return f"user:{body.user}"
     if isinstance(meta, str) and meta:
-        return f"meta:{meta[:256]}"
+        return f"meta:{meta}"
     if header:
         return f"header:{header}"
     return history_hash(earlier) if earlier else None
@@ -200,17 +230,34 @@ class _Chat:
             return ApiError(500, "run_failed", f"run {self.run_id} ended without an answer")
         return ApiError(503 if error.retryable else 500, error.code, f"the run failed: {error.message}")
 
-    async def complete(self) -> ChatCompletion:
-        async for _ in self._events():
-            pass
+    async def complete(self, request: Request) -> ChatCompletion | JSONResponse:
+        watch = asyncio.ensure_future(self._cancel_when_gone(request))
+        try:
+            async for _ in self._events():
+                pass
+        finally:
+            watch.cancel()
         render = self.render
-        if render.finish_reason is None:
-            raise self._failure()
+        if render.finish_reason is None:  # OpenAI's SDKs retry a 5xx unless told not to: the run would rerun
+            exc = self._failure()
+            headers = None if exc.status == 503 else {"x-should-retry": "false"}
+            return JSONResponse(openai_error(exc.status, exc.code, exc.message), exc.status, headers=headers)
         message = AssistantMessage(content=render.content, reasoning_content=render.reasoning_text.strip())
         choice = Choice(message=message, finish_reason=render.finish_reason)
         return ChatCompletion(
             id=self.id, created=self.created, model=self.model, choices=[choice], usage=render.usage()
         )
+
+    async def _cancel_when_gone(self, request: Request) -> None:
+        """Cancel the run when the client goes away (e.g. its timeout): else its SDK's retries would start
+        the same run again beside it, each running to its end for no one."""
+        while (await request.receive())["type"] != "http.disconnect":  # the body is read: only this comes
+            pass
+        self._cancel()
+
+    def _cancel(self) -> None:
+        why = "the chat client went away before the answer"
+        self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id, why))
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> bytes:
         data: dict[str, Any] = {
@@ -245,7 +292,7 @@ class _Chat:
             yield frame("[DONE]")
         finally:
             if not self.render.finished:  # the client went away: stop its run
-                self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id))
+                self._cancel()
 
 
 async def _keepalive(items: AsyncIterator[tuple[str, str]]) -> AsyncIterator[tuple[str, str] | None]:

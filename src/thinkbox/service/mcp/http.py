@@ -4,8 +4,8 @@ The SDK's transport runs **stateless** (no ``Mcp-Session-Id``): every request st
 sandbox session it uses, as the protocol's newest revision does; a sandbox session outlives the HTTP
 requests and closes after ``service.session_idle_s`` without use (or by ``close_session``). Progress
 notifications of ``ask`` ride the POST's event stream. The key is checked here, as on every REST route,
-before the SDK sees the request; the SDK's Host/Origin checks are on (loopback, ``service.host`` and
-``service.allowed_hosts``).
+before the SDK sees the request (401 with a JSON-RPC error, whose message MCP clients show); the SDK's
+Host/Origin checks are on (loopback, ``service.host`` and ``service.allowed_hosts``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import INVALID_REQUEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -56,8 +57,9 @@ class McpEndpoint:
             caller = await authenticate(
                 request.app.state.service, key.strip() if scheme.lower() == "bearer" else None
             )
-        except ApiError as exc:
-            body = {"error": {"code": exc.code, "message": exc.message}}
+        except ApiError as exc:  # a JSON-RPC error, which MCP clients show (the id is not read yet: null)
+            error = {"code": INVALID_REQUEST, "message": exc.message, "data": {"code": exc.code}}
+            body = {"jsonrpc": "2.0", "id": None, "error": error}
             await JSONResponse(body, exc.status, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
             return
         scope.setdefault("state", {})[_STATE_KEY] = caller

@@ -61,7 +61,7 @@ async def _cleanup(service: Service, opened: set[str]) -> None:
     """Cancel the runs still going, close the sessions this client opened, stop the service."""
     for run_id, active in list(service.runs.running().items()):
         with contextlib.suppress(Exception):
-            await service.runs.cancel(active, run_id)
+            await service.runs.cancel(active, run_id, "the MCP client went away")
     for session_id in opened | set(service.sessions.live_ids()):
         with contextlib.suppress(Exception):
             await service.sessions.close(session_id, "the MCP client went away")

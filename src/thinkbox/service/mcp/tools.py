@@ -160,7 +160,8 @@ def build_server(resolve: Resolve, on_session: OnSession | None = None) -> MCPSe
                     await ctx.report_progress(trace.step, total, note)
         finally:
             if trace.finished is None:  # the client cancelled or went away: stop the run
-                service.conversations.spawn(service.runs.cancel(owner, run.id))
+                why = "the MCP client cancelled the call or went away"
+                service.conversations.spawn(service.runs.cancel(owner, run.id, why))
         row = await asyncio.to_thread(service.runs.get, owner, run.id)
         if row.session_id is not None and session_id is None:
             remember(row.session_id)
