@@ -47,8 +47,6 @@ class Service:
     """Chat conversations of the OpenAI-compatible API -> their sessions (in memory)."""
     started_at: float = field(default_factory=time.time)
     _owned: list[str] = field(default_factory=list)
-    _loading: asyncio.Task[object] | None = None
-    """The model's weights loading in the background from the start (the first run waits for it)."""
 
     @classmethod
     async def start(
@@ -60,9 +58,9 @@ class Service:
         db: Database | None = None,
         resume: bool = True,
     ) -> Service:
-        """Open the database (migrating it), start the sandbox backend, start loading the model's weights
-        (in the background: a local model then answers the first run sooner), resume runs that a crash
-        interrupted (unless ``resume`` is false). Parts passed in belong to the caller; the others
+        """Open the database (migrating it), start the sandbox backend, load the model's weights (a local
+        model's first run then starts at once), resume runs that a crash interrupted (unless ``resume`` is
+        false). Parts passed in belong to the caller; the others
         are closed by :meth:`aclose`."""
         owned = []
         # database, storage and key checks run in worker threads; asyncio's default pool (cores + 4)
@@ -80,10 +78,14 @@ class Service:
             await backend.start()
             owned.append("backend")
         if model is None:
-            from thinkbox.models.factory import get_model
+            from thinkbox.models.factory import get_model, preload
 
             model = get_model(settings)
             owned.append("model")
+            # loaded now, before anything else runs: llama.cpp points this process's stdout and stderr
+            # at /dev/null while it loads, so a reply written meanwhile (to an MCP client over stdio) or a
+            # log line would be lost. A load that fails is left to the first run, which reports it.
+            await preload(model)
         storage = Storage.from_settings(settings)
         journal = Journal(db)
         journal.start()
@@ -129,10 +131,6 @@ class Service:
             egress,
             _owned=owned,
         )
-        if "model" in owned:  # /healthz answers at once; the first run's request queues behind the load
-            from thinkbox.models.factory import preload
-
-            service._loading = asyncio.create_task(preload(model), name="thinkbox-model-load")
         service.resumed = await runs.resume_unfinished() if resume else 0
         if service.resumed:
             log.warning("resuming %d runs interrupted by the last stop", service.resumed)
@@ -148,10 +146,6 @@ class Service:
             await self.egress.aclose()
         if "backend" in self._owned:
             await self.backend.aclose()
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loading
         if "model" in self._owned:
             close = getattr(self.model, "aclose", None) or getattr(self.model, "close", None)
             if close is not None:
