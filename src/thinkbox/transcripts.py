@@ -135,7 +135,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def _iter_events(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8", errors="replace") as f:  # a damaged line is skipped, not the file
+    with path.open(encoding="utf-8", errors="replace") as f:  # bad bytes spoil their line, not the file
         for line in f:
             try:
                 data = json.loads(line)

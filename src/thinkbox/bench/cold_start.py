@@ -95,12 +95,7 @@ def _ask_through_serve(settings: Settings, say: Any) -> tuple[float, float, str]
     server = ChildServer(root, free_port(), env)
     try:
         say("cold start: starting thinkbox serve (it loads the model in the background)")
-        server.start()
-        deadline = time.monotonic() + 60
-        while not (root / "serve.json").exists():
-            if time.monotonic() > deadline:
-                raise ThinkboxError(f"thinkbox serve published no serve.json: {server.log_tail()[-500:]}")
-            time.sleep(0.1)
+        server.start()  # serve publishes serve.json before it listens: it is there once /healthz answers
         _ask_cold(settings, saved_prompt=True, data_dir=root, question=WARM_UP_QUESTION)
         say("cold start: thinkbox ask in a new process, answered by the running serve")
         return _ask_cold(settings, saved_prompt=True, data_dir=root)

@@ -60,8 +60,7 @@ class Service:
     ) -> Service:
         """Open the database (migrating it), start the sandbox backend, load the model's weights (a local
         model's first run then starts at once), resume runs that a crash interrupted (unless ``resume`` is
-        false). Parts passed in belong to the caller; the others
-        are closed by :meth:`aclose`."""
+        false). Parts passed in belong to the caller; the others are closed by :meth:`aclose`."""
         owned = []
         # database, storage and key checks run in worker threads; asyncio's default pool (cores + 4)
         # queues them behind each other under a burst of runs
