@@ -210,6 +210,40 @@ async def test_limits_refuse_a_large_body_and_too_many_requests(tmp_path: Path) 
     assert [r["path"] for r in api.received] == ["/1", "/2", "/4"]
 
 
+PLANT = """
+import os
+for top in ('/workspace/.pip-cache/wheels/ab/cd', '/workspace/.packages/site'):
+    os.makedirs(top, exist_ok=True)
+    with open(top + '/evil-1.0-py3-none-any.whl', 'w') as f:
+        f.write('planted')
+print('planted')
+"""
+LIST = """
+import os
+print(sorted(os.path.join(d, n) for top in ('/workspace/.pip-cache', '/workspace/.packages')
+             for d, _, names in os.walk(top) for n in names))
+"""
+
+
+async def test_a_users_pip_cache_and_packages_are_out_of_reach_of_the_tenants_other_users(
+    tmp_path: Path,
+) -> None:
+    """pip installs what its cache holds as it is (a wheel it once built from a source archive is not
+    checked again), so a cache that another user's code can write would choose what this user's
+    ``pip install`` runs, with this user's files and secrets. Each user keeps their own."""
+    async with world(tmp_path) as (w, _):
+        bob = w.user("bob")
+        async with w.session("s_0000000000000001") as alice:
+            planted = await alice.execute(PLANT, timeout=TIMEOUT)
+        async with w.session("s_0000000000000002", owner=bob) as other:
+            seen = await other.execute(LIST, timeout=TIMEOUT)
+        async with w.session("s_0000000000000003") as again:
+            kept = await again.execute(LIST, timeout=TIMEOUT)
+    assert planted.ok and planted.stdout.strip() == "planted", planted
+    assert seen.ok and seen.stdout.strip() == "[]", seen
+    assert kept.ok and kept.stdout.count("evil-1.0-py3-none-any.whl") == 2, kept  # kept for alice
+
+
 def test_the_echo_server_reports_the_encoded_forms_it_would_leak() -> None:
     """The API of these tests echoes its token raw, in base64 and in hex (what the scrubber must catch)."""
     value = "sk-" + secrets.token_hex(8)
