@@ -8,9 +8,17 @@ environment, not in its memory (read from the host side), not in an answer, not 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import pwd
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -242,6 +250,54 @@ async def test_a_users_pip_cache_and_packages_are_out_of_reach_of_the_tenants_ot
     assert planted.ok and planted.stdout.strip() == "planted", planted
     assert seen.ok and seen.stdout.strip() == "[]", seen
     assert kept.ok and kept.stdout.count("evil-1.0-py3-none-any.whl") == 2, kept  # kept for alice
+
+
+CONNECT = """
+import os, socket
+with socket.socket(socket.AF_UNIX) as sock:
+    try:
+        sock.connect(PATH)
+        print("connected")
+    except OSError as exc:
+        print(type(exc).__name__)
+"""
+_CONNECT_AS = """
+import os, socket, sys
+uid, gid, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+""" + CONNECT.replace("PATH", "path")
+"""Connects as another user: the interpreter may live where that user cannot read it (pyenv under /root), so
+what it needs is imported first."""
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user of the host may walk through (pytest's tmp_path is private to root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    base = Path(tempfile.mkdtemp(prefix="thinkbox-egress-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_no_other_user_of_the_host_reaches_a_sessions_proxy(open_dir: Path) -> None:
+    """A session's proxy puts its user's secrets into requests: only the session reaches it, not a host
+    user who can walk to the data dir (one under /var/lib, say)."""
+    nobody = pwd.getpwnam("nobody")
+    async with world(open_dir) as (w, _), w.session() as session:
+        inside = await session.execute(
+            CONNECT.replace("PATH", repr("/workspace/.egress/proxy.sock")), timeout=TIMEOUT
+        )
+        sock = w.egress.root / "sessions" / "s_0000000000000001" / "proxy.sock"
+        argv = [sys.executable, "-c", _CONNECT_AS, str(nobody.pw_uid), str(nobody.pw_gid), str(sock)]
+        outside = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    assert inside.ok and inside.stdout.strip() == "connected", inside
+    assert outside.stdout.strip() == "PermissionError", outside
 
 
 def test_the_echo_server_reports_the_encoded_forms_it_would_leak() -> None:

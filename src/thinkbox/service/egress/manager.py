@@ -126,6 +126,10 @@ class Egress:
         self.db = db
         self.grants = grants
         self.root = settings.data_dir / "egress"
+        # the sessions' proxies (which put their users' secrets into requests), packages and pip caches:
+        # each session gets binds of its own folders, other users of the host nothing
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         self.authority = Authority(self.root / "ca")
         self.bundle = self.authority.write_bundle(self.root / "trust" / "ca-bundle.pem")
         shutil.rmtree(self.root / "sessions", ignore_errors=True)  # sockets of a process that ended
