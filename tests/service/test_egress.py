@@ -25,6 +25,9 @@ import pytest
 
 from process_support import scan_memory
 from thinkbox.agent.events import NetworkRequest
+from thinkbox.service import accounts
+from thinkbox.service.accounts import Principal
+from thinkbox.service.egress import rules
 from thinkbox.service.secrets.grant import SecretGrant, forms
 
 from .egress_support import EchoServer, World, upstream_ca, world
@@ -216,6 +219,36 @@ async def test_limits_refuse_a_large_body_and_too_many_requests(tmp_path: Path) 
     assert [_status_body(r.stdout)[0] for r in (first, second, third, fourth)] == [200, 200, 403, 200]
     assert "egress.max_requests" in _status_body(third.stdout)[1]
     assert [r["path"] for r in api.received] == ["/1", "/2", "/4"]
+
+
+async def test_a_connection_verified_for_one_host_never_carries_a_request_for_another(
+    tmp_path: Path,
+) -> None:
+    """The proxy keeps upstream connections open for reuse, across sessions and tenants. One whose TLS was
+    verified for one host must not carry a request for another name that resolves to the same address:
+    where an address routes TLS by name (a shared ingress), that request, with the secret the proxy put
+    into it, would reach the first host. The API's certificate is valid for 127.0.0.1, not localhost."""
+    tls, ca_file = upstream_ca(tmp_path / "test-ca")
+    with EchoServer("t", tls=tls).running() as api:
+        async with world(tmp_path, extra_ca_file=ca_file) as (w, _):
+            tenant = accounts.create_tenant(w.db, "globex")
+            user = accounts.create_user(w.db, "globex", "carol")
+            carol = Principal(tenant.id, "globex", user.id, "carol", key_id="")
+            for name in ("acme", "globex"):
+                for host in ("127.0.0.1", "localhost"):
+                    rules.set_rule(w.db, name, host, "allow")
+            async with w.session("s_0000000000000001") as alice:
+                first = await alice.execute(
+                    _call(f"https://127.0.0.1:{api.port}/first", auth=False), timeout=TIMEOUT
+                )
+            async with w.session("s_0000000000000002", owner=carol) as other:
+                second = await other.execute(
+                    _call(f"https://localhost:{api.port}/second", auth=False), timeout=TIMEOUT
+                )
+    assert _status_body(first.stdout)[0] == 401, first  # reached the API (it wants a token)
+    status, message = _status_body(second.stdout)
+    assert [r["path"] for r in api.received] == ["/first"], (status, message)
+    assert status == 502 and "certificate" in message.lower(), (status, message)
 
 
 PLANT = """

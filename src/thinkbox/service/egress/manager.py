@@ -44,6 +44,7 @@ from thinkbox.service.egress.ca import Authority
 from thinkbox.service.egress.policy import Policy, index_pages, index_urls
 from thinkbox.service.egress.proxy import ADMIN_HINT, Connection
 from thinkbox.service.egress.swap import SessionSecrets
+from thinkbox.service.egress.upstream import PinnedBackend
 from thinkbox.service.secrets.grant import GrantSource
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ class Egress:
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
-        self.pool = httpcore.AsyncConnectionPool(ssl_context=ctx, max_connections=256, keepalive_expiry=30)
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=ctx, max_connections=256, keepalive_expiry=30, network_backend=PinnedBackend()
+        )
+        """Upstream connections of every session, each kept for one address and name (:mod:`.upstream`)."""
         self.timeouts = {
             "connect": self.settings.connect_timeout_s,
             "read": self.settings.read_timeout_s,
