@@ -251,6 +251,19 @@ async def test_a_connection_verified_for_one_host_never_carries_a_request_for_an
     assert status == 502 and "certificate" in message.lower(), (status, message)
 
 
+async def test_sessions_start_when_the_data_dir_is_reached_through_a_symlink(tmp_path: Path) -> None:
+    """The package folders are mounts that grant ownership, whose sources are opened without following any
+    symlink: a data dir such as /var/lib/thinkbox linked to another disk must still work."""
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    async with world(tmp_path / "link") as (w, _), w.session() as session:
+        wrote = await session.execute(
+            "print(open('/workspace/.packages/site/x.txt', 'w').write('x'))", timeout=TIMEOUT
+        )
+    assert wrote.ok and wrote.stdout.strip() == "1", wrote
+    assert (tmp_path / "disk" / "data" / "egress" / "packages" / "acme" / "alice" / "site" / "x.txt").exists()
+
+
 PLANT = """
 import os
 for top in ('/workspace/.pip-cache/wheels/ab/cd', '/workspace/.packages/site'):

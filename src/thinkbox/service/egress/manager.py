@@ -126,7 +126,9 @@ class Egress:
         self.settings: EgressSettings = settings.egress
         self.db = db
         self.grants = grants
-        self.root = settings.data_dir / "egress"
+        # resolved once: the package folders are mounts that grant ownership, whose sources are opened
+        # without following any symlink (a data dir linked to another disk is a symlink)
+        self.root = settings.data_dir.resolve() / "egress"
         # the sessions' proxies (which put their users' secrets into requests), packages and pip caches:
         # each session gets binds of its own folders, other users of the host nothing
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
