@@ -117,14 +117,21 @@ class World:
     events: list[tuple[str, NetworkRequest]]
 
     @contextlib.asynccontextmanager
-    async def session(self, session_id: str = "s_0000000000000001") -> AsyncIterator[Session]:
-        config = await self.egress.session_config(session_id, self.owner, SessionConfig())
+    async def session(
+        self, session_id: str = "s_0000000000000001", owner: Principal | None = None
+    ) -> AsyncIterator[Session]:
+        config = await self.egress.session_config(session_id, owner or self.owner, SessionConfig())
         session = await self.backend.create_session(config)
         try:
             yield session
         finally:
             await session.close()
             await self.egress.detach(session_id)
+
+    def user(self, name: str) -> Principal:
+        """Another user of the owner's tenant."""
+        user = accounts.create_user(self.db, self.owner.tenant_name, name)
+        return Principal(self.owner.tenant_id, self.owner.tenant_name, user.id, name, key_id="")
 
     def allow(self, host: str, action: str = "allow") -> None:
         rules.set_rule(self.db, self.owner.tenant_name, host, action)

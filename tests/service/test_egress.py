@@ -8,15 +8,26 @@ environment, not in its memory (read from the host side), not in an answer, not 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import pwd
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from process_support import scan_memory
 from thinkbox.agent.events import NetworkRequest
+from thinkbox.service import accounts
+from thinkbox.service.accounts import Principal
+from thinkbox.service.egress import rules
 from thinkbox.service.secrets.grant import SecretGrant, forms
 
 from .egress_support import EchoServer, World, upstream_ca, world
@@ -208,6 +219,131 @@ async def test_limits_refuse_a_large_body_and_too_many_requests(tmp_path: Path) 
     assert [_status_body(r.stdout)[0] for r in (first, second, third, fourth)] == [200, 200, 403, 200]
     assert "egress.max_requests" in _status_body(third.stdout)[1]
     assert [r["path"] for r in api.received] == ["/1", "/2", "/4"]
+
+
+async def test_a_connection_verified_for_one_host_never_carries_a_request_for_another(
+    tmp_path: Path,
+) -> None:
+    """The proxy keeps upstream connections open for reuse, across sessions and tenants. One whose TLS was
+    verified for one host must not carry a request for another name that resolves to the same address:
+    where an address routes TLS by name (a shared ingress), that request, with the secret the proxy put
+    into it, would reach the first host. The API's certificate is valid for 127.0.0.1, not localhost."""
+    tls, ca_file = upstream_ca(tmp_path / "test-ca")
+    with EchoServer("t", tls=tls).running() as api:
+        async with world(tmp_path, extra_ca_file=ca_file) as (w, _):
+            tenant = accounts.create_tenant(w.db, "globex")
+            user = accounts.create_user(w.db, "globex", "carol")
+            carol = Principal(tenant.id, "globex", user.id, "carol", key_id="")
+            for name in ("acme", "globex"):
+                for host in ("127.0.0.1", "localhost"):
+                    rules.set_rule(w.db, name, host, "allow")
+            async with w.session("s_0000000000000001") as alice:
+                first = await alice.execute(
+                    _call(f"https://127.0.0.1:{api.port}/first", auth=False), timeout=TIMEOUT
+                )
+            async with w.session("s_0000000000000002", owner=carol) as other:
+                second = await other.execute(
+                    _call(f"https://localhost:{api.port}/second", auth=False), timeout=TIMEOUT
+                )
+    assert _status_body(first.stdout)[0] == 401, first  # reached the API (it wants a token)
+    status, message = _status_body(second.stdout)
+    assert [r["path"] for r in api.received] == ["/first"], (status, message)
+    assert status == 502 and "certificate" in message.lower(), (status, message)
+
+
+async def test_sessions_start_when_the_data_dir_is_reached_through_a_symlink(tmp_path: Path) -> None:
+    """The package folders are mounts that grant ownership, whose sources are opened without following any
+    symlink: a data dir such as /var/lib/thinkbox linked to another disk must still work."""
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    async with world(tmp_path / "link") as (w, _), w.session() as session:
+        wrote = await session.execute(
+            "print(open('/workspace/.packages/site/x.txt', 'w').write('x'))", timeout=TIMEOUT
+        )
+    assert wrote.ok and wrote.stdout.strip() == "1", wrote
+    assert (tmp_path / "disk" / "data" / "egress" / "packages" / "acme" / "alice" / "site" / "x.txt").exists()
+
+
+PLANT = """
+import os
+for top in ('/workspace/.pip-cache/wheels/ab/cd', '/workspace/.packages/site'):
+    os.makedirs(top, exist_ok=True)
+    with open(top + '/evil-1.0-py3-none-any.whl', 'w') as f:
+        f.write('planted')
+print('planted')
+"""
+LIST = """
+import os
+print(sorted(os.path.join(d, n) for top in ('/workspace/.pip-cache', '/workspace/.packages')
+             for d, _, names in os.walk(top) for n in names))
+"""
+
+
+async def test_a_users_pip_cache_and_packages_are_out_of_reach_of_the_tenants_other_users(
+    tmp_path: Path,
+) -> None:
+    """pip installs what its cache holds as it is (a wheel it once built from a source archive is not
+    checked again), so a cache that another user's code can write would choose what this user's
+    ``pip install`` runs, with this user's files and secrets. Each user keeps their own."""
+    async with world(tmp_path) as (w, _):
+        bob = w.user("bob")
+        async with w.session("s_0000000000000001") as alice:
+            planted = await alice.execute(PLANT, timeout=TIMEOUT)
+        async with w.session("s_0000000000000002", owner=bob) as other:
+            seen = await other.execute(LIST, timeout=TIMEOUT)
+        async with w.session("s_0000000000000003") as again:
+            kept = await again.execute(LIST, timeout=TIMEOUT)
+    assert planted.ok and planted.stdout.strip() == "planted", planted
+    assert seen.ok and seen.stdout.strip() == "[]", seen
+    assert kept.ok and kept.stdout.count("evil-1.0-py3-none-any.whl") == 2, kept  # kept for alice
+
+
+CONNECT = """
+import os, socket
+with socket.socket(socket.AF_UNIX) as sock:
+    try:
+        sock.connect(PATH)
+        print("connected")
+    except OSError as exc:
+        print(type(exc).__name__)
+"""
+_CONNECT_AS = """
+import os, socket, sys
+uid, gid, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+""" + CONNECT.replace("PATH", "path")
+"""Connects as another user: the interpreter may live where that user cannot read it (pyenv under /root), so
+what it needs is imported first."""
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user of the host may walk through (pytest's tmp_path is private to root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    base = Path(tempfile.mkdtemp(prefix="thinkbox-egress-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_no_other_user_of_the_host_reaches_a_sessions_proxy(open_dir: Path) -> None:
+    """A session's proxy puts its user's secrets into requests: only the session reaches it, not a host
+    user who can walk to the data dir (one under /var/lib, say)."""
+    nobody = pwd.getpwnam("nobody")
+    async with world(open_dir) as (w, _), w.session() as session:
+        inside = await session.execute(
+            CONNECT.replace("PATH", repr("/workspace/.egress/proxy.sock")), timeout=TIMEOUT
+        )
+        sock = w.egress.root / "sessions" / "s_0000000000000001" / "proxy.sock"
+        argv = [sys.executable, "-c", _CONNECT_AS, str(nobody.pw_uid), str(nobody.pw_gid), str(sock)]
+        outside = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    assert inside.ok and inside.stdout.strip() == "connected", inside
+    assert outside.stdout.strip() == "PermissionError", outside
 
 
 def test_the_echo_server_reports_the_encoded_forms_it_would_leak() -> None:

@@ -64,8 +64,7 @@ async def test_pip_install_is_importable_at_once_and_in_the_users_next_session(t
     assert "Successfully installed" in installed.stdout, installed.stdout
     assert installed.stdout.strip().endswith(f"/workspace/.packages/site/{MODULE}/__init__.py")
     assert again.ok and again.stdout.strip() == "a = 1", again
-    # the tenant's shared cache is pip's, and writable (what pip stores there depends on the index's
-    # caching headers)
+    # the user's own pip cache, writable (what pip stores there depends on the index's caching headers)
     assert cached.ok and cached.stdout.split() == ["/workspace/.pip-cache", "writable"], cached
     hosts = {e.host for _, e in w.events}
     assert all(not e.refused for _, e in w.events), w.events

@@ -331,6 +331,33 @@ def test_check_quota_after_code_wrote_names_the_quota_and_the_setting(tmp_path: 
     assert "tenant 'acme'" in str(err) and "service.tenant_quota_files" in str(err)
 
 
+def test_a_walk_leaves_a_users_folder_made_while_it_ran_with_its_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk after code ran gives what sessions left with other ids back to uid 0 (as root). A user's
+    folder made while a walk runs, after the walk read the list of users, must keep its owner: owned by
+    uid 0 it would be open to the running sessions of the tenant's other users (the shared folder's mount
+    maps uid 0), which could keep a handle in it."""
+    if os.geteuid() != 0:
+        pytest.skip("only an engine that is root gives files back")
+    s = make_storage(tmp_path / "storage")
+    s.ensure("acme", "alice")
+    read, made = s.layout.users, []
+
+    def users_then_erin(tenant: str) -> list[str]:
+        found = read(tenant)
+        if not made:  # erin's folder is made right after the walk read the users
+            made.append("erin")
+            s.ensure("acme", "erin")
+        return found
+
+    monkeypatch.setattr(s.layout, "users", users_then_erin)
+    s.quotas.tally("acme", fresh=True)
+    assert made and "erin" in read("acme")
+    st = os.stat(s.root / "acme" / "erin")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (FOLDER_ID, FOLDER_ID, 0o770)
+
+
 def test_checks_after_code_walk_a_tenant_at_most_once_a_second(tmp_path: Path) -> None:
     s = make_storage(tmp_path / "storage", user_quota_bytes=10 * KiB)
     s.ensure("acme", "alice")

@@ -204,6 +204,27 @@ async def test_a_user_created_after_a_session_started_stays_out_of_its_reach(
         await dave.close()
 
 
+async def test_a_folder_code_made_under_a_future_users_name_is_no_way_into_that_users_folder(
+    backend: SandboxBackend, storage: Storage
+) -> None:
+    """Code may make an empty folder in the shared folder under the name of a user who has none yet, and
+    hold it open; when that user's folder is made, what it holds must not show through that handle."""
+    alice = await open_as(backend, storage, "acme", "alice")
+    try:
+        hold = "import os\nos.mkdir('../erin')\nheld = os.open('../erin', os.O_RDONLY | os.O_DIRECTORY)"
+        assert await value(alice, hold + "\nos.listdir(held)") == []
+        storage.write("acme", "erin", "user", "secret.txt", b"erin's secret")  # erin is new
+        assert "erin" in await value(alice, "sorted(os.listdir('..'))")
+        assert await value(alice, "sorted(os.listdir(held))") == []
+    finally:
+        await alice.close()
+    erin = await open_as(backend, storage, "acme", "erin")
+    try:
+        assert await value(erin, "open('secret.txt').read()") == "erin's secret"
+    finally:
+        await erin.close()
+
+
 async def test_symlinks_that_code_planted_are_refused_by_the_files_api(
     backend: SandboxBackend, storage: Storage
 ) -> None:

@@ -69,7 +69,7 @@ METHOD = {
     "proxy_added_ms_p50": f"median of proxy minus median of direct; rounds of {ROUND} alternate; a warm-up "
     "round of each is not counted",
     "pip": "with --pip N: `!pip install` of two small wheels in a fresh session of a tenant's first user, "
-    "then of its second user (the tenant's pip cache now filled), timed from the host; medians of N "
+    "then of its second user (the tenant's package cache now filled), timed from the host; medians of N "
     "rounds, a new tenant each",
     "in_session": "an http.client GET through HTTP_PROXY (the relay, then the proxy) by code in a "
     "zygote sandbox session, timed inside the session",

@@ -1,13 +1,13 @@
-"""``thinkbox bench egress --pip``: does the tenant's shared pip cache make a second install faster?
+"""``thinkbox bench egress --pip``: does the tenant's package cache make a second user's install faster?
 
 Two users of one tenant install the same small pure-Python packages, each in a fresh zygote session that
 goes out through its egress proxy to the package index of the host's pip configuration (the product's
-path: ``!pip install`` into the user's own site folder, pip's cache shared by the tenant). The first user
-finds the cache empty, the second finds what the first one's downloads left there; every install is
-timed from the host, around the whole cell. Rounds use a new tenant each (an empty cache), so the figures
-are medians over independent rounds. The package files the proxy served from the tenant's package cache
-(:mod:`thinkbox.service.egress.artifacts`) are counted from its records, and whether pip itself said
-``Using cached`` (its HTTP cache, which depends on the index's caching headers).
+path: ``!pip install`` into the user's own site folder, with the user's own pip cache). The first user
+finds the tenant's package cache empty, the second finds what the first one's downloads left there;
+every install is timed from the host, around the whole cell. Rounds use a new tenant each (an empty
+cache), so the figures are medians over independent rounds. The package files the proxy served from the
+tenant's package cache (:mod:`thinkbox.service.egress.artifacts`) are counted from its records, and
+whether pip itself said ``Using cached`` (its HTTP cache, which depends on the index's caching headers).
 """
 
 from __future__ import annotations

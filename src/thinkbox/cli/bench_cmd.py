@@ -141,7 +141,7 @@ def bench_egress(
 ) -> None:
     """What the egress proxy adds to a request: through a session's proxy against directly, to the same
     local HTTP server, interleaved in one run; and the same request from code in a session. With --pip N:
-    pip installs of a tenant's first and second user (the shared pip cache), N rounds. Exit status 1
+    pip installs of a tenant's first and second user (the tenant's package cache), N rounds. Exit status 1
     when the 5 ms target (proxy_added_ms_p50) is missed."""
     from rich.console import Console
 

@@ -1,8 +1,8 @@
 """The tenant's package cache in the egress proxy: a package file fetched once is served from disk after.
 
-pip's own HTTP cache (``PIP_CACHE_DIR``, shared by a tenant's sessions) keeps a download only when the
-index's answer allows caching; an index or mirror that answers ``no-store`` leaves it empty, and every
-user of the tenant downloads every package again. Package files are immutable (a release's file never
+pip's own HTTP cache (``PIP_CACHE_DIR``, each user's own: see :mod:`.manager`) keeps a download only when
+the index's answer allows caching; an index or mirror that answers ``no-store`` leaves it empty, and every
+user of the tenant would download every package again. Package files are immutable (a release's file never
 changes; the index's links carry its hash, which pip checks), so the proxy keeps them itself: a ``GET``
 of a package file (``.whl``, ``.tar.gz``, ``.zip``...) from the package index or a host its pages link
 to, sending no secret, is answered from ``<egress>/package-files/<tenant id>/`` when that URL was fetched

@@ -6,7 +6,12 @@ points HTTP clients at the in-sandbox relay (``HTTP_PROXY`` and friends), trusts
 (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``PIP_CERT``, ``NODE_EXTRA_CA_CERTS``) and holds one
 placeholder per secret the user may use; and the package folders: the user's installed packages
 (``/workspace/.packages``, read-write, on ``sys.path`` from the start, where ``pip install`` puts them)
-and the tenant's shared pip cache (``/workspace/.pip-cache``). :meth:`Egress.detach` closes it all.
+and the user's pip cache (``/workspace/.pip-cache``). :meth:`Egress.detach` closes it all.
+
+The pip cache is the user's own, never the tenant's: pip installs what its cache holds as it is (a wheel
+it once built from a source archive is not checked again), so a cache that the code of the tenant's other
+users could write would let them choose what this user's ``pip install`` runs. What users of a tenant
+share is the proxy's package cache (:mod:`.artifacts`), which no session can write.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from thinkbox.service.egress.ca import Authority
 from thinkbox.service.egress.policy import Policy, index_pages, index_urls
 from thinkbox.service.egress.proxy import ADMIN_HINT, Connection
 from thinkbox.service.egress.swap import SessionSecrets
+from thinkbox.service.egress.upstream import PinnedBackend
 from thinkbox.service.secrets.grant import GrantSource
 
 log = logging.getLogger(__name__)
@@ -120,16 +126,26 @@ class Egress:
         self.settings: EgressSettings = settings.egress
         self.db = db
         self.grants = grants
-        self.root = settings.data_dir / "egress"
+        # resolved once: the package folders are mounts that grant ownership, whose sources are opened
+        # without following any symlink (a data dir linked to another disk is a symlink)
+        self.root = settings.data_dir.resolve() / "egress"
+        # the sessions' proxies (which put their users' secrets into requests), packages and pip caches:
+        # each session gets binds of its own folders, other users of the host nothing
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         self.authority = Authority(self.root / "ca")
         self.bundle = self.authority.write_bundle(self.root / "trust" / "ca-bundle.pem")
         shutil.rmtree(self.root / "sessions", ignore_errors=True)  # sockets of a process that ended
+        shutil.rmtree(self.root / "pip-cache", ignore_errors=True)  # tenant-wide caches of earlier versions
         self.index_urls = index_urls(self.settings.index_url)
         self.index_pages = index_pages(self.index_urls)
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
-        self.pool = httpcore.AsyncConnectionPool(ssl_context=ctx, max_connections=256, keepalive_expiry=30)
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=ctx, max_connections=256, keepalive_expiry=30, network_backend=PinnedBackend()
+        )
+        """Upstream connections of every session, each kept for one address and name (:mod:`.upstream`)."""
         self.timeouts = {
             "connect": self.settings.connect_timeout_s,
             "read": self.settings.read_timeout_s,
@@ -196,7 +212,7 @@ class Egress:
         return env
 
     def _prepare(self, session: SessionEgress) -> tuple[Path, Path]:
-        """The session's folder (socket, CA bundle), the user's package folder, the tenant's pip cache."""
+        """The session's folder (socket, CA bundle), the user's package folder and pip cache."""
         shutil.rmtree(session.folder, ignore_errors=True)
         session.folder.mkdir(mode=0o755, parents=True)
         os.chmod(session.folder, 0o755)
@@ -207,7 +223,7 @@ class Egress:
             shutil.copyfile(self.bundle, bundle)
         tenant, user = session.owner.tenant_name, session.owner.user_name
         packages = self.root / "packages" / tenant / user
-        cache = self.root / "pip-cache" / tenant
+        cache = self.root / "pip-caches" / tenant / user
         for folder in (packages / "site", cache):
             folder.mkdir(mode=0o755, parents=True, exist_ok=True)
         return packages, cache

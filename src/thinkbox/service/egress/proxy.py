@@ -28,6 +28,7 @@ from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_pa
 from thinkbox.service.egress.headers import authority, content_length, decoding
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
+from thinkbox.service.egress.upstream import pool_host
 
 if TYPE_CHECKING:
     from thinkbox.service.egress.manager import Egress, SessionEgress
@@ -311,8 +312,7 @@ class Connection:
             headers.append((b"content-length", str(len(body)).encode()))
         if scrubbing:  # an encoded answer could hide a value from the scrubber
             headers = [h for h in headers if h[0] != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
-        ip = f"[{address}]" if ":" in address else address
-        url = httpcore.URL(scheme=scheme, host=ip, port=port, target=target)
+        url = httpcore.URL(scheme=scheme, host=pool_host(address, host), port=port, target=target)
         extensions = {"sni_hostname": host, "timeout": self.egress.timeouts}
         status, down, why = 0, 0, ""
         try:

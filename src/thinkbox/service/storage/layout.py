@@ -53,6 +53,8 @@ FOLDER_ID = 0x7FFFFFF0
 """Uid and gid of users' top folders (2147483632): above every block of session uids (which end at
 0x78000000), below 2^31, used by no process."""
 _RENAME_NOREPLACE = 1
+_ATTEMPTS = 5
+"""Tries at making a user's folder while something of that name keeps appearing (see ``_user_folder``)."""
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -69,9 +71,9 @@ class Layout:
         """``Mount.owner`` of a user's folder."""
 
     def ensure(self, tenant: str, user: str) -> Path:
-        """Make the tenant's and the user's folders (idempotent; a folder made by other means, empty or
-        already registered, is taken over); the user's folder. :class:`NameTaken` when the shared folder
-        holds something else of that name."""
+        """Make the tenant's and the user's folders (idempotent; an empty folder made by other means is
+        replaced, a registered user's folder gets its owner and mode back); the user's folder.
+        :class:`NameTaken` when the shared folder holds something else of that name."""
         check_name(tenant, "tenant")
         check_name(user, "user")
         with self.root_fd() as root:
@@ -142,36 +144,63 @@ class Layout:
             raise StorageError(f"{what} in {self.root} is not a plain folder ({exc}); repair it") from None
 
     def _user_folder(self, root: int, tfd: int, user: str, registered: bool) -> None:
-        """The user's folder in place with its owner and mode (see the module docstring)."""
+        """The user's folder in place with its owner and mode (see the module docstring).
+
+        A folder of that name that the user is not registered for yet was made by other means (an older
+        admin command, or code of the tenant's other users, which may hold it open): when empty it is
+        removed and the user's folder made anew, never taken over in place, so that no earlier handle on
+        it reaches what the user later keeps there."""
         uid, gid, mode = (FOLDER_ID, FOLDER_ID, 0o770) if self.privileged else (-1, -1, 0o700)
-        try:
-            st = os.stat(user, dir_fd=tfd, follow_symlinks=False)
-        except FileNotFoundError:
-            name = f"u-{secrets.token_hex(8)}"
-            with closing(self.open(root, ".staging", "the staging folder")) as staging:
-                os.mkdir(name, 0o700, dir_fd=staging)
-                os.chown(name, uid, gid, dir_fd=staging, follow_symlinks=False)
-                os.chmod(name, mode, dir_fd=staging)
-                if _rename_noreplace(staging, name, tfd, user):
+        for _ in range(_ATTEMPTS):
+            try:
+                st = os.stat(user, dir_fd=tfd, follow_symlinks=False)
+            except FileNotFoundError:
+                if self._new_user_folder(root, tfd, user, uid, gid, mode):
                     return
-                os.rmdir(name, dir_fd=staging)  # made meanwhile by someone else: check it below
-            st = os.stat(user, dir_fd=tfd, follow_symlinks=False)
-        if not stat.S_ISDIR(st.st_mode):
-            raise NameTaken(
-                f"the tenant's shared folder holds a file or link named {user!r}: rename or delete it, "
-                "then the user's folder can be made"
-            )
-        if stat.S_IMODE(st.st_mode) == mode and (not self.privileged or (st.st_uid, st.st_gid) == (uid, gid)):
-            return
-        with closing(self.open(tfd, user, "the user's folder")) as fd:
-            if not registered and os.listdir(fd):
+                continue  # made meanwhile by someone else: check it
+            if not stat.S_ISDIR(st.st_mode):
+                raise NameTaken(
+                    f"the tenant's shared folder holds a file or link named {user!r}: rename or delete it, "
+                    "then the user's folder can be made"
+                )
+            if stat.S_IMODE(st.st_mode) == mode and (
+                not self.privileged or (st.st_uid, st.st_gid) == (uid, gid)
+            ):
+                return
+            if registered:  # the user's own folder with its files, made by an older version
+                with closing(self.open(tfd, user, "the user's folder")) as fd:
+                    if self.privileged:
+                        os.fchown(fd, uid, gid)
+                    os.fchmod(fd, mode)
+                return
+            try:
+                os.rmdir(user, dir_fd=tfd)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
                 raise NameTaken(
                     f"the tenant's shared folder already holds a folder {user!r} with files in it; rename "
                     "it (it would become that user's private folder), then the user's folder can be made"
-                )
-            if self.privileged:
-                os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
+                ) from None
+        raise NameTaken(
+            f"a folder {user!r} keeps being made in the tenant's shared folder while the user's folder is "
+            "made; stop the code that makes it, then try again"
+        )
+
+    def _new_user_folder(self, root: int, tfd: int, user: str, uid: int, gid: int, mode: int) -> bool:
+        """Make the user's folder in ``.staging`` with its owner and mode, then rename it into place; False
+        when something of that name appeared meanwhile."""
+        name = f"u-{secrets.token_hex(8)}"
+        with closing(self.open(root, ".staging", "the staging folder")) as staging:
+            os.mkdir(name, 0o700, dir_fd=staging)
+            os.chown(name, uid, gid, dir_fd=staging, follow_symlinks=False)
+            os.chmod(name, mode, dir_fd=staging)
+            if _rename_noreplace(staging, name, tfd, user):
+                return True
+            os.rmdir(name, dir_fd=staging)
+        return False
 
 
 def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> bool:

@@ -129,11 +129,16 @@ class Quotas:
             return cached
         users = set(self.layout.users(tenant))
         tally = _Tally(time.monotonic(), users={u: [0, 0] for u in users})
+        # top folders owned by FOLDER_ID (only the layout gives that owner) that ``users`` lacks: users'
+        # folders made since the list was read; given back to uid 0, other users' sessions could enter them
+        made: set[str] = set()
         with self.layout.folder(tenant, "the tenant's folder") as tfd:
             for e in walk(tfd):
                 top, _, rest = e.path.partition("/")
+                if not rest and e.st.st_uid == FOLDER_ID and stat.S_ISDIR(e.st.st_mode):
+                    made.add(top)
                 in_user = top in users
-                if in_user and not rest:
+                if (in_user or top in made) and not rest:
                     continue  # a user's top folder: structure, not content
                 counted = e.st.st_size if stat.S_ISREG(e.st.st_mode) else 0
                 buckets = [tally.tenant] + ([tally.users[top]] if in_user else [])
@@ -141,7 +146,7 @@ class Quotas:
                     bucket[0] += counted
                     bucket[1] += 1
                 if fresh and self.layout.privileged:
-                    self._normalise(e, in_user)
+                    self._normalise(e, in_user or top in made)
         with self._lock:
             self._tallies[tenant] = tally
         return tally
