@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -39,3 +39,17 @@ def decoding(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, byte
     if encoding == b"deflate":
         return rest, zlib.decompressobj(), True
     return headers, None, False
+
+
+def pieces(decoder: Any, chunk: bytes, size: int) -> Iterator[bytes]:
+    """``chunk`` decoded (``decoder`` None: as it is) in pieces of at most ``size`` bytes, so that a small
+    compressed chunk that decodes to gigabytes is never held whole."""
+    if decoder is None:
+        yield chunk
+        return
+    data = decoder.decompress(chunk, size)
+    while data:
+        yield data
+        if not decoder.unconsumed_tail and len(data) < size:
+            return
+        data = decoder.decompress(decoder.unconsumed_tail, size)

@@ -33,7 +33,7 @@ from thinkbox.sandbox.inside.relay import ENV_SOCKET, PORT
 from thinkbox.sandbox.types import WORKSPACE, Mount, SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
-from thinkbox.service.egress import rules
+from thinkbox.service.egress import rules, upstream
 from thinkbox.service.egress.artifacts import ArtifactCache
 from thinkbox.service.egress.ca import Authority
 from thinkbox.service.egress.policy import Policy, index_pages, index_urls
@@ -129,7 +129,9 @@ class Egress:
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
-        self.pool = httpcore.AsyncConnectionPool(ssl_context=ctx, max_connections=256, keepalive_expiry=30)
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=ctx, max_connections=256, keepalive_expiry=30, network_backend=upstream.Pinned()
+        )
         self.timeouts = {
             "connect": self.settings.connect_timeout_s,
             "read": self.settings.read_timeout_s,

@@ -1,0 +1,281 @@
+"""Holes a session's code could try in the egress proxy, each tried for real: a real proxy on its Unix
+socket, real HTTP(S) servers on 127.0.0.1, and a client on the host side speaking to the socket as the
+session's relay would (plain absolute-form requests, or CONNECT and TLS trusting the proxy's CA).
+
+- a package index page whose text (a yanked release's reason, anyone's words on PyPI) names a host: only
+  the targets of the index's links teach hosts (a learned host may even be at a private address);
+- a compressed answer that decodes to far more than it weighs: counted as decoded, never held whole;
+- a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``);
+- a host that echoes the key in the status line's reason phrase;
+- a second name at the same address reusing a TLS connection verified for the first name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import http.client
+import json
+import os
+import secrets
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from thinkbox.agent.events import NetworkRequest
+from thinkbox.sandbox.types import SessionConfig
+from thinkbox.service.egress.policy import Policy, index_pages
+from thinkbox.service.secrets.grant import SecretGrant
+
+from .egress_support import EchoServer, World, upstream_ca, world
+
+SID = "s_00000000000000a1"
+
+
+@dataclass
+class Answer:
+    status: int
+    reason: str
+    body: bytes
+    complete: bool
+
+
+def _grant(value: str, **rules: object) -> SecretGrant:
+    return SecretGrant(
+        name="API_KEY", value=value, hosts=("127.0.0.1",), header="Authorization: Bearer {secret}", **rules
+    )  # type: ignore[arg-type]
+
+
+async def _socket(w: World) -> tuple[Path, str]:
+    """The proxy's socket of a fresh session, and the session's placeholder of API_KEY (if any)."""
+    config = await w.egress.session_config(SID, w.owner, SessionConfig())
+    session = w.egress.session(SID)
+    assert session is not None
+    return session.folder / "proxy.sock", config.env.get("API_KEY", "")
+
+
+def _ask(
+    sock: Path,
+    url: str,
+    headers: dict[str, str] | None = None,
+    *,
+    tunnel: str | None = None,
+    ca: Path | None = None,
+) -> Answer:
+    """One request through the proxy: absolute-form for http://, CONNECT then TLS when ``tunnel``."""
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(60)
+    folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # through the folder's fd: a socket path is limited to 108 bytes, pytest's folders are not
+        raw.connect(f"/proc/self/fd/{folder}/{sock.name}")
+    finally:
+        os.close(folder)
+    stream: socket.socket = raw
+    target = url
+    if tunnel is not None:
+        raw.sendall(f"CONNECT {tunnel} HTTP/1.1\r\nHost: {tunnel}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += raw.recv(1)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        context = ssl.create_default_context(cafile=str(ca))
+        stream = context.wrap_socket(raw, server_hostname=tunnel.rsplit(":", 1)[0])
+        target = "/" + url.split("/", 3)[3]
+    conn = http.client.HTTPConnection("proxy")
+    conn.sock = stream
+    try:
+        conn.request("GET", target, headers=headers or {})
+        response = conn.getresponse()
+        try:
+            body, complete = response.read(), True
+        except http.client.IncompleteRead as cut:
+            body, complete = cut.partial, False
+        return Answer(response.status, response.reason, body, complete)
+    finally:
+        conn.close()
+
+
+def _events(w: World) -> list[NetworkRequest]:
+    return [e for sid, e in w.events if sid == SID]
+
+
+# -- the package index's pages --------------------------------------------------------------------------
+class _Index(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    page = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(self.page)))
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serve(handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+async def test_an_index_pages_text_teaches_no_host_to_reach(
+    tmp_path: Path,
+) -> None:
+    with EchoServer("t" * 20).running() as inside:
+        # as PyPI shows a yanked file: the author's reason, escaped, in data-yanked
+        reason = f"broken; the fixed build is at https://localhost:{inside.port}/ now"
+        page = (
+            '<!DOCTYPE html><html><body><a href="/files/evil-1.0.tar.gz#sha256=00" '
+            f'data-yanked="{reason}">evil-1.0.tar.gz</a></body></html>'
+        ).encode()
+        handler = type("Index", (_Index,), {"page": page})
+        with _serve(handler) as port:
+            index = f"http://127.0.0.1:{port}/simple/"
+            async with world(tmp_path, index_url=index) as (w, _):
+                sock, _ = await _socket(w)
+                listing = await asyncio.to_thread(_ask, sock, index + "evil/")
+                reached = await asyncio.to_thread(_ask, sock, f"http://localhost:{inside.port}/x")
+    assert listing.status == 200 and b"evil-1.0" in listing.body
+    assert reached.status == 403 and "not in your tenant's network allow-list" in reached.body.decode()
+    assert inside.received == []
+
+
+def test_only_link_targets_of_index_pages_teach_hosts_html_and_json() -> None:
+    policy = Policy(index_pages=index_pages(["https://index.example/simple"]))
+    policy.index = [p for p, _ in policy.index_pages]
+    html_page = (
+        b'<a href="https://files.example/p/x-1.whl#sha256=00" data-yanked="see https://yank.example/ now">'
+        b"x-1.whl</a> https://text.example/ <a href='https://single.example/p/y.tar.gz'>y</a>"
+    )
+    policy.learn_links(html_page, b"text/html")
+    json_page = json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": "x",
+            "files": [
+                {"filename": "x.whl", "url": "https://json.example/x.whl", "yanked": "https://no.example/"}
+            ],
+        }
+    ).encode()
+    policy.learn_links(json_page, b"application/vnd.pypi.simple.v1+json")
+    assert policy.learned == {"files.example", "single.example", "json.example"}
+    assert policy.decide("files.example", 443) is None and policy.decide("yank.example", 443) is not None
+
+
+# -- compressed answers -----------------------------------------------------------------------------------
+class _Bomb(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    body = gzip.compress(b"\0" * (16 << 20))
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_compressed_answer_counts_what_it_decodes_to(tmp_path: Path) -> None:
+    limit = 2_000_000
+    assert len(_Bomb.body) < limit // 10  # the wire size alone would pass the limit
+    with _serve(_Bomb) as port:
+        async with world(tmp_path, [_grant("sk-" + secrets.token_hex(20))], max_bytes=limit) as (w, _):
+            w.allow("127.0.0.1")
+            sock, _ = await _socket(w)
+            answer = await asyncio.to_thread(_ask, sock, f"http://127.0.0.1:{port}/bomb")
+    assert not answer.complete and len(answer.body) <= limit
+    (event,) = _events(w)
+    assert event.refused and "egress.max_bytes" in event.reason
+
+
+# -- a secret's path prefix ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path", ["/v1/../admin", "/v1/%2e%2E/admin", "/v1/..%2fadmin", "/v1/..;/admin", "/v1/.%2e"]
+)
+async def test_a_path_that_climbs_out_of_a_secrets_prefix_does_not_get_the_secret(
+    tmp_path: Path, path: str
+) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as api:
+        async with world(tmp_path, [_grant(value, paths=("/v1/",))]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            inside = await asyncio.to_thread(_ask, sock, api.url + "/v1/items", auth)
+            out = await asyncio.to_thread(_ask, sock, api.url + path, auth)
+    assert inside.status == 200
+    assert out.status == 403 and "secret API_KEY" in out.body.decode(), out
+    assert [r["path"] for r in api.received] == ["/v1/items"]
+
+
+# -- the status line --------------------------------------------------------------------------------------
+class _ReasonEcho(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200, f"OK {self.headers.get('Authorization')}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_key_echoed_in_the_reason_phrase_is_scrubbed(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with _serve(_ReasonEcho) as port:
+        async with world(tmp_path, [_grant(value)]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            answer = await asyncio.to_thread(_ask, sock, f"http://127.0.0.1:{port}/", auth)
+    assert answer.status == 200
+    assert value not in answer.reason and answer.reason == f"OK Bearer {placeholder}"
+
+
+# -- TLS connections kept alive ---------------------------------------------------------------------------
+async def test_a_tls_connection_verified_for_one_name_is_not_reused_for_another(tmp_path: Path) -> None:
+    tls, ca_file = upstream_ca(tmp_path / "upstream-ca")  # its certificate names 127.0.0.1 only
+    with EchoServer("t" * 20, tls=tls).running() as api:
+        async with world(tmp_path, extra_ca_file=ca_file) as (w, _):
+            w.allow("127.0.0.1")
+            w.allow("localhost")
+            sock, _ = await _socket(w)
+            bundle = w.egress.bundle
+            first = await asyncio.to_thread(
+                _ask, sock, f"https://127.0.0.1:{api.port}/a", tunnel=f"127.0.0.1:{api.port}", ca=bundle
+            )
+            other = await asyncio.to_thread(
+                _ask, sock, f"https://localhost:{api.port}/b", tunnel=f"localhost:{api.port}", ca=bundle
+            )
+    assert first.status == 401  # reached (the echo server wants a token this test does not send)
+    assert other.status == 502 and "CERTIFICATE_VERIFY_FAILED" in other.body.decode(), other
+    assert [r["path"] for r in api.received] == ["/a"]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
