@@ -7,7 +7,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a compressed answer that decodes to far more than it weighs: counted as decoded, never held whole;
 - a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``);
 - a host that echoes the key in the status line's reason phrase;
-- a second name at the same address reusing a TLS connection verified for the first name.
+- a second name at the same address reusing a TLS connection verified for the first name;
+- more connections held open at once than egress.max_connections (each a file of the service's).
 """
 
 from __future__ import annotations
@@ -279,3 +280,49 @@ async def test_a_tls_connection_verified_for_one_name_is_not_reused_for_another(
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+# -- connections held open ------------------------------------------------------------------------------
+class _Hang(BaseHTTPRequestHandler):
+    """Answers only once ``release`` is set; ``arrived`` counts the requests it holds."""
+
+    protocol_version = "HTTP/1.1"
+    arrived: threading.Semaphore
+    release: threading.Event
+
+    def do_GET(self) -> None:
+        self.arrived.release()
+        self.release.wait(120)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_session_holds_at_most_max_connections_to_its_proxy(tmp_path: Path) -> None:
+    arrived, release = threading.Semaphore(0), threading.Event()
+    handler = type("Hang", (_Hang,), {"arrived": arrived, "release": release})
+    with _serve(handler) as port:
+        async with world(tmp_path, max_connections=3) as (w, _):
+            w.allow("127.0.0.1")
+            sock, _ = await _socket(w)
+            url = f"http://127.0.0.1:{port}/slow"
+            held = [asyncio.create_task(asyncio.to_thread(_ask, sock, url)) for _ in range(3)]
+            try:
+                for _ in range(3):  # the three are upstream, waiting for their answers
+                    assert await asyncio.to_thread(arrived.acquire, True, 120)
+                busy = await asyncio.to_thread(_ask, sock, url)
+            finally:
+                release.set()
+                answers = await asyncio.gather(*held)
+            session = w.egress.session(SID)
+            assert session is not None
+            for _ in range(12_000):  # the proxy sees the three close (a condition, waited for)
+                if not session.connections:
+                    break
+                await asyncio.sleep(0.01)
+            again = await asyncio.to_thread(_ask, sock, url)  # room again
+    assert busy.status == 503 and "egress.max_connections" in busy.body.decode()
+    assert [a.status for a in answers] == [200, 200, 200] and again.status == 200

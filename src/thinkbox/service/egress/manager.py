@@ -129,8 +129,12 @@ class Egress:
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
-        self.pool = httpcore.AsyncConnectionPool(
-            ssl_context=ctx, max_connections=256, keepalive_expiry=30, network_backend=upstream.Pinned()
+        self.pool = httpcore.AsyncConnectionPool(  # no cap on the pool: one session could take it all
+            ssl_context=ctx,
+            max_connections=None,
+            max_keepalive_connections=256,
+            keepalive_expiry=30,
+            network_backend=upstream.Pinned(),
         )
         self.timeouts = {
             "connect": self.settings.connect_timeout_s,
@@ -224,6 +228,10 @@ class Egress:
             os.close(fd)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(session.connections) >= self.settings.max_connections:
+                writer.write(_busy(self.settings.max_connections))
+                writer.close()
+                return
             await Connection(self, session, reader, writer).serve()
 
         return await asyncio.start_unix_server(handle, sock=sock, limit=1 << 20)
@@ -293,3 +301,16 @@ class Egress:
             await self.grants.mark_used(owner.tenant_id, owner.user_id, names)
         except Exception:
             log.exception("marking secrets %s as used failed", names)
+
+
+def _busy(limit: int) -> bytes:
+    """The answer to a connection past egress.max_connections (sent before reading its request)."""
+    body = (
+        f"this session already holds {limit} connections to its egress proxy, the most allowed "
+        "(egress.max_connections); close some, or make fewer requests at once\n"
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
