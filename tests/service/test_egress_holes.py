@@ -8,7 +8,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``);
 - a host that echoes the key in the status line's reason phrase;
 - a second name at the same address reusing a TLS connection verified for the first name;
-- more connections held open at once than egress.max_connections (each a file of the service's).
+- more connections held open at once than egress.max_connections (each a file of the service's);
+- a host whose malformed answer quotes the key (h11's error message goes to the session).
 """
 
 from __future__ import annotations
@@ -326,3 +327,43 @@ async def test_a_session_holds_at_most_max_connections_to_its_proxy(tmp_path: Pa
             again = await asyncio.to_thread(_ask, sock, url)  # room again
     assert busy.status == 503 and "egress.max_connections" in busy.body.decode()
     assert [a.status for a in answers] == [200, 200, 200] and again.status == 200
+
+
+# -- a malformed answer ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _malformed_echo() -> Iterator[int]:
+    """A host that answers with a header line that is not one, holding the request's Authorization."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                auth = next(
+                    line for line in request.split(b"\r\n") if line.lower().startswith(b"authorization")
+                )
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Echo " + auth + b"\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+async def test_a_key_echoed_in_a_malformed_answer_is_scrubbed_from_the_error(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with _malformed_echo() as port:
+        async with world(tmp_path, [_grant(value)]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            answer = await asyncio.to_thread(_ask, sock, f"http://127.0.0.1:{port}/", auth)
+    message = answer.body.decode()
+    assert answer.status == 502 and "illegal header line" in message, message
+    assert value not in message and placeholder in message

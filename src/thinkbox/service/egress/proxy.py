@@ -400,6 +400,7 @@ class Connection:
             return False
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            why = s.secrets.scrub(why.encode()).decode(errors="replace")  # h11 quotes bad answer lines
             s.record(
                 _event(
                     host,
