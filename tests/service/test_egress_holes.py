@@ -9,7 +9,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a host that echoes the key in the status line's reason phrase;
 - a second name at the same address reusing a TLS connection verified for the first name;
 - more connections held open at once than egress.max_connections (each a file of the service's);
-- a host whose malformed answer quotes the key (h11's error message goes to the session).
+- a host whose malformed answer quotes the key (h11's error message goes to the session);
+- a key echoed inside a JSON string, escaped (``\\/``, ``\\u00e9``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pytest
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.egress.policy import Policy, index_pages
+from thinkbox.service.egress.swap import SessionSecrets
 from thinkbox.service.secrets.grant import SecretGrant
 
 from .egress_support import EchoServer, World, upstream_ca, world
@@ -367,3 +369,13 @@ async def test_a_key_echoed_in_a_malformed_answer_is_scrubbed_from_the_error(tmp
     message = answer.body.decode()
     assert answer.status == 502 and "illegal header line" in message, message
     assert value not in message and placeholder in message
+
+
+def test_a_key_echoed_inside_a_json_string_is_scrubbed_however_the_encoder_escapes_it() -> None:
+    value = 'aws/Secret+Key"é-0123456789'
+    swap = SessionSecrets([SecretGrant("KEY", value, ("api.example.com",))])
+    placeholder = swap.env()["KEY"].encode()
+    python = json.dumps({"k": value}).encode()  # "\u00e9", "\""
+    php = python.replace(b"/", b"\\/")  # PHP's json_encode escapes / too
+    for answer in (python, php, json.dumps({"k": value}, ensure_ascii=False).encode()):
+        assert swap.scrub(answer) == b'{"k": "' + placeholder + b'"}'
