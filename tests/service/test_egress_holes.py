@@ -379,3 +379,14 @@ def test_a_key_echoed_inside_a_json_string_is_scrubbed_however_the_encoder_escap
     php = python.replace(b"/", b"\\/")  # PHP's json_encode escapes / too
     for answer in (python, php, json.dumps({"k": value}, ensure_ascii=False).encode()):
         assert swap.scrub(answer) == b'{"k": "' + placeholder + b'"}'
+
+
+async def test_a_small_answer_past_max_bytes_is_refused_saying_why(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as api:
+        async with world(tmp_path, [_grant(value)], max_bytes=1024) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            auth = {"Authorization": f"Bearer {placeholder}", "X-Pad": "p" * 2000}  # echoed: over 1 KiB
+            answer = await asyncio.to_thread(_ask, sock, api.url + "/", auth)
+    assert answer.status == 403 and "egress.max_bytes" in answer.body.decode(), answer

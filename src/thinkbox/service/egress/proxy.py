@@ -397,6 +397,7 @@ class Connection:
                     reason=why,
                 )
             )
+            await self._send_refusal(conn, 403, why, close=True)  # a small answer is cut before it starts
             return False
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
