@@ -10,7 +10,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a second name at the same address reusing a TLS connection verified for the first name;
 - more connections held open at once than egress.max_connections (each a file of the service's);
 - a host whose malformed answer quotes the key (h11's error message goes to the session);
-- a key echoed inside a JSON string, escaped (``\\/``, ``\\u00e9``).
+- a key echoed inside a JSON string, escaped (``\\/``, ``\\u00e9``);
+- an answer encoded twice (two Content-Encoding headers: only the last was decoded), or not decodable.
 """
 
 from __future__ import annotations
@@ -390,3 +391,62 @@ async def test_a_small_answer_past_max_bytes_is_refused_saying_why(tmp_path: Pat
             auth = {"Authorization": f"Bearer {placeholder}", "X-Pad": "p" * 2000}  # echoed: over 1 KiB
             answer = await asyncio.to_thread(_ask, sock, api.url + "/", auth)
     assert answer.status == 403 and "egress.max_bytes" in answer.body.decode(), answer
+
+
+class _TwiceGzipped(BaseHTTPRequestHandler):
+    """Echoes the Authorization header gzipped twice, saying so in two Content-Encoding headers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = gzip.compress(gzip.compress(str(self.headers.get("Authorization")).encode()))
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_an_answer_encoded_twice_is_refused_not_half_decoded(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with _serve(_TwiceGzipped) as port:
+        async with world(tmp_path, [_grant(value)]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            answer = await asyncio.to_thread(_ask, sock, f"http://127.0.0.1:{port}/", auth)
+    seen = answer.body
+    with contextlib.suppress(OSError, EOFError):  # what the session's code would do with what it got
+        seen = gzip.decompress(seen)
+    assert value.encode() not in seen
+    assert answer.status == 502 and "content encoding" in answer.body.decode(), answer
+
+
+class _BrokenGzip(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"this is not gzip data at all"
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_compressed_answer_that_does_not_decode_is_cut_and_recorded(tmp_path: Path) -> None:
+    with _serve(_BrokenGzip) as port:
+        async with world(tmp_path, [_grant("sk-" + secrets.token_hex(20))]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, _ = await _socket(w)
+            answer = await asyncio.to_thread(_ask, sock, f"http://127.0.0.1:{port}/")
+    assert not answer.complete and answer.body == b""  # the status went first: the body is cut
+    (event,) = _events(w)
+    assert "does not decode" in event.reason
