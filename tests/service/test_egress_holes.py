@@ -5,7 +5,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a package index page whose text (a yanked release's reason, anyone's words on PyPI) names a host: only
   the targets of the index's links teach hosts (a learned host may even be at a private address);
 - a compressed answer that decodes to far more than it weighs: counted as decoded, never held whole;
-- a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``);
+- a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``), or out of the
+  index's API pages (whose links teach hosts) to a page anyone writes;
 - a host that echoes the key in the status line's reason phrase;
 - a second name at the same address reusing a TLS connection verified for the first name;
 - more connections held open at once than egress.max_connections (each a file of the service's);
@@ -162,6 +163,17 @@ async def test_an_index_pages_text_teaches_no_host_to_reach(
     assert listing.status == 200 and b"evil-1.0" in listing.body
     assert reached.status == 403 and "not in your tenant's network allow-list" in reached.body.decode()
     assert inside.received == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/simple/../project/x/", "/simple/%2E%2E/project/x/", "/simple/..%2Fproject/x/"]
+)
+def test_a_path_that_climbs_out_of_the_index_api_is_no_index_page(path: str) -> None:
+    """A project's description (``/project/x/`` on PyPI) holds anyone's links: it must teach nothing, even
+    asked for as ``/simple/../project/x/``, which the host resolves to it."""
+    policy = Policy(index_pages=index_pages(["https://index.example/simple"]))
+    assert policy.is_index_page("index.example", 443, "/simple/x/")
+    assert not policy.is_index_page("index.example", 443, path)
 
 
 def test_only_link_targets_of_index_pages_teach_hosts_html_and_json() -> None:

@@ -107,6 +107,19 @@ def special_address(address: str) -> bool:
     )
 
 
+def plain_path(path: str) -> bool:
+    """No segment of ``path`` could climb out of a path prefix on the host: none is ``.`` or ``..``
+    (percent-encoded, even twice, or not; ``..;`` as servlet containers read it) or hides a ``/`` or
+    ``\\``."""
+    for segment in path.split("/"):
+        decoded = urllib.parse.unquote(segment)
+        while "%" in decoded and (again := urllib.parse.unquote(decoded)) != decoded:
+            decoded = again
+        if "\\" in decoded or "/" in decoded or decoded.split(";")[0] in (".", ".."):
+            return False
+    return True
+
+
 @dataclass
 class Policy:
     """One session's view: its tenant's rules, the index hosts, the hosts learned from the index."""
@@ -144,7 +157,9 @@ class Policy:
     def is_index_page(self, host: str, port: int, path: str) -> bool:
         """A page of the index's API (under its URL's path), whose links the index chose: other pages of
         the same host (a project's description) hold links anyone could write, and teach nothing."""
-        return any(p.matches(host, port) and path.startswith(prefix) for p, prefix in self.index_pages)
+        return plain_path(path) and any(
+            p.matches(host, port) and path.startswith(prefix) for p, prefix in self.index_pages
+        )
 
     def learn_links(self, page: bytes, content_type: bytes) -> None:
         """Hosts an index page links packages to become reachable: the ``https://`` targets of its links

@@ -10,11 +10,10 @@ host that echoes the key back does not put it into the session's memory.
 
 from __future__ import annotations
 
-import urllib.parse
 from dataclasses import dataclass
 
 from thinkbox.errors import ConfigError
-from thinkbox.service.egress.policy import Pattern, parse_pattern
+from thinkbox.service.egress.policy import Pattern, parse_pattern, plain_path
 from thinkbox.service.secrets.grant import SecretGrant, forms, new_placeholder
 
 
@@ -42,21 +41,8 @@ class Bound:
         return (
             any(p.matches(host, port) for p in self.hosts)
             and (not g.methods or method.upper() in {m.upper() for m in g.methods})
-            and (not g.paths or (_plain(path) and any(path.startswith(prefix) for prefix in g.paths)))
+            and (not g.paths or (plain_path(path) and any(path.startswith(prefix) for prefix in g.paths)))
         )
-
-
-def _plain(path: str) -> bool:
-    """No segment of ``path`` could climb out of a path prefix on the host: none is ``.`` or ``..``
-    (percent-encoded, even twice, or not; ``..;`` as servlet containers read it) or hides a ``/`` or
-    ``\\``."""
-    for segment in path.split("/"):
-        decoded = urllib.parse.unquote(segment)
-        while "%" in decoded and (again := urllib.parse.unquote(decoded)) != decoded:
-            decoded = again
-        if "\\" in decoded or "/" in decoded or decoded.split(";")[0] in (".", ".."):
-            return False
-    return True
 
 
 class SessionSecrets:
