@@ -12,13 +12,15 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - more connections held open at once than egress.max_connections (each a file of the service's);
 - a host whose malformed answer quotes the key (h11's error message goes to the session);
 - a key echoed inside a JSON string, escaped (``\\/``, ``\\u00e9``);
-- an answer encoded twice (two Content-Encoding headers: only the last was decoded), or not decodable.
+- an answer encoded twice (two Content-Encoding headers: only the last was decoded), or not decodable;
+- a secret deleted or narrowed while a session lives (the session kept the rules it started with).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import http.client
 import json
@@ -462,3 +464,27 @@ async def test_a_compressed_answer_that_does_not_decode_is_cut_and_recorded(tmp_
     assert not answer.complete and answer.body == b""  # the status went first: the body is cut
     (event,) = _events(w)
     assert "does not decode" in event.reason
+
+
+# -- a secret changed while a session lives ---------------------------------------------------------------
+async def test_a_secret_narrowed_or_deleted_while_a_session_lives_is_sent_no_more(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as api:
+        async with world(tmp_path, [_grant(value)]) as (w, source):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            session = w.egress.session(SID)
+            assert session is not None
+            before = await asyncio.to_thread(_ask, sock, api.url + "/v1/a", auth)
+            source.items = [dataclasses.replace(source.items[0], paths=("/v2/",))]  # its rules narrowed
+            session.rules_read = 0.0  # the proxy reads again now, not within seconds
+            narrowed = await asyncio.to_thread(_ask, sock, api.url + "/v1/b", auth)
+            still = await asyncio.to_thread(_ask, sock, api.url + "/v2/c", auth)
+            source.items = []  # deleted
+            session.rules_read = 0.0
+            deleted = await asyncio.to_thread(_ask, sock, api.url + "/v2/d", auth)
+    assert before.status == 200 and still.status == 200
+    assert narrowed.status == 403 and "paths /v2/" in narrowed.body.decode()
+    assert deleted.status == 401  # the placeholder went as it is: the value no more
+    assert [r["authorization"] for r in api.received] == [f"Bearer {value}"] * 2 + [f"Bearer {placeholder}"]

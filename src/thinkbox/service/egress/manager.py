@@ -43,7 +43,8 @@ from thinkbox.service.secrets.grant import GrantSource
 
 log = logging.getLogger(__name__)
 RULES_TTL_S = 5.0
-"""How long a tenant's rules are kept before they are read again (an admin's change shows up within it)."""
+"""How long a tenant's rules and a user's secrets are kept before they are read again (a change shows up
+within it)."""
 KEPT_RECORDS = 1000
 MOUNT = f"{WORKSPACE}/.egress"
 PACKAGES = f"{WORKSPACE}/.packages"
@@ -282,10 +283,16 @@ class Egress:
         return Policy(index=[p for p, _ in self.index_pages], index_pages=list(self.index_pages))
 
     async def refresh_rules(self, session: SessionEgress, *, force: bool = False) -> None:
-        if self.db is None or (not force and time.monotonic() - session.rules_read < RULES_TTL_S):
+        """Read the tenant's network rules again, and the user's secrets (a secret deleted or narrowed
+        while the session lives is sent no more), at most every few seconds."""
+        if not force and time.monotonic() - session.rules_read < RULES_TTL_S:
             return
-        allow, deny = await asyncio.to_thread(rules.patterns, self.db, session.owner.tenant_id)
-        session.policy.allow, session.policy.deny = allow, deny
+        if self.db is not None:
+            allow, deny = await asyncio.to_thread(rules.patterns, self.db, session.owner.tenant_id)
+            session.policy.allow, session.policy.deny = allow, deny
+        if self.grants is not None and not force:  # forced at the start, with the secrets just read
+            owner = session.owner
+            session.secrets.update(await self.grants.grants(owner.tenant_id, owner.user_id))
         session.rules_read = time.monotonic()
 
     def mark_used(self, session: SessionEgress, names: list[str]) -> None:
