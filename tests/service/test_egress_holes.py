@@ -13,7 +13,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a host whose malformed answer quotes the key (h11's error message goes to the session);
 - a key echoed inside a JSON string, escaped (``\\/``, ``\\u00e9``);
 - an answer encoded twice (two Content-Encoding headers: only the last was decoded), or not decodable;
-- a secret deleted or narrowed while a session lives (the session kept the rules it started with).
+- a secret deleted or narrowed while a session lives (the session kept the rules it started with);
+- a secret for any port of a host (``host:*``, which the store takes and the proxy dropped).
 """
 
 from __future__ import annotations
@@ -488,3 +489,17 @@ async def test_a_secret_narrowed_or_deleted_while_a_session_lives_is_sent_no_mor
     assert narrowed.status == 403 and "paths /v2/" in narrowed.body.decode()
     assert deleted.status == 401  # the placeholder went as it is: the value no more
     assert [r["authorization"] for r in api.received] == [f"Bearer {value}"] * 2 + [f"Bearer {placeholder}"]
+
+
+async def test_a_secret_for_any_port_of_a_host_is_swapped_in(tmp_path: Path) -> None:
+    """``host:*`` is a rule the store takes (any port); the proxy must read it so, not drop the secret."""
+    value = "sk-" + secrets.token_hex(20)
+    grant = dataclasses.replace(_grant(value), hosts=("127.0.0.1:*",))
+    with EchoServer(value).running() as api:
+        async with world(tmp_path, [grant]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await _socket(w)
+            answer = await asyncio.to_thread(
+                _ask, sock, api.url + "/", {"Authorization": f"Bearer {placeholder}"}
+            )
+    assert answer.status == 200 and api.received[0]["authorization"] == f"Bearer {value}"

@@ -47,7 +47,7 @@ HOP_BY_HOP = {
 READ = 64 * 1024
 SCRUB_WHOLE = 1024 * 1024
 """Answers up to this size (by Content-Length) are scrubbed whole, so they keep a Content-Length."""
-MAX_PAGE = 32 * 1024 * 1024
+MAX_PAGE = 16 * 1024 * 1024
 """How much of a package index's page is read for its links."""
 ADMIN_HINT = "an admin of your tenant can allow it with `thinkbox admin network allow TENANT HOST[:PORT]`"
 

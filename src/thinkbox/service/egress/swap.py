@@ -46,8 +46,8 @@ class Bound:
 
 
 def _bind(g: SecretGrant, placeholder: bytes) -> Bound | None:
-    try:
-        hosts = [parse_pattern(h) for h in g.hosts]
+    try:  # the store's ``host:*`` is any port of the host, a pattern without a port here
+        hosts = [parse_pattern(h.removesuffix(":*")) for h in g.hosts]
     except ConfigError:
         return None  # a rule the store should have refused: the secret is simply not usable
     template = None
