@@ -14,7 +14,8 @@ session's relay would (plain absolute-form requests, or CONNECT and TLS trusting
 - a key echoed inside a JSON string, escaped (``\\/``, ``\\u00e9``);
 - an answer encoded twice (two Content-Encoding headers: only the last was decoded), or not decodable;
 - a secret deleted or narrowed while a session lives (the session kept the rules it started with);
-- a secret for any port of a host (``host:*``, which the store takes and the proxy dropped).
+- a secret for any port of a host (``host:*``, which the store takes and the proxy dropped);
+- loopback spelled otherwise (``2130706433``, ``0177.0.0.1``, ``[::ffff:127.0.0.1]``): already refused.
 """
 
 from __future__ import annotations
@@ -503,3 +504,17 @@ async def test_a_secret_for_any_port_of_a_host_is_swapped_in(tmp_path: Path) -> 
                 _ask, sock, api.url + "/", {"Authorization": f"Bearer {placeholder}"}
             )
     assert answer.status == 200 and api.received[0]["authorization"] == f"Bearer {value}"
+
+
+# -- loopback under other spellings -----------------------------------------------------------------------
+@pytest.mark.parametrize("host", ["2130706433", "0177.0.0.1", "0x7f.1", "[::ffff:127.0.0.1]"])
+async def test_loopback_spelled_otherwise_is_refused_even_when_a_rule_names_the_spelling(
+    tmp_path: Path, host: str
+) -> None:
+    with EchoServer("t" * 20).running() as api:
+        async with world(tmp_path) as (w, _):
+            w.allow(host)  # the name is allowed; the address it stands for is not
+            sock, _ = await _socket(w)
+            answer = await asyncio.to_thread(_ask, sock, f"http://{host}:{api.port}/x")
+    assert answer.status == 403, answer
+    assert api.received == []
