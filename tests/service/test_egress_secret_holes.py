@@ -8,7 +8,10 @@ as the session's relay would (:func:`.egress_support.ask`).
   message went to the session), inside a JSON string, escaped (``\\/``, ``\\u00e9``), or gzipped twice
   (two Content-Encoding headers: only the last was decoded);
 - a secret deleted or narrowed while a session lives (the session kept the rules it started with);
-- a secret for any port of a host (``host:*``, which the store takes and the proxy dropped).
+- a secret for any port of a host (``host:*``, which the store takes and the proxy dropped);
+- already so: a redirect to another host is the session's to follow (and then checked), the Host header
+  is the proxy's, a request smuggled behind a chunked one (Content-Length and Transfer-Encoding both) is
+  a request of its own, checked as such.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import dataclasses
 import gzip
 import json
+import os
 import secrets
 import socket
 import threading
@@ -25,6 +29,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import h11
 import pytest
 
 from thinkbox.service.egress.swap import SessionSecrets
@@ -205,3 +210,81 @@ async def test_a_secret_for_any_port_of_a_host_is_swapped_in(tmp_path: Path) -> 
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
+
+
+# -- already so: a redirect, a Host that disagrees, a second request smuggled in the first ----------------
+class _Redirect(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    to = ""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", self.to)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_redirect_is_the_sessions_to_follow_and_a_host_header_is_the_proxys(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as elsewhere, EchoServer(value).running() as api:
+        handler = type("Redirect", (_Redirect,), {"to": f"http://localhost:{elsewhere.port}/steal"})
+        with serve(handler) as port:
+            async with world(tmp_path, [api_grant(value)]) as (w, _):
+                w.allow("127.0.0.1")
+                sock, placeholder = await proxy_socket(w, SID)
+                auth = {"Authorization": f"Bearer {placeholder}"}
+                moved = await asyncio.to_thread(ask, sock, f"http://127.0.0.1:{port}/", auth)
+                lying = {**auth, "Host": f"localhost:{elsewhere.port}"}
+                plain = await asyncio.to_thread(ask, sock, api.url + "/plain", lying)
+    assert moved.status == 302 and elsewhere.received == []  # not followed by the proxy
+    assert plain.status == 200 and api.received[0]["host"] == f"127.0.0.1:{api.port}"
+
+
+async def test_a_request_smuggled_after_a_chunked_one_is_checked_on_its_own(tmp_path: Path) -> None:
+    value = "sk-" + secrets.token_hex(20)
+    with EchoServer(value).running() as elsewhere, EchoServer(value).running() as api:
+        async with world(tmp_path, [api_grant(value)]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await proxy_socket(w, SID)
+            auth = f"Authorization: Bearer {placeholder}\r\n"
+            smuggled = (
+                f"GET http://localhost:{elsewhere.port}/steal HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"
+            )
+            wire = (
+                f"POST {api.url}/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: {5 + len(smuggled)}\r\n"
+                f"Transfer-Encoding: chunked\r\n{auth}\r\n0\r\n\r\n{smuggled}"
+            ).encode()
+            statuses = await asyncio.to_thread(_raw_exchange, sock, wire, 2)
+    assert statuses == [200, 403]
+    assert elsewhere.received == [] and len(api.received) == 1
+    assert api.received[0]["content-length"] == "0" and "transfer-encoding" not in api.received[0]
+
+
+def _raw_exchange(sock: Path, wire: bytes, answers: int) -> list[int]:
+    """Send ``wire`` as it is and read ``answers`` responses (parsed by h11): their statuses."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.settimeout(60)
+        folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            raw.connect(f"/proc/self/fd/{folder}/{sock.name}")
+        finally:
+            os.close(folder)
+        raw.sendall(wire)
+        statuses: list[int] = []
+        left = b""
+        while len(statuses) < answers:  # one h11 client per answer, told a request went (it did, raw)
+            client = h11.Connection(h11.CLIENT)
+            client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+            client.send(h11.EndOfMessage())
+            if left:  # (empty data would tell h11 the connection closed)
+                client.receive_data(left)
+            while not isinstance(event := client.next_event(), h11.EndOfMessage):
+                if event is h11.NEED_DATA:
+                    client.receive_data(raw.recv(65536))
+                elif isinstance(event, h11.Response):
+                    statuses.append(event.status_code)
+            left = client.trailing_data[0]
+        return statuses
