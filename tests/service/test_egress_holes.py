@@ -8,7 +8,6 @@ in ``test_egress_secret_holes.py``.
   only on the index's API pages, not on one reached through ``/simple/../``;
 - a compressed answer that decodes to far more than it weighs: counted as decoded, never held whole; one
   that does not decode; a small answer past egress.max_bytes (a 403 saying why);
-- a second name at the same address reusing a TLS connection verified for the first name;
 - more connections held open at once than egress.max_connections (each a file of the service's);
 - loopback spelled otherwise (``2130706433``, ``0177.0.0.1``, ``[::ffff:127.0.0.1]``): already refused.
 """
@@ -28,7 +27,7 @@ import pytest
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.egress.policy import Policy, index_pages
 
-from .egress_support import EchoServer, World, api_grant, ask, proxy_socket, serve, upstream_ca, world
+from .egress_support import EchoServer, World, api_grant, ask, proxy_socket, serve, world
 
 SID = "s_00000000000000a1"
 
@@ -172,26 +171,6 @@ async def test_a_compressed_answer_that_does_not_decode_is_cut_and_recorded(tmp_
     assert not answer.complete and answer.body == b""  # the status went first: the body is cut
     (event,) = _events(w)
     assert "does not decode" in event.reason
-
-
-# -- TLS connections kept alive ---------------------------------------------------------------------------
-async def test_a_tls_connection_verified_for_one_name_is_not_reused_for_another(tmp_path: Path) -> None:
-    tls, ca_file = upstream_ca(tmp_path / "upstream-ca")  # its certificate names 127.0.0.1 only
-    with EchoServer("t" * 20, tls=tls).running() as api:
-        async with world(tmp_path, extra_ca_file=ca_file) as (w, _):
-            w.allow("127.0.0.1")
-            w.allow("localhost")
-            sock, _ = await proxy_socket(w, SID)
-            bundle = w.egress.bundle
-            first = await asyncio.to_thread(
-                ask, sock, f"https://127.0.0.1:{api.port}/a", tunnel=f"127.0.0.1:{api.port}", ca=bundle
-            )
-            other = await asyncio.to_thread(
-                ask, sock, f"https://localhost:{api.port}/b", tunnel=f"localhost:{api.port}", ca=bundle
-            )
-    assert first.status == 401  # reached (the echo server wants a token this test does not send)
-    assert other.status == 502 and "CERTIFICATE_VERIFY_FAILED" in other.body.decode(), other
-    assert [r["path"] for r in api.received] == ["/a"]
 
 
 # -- connections held open ------------------------------------------------------------------------------

@@ -33,12 +33,13 @@ from thinkbox.sandbox.inside.relay import ENV_SOCKET, PORT
 from thinkbox.sandbox.types import WORKSPACE, Mount, SessionConfig
 from thinkbox.service.accounts import Principal
 from thinkbox.service.db.engine import Database
-from thinkbox.service.egress import rules, upstream
+from thinkbox.service.egress import rules
 from thinkbox.service.egress.artifacts import ArtifactCache
 from thinkbox.service.egress.ca import Authority
 from thinkbox.service.egress.policy import Policy, index_pages, index_urls
 from thinkbox.service.egress.proxy import ADMIN_HINT, Connection
 from thinkbox.service.egress.swap import SessionSecrets
+from thinkbox.service.egress.upstream import PinnedBackend
 from thinkbox.service.secrets.grant import GrantSource
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,14 @@ class Egress:
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
-        self.pool = httpcore.AsyncConnectionPool(  # no cap on the pool: one session could take it all
+        self.pool = httpcore.AsyncConnectionPool(  # no cap shared by all: one session could take it all
             ssl_context=ctx,
             max_connections=None,
             max_keepalive_connections=256,
             keepalive_expiry=30,
-            network_backend=upstream.Pinned(),
+            network_backend=PinnedBackend(),
         )
+        """Upstream connections of every session, each kept for one address and name (:mod:`.upstream`)."""
         self.timeouts = {
             "connect": self.settings.connect_timeout_s,
             "read": self.settings.read_timeout_s,

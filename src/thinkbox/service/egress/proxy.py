@@ -24,11 +24,11 @@ import h11
 import httpcore
 
 from thinkbox.agent.events import NetworkRequest
-from thinkbox.service.egress import upstream
 from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_package_file
 from thinkbox.service.egress.headers import authority, content_length, decoding, pieces
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
+from thinkbox.service.egress.upstream import pool_host
 
 if TYPE_CHECKING:
     from thinkbox.service.egress.manager import Egress, SessionEgress
@@ -315,7 +315,7 @@ class Connection:
             headers.append((b"content-length", str(len(body)).encode()))
         if scrubbing or page:  # an encoded answer could hide a value from the scrubber, or links
             headers = [h for h in headers if h[0] != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
-        url = httpcore.URL(scheme=scheme, host=upstream.key(host, address), port=port, target=target)
+        url = httpcore.URL(scheme=scheme, host=pool_host(address, host), port=port, target=target)
         extensions = {"sni_hostname": host, "timeout": self.egress.timeouts}
         status, down, why = 0, 0, ""
         try:

@@ -1,11 +1,13 @@
-"""The proxy's connections to upstream hosts: pooled per (host name, checked address).
+"""The proxy's connections to upstream hosts: one pool for every session, each connection kept for the
+address the proxy checked *and* the name its TLS verified.
 
-The proxy resolves a host name itself and checks every address (:mod:`.policy`), then connects to the
-address it checked, speaking TLS for the name. httpcore's pool keeps a connection per URL origin, so with
-the address as the URL's host two names at one address (a CDN, a shared server, ``localhost`` and
-``127.0.0.1``) would share a TLS connection verified for the first name only. Here the URL's host is
-:func:`key` (the name and the address), and :class:`Pinned` connects to the address in it: a connection
-serves only requests for the name its TLS was verified for, at the address that was checked.
+httpcore reuses an open connection for any request of the same scheme, URL host and port, and verifies
+the server's certificate only when it connects. The proxy connects to the address it checked (never to
+what a name resolves to later), so if the URL host were that address alone, a connection verified for
+``a.example`` would carry a request for ``b.example`` whenever both names resolve to one address: on a
+shared ingress that routes TLS by name, that request (with the secret the proxy put into it) would reach
+``a.example``'s server, which may be another tenant's. So the URL host names both (:func:`pool_host`), and
+:class:`PinnedBackend` connects to the address part.
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from collections.abc import Iterable
 
 import httpcore
 
-SOCKET_OPTION = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+_SEPARATOR = "|"
+"""Between the address and the name in a pool host (no address holds it)."""
 
 
-def key(name: str, address: str) -> str:
-    """The URL host of a request for ``name`` sent to ``address`` (a host name has no ``@``)."""
-    return f"{name}@{address}"
+def pool_host(address: str, host: str) -> str:
+    """The URL host under which a connection to ``address`` for the name ``host`` is kept and found again."""
+    return f"{address}{_SEPARATOR}{host.encode('ascii', 'backslashreplace').decode('ascii')}"
 
 
-class Pinned(httpcore.AsyncNetworkBackend):
-    """httpcore's own backend, connecting to the address of :func:`key`."""
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects to the address of a :func:`pool_host`, nothing else."""
 
     def __init__(self) -> None:
-        self.inner = httpcore.AnyIOBackend()
+        self._backend = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -34,15 +37,20 @@ class Pinned(httpcore.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Iterable[SOCKET_OPTION] | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        address = host.rpartition("@")[2]
-        return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+        address, separator, _ = host.partition(_SEPARATOR)
+        if not separator:  # every request of the proxy names its checked address
+            raise httpcore.ConnectError(f"no checked address in the upstream host {host!r}")
+        return await self._backend.connect_tcp(address, port, timeout, local_address, socket_options)
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[SOCKET_OPTION] | None = None
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("the egress proxy connects to hosts, not to Unix sockets")
+        raise httpcore.ConnectError("the egress proxy reaches upstream hosts over TCP only")
 
     async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
+        await self._backend.sleep(seconds)
