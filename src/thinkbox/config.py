@@ -306,6 +306,15 @@ class EgressSettings(BaseModel):
         10 * 1024 * 1024, ge=0, description="Largest request body a session may send (403 past it)."
     )
     max_requests: int = Field(1000, ge=1, description="Requests per run (per session outside runs).")
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Connections a session may hold open to its proxy at once (each can have one request "
+            "upstream); past it a new one is answered 503, so no session holds the service's files or "
+            "upstream connections."
+        ),
+    )
     max_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1024,

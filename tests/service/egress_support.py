@@ -1,12 +1,16 @@
 """Real parts for the egress tests: an HTTP(S) API on 127.0.0.1 that wants a bearer token and echoes what
-it received, an in-memory secret source, and a session that goes out through a real proxy."""
+it received, an in-memory secret source, a session that goes out through a real proxy, and a client that
+speaks to a proxy's socket from the host side as a session's relay would."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import http.client
 import json
+import os
+import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -158,3 +162,87 @@ async def world(
         await backend.aclose()
         await proxy.aclose()
         db.dispose()
+
+
+# -- a client of the proxy's socket ------------------------------------------------------------------
+@dataclass
+class ProxyAnswer:
+    """What a client read back through the proxy (``complete``: the whole body arrived)."""
+
+    status: int
+    reason: str
+    body: bytes
+    complete: bool
+
+
+def api_grant(value: str, **rules: object) -> SecretGrant:
+    """API_KEY for 127.0.0.1 (any port), sent as a bearer token."""
+    return SecretGrant(
+        name="API_KEY", value=value, hosts=("127.0.0.1",), header="Authorization: Bearer {secret}", **rules
+    )  # type: ignore[arg-type]
+
+
+async def proxy_socket(w: World, session_id: str) -> tuple[Path, str]:
+    """The proxy's socket of a fresh session (no sandbox behind it: the test is the session's relay), and
+    the session's placeholder of API_KEY (if it has that secret)."""
+    config = await w.egress.session_config(session_id, w.owner, SessionConfig())
+    session = w.egress.session(session_id)
+    assert session is not None
+    return session.folder / "proxy.sock", config.env.get("API_KEY", "")
+
+
+def ask(
+    sock: Path,
+    url: str,
+    headers: dict[str, str] | None = None,
+    *,
+    tunnel: str | None = None,
+    ca: Path | None = None,
+) -> ProxyAnswer:
+    """One request through the proxy: absolute-form for http://, CONNECT then TLS when ``tunnel``."""
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(60)
+    folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # through the folder's fd: a socket path is limited to 108 bytes, pytest's folders are not
+        raw.connect(f"/proc/self/fd/{folder}/{sock.name}")
+    finally:
+        os.close(folder)
+    stream: socket.socket = raw
+    target = url
+    if tunnel is not None:
+        raw.sendall(f"CONNECT {tunnel} HTTP/1.1\r\nHost: {tunnel}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += raw.recv(1)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        context = ssl.create_default_context(cafile=str(ca))
+        stream = context.wrap_socket(raw, server_hostname=tunnel.rsplit(":", 1)[0])
+        target = "/" + url.split("/", 3)[3]
+    conn = http.client.HTTPConnection("proxy")
+    conn.sock = stream
+    try:
+        conn.request("GET", target, headers=headers or {})
+        response = conn.getresponse()
+        try:
+            body, complete = response.read(), True
+        except http.client.IncompleteRead as cut:
+            body, complete = cut.partial, False
+        return ProxyAnswer(response.status, response.reason, body, complete)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def serve(handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> Iterator[int]:
+    """``handler`` served on 127.0.0.1 (with TLS when given): its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -76,7 +76,7 @@ def test_only_the_index_api_pages_teach_hosts_to_reach() -> None:
     assert policy.decide("index.example", 443) is None and policy.decide("files.example", 443) is not None
     assert policy.is_index_page("index.example", 443, "/simple/numpy/")
     assert not policy.is_index_page("index.example", 443, "/project/numpy/")  # descriptions: anyone's links
-    policy.learn_links(b'<a href="https://files.example/packages/x.whl#sha256=00">x.whl</a>')
+    policy.learn_links(b'<a href="https://files.example/packages/x.whl#sha256=00">x.whl</a>', b"text/html")
     assert policy.decide("files.example", 443) is None
     assert policy.private_allowed("files.example", 443, "10.0.0.1")
 

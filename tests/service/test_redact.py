@@ -48,6 +48,7 @@ def every_form(value: str) -> list[str]:
         urllib.parse.quote_plus(value),
         raw.hex(),
         raw.hex().upper(),
+        json.dumps(value)[1:-1].replace("/", "\\/"),  # in a JSON string, as PHP writes it
     ]
     for prefix in (b"a", b"ab"):  # the value at the other two alignments inside a longer base64 text
         out.append(base64.b64encode(prefix + raw + b"tail").decode())

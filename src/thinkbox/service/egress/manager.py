@@ -49,7 +49,8 @@ from thinkbox.service.secrets.grant import GrantSource
 
 log = logging.getLogger(__name__)
 RULES_TTL_S = 5.0
-"""How long a tenant's rules are kept before they are read again (an admin's change shows up within it)."""
+"""How long a tenant's rules and a user's secrets are kept before they are read again (a change shows up
+within it)."""
 KEPT_RECORDS = 1000
 MOUNT = f"{WORKSPACE}/.egress"
 PACKAGES = f"{WORKSPACE}/.packages"
@@ -142,8 +143,12 @@ class Egress:
         ctx = ssl.create_default_context()
         if self.settings.extra_ca_file is not None:
             ctx.load_verify_locations(cafile=str(self.settings.extra_ca_file))
-        self.pool = httpcore.AsyncConnectionPool(
-            ssl_context=ctx, max_connections=256, keepalive_expiry=30, network_backend=PinnedBackend()
+        self.pool = httpcore.AsyncConnectionPool(  # no cap shared by all: one session could take it all
+            ssl_context=ctx,
+            max_connections=None,
+            max_keepalive_connections=256,
+            keepalive_expiry=30,
+            network_backend=PinnedBackend(),
         )
         """Upstream connections of every session, each kept for one address and name (:mod:`.upstream`)."""
         self.timeouts = {
@@ -238,6 +243,10 @@ class Egress:
             os.close(fd)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(session.connections) >= self.settings.max_connections:
+                writer.write(_busy(self.settings.max_connections))
+                writer.close()
+                return
             await Connection(self, session, reader, writer).serve()
 
         return await asyncio.start_unix_server(handle, sock=sock, limit=1 << 20)
@@ -288,10 +297,16 @@ class Egress:
         return Policy(index=[p for p, _ in self.index_pages], index_pages=list(self.index_pages))
 
     async def refresh_rules(self, session: SessionEgress, *, force: bool = False) -> None:
-        if self.db is None or (not force and time.monotonic() - session.rules_read < RULES_TTL_S):
+        """Read the tenant's network rules again, and the user's secrets (a secret deleted or narrowed
+        while the session lives is sent no more), at most every few seconds."""
+        if not force and time.monotonic() - session.rules_read < RULES_TTL_S:
             return
-        allow, deny = await asyncio.to_thread(rules.patterns, self.db, session.owner.tenant_id)
-        session.policy.allow, session.policy.deny = allow, deny
+        if self.db is not None:
+            allow, deny = await asyncio.to_thread(rules.patterns, self.db, session.owner.tenant_id)
+            session.policy.allow, session.policy.deny = allow, deny
+        if self.grants is not None and not force:  # forced at the start, with the secrets just read
+            owner = session.owner
+            session.secrets.update(await self.grants.grants(owner.tenant_id, owner.user_id))
         session.rules_read = time.monotonic()
 
     def mark_used(self, session: SessionEgress, names: list[str]) -> None:
@@ -307,3 +322,16 @@ class Egress:
             await self.grants.mark_used(owner.tenant_id, owner.user_id, names)
         except Exception:
             log.exception("marking secrets %s as used failed", names)
+
+
+def _busy(limit: int) -> bytes:
+    """The answer to a connection past egress.max_connections (sent before reading its request)."""
+    body = (
+        f"this session already holds {limit} connections to its egress proxy, the most allowed "
+        "(egress.max_connections); close some, or make fewer requests at once\n"
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body

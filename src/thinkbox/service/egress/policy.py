@@ -3,7 +3,7 @@
 Default deny. A tenant's rules (``thinkbox admin network allow|deny TENANT HOST[:PORT]``) allow or deny a
 pattern; a deny rule wins. The package index that sessions' pip uses is allowed by default, read from the
 host's pip configuration at run time (no registry is named in this project), and so are the hosts its
-pages link packages to (learned per session from the index's answers). A name that resolves to a
+pages link packages to (learned per session from the links of the index's answers). A name that resolves to a
 private, loopback, link-local or otherwise special address is refused unless a rule names that address
 itself (``thinkbox admin network allow acme 10.0.0.5:8080``): the check is on the resolved addresses the
 proxy then connects to, so an allowed name whose DNS points somewhere inside (a DNS trick, rebinding)
@@ -15,7 +15,9 @@ from __future__ import annotations
 import configparser
 import contextlib
 import functools
+import html.parser
 import ipaddress
+import json
 import os
 import re
 import subprocess
@@ -105,6 +107,19 @@ def special_address(address: str) -> bool:
     )
 
 
+def plain_path(path: str) -> bool:
+    """No segment of ``path`` could climb out of a path prefix on the host: none is ``.`` or ``..``
+    (percent-encoded, even twice, or not; ``..;`` as servlet containers read it) or hides a ``/`` or
+    ``\\``."""
+    for segment in path.split("/"):
+        decoded = urllib.parse.unquote(segment)
+        while "%" in decoded and (again := urllib.parse.unquote(decoded)) != decoded:
+            decoded = again
+        if "\\" in decoded or "/" in decoded or decoded.split(";")[0] in (".", ".."):
+            return False
+    return True
+
+
 @dataclass
 class Policy:
     """One session's view: its tenant's rules, the index hosts, the hosts learned from the index."""
@@ -129,8 +144,8 @@ class Policy:
     def private_allowed(self, host: str, port: int, address: str) -> bool:
         """A private, loopback or link-local ``address`` that ``host`` resolved to may be reached: a rule
         names that address itself (a host name is not enough: its DNS may change), or ``host`` is the
-        package index of the host's pip configuration (or a host its pages link to), which the
-        administrator chose."""
+        package index of the host's pip configuration, which the administrator chose, or a host the
+        index's own links name (a mirror's file host is often inside too; see :meth:`learn_links`)."""
         if self.is_index(host, port) or host.lower() in self.learned:
             return True
         ip = ipaddress.ip_address(address.split("%")[0])
@@ -142,12 +157,44 @@ class Policy:
     def is_index_page(self, host: str, port: int, path: str) -> bool:
         """A page of the index's API (under its URL's path), whose links the index chose: other pages of
         the same host (a project's description) hold links anyone could write, and teach nothing."""
-        return any(p.matches(host, port) and path.startswith(prefix) for p, prefix in self.index_pages)
+        return plain_path(path) and any(
+            p.matches(host, port) and path.startswith(prefix) for p, prefix in self.index_pages
+        )
 
-    def learn_links(self, body: bytes) -> None:
-        """Hosts an index page links packages to (``href="https://host/..."``) become reachable."""
-        for match in _LINK.finditer(body[:4_000_000]):
-            self.learned.add(match.group(1).decode("ascii", "replace").lower())
+    def learn_links(self, page: bytes, content_type: bytes) -> None:
+        """Hosts an index page links packages to become reachable: the ``https://`` targets of its links
+        (``<a href>`` of the HTML API, ``files[].url`` of the JSON one, PEP 691), parsed as such. Any
+        other text of the page (a yanked release's reason is its author's words) teaches nothing."""
+        text = page.decode("utf-8", "replace")
+        urls: list[str] = []
+        if b"json" in content_type.lower():
+            with contextlib.suppress(ValueError, RecursionError):
+                doc = json.loads(text)
+                files = doc.get("files") if isinstance(doc, dict) else None
+                if isinstance(files, list):
+                    urls = [f["url"] for f in files if isinstance(f, dict) and isinstance(f.get("url"), str)]
+        else:
+            anchors = _Anchors()
+            anchors.feed(text)
+            anchors.close()
+            urls = anchors.hrefs
+        for url in urls:
+            with contextlib.suppress(ValueError):
+                parts = urllib.parse.urlsplit(url.strip())
+                if parts.scheme.lower() == "https" and parts.hostname:
+                    self.learned.add(parts.hostname.lower().rstrip("."))
+
+
+class _Anchors(html.parser.HTMLParser):
+    """The ``href`` of every ``<a>`` of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs.extend(value for name, value in attrs if name == "href" and value)
 
 
 def _same_address(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -155,9 +202,6 @@ def _same_address(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) 
         return ipaddress.ip_address(host) == ip
     except ValueError:
         return False
-
-
-_LINK = re.compile(rb"https://([A-Za-z0-9.-]+)(?::\d+)?/")
 
 
 # -- the package index --------------------------------------------------------------------------------------

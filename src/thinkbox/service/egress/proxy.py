@@ -25,7 +25,7 @@ import httpcore
 
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_package_file
-from thinkbox.service.egress.headers import authority, content_length, decoding
+from thinkbox.service.egress.headers import authority, content_length, decoding, pieces
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
 from thinkbox.service.egress.upstream import pool_host
@@ -47,6 +47,8 @@ HOP_BY_HOP = {
 READ = 64 * 1024
 SCRUB_WHOLE = 1024 * 1024
 """Answers up to this size (by Content-Length) are scrubbed whole, so they keep a Content-Length."""
+MAX_PAGE = 16 * 1024 * 1024
+"""How much of a package index's page is read for its links."""
 ADMIN_HINT = "an admin of your tenant can allow it with `thinkbox admin network allow TENANT HOST[:PORT]`"
 
 
@@ -304,13 +306,14 @@ class Connection:
     ) -> bool:
         s = self.session
         scrubbing = bool(s.secrets.pairs)
+        page = s.policy.is_index_page(host, port, path)  # its links are learned (Policy.learn_links)
         fill: Fill | None = None
         headers = [h for h in headers if h[0] not in (b"content-length", b"host")]
         default_port = 443 if scheme == "https" else 80
         headers.insert(0, (b"host", (host if port == default_port else f"{host}:{port}").encode()))
         if body or method in ("POST", "PUT", "PATCH"):
             headers.append((b"content-length", str(len(body)).encode()))
-        if scrubbing:  # an encoded answer could hide a value from the scrubber
+        if scrubbing or page:  # an encoded answer could hide a value from the scrubber, or links
             headers = [h for h in headers if h[0] != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
         url = httpcore.URL(scheme=scheme, host=pool_host(address, host), port=port, target=target)
         extensions = {"sni_hostname": host, "timeout": self.egress.timeouts}
@@ -325,20 +328,22 @@ class Connection:
                 length = content_length(out_headers)
                 if keep is not None and status == 200 and decoding(out_headers)[1:] == (None, True):
                     fill = keep[0].fill(keep[1])  # kept as it arrives, before any scrubbing
-                whole = scrubbing and length is not None and length <= SCRUB_WHOLE
-                """A small answer is scrubbed whole and keeps a Content-Length; a large one is streamed."""
-                if scrubbing:
+                links = bytearray() if page and status == 200 else None
+                kind = next((v for k, v in out_headers if k == b"content-type"), b"")
+                if scrubbing or links is not None:  # decoded: what it decodes to is counted and sent
                     out_headers, decoder, readable = decoding(out_headers)
+                if scrubbing or decoder is not None:
                     out_headers = [(k, s.secrets.scrub(v)) for k, v in out_headers if k != b"content-length"]
+                whole = scrubbing and decoder is None and length is not None and length <= SCRUB_WHOLE
+                """A small answer is scrubbed whole and keeps a Content-Length; a large one is streamed."""
                 if not readable:
-                    why = "the host answered in a content encoding the proxy cannot check for secrets"
+                    why = "the host answered in a content encoding the proxy cannot read (to check it)"
                     await self._send_refusal(conn, 502, why, close=True)
                     return False
                 if request.http_version == b"1.0":
                     out_headers.append((b"connection", b"close"))
-                reason = response.extensions.get("reason_phrase", b"")
+                reason = s.secrets.scrub(response.extensions.get("reason_phrase", b""))
                 scrubber = s.secrets.scrubber()
-                learn = status == 200 and s.policy.is_index_page(host, port, path)
                 kept: list[bytes] = []
                 if not whole:
                     self.writer.write(
@@ -348,18 +353,19 @@ class Connection:
                     down += len(chunk)
                     if fill is not None:
                         fill.write(chunk)
-                    if (over := s.count_down(len(chunk))) is not None:
-                        raise _Cut(over)
-                    if learn:
-                        s.policy.learn_links(chunk)
-                    data = decoder.decompress(chunk) if decoder is not None else chunk
-                    if whole:
-                        kept.append(data)
-                        continue
-                    data = scrubber.feed(data)
-                    if data:
-                        self.writer.write(conn.send(h11.Data(data=data)))
-                        await self.writer.drain()
+                    for data in pieces(decoder, chunk, READ):  # a small chunk may decode to gigabytes
+                        if (over := s.count_down(len(data))) is not None:
+                            raise _Cut(over)
+                        if links is not None:
+                            links += data[: MAX_PAGE - len(links)]
+                        if whole:
+                            kept.append(data)
+                            continue
+                        if data := scrubber.feed(data):
+                            self.writer.write(conn.send(h11.Data(data=data)))
+                            await self.writer.drain()
+                if links is not None:
+                    s.policy.learn_links(bytes(links), kind)
                 tail = s.secrets.scrub(b"".join(kept)) if whole else scrubber.flush()
                 if whole:
                     out_headers.append((b"content-length", str(len(tail)).encode()))
@@ -391,9 +397,11 @@ class Connection:
                     reason=why,
                 )
             )
+            await self._send_refusal(conn, 403, why, close=True)  # a small answer is cut before it starts
             return False
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            why = s.secrets.scrub(why.encode()).decode(errors="replace")  # h11 quotes bad answer lines
             s.record(
                 _event(
                     host,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from thinkbox.errors import ConfigError
-from thinkbox.service.egress.policy import Pattern, parse_pattern
+from thinkbox.service.egress.policy import Pattern, parse_pattern, plain_path
 from thinkbox.service.secrets.grant import SecretGrant, forms, new_placeholder
 
 
@@ -41,26 +41,49 @@ class Bound:
         return (
             any(p.matches(host, port) for p in self.hosts)
             and (not g.methods or method.upper() in {m.upper() for m in g.methods})
-            and (not g.paths or any(path.startswith(prefix) for prefix in g.paths))
+            and (not g.paths or (plain_path(path) and any(path.startswith(prefix) for prefix in g.paths)))
         )
+
+
+def _bind(g: SecretGrant, placeholder: bytes) -> Bound | None:
+    try:  # the store's ``host:*`` is any port of the host, a pattern without a port here
+        hosts = [parse_pattern(h.removesuffix(":*")) for h in g.hosts]
+    except ConfigError:
+        return None  # a rule the store should have refused: the secret is simply not usable
+    template = None
+    if g.header and ":" in g.header:
+        name, _, value = g.header.partition(":")
+        template = (name.strip().lower().encode(), value.strip().encode())
+    return Bound(g, placeholder, hosts, template)
 
 
 class SessionSecrets:
     """The grants of one session, each bound to a fresh placeholder."""
 
     def __init__(self, grants: list[SecretGrant]) -> None:
-        self.bound: list[Bound] = []
-        for g in grants:
-            try:
-                hosts = [parse_pattern(h) for h in g.hosts]
-            except ConfigError:
-                continue  # a rule the store should have refused: the secret is simply not usable
-            template = None
-            if g.header and ":" in g.header:
-                name, _, value = g.header.partition(":")
-                template = (name.strip().lower().encode(), value.strip().encode())
-            self.bound.append(Bound(g, new_placeholder().encode(), hosts, template))
-        pairs = [(f.encode(), b.placeholder) for b in self.bound for f in forms(b.grant.value)]
+        self.bound = [b for g in grants if (b := _bind(g, new_placeholder().encode())) is not None]
+        self.pairs: list[tuple[bytes, bytes]] = []
+        self.keep = 0
+        self._scrub_too(self.bound)
+
+    def update(self, grants: list[SecretGrant]) -> None:
+        """The user's secrets as they are now: a changed one keeps its placeholder (the session's
+        environment holds it) with its new value and rules; a deleted one is swapped in no more; a new
+        one waits for a new session (its variable is not in this one's environment). Every value this
+        session was given stays scrubbed from answers."""
+        now = {g.name: g for g in grants}
+        bound = []
+        for b in self.bound:
+            g = now.get(b.grant.name)
+            fresh = None if g is None else b if g == b.grant else _bind(g, b.placeholder)
+            if fresh is not None:
+                bound.append(fresh)
+        if bound != self.bound:
+            self.bound = bound
+            self._scrub_too(bound)
+
+    def _scrub_too(self, bound: list[Bound]) -> None:
+        pairs = {*self.pairs, *((f.encode(), b.placeholder) for b in bound for f in forms(b.grant.value))}
         self.pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
         self.keep = max((len(f) for f, _ in self.pairs), default=1) - 1
 

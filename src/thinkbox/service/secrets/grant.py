@@ -8,6 +8,7 @@ requests to a host, path and method the secret's rules allow. Redaction looks fo
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import urllib.parse
 from dataclasses import dataclass
@@ -63,8 +64,8 @@ def new_placeholder() -> str:
 
 def forms(value: str) -> list[str]:
     """The ways a value shows up in text: raw, base64 (standard and URL-safe, at each of the three byte
-    alignments a value can have inside a longer encoded string), URL-encoded (``/`` escaped or kept), hex.
-    Longest first."""
+    alignments a value can have inside a longer encoded string), URL-encoded (``/`` escaped or kept), hex,
+    in a JSON string (escaped as Python's and PHP's encoders do: ``\\u00e9``, ``\\/``). Longest first."""
     raw = value.encode()
     found = {
         value,
@@ -74,6 +75,9 @@ def forms(value: str) -> list[str]:
         raw.hex(),
         raw.hex().upper(),
     }
+    for ascii_only in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        found |= {escaped, escaped.replace("/", "\\/")}
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
         # drop the characters that carry the padding bytes and the last partial group
