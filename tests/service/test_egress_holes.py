@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import secrets
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -192,6 +194,23 @@ class _Hang(BaseHTTPRequestHandler):
         pass
 
 
+def _write_after_the_answer(sock: Path, url: str) -> bytes:
+    """A client slower than the proxy: it writes its request only once the refusal has arrived, then reads
+    the rest. A proxy that closed right after answering makes the write fail (EPIPE), the answer unread."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(60)
+        folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:  # through the folder's fd: a socket path is limited to 108 bytes
+            client.connect(f"/proc/self/fd/{folder}/{sock.name}")
+        finally:
+            os.close(folder)
+        answer = client.recv(12)  # the proxy answers a connection past its limit without reading it
+        client.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        while chunk := client.recv(65536):
+            answer += chunk
+        return answer
+
+
 async def test_a_session_holds_at_most_max_connections_to_its_proxy(tmp_path: Path) -> None:
     arrived, release = threading.Semaphore(0), threading.Event()
     handler = type("Hang", (_Hang,), {"arrived": arrived, "release": release})
@@ -205,6 +224,7 @@ async def test_a_session_holds_at_most_max_connections_to_its_proxy(tmp_path: Pa
                 for _ in range(3):  # the three are upstream, waiting for their answers
                     assert await asyncio.to_thread(arrived.acquire, True, 120)
                 busy = await asyncio.to_thread(ask, sock, url)
+                late = await asyncio.to_thread(_write_after_the_answer, sock, url)
             finally:
                 release.set()
                 answers = await asyncio.gather(*held)
@@ -216,6 +236,7 @@ async def test_a_session_holds_at_most_max_connections_to_its_proxy(tmp_path: Pa
                 await asyncio.sleep(0.01)
             again = await asyncio.to_thread(ask, sock, url)  # room again
     assert busy.status == 503 and "egress.max_connections" in busy.body.decode()
+    assert late.startswith(b"HTTP/1.1 503") and b"egress.max_connections" in late, late
     assert [a.status for a in answers] == [200, 200, 200] and again.status == 200
 
 

@@ -244,8 +244,7 @@ class Egress:
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             if len(session.connections) >= self.settings.max_connections:
-                writer.write(_busy(self.settings.max_connections))
-                writer.close()
+                await _refuse_busy(reader, writer, self.settings.max_connections)
                 return
             await Connection(self, session, reader, writer).serve()
 
@@ -324,8 +323,25 @@ class Egress:
             log.exception("marking secrets %s as used failed", names)
 
 
+async def _refuse_busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int) -> None:
+    """Answer a connection past egress.max_connections with :func:`_busy`, then read what the client still
+    sends (until it closes, :data:`_BUSY_LINGER_S` at most) before closing: a client whose request is
+    still being written when the socket closes gets EPIPE and never reads the answer that says why."""
+    writer.write(_busy(limit))
+    with contextlib.suppress(OSError, TimeoutError):
+        await writer.drain()
+        async with asyncio.timeout(_BUSY_LINGER_S):
+            while await reader.read(1 << 16):
+                pass
+    writer.close()
+
+
+_BUSY_LINGER_S = 2.0
+"""How long a refused connection is read from after its answer (it counts toward no limit meanwhile)."""
+
+
 def _busy(limit: int) -> bytes:
-    """The answer to a connection past egress.max_connections (sent before reading its request)."""
+    """The answer to a connection past egress.max_connections (sent before its request is read)."""
     body = (
         f"this session already holds {limit} connections to its egress proxy, the most allowed "
         "(egress.max_connections); close some, or make fewer requests at once\n"
