@@ -4,9 +4,10 @@ through the egress proxy, each tried for real: a real proxy on its Unix socket, 
 as the session's relay would (:func:`.egress_support.ask`).
 
 - a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``, ``..;``);
-- a host that echoes the key in the status line's reason phrase, in a malformed answer (h11's error
-  message went to the session), inside a JSON string, escaped (``\\/``, ``\\u00e9``), or gzipped twice
-  (two Content-Encoding headers: only the last was decoded);
+- a host that echoes the key in the status line's reason phrase, in a header's name (compared
+  case-blind), in a malformed answer (h11's error message went to the session), inside a JSON string,
+  escaped (``\\/``, ``\\u00e9``), or gzipped twice (two Content-Encoding headers: only the last was
+  decoded);
 - a secret deleted or narrowed while a session lives (the session kept the rules it started with);
 - a secret for any port of a host (``host:*``, which the store takes and the proxy dropped);
 - already so: a redirect to another host is the session's to follow (and then checked), the Host header
@@ -83,6 +84,41 @@ async def test_a_key_echoed_in_the_reason_phrase_is_scrubbed(tmp_path: Path) -> 
             answer = await asyncio.to_thread(ask, sock, f"http://127.0.0.1:{port}/", auth)
     assert answer.status == 200
     assert value not in answer.reason and answer.reason == f"OK Bearer {placeholder}"
+
+
+# -- a header's name ---------------------------------------------------------------------------------------
+class _NameEcho(BaseHTTPRequestHandler):
+    """Puts the bearer value it received into header names: as it is, in upper-case hex, and inside a
+    longer name; the headers it owes the client stay."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        value = str(self.headers.get("Authorization")).removeprefix("Bearer ")
+        self.send_response(200)
+        self.send_header(value, "1")
+        self.send_header(value.encode().hex().upper(), "2")
+        self.send_header(f"X-Key-{value}-End", "3")
+        self.send_header("X-Plain", "kept")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_key_echoed_in_a_header_name_does_not_reach_the_session(tmp_path: Path) -> None:
+    value = "sk-AbC" + secrets.token_hex(20)  # mixed case: header names are compared case-blind
+    with serve(_NameEcho) as port:
+        async with world(tmp_path, [api_grant(value)]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await proxy_socket(w, SID)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            answer = await asyncio.to_thread(ask, sock, f"http://127.0.0.1:{port}/", auth)
+    names = [name.lower() for name, _ in answer.headers]
+    assert answer.status == 200 and "x-plain" in names, answer  # the host got the value and answered
+    for form in (value, value.encode().hex()):
+        assert not any(form.lower() in name for name in names), names
 
 
 # -- a malformed answer ----------------------------------------------------------------------------------

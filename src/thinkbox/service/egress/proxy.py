@@ -333,7 +333,7 @@ class Connection:
                 if scrubbing or links is not None:  # decoded: what it decodes to is counted and sent
                     out_headers, decoder, readable = decoding(out_headers)
                 if scrubbing or decoder is not None:
-                    out_headers = [(k, s.secrets.scrub(v)) for k, v in out_headers if k != b"content-length"]
+                    out_headers = s.secrets.scrub_headers(h for h in out_headers if h[0] != b"content-length")
                 whole = scrubbing and decoder is None and length is not None and length <= SCRUB_WHOLE
                 """A small answer is scrubbed whole and keeps a Content-Length; a large one is streamed."""
                 if not readable:

@@ -4,12 +4,14 @@ Each of a session's grants gets a fresh placeholder (what the session's environm
 request, a placeholder in a header is replaced by the real value, through the grant's header template when
 it has one, only when the grant's rules allow the request's host, path and method; anywhere else (another
 host, the URL, the body) the request is refused. Answers are scrubbed: every form of a real value
-(:func:`~thinkbox.service.secrets.grant.forms`) in the headers or body becomes the placeholder again, so a
-host that echoes the key back does not put it into the session's memory.
+(:func:`~thinkbox.service.secrets.grant.forms`) in the headers or body becomes the placeholder again, and a
+header whose name holds one is dropped, so a host that echoes the key back does not put it into the
+session's memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from thinkbox.errors import ConfigError
@@ -86,6 +88,7 @@ class SessionSecrets:
         pairs = {*self.pairs, *((f.encode(), b.placeholder) for b in bound for f in forms(b.grant.value))}
         self.pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
         self.keep = max((len(f) for f, _ in self.pairs), default=1) - 1
+        self.folded = sorted({f.lower() for f, _ in self.pairs}, key=len, reverse=True)
 
     def env(self) -> dict[str, str]:
         return {b.grant.name: b.placeholder.decode() for b in self.bound}
@@ -138,6 +141,18 @@ class SessionSecrets:
             if form in data:
                 data = data.replace(form, placeholder)
         return data
+
+    def scrub_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Answer headers as the session may see them: each value scrubbed, and a header whose name holds
+        a form of a value dropped. Names are compared case-blind, since a name's case means nothing (the
+        proxy sends them lowercased, so the exact forms the scrubber looks for would miss a lowercased
+        value); a name is dropped rather than rewritten because no header a client needs is named after
+        a secret, and a rewrite could keep the parts of the name around the value."""
+        return [
+            (name, self.scrub(value))
+            for name, value in headers
+            if not any(form in name.lower() for form in self.folded)
+        ]
 
     def scrubber(self) -> Scrubber:
         return Scrubber(self)
