@@ -25,7 +25,7 @@ import httpcore
 
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_package_file
-from thinkbox.service.egress.headers import authority, content_length, decoding, pieces
+from thinkbox.service.egress.headers import authority, content_length, decoding, head_size, pieces
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
 from thinkbox.service.egress.upstream import pool_host
@@ -179,7 +179,7 @@ class Connection:
             s.record(refuse(reason + " (egress.max_body_bytes)"))
             await self._send_refusal(conn, 403, reason + "; send less per request", close=True)
             return False
-        why = s.over_limits(len(body))
+        why = s.over_limits(len(body) + head_size(request))  # the headers are bytes sent too
         if why is None:
             why = await s.check_host(host, port)
         if why is not None:
