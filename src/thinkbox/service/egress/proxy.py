@@ -198,6 +198,8 @@ class Connection:
             return await self._from_cache(conn, request, host, port, path, hit, started)
         try:
             address = await self._address(host, port)
+            if scheme == "http":  # a secret in clear text goes only where it stays inside or was meant to
+                s.secrets.cleartext(used, host, port, address, target)
         except Refused as exc:
             s.record(refuse(exc.reason, used, len(body)))
             await self._send_refusal(conn, 403, exc.reason)

@@ -2,7 +2,8 @@
 
 Each of a session's grants gets a fresh placeholder (what the session's environment variable holds). On a
 request, a placeholder in a header is replaced by the real value, through the grant's header template when
-it has one, only when the grant's rules allow the request's host, path and method; anywhere else (another
+it has one, only when the grant's rules allow the request's host, path and method (over plain http to a
+public address, only when they name the port: :meth:`SessionSecrets.cleartext`); anywhere else (another
 host, the URL, the body) the request is refused. Answers are scrubbed: every form of a real value
 (:func:`~thinkbox.service.secrets.grant.forms`) in the headers or body becomes the placeholder again, and a
 header whose name holds one is dropped, so a host that echoes the key back does not put it into the
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from thinkbox.errors import ConfigError
-from thinkbox.service.egress.policy import Pattern, parse_pattern, plain_path
+from thinkbox.service.egress.policy import Pattern, parse_pattern, plain_path, special_address
 from thinkbox.service.secrets.grant import SecretGrant, forms, new_placeholder
 
 
@@ -134,6 +135,24 @@ class SessionSecrets:
                     out[i] = (out[i][0], out[i][1].replace(b.placeholder, value))
             used.append(name)
         return out, used
+
+    def cleartext(self, used: list[str], host: str, port: int, address: str, target: bytes) -> None:
+        """:class:`Refused` when a plain-http request to ``address`` would carry a secret in clear text
+        across the open network: plain http carries a secret only to a private, loopback or link-local
+        address (reached only when a rule of the tenant names it, so the text stays inside the network)
+        or to a port that one of the secret's host patterns names (``host:80``: its owner chose plain http
+        to that port; ``host`` and ``host:*`` mean any port, not this one in particular)."""
+        if not used or special_address(address):
+            return
+        for b in self.bound:
+            if b.grant.name in used and not any(p.port == port and p.matches(host, port) for p in b.hosts):
+                where = host if port == 80 else f"{host}:{port}"
+                raise Refused(
+                    f"secret {b.grant.name} is not sent over plain http to a public address (anyone on "
+                    f"the way could read it): request https://{where}{target.decode('ascii', 'replace')} "
+                    f"instead, or, if the host has no https, add {host}:{port} to the secret's hosts",
+                    [b.grant.name],
+                )
 
     def scrub(self, data: bytes) -> bytes:
         """``data`` with every form of every value replaced by its placeholder."""
