@@ -173,6 +173,7 @@ class ProxyAnswer:
     reason: str
     body: bytes
     complete: bool
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def api_grant(value: str, **rules: object) -> SecretGrant:
@@ -227,7 +228,7 @@ def ask(
             body, complete = response.read(), True
         except http.client.IncompleteRead as cut:
             body, complete = cut.partial, False
-        return ProxyAnswer(response.status, response.reason, body, complete)
+        return ProxyAnswer(response.status, response.reason, body, complete, response.getheaders())
     finally:
         conn.close()
 

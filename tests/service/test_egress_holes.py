@@ -7,7 +7,8 @@ in ``test_egress_secret_holes.py``.
   the targets of the index's links teach hosts (a learned host may even be at a private address), and
   only on the index's API pages, not on one reached through ``/simple/../``;
 - a compressed answer that decodes to far more than it weighs: counted as decoded, never held whole; one
-  that does not decode; a small answer past egress.max_bytes (a 403 saying why);
+  that does not decode; a small answer past egress.max_bytes (a 403 saying why); requests whose bytes
+  are in their headers (counted too);
 - more connections held open at once than egress.max_connections (each a file of the service's);
 - loopback spelled otherwise (``2130706433``, ``0177.0.0.1``, ``[::ffff:127.0.0.1]``): already refused.
 """
@@ -147,6 +148,20 @@ async def test_a_small_answer_past_max_bytes_is_refused_saying_why(tmp_path: Pat
             auth = {"Authorization": f"Bearer {placeholder}", "X-Pad": "p" * 2000}  # echoed: over 1 KiB
             answer = await asyncio.to_thread(ask, sock, api.url + "/", auth)
     assert answer.status == 403 and "egress.max_bytes" in answer.body.decode(), answer
+
+
+async def test_request_headers_count_toward_max_bytes(tmp_path: Path) -> None:
+    """Header bytes are bytes sent: requests of big headers and no body stop at egress.max_bytes."""
+    limit, pad = 64 * 1024, 12_000  # a header line h11 takes (under 16 KiB), five of them fit the limit
+    with EchoServer("sk-" + secrets.token_hex(20)).running() as api:  # 401: a small answer each time
+        async with world(tmp_path, max_bytes=limit) as (w, _):
+            w.allow("127.0.0.1")
+            sock, _ = await proxy_socket(w, SID)
+            answers = [
+                await asyncio.to_thread(ask, sock, f"{api.url}/{i}", {"X-Pad": "p" * pad}) for i in range(10)
+            ]
+    assert len(api.received) <= limit // pad, [a.status for a in answers]
+    assert answers[-1].status == 403 and "egress.max_bytes" in answers[-1].body.decode(), answers[-1]
 
 
 class _BrokenGzip(BaseHTTPRequestHandler):

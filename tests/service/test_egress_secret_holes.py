@@ -4,11 +4,14 @@ through the egress proxy, each tried for real: a real proxy on its Unix socket, 
 as the session's relay would (:func:`.egress_support.ask`).
 
 - a path that climbs out of a secret's path prefix (``/v1/../admin``, ``%2e%2e``, ``..;``);
-- a host that echoes the key in the status line's reason phrase, in a malformed answer (h11's error
-  message went to the session), inside a JSON string, escaped (``\\/``, ``\\u00e9``), or gzipped twice
-  (two Content-Encoding headers: only the last was decoded);
+- a host that echoes the key in the status line's reason phrase, in a header's name (compared
+  case-blind), in a malformed answer (h11's error message went to the session), inside a JSON string,
+  escaped (``\\/``, ``\\u00e9``), or gzipped twice (two Content-Encoding headers: only the last was
+  decoded);
 - a secret deleted or narrowed while a session lives (the session kept the rules it started with);
 - a secret for any port of a host (``host:*``, which the store takes and the proxy dropped);
+- a secret sent over plain http to a public address (in clear text on the network) when its rules name
+  no port;
 - already so: a redirect to another host is the session's to follow (and then checked), the Host header
   is the proxy's, a request smuggled behind a chunked one (Content-Length and Transfer-Encoding both) is
   a request of its own, checked as such.
@@ -32,10 +35,11 @@ from pathlib import Path
 import h11
 import pytest
 
+from thinkbox.service.egress import swap
 from thinkbox.service.egress.swap import SessionSecrets
 from thinkbox.service.secrets.grant import SecretGrant
 
-from .egress_support import EchoServer, api_grant, ask, proxy_socket, serve, world
+from .egress_support import EchoServer, api_grant, ask, proxy_socket, serve, upstream_ca, world
 
 SID = "s_00000000000000a2"
 
@@ -83,6 +87,41 @@ async def test_a_key_echoed_in_the_reason_phrase_is_scrubbed(tmp_path: Path) -> 
             answer = await asyncio.to_thread(ask, sock, f"http://127.0.0.1:{port}/", auth)
     assert answer.status == 200
     assert value not in answer.reason and answer.reason == f"OK Bearer {placeholder}"
+
+
+# -- a header's name ---------------------------------------------------------------------------------------
+class _NameEcho(BaseHTTPRequestHandler):
+    """Puts the bearer value it received into header names: as it is, in upper-case hex, and inside a
+    longer name; the headers it owes the client stay."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        value = str(self.headers.get("Authorization")).removeprefix("Bearer ")
+        self.send_response(200)
+        self.send_header(value, "1")
+        self.send_header(value.encode().hex().upper(), "2")
+        self.send_header(f"X-Key-{value}-End", "3")
+        self.send_header("X-Plain", "kept")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_key_echoed_in_a_header_name_does_not_reach_the_session(tmp_path: Path) -> None:
+    value = "sk-AbC" + secrets.token_hex(20)  # mixed case: header names are compared case-blind
+    with serve(_NameEcho) as port:
+        async with world(tmp_path, [api_grant(value)]) as (w, _):
+            w.allow("127.0.0.1")
+            sock, placeholder = await proxy_socket(w, SID)
+            auth = {"Authorization": f"Bearer {placeholder}"}
+            answer = await asyncio.to_thread(ask, sock, f"http://127.0.0.1:{port}/", auth)
+    names = [name.lower() for name, _ in answer.headers]
+    assert answer.status == 200 and "x-plain" in names, answer  # the host got the value and answered
+    for form in (value, value.encode().hex()):
+        assert not any(form.lower() in name for name in names), names
 
 
 # -- a malformed answer ----------------------------------------------------------------------------------
@@ -204,6 +243,42 @@ async def test_a_secret_for_any_port_of_a_host_is_swapped_in(tmp_path: Path) -> 
                 ask, sock, api.url + "/", {"Authorization": f"Bearer {placeholder}"}
             )
     assert answer.status == 200 and api.received[0]["authorization"] == f"Bearer {value}"
+
+
+# -- plain http to a public address ------------------------------------------------------------------------
+async def test_a_secret_goes_over_plain_http_to_a_public_address_only_to_a_port_its_rules_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FAKE, because no public address is reachable from this machine: 127.0.0.1 is classified as a
+    public address for the secrets' clear-text check alone (``swap.special_address``, the one function
+    that classifies it there); the proxy's own address check (``proxy.special_address``) still sees
+    loopback, which the tenant's rule allows. Everything else is real: the proxy, the servers, TLS."""
+    monkeypatch.setattr(swap, "special_address", lambda address: False)
+    value = "sk-" + secrets.token_hex(20)
+    tls, ca_file = upstream_ca(tmp_path / "test-ca")
+    with EchoServer(value).running() as api, EchoServer(value, tls=tls).running() as secure:
+        named = dataclasses.replace(api_grant(value), hosts=("127.0.0.1:*", f"127.0.0.1:{api.port}"))
+        for grant, sid in ((api_grant(value), SID), (named, "s_00000000000000a3")):
+            async with world(tmp_path / sid, [grant], extra_ca_file=ca_file) as (w, _):
+                w.allow("127.0.0.1")
+                sock, placeholder = await proxy_socket(w, sid)
+                auth = {"Authorization": f"Bearer {placeholder}"}
+                plain = await asyncio.to_thread(ask, sock, api.url + "/v1/x", auth)
+                bare = await asyncio.to_thread(ask, sock, api.url + "/v1/none")  # no secret: goes
+                tunnel, ca = f"127.0.0.1:{secure.port}", w.egress.authority.cert_file
+                tls_answer = await asyncio.to_thread(
+                    ask, sock, secure.url + "/v1/y", auth, tunnel=tunnel, ca=ca
+                )
+            assert tls_answer.status == 200, tls_answer  # https carries it to any host its rules allow
+            if grant is named:  # the rule names the port: the user chose plain http to it
+                assert plain.status == 200, plain
+            else:  # no port (any port): refused, saying what to do
+                message = plain.body.decode()
+                assert plain.status == 403 and f"https://127.0.0.1:{api.port}/v1/x" in message, plain
+                assert "secret API_KEY" in message
+            assert bare.status == 401
+    sent = [r["authorization"] for r in api.received if "authorization" in r]
+    assert sent == [f"Bearer {value}"] and [r["path"] for r in secure.received] == ["/v1/y"] * 2
 
 
 @pytest.fixture(autouse=True)

@@ -61,7 +61,14 @@ def set_command(
     server: ServerOpt,
     api_key: KeyOpt,
     host: Annotated[
-        list[str], typer.Option("--host", help="A host (or host:port, *.domain) it may be sent to (repeat).")
+        list[str],
+        typer.Option(
+            "--host",
+            help=(
+                "A host (or host:port, *.domain) it may be sent to (repeat); over plain http to a public "
+                "address only host:PORT (e.g. host:80) lets it go."
+            ),
+        ),
     ],
     header: Annotated[
         str | None, typer.Option("--header", help="How it is sent, e.g. 'Authorization: Bearer {secret}'.")

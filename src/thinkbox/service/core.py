@@ -15,7 +15,7 @@ from thinkbox.sandbox import registry
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.sandbox.types import SessionConfig
 from thinkbox.service.conversations import Conversations
-from thinkbox.service.db.engine import Database, database_url
+from thinkbox.service.db.engine import Database, database_url, private_folder
 from thinkbox.service.egress import Egress
 from thinkbox.service.journal import Journal
 from thinkbox.service.runs import RunManager
@@ -67,6 +67,7 @@ class Service:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=settings.service.worker_threads, thread_name_prefix="thinkbox")
         )
+        await asyncio.to_thread(private_folder, settings.data_dir)  # whatever database it uses
         if db is None:
             db = await asyncio.to_thread(Database.open, database_url(settings))
             owned.append("db")

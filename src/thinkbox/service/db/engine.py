@@ -6,6 +6,9 @@ schema to the newest Alembic revision, all in one transaction that holds the dat
 SQLite a ``BEGIN IMMEDIATE``, on PostgreSQL an advisory lock. Two processes opening the same database at
 once (the server and an admin command) therefore migrate it once, one after the other.
 
+A SQLite database that does not exist yet is made mode 0600 (SQLite gives its ``-wal``, ``-shm`` and
+``-journal`` files the database's mode), in a folder made 0700 if it is missing.
+
 SQLite runs in WAL mode (readers never wait for the writer), ``synchronous=NORMAL`` (a commit survives a
 crash of the process; only a power cut may lose the last transactions), a 10 s busy timeout and foreign
 keys on. The sqlite3 module's default transaction handling is kept: it begins a transaction at the first
@@ -221,13 +224,26 @@ def _check_sqlite_access(path: Path) -> None:
     transaction right after (root passes every mode check)."""
     folder = path.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
     except OSError as exc:
         raise _not_writable(path, f"cannot create {folder}: {exc.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise _not_writable(path, f"its folder {folder} is read-only for uid {os.geteuid()}")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise _not_writable(path, f"the file is read-only for uid {os.geteuid()}")
+    try:  # made here, 0600, before SQLite makes it with the umask; its -wal and -shm take its mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass  # an existing database keeps its mode
+    except OSError as exc:
+        raise _not_writable(path, f"cannot create it: {exc.strerror}") from None
+
+
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` if it is missing, mode 0700 (its missing parents with the umask), so the host's
+    other accounts cannot read what the service keeps there; a folder that exists keeps its mode (the
+    operator's choice)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 @contextmanager

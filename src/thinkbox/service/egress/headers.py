@@ -1,4 +1,4 @@
-"""Parsing helpers of the egress proxy: authorities, content lengths, content encodings."""
+"""Parsing helpers of the egress proxy: authorities, sizes, content encodings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import h11
 import httpcore
 
 
@@ -17,6 +18,14 @@ def authority(text: str, default_port: int) -> tuple[str, int]:
     except ValueError:
         return "", 0
     return (parts.hostname or "").lower(), port
+
+
+def head_size(request: h11.Request) -> int:
+    """The bytes of a request's line and headers as the session sent them (near enough: h11 strips the
+    spaces around values), which count toward egress.max_bytes like its body: a session could otherwise
+    move up to h11's 16 KiB of headers per request past the limit."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers.raw_items()) + 2
 
 
 def content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

@@ -79,18 +79,19 @@ class SessionEgress:
     rules_read: float = 0.0
     connections: set[asyncio.StreamWriter] = field(default_factory=set)
 
-    def over_limits(self, body: int) -> str | None:
-        """Why one more request of ``body`` bytes is refused (egress.max_requests, egress.max_bytes)."""
+    def over_limits(self, size: int) -> str | None:
+        """Why one more request of ``size`` bytes (its line, headers and body) is refused
+        (egress.max_requests, egress.max_bytes)."""
         limits = self.egress.settings
         if self.requests >= limits.max_requests:
             return (
                 f"this run already made {self.requests} requests, the most allowed (egress.max_requests); "
                 "make fewer requests, e.g. fetch in bulk"
             )
-        if self.transferred + body > limits.max_bytes:
+        if self.transferred + size > limits.max_bytes:
             return f"this run already moved {self.transferred:,} bytes, the most allowed (egress.max_bytes)"
         self.requests += 1
-        self.transferred += body
+        self.transferred += size
         return None
 
     def count_down(self, size: int) -> str | None:

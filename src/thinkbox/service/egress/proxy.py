@@ -25,7 +25,7 @@ import httpcore
 
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_package_file
-from thinkbox.service.egress.headers import authority, content_length, decoding, pieces
+from thinkbox.service.egress.headers import authority, content_length, decoding, head_size, pieces
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
 from thinkbox.service.egress.upstream import pool_host
@@ -179,7 +179,7 @@ class Connection:
             s.record(refuse(reason + " (egress.max_body_bytes)"))
             await self._send_refusal(conn, 403, reason + "; send less per request", close=True)
             return False
-        why = s.over_limits(len(body))
+        why = s.over_limits(len(body) + head_size(request))  # the headers are bytes sent too
         if why is None:
             why = await s.check_host(host, port)
         if why is not None:
@@ -198,6 +198,8 @@ class Connection:
             return await self._from_cache(conn, request, host, port, path, hit, started)
         try:
             address = await self._address(host, port)
+            if scheme == "http":  # a secret in clear text goes only where it stays inside or was meant to
+                s.secrets.cleartext(used, host, port, address, target)
         except Refused as exc:
             s.record(refuse(exc.reason, used, len(body)))
             await self._send_refusal(conn, 403, exc.reason)
@@ -333,7 +335,7 @@ class Connection:
                 if scrubbing or links is not None:  # decoded: what it decodes to is counted and sent
                     out_headers, decoder, readable = decoding(out_headers)
                 if scrubbing or decoder is not None:
-                    out_headers = [(k, s.secrets.scrub(v)) for k, v in out_headers if k != b"content-length"]
+                    out_headers = s.secrets.scrub_headers(h for h in out_headers if h[0] != b"content-length")
                 whole = scrubbing and decoder is None and length is not None and length <= SCRUB_WHOLE
                 """A small answer is scrubbed whole and keeps a Content-Length; a large one is streamed."""
                 if not readable:

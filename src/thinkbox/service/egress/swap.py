@@ -2,18 +2,21 @@
 
 Each of a session's grants gets a fresh placeholder (what the session's environment variable holds). On a
 request, a placeholder in a header is replaced by the real value, through the grant's header template when
-it has one, only when the grant's rules allow the request's host, path and method; anywhere else (another
+it has one, only when the grant's rules allow the request's host, path and method (over plain http to a
+public address, only when they name the port: :meth:`SessionSecrets.cleartext`); anywhere else (another
 host, the URL, the body) the request is refused. Answers are scrubbed: every form of a real value
-(:func:`~thinkbox.service.secrets.grant.forms`) in the headers or body becomes the placeholder again, so a
-host that echoes the key back does not put it into the session's memory.
+(:func:`~thinkbox.service.secrets.grant.forms`) in the headers or body becomes the placeholder again, and a
+header whose name holds one is dropped, so a host that echoes the key back does not put it into the
+session's memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from thinkbox.errors import ConfigError
-from thinkbox.service.egress.policy import Pattern, parse_pattern, plain_path
+from thinkbox.service.egress.policy import Pattern, parse_pattern, plain_path, special_address
 from thinkbox.service.secrets.grant import SecretGrant, forms, new_placeholder
 
 
@@ -86,6 +89,7 @@ class SessionSecrets:
         pairs = {*self.pairs, *((f.encode(), b.placeholder) for b in bound for f in forms(b.grant.value))}
         self.pairs = sorted(pairs, key=lambda p: len(p[0]), reverse=True)
         self.keep = max((len(f) for f, _ in self.pairs), default=1) - 1
+        self.folded = sorted({f.lower() for f, _ in self.pairs}, key=len, reverse=True)
 
     def env(self) -> dict[str, str]:
         return {b.grant.name: b.placeholder.decode() for b in self.bound}
@@ -132,12 +136,42 @@ class SessionSecrets:
             used.append(name)
         return out, used
 
+    def cleartext(self, used: list[str], host: str, port: int, address: str, target: bytes) -> None:
+        """:class:`Refused` when a plain-http request to ``address`` would carry a secret in clear text
+        across the open network: plain http carries a secret only to a private, loopback or link-local
+        address (reached only when a rule of the tenant names it, so the text stays inside the network)
+        or to a port that one of the secret's host patterns names (``host:80``: its owner chose plain http
+        to that port; ``host`` and ``host:*`` mean any port, not this one in particular)."""
+        if not used or special_address(address):
+            return
+        for b in self.bound:
+            if b.grant.name in used and not any(p.port == port and p.matches(host, port) for p in b.hosts):
+                where = host if port == 80 else f"{host}:{port}"
+                raise Refused(
+                    f"secret {b.grant.name} is not sent over plain http to a public address (anyone on "
+                    f"the way could read it): request https://{where}{target.decode('ascii', 'replace')} "
+                    f"instead, or, if the host has no https, add {host}:{port} to the secret's hosts",
+                    [b.grant.name],
+                )
+
     def scrub(self, data: bytes) -> bytes:
         """``data`` with every form of every value replaced by its placeholder."""
         for form, placeholder in self.pairs:
             if form in data:
                 data = data.replace(form, placeholder)
         return data
+
+    def scrub_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Answer headers as the session may see them: each value scrubbed, and a header whose name holds
+        a form of a value dropped. Names are compared case-blind, since a name's case means nothing (the
+        proxy sends them lowercased, so the exact forms the scrubber looks for would miss a lowercased
+        value); a name is dropped rather than rewritten because no header a client needs is named after
+        a secret, and a rewrite could keep the parts of the name around the value."""
+        return [
+            (name, self.scrub(value))
+            for name, value in headers
+            if not any(form in name.lower() for form in self.folded)
+        ]
 
     def scrubber(self) -> Scrubber:
         return Scrubber(self)
