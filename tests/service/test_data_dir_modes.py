@@ -42,6 +42,18 @@ def test_a_data_dir_the_service_creates_is_private_and_so_is_its_database(tmp_pa
     data_dir = tmp_path / "made" / "data"
     with _umask(0o022), running_server(data_dir) as server, server.client(server.alice) as client:
         client.get("/v1/secrets").raise_for_status()  # the service answers
+        # sessions still work under a private DATA_DIR: their folders are binds of folders below it
+        created = client.post("/v1/sessions")
+        assert created.status_code == 201, created.text
+        code = (
+            "import os, sys\n"
+            "open('mine.txt', 'w').write('a'); open('../ours.txt', 'w').write('b')\n"
+            "site = [p for p in sys.path if p.startswith('/workspace/.packages')]\n"
+            "print(open('mine.txt').read() + open('../ours.txt').read(), os.access(site[0], os.W_OK))"
+        )
+        ran = client.post(f"/v1/sessions/{created.json()['id']}/execute", json={"code": code})
+        assert ran.status_code == 200 and ran.json()["error"] is None, ran.text
+        assert ran.json()["stdout"].split() == ["ab", "True"], ran.text
         files = _database_files(data_dir)
         folder = _mode(data_dir)
     assert folder == 0o700, oct(folder)
