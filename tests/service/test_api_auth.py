@@ -1,0 +1,94 @@
+"""Every route of the app, walked: each answers 401 without a key, with a malformed or unknown key, with a key
+sent under another scheme and with a revoked key, except the few that are public on purpose; no answer
+echoes the key or opens the API to other origins (CORS). A route added without its key check fails here."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from fastapi import routing
+
+from thinkbox.service import accounts
+
+from .conftest import Running
+
+PUBLIC = {
+    "/healthz",  # liveness, for load balancers
+    "/",  # the web page and its files: the page asks for a key
+    "/web/{name:path}",
+    "/v1/images/{run_id}/{name}",  # capability links: the unguessable name is the key (openai_render)
+    "/openapi.json",  # the API's description
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
+
+
+def _routes(running: Running) -> list[tuple[str, str]]:
+    """(method, path template) of every route the app serves, included routers' too: FastAPI's own walk,
+    the one its OpenAPI schema is made from (a FastAPI before it had one kept included routes flat)."""
+    walk = getattr(routing, "iter_route_contexts", iter)
+    found = []
+    for route in walk(running.server.app.routes):
+        methods = getattr(route, "methods", None)
+        assert methods, route  # a Mount or a websocket route would hide what it serves from this walk
+        found += [(method, route.path) for method in sorted(methods)]
+    return found
+
+
+def test_every_route_but_the_public_ones_needs_a_valid_key(running: Running) -> None:
+    routes = _routes(running)
+    some = {"/v1/runs", "/v1/files/{path:path}", "/mcp", "/v1/chat/completions"}
+    assert {path for _, path in routes} >= some
+    assert {path for _, path in routes if path in PUBLIC} == PUBLIC  # the list above is not stale
+    _, revoked = accounts.create_key(running.db, "acme", "alice")
+    accounts.revoke_key(running.db, revoked)
+    unknown = "tbx_" + "A" * 43
+    tries = {
+        "no key": {},
+        "an empty key": {"Authorization": "Bearer"},
+        "a malformed key": {"Authorization": "Bearer not-a-key"},
+        "an over-long key": {"Authorization": "Bearer tbx_" + "A" * 5000},
+        "an unknown key": {"Authorization": f"Bearer {unknown}"},
+        "a valid key under another scheme": {"Authorization": f"Basic {running.alice.key}"},
+        "a valid key in another header": {"X-Api-Key": running.alice.key},
+        "a revoked key": {"Authorization": f"Bearer {revoked}"},
+    }
+    checked = 0
+    with httpx.Client(base_url=running.url, timeout=60) as client:
+        for method, template in routes:
+            if template in PUBLIC:
+                continue
+            path = re.sub(r"\{[^}]+\}", "1", template)
+            for what, headers in tries.items():
+                response = client.request(method, path, headers=headers, params={"key": running.alice.key})
+                assert response.status_code == 401, (method, template, what, response.text[:300])
+                assert response.headers.get("www-authenticate") == "Bearer", (method, template, what)
+                assert running.alice.key not in response.text and revoked not in response.text
+                assert unknown not in response.text, (method, template, what)
+                checked += 1
+    assert checked >= len(tries) * 30
+
+
+def test_no_route_lets_another_origin_read_its_answers(running: Running) -> None:
+    """No CORS headers: a page of another origin cannot read the API's answers (the web page is
+    same-origin)."""
+    evil = {"Origin": "https://evil.example"}
+    with httpx.Client(base_url=running.url, headers=evil, timeout=60) as client:
+        preflight = client.options(
+            "/v1/runs",
+            headers={
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        answers = [
+            preflight,
+            client.get("/v1/me", headers=running.alice.headers),
+            client.get("/healthz"),
+            client.get("/"),
+        ]
+    for response in answers:
+        assert not [h for h in response.headers if h.lower().startswith("access-control-")], response.headers
+    assert answers[1].status_code == 200  # the key works: only the browser's same-origin rule holds it back
