@@ -5,6 +5,7 @@ echoes the key or opens the API to other origins (CORS). A route added without i
 from __future__ import annotations
 
 import re
+import secrets
 
 import httpx
 from fastapi import routing
@@ -12,6 +13,7 @@ from fastapi import routing
 from thinkbox.service import accounts
 
 from .conftest import Running
+from .service_support import program, read_sse
 
 PUBLIC = {
     "/healthz",  # liveness, for load balancers
@@ -92,3 +94,30 @@ def test_no_route_lets_another_origin_read_its_answers(running: Running) -> None
     for response in answers:
         assert not [h for h in response.headers if h.lower().startswith("access-control-")], response.headers
     assert answers[1].status_code == 200  # the key works: only the browser's same-origin rule holds it back
+
+
+def test_a_key_revoked_while_its_event_stream_is_open_gets_no_more_events(running: Running) -> None:
+    """The stream checks the key before each event it sends, as a new request would: after the revocation
+    nothing more of the run comes (here its end, which waits for a file written after the revocation)."""
+    _, key = accounts.create_key(running.db, "acme", "alice")
+    gate = f"go-{secrets.token_hex(4)}"
+    code = f"import os, time\nwhile not os.path.exists({gate!r}):\n    time.sleep(0.05)"
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=running.url, headers=headers, timeout=60) as client:
+        run = client.post("/v1/runs", json={"question": program([code], "after-the-gate")}).json()
+        seen: list[str] = []
+        with client.stream("GET", f"/v1/runs/{run['id']}/events") as response:
+            lines = response.iter_lines()
+            for line in lines:
+                seen.append(line)
+                if gate in line:  # the step that waits for the gate has begun
+                    break
+            accounts.revoke_key(running.db, key)
+            with running.client(running.alice) as alice:  # the same user's other key opens the gate
+                assert alice.put(f"/v1/files/{gate}", content=b"").status_code == 201
+                rest = list(lines)
+                with alice.stream("GET", f"/v1/runs/{run['id']}/events") as replay:
+                    events = [e["event"] for e in read_sse(replay)]  # the run did go on and finish
+        assert client.get(f"/v1/runs/{run['id']}/events").status_code == 401
+    assert gate in "".join(seen) and events[-1] == "run_finished", events
+    assert not [line for line in rest if "run_finished" in line or "after-the-gate" in line], rest
