@@ -8,6 +8,8 @@ import re
 import secrets
 
 import httpx
+import openai
+import pytest
 from fastapi import routing
 
 from thinkbox.service import accounts
@@ -121,3 +123,37 @@ def test_a_key_revoked_while_its_event_stream_is_open_gets_no_more_events(runnin
         assert client.get(f"/v1/runs/{run['id']}/events").status_code == 401
     assert gate in "".join(seen) and events[-1] == "run_finished", events
     assert not [line for line in rest if "run_finished" in line or "after-the-gate" in line], rest
+
+
+def test_a_key_revoked_while_its_chat_completion_streams_gets_no_more_of_it(running: Running) -> None:
+    """The OpenAI-compatible stream (through the real SDK) checks its key before each event of the run: after
+    the revocation no more of the answer comes, the SDK gets a 401 error and the run is cancelled."""
+    _, key = accounts.create_key(running.db, "acme", "alice")
+    gate = f"go-{secrets.token_hex(4)}"
+    code = f"import os, time\nwhile not os.path.exists({gate!r}):\n    time.sleep(0.05)"
+    never = code.replace(gate, gate + "-never")  # the next step waits until the run is cancelled
+    ai = openai.OpenAI(base_url=running.url + "/v1", api_key=key, max_retries=0, timeout=60)
+    stream = ai.chat.completions.create(
+        model="thinkbox",
+        messages=[{"role": "user", "content": program([code, never], "after-the-gate")}],
+        stream=True,
+    )
+    text, run_id = "", ""
+    for chunk in stream:
+        run_id = chunk.id.removeprefix("chatcmpl-")
+        delta = chunk.choices[0].delta if chunk.choices else None
+        text += (getattr(delta, "reasoning_content", None) or "") + ((delta and delta.content) or "")
+        if gate in text:  # the step that waits for the gate has begun
+            break
+    accounts.revoke_key(running.db, key)
+    with running.client(running.alice) as alice:  # the same user's other key opens the gate
+        assert alice.put(f"/v1/files/{gate}", content=b"").status_code == 201
+        with pytest.raises(openai.APIError) as caught:
+            for chunk in stream:
+                delta = chunk.choices[0].delta if chunk.choices else None
+                text += (getattr(delta, "reasoning_content", None) or "") + ((delta and delta.content) or "")
+        with alice.stream("GET", f"/v1/runs/{run_id}/events") as replay:
+            events = read_sse(replay)
+    assert "invalid or revoked API key" in str(caught.value), caught.value
+    assert "after-the-gate" not in text, text
+    assert events[-1]["event"] == "run_finished" and events[-1]["data"]["status"] == "cancelled", events[-1]

@@ -14,6 +14,7 @@ from thinkbox.service.accounts import Principal
 from thinkbox.service.core import Service
 from thinkbox.service.errors import ApiError
 
+REVOKED = "invalid or revoked API key: ask an admin for a new one (thinkbox admin key create)"
 _bearer = HTTPBearer(auto_error=False, description="An API key from `thinkbox admin key create TENANT USER`.")
 
 
@@ -40,11 +41,7 @@ async def authenticate(service: Service, key: str | None) -> CallerInfo:
         raise ApiError(401, "unauthorized", "invalid API key (not one this service issued)")
     principal = await asyncio.to_thread(accounts.authenticate, service.db, key)
     if principal is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "invalid or revoked API key: ask an admin for a new one (thinkbox admin key create)",
-        )
+        raise ApiError(401, "unauthorized", REVOKED)
     return CallerInfo(principal, service, accounts.hash_key(key))
 
 
