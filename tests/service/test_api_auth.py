@@ -4,13 +4,17 @@ echoes the key or opens the API to other origins (CORS). A route added without i
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 
 import httpx
+import httpx2
 import openai
 import pytest
 from fastapi import routing
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from thinkbox.service import accounts
 
@@ -157,3 +161,40 @@ def test_a_key_revoked_while_its_chat_completion_streams_gets_no_more_of_it(runn
     assert "invalid or revoked API key" in str(caught.value), caught.value
     assert "after-the-gate" not in text, text
     assert events[-1]["event"] == "run_finished" and events[-1]["data"]["status"] == "cancelled", events[-1]
+
+
+async def test_a_key_revoked_during_an_mcp_ask_gets_no_answer(running: Running) -> None:
+    """``ask`` over ``/mcp`` (the real MCP SDK) checks its key before each event of its run: revoked while the
+    run works, the call ends in an error naming the key, without the answer, and the run is cancelled."""
+    _, key = accounts.create_key(running.db, "acme", "alice")
+    gate = f"go-{secrets.token_hex(4)}"
+    code = f"import os, time\nwhile not os.path.exists({gate!r}):\n    time.sleep(0.05)"
+    never = code.replace(gate, gate + "-never")  # the next step waits until the run is cancelled
+    started = asyncio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        started.set()  # step 1 has begun: its code waits for the gate
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http,
+        Client(streamable_http_client(f"{running.url}/mcp", http_client=http)) as client,
+    ):
+        question = program([code, never], "after-the-gate")
+        call = asyncio.ensure_future(
+            client.call_tool("ask", {"question": question}, progress_callback=on_progress)
+        )
+        await asyncio.wait_for(started.wait(), 60)
+        accounts.revoke_key(running.db, key)
+        async with httpx.AsyncClient(
+            base_url=running.url, headers=running.alice.headers, timeout=60
+        ) as alice:
+            assert (await alice.put(f"/v1/files/{gate}", content=b"")).status_code == 201
+            result = await asyncio.wait_for(call, 60)
+            runs = (await alice.get("/v1/runs")).json()["runs"]
+            run = next(r for r in runs if r["question"] == question)
+            async with alice.stream("GET", f"/v1/runs/{run['id']}/events") as events:  # to its end
+                last = [line async for line in events.aiter_lines() if line.startswith("data: ")][-1]
+    text = " ".join(getattr(part, "text", "") for part in result.content)
+    assert result.is_error and "invalid or revoked API key" in text, result.content
+    assert "after-the-gate" not in text
+    assert '"type":"run_finished"' in last and '"status":"cancelled"' in last, last
