@@ -5,8 +5,10 @@ echoes the key or opens the API to other origins (CORS). A route added without i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import secrets
+import time
 
 import httpx
 import httpx2
@@ -197,4 +199,36 @@ async def test_a_key_revoked_during_an_mcp_ask_gets_no_answer(running: Running) 
     text = " ".join(getattr(part, "text", "") for part in result.content)
     assert result.is_error and "invalid or revoked API key" in text, result.content
     assert "after-the-gate" not in text
+    assert '"type":"run_finished"' in last and '"status":"cancelled"' in last, last
+
+
+def test_a_key_revoked_while_its_chat_completion_is_awaited_gets_a_401(running: Running) -> None:
+    """The same without ``stream``: the answer the client waits for is refused (401), the run cancelled."""
+    _, key = accounts.create_key(running.db, "acme", "alice")
+    gate = f"go-{secrets.token_hex(4)}"
+    code = f"import os, time\nwhile not os.path.exists({gate!r}):\n    time.sleep(0.05)"
+    question = program([code, code.replace(gate, gate + "-never")], "after-the-gate")
+    ai = openai.OpenAI(base_url=running.url + "/v1", api_key=key, max_retries=0, timeout=60)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(
+            ai.chat.completions.create, model="thinkbox", messages=[{"role": "user", "content": question}]
+        )
+        with running.client(running.alice) as alice:
+            deadline = time.monotonic() + 60
+            while not (
+                runs := [r for r in alice.get("/v1/runs").json()["runs"] if r["question"] == question]
+            ):
+                assert time.monotonic() < deadline and not call.done(), "the run did not start"
+                time.sleep(0.05)
+            with alice.stream("GET", f"/v1/runs/{runs[0]['id']}/events") as response:
+                lines = response.iter_lines()
+                for line in lines:
+                    if gate in line:  # the step that waits for the gate has begun
+                        break
+                accounts.revoke_key(running.db, key)
+                assert alice.put(f"/v1/files/{gate}", content=b"").status_code == 201
+                last = [line for line in lines if line.startswith("data: ")][-1]
+        with pytest.raises(openai.AuthenticationError) as caught:
+            call.result(60)
+    assert "invalid or revoked API key" in str(caught.value)
     assert '"type":"run_finished"' in last and '"status":"cancelled"' in last, last
