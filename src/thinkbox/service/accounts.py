@@ -4,7 +4,8 @@ A key is ``tbx_`` and 32 random bytes (URL-safe base64). The database keeps only
 12 characters (``prefix``, to recognise it in lists); the key itself is shown once, at creation.
 ``authenticate`` answers from a per-process cache for ``AUTH_CACHE_TTL_S`` seconds, so an API request
 does not read the database; a key revoked by another process (``thinkbox admin key revoke`` beside a
-running server) stops working within that time, one revoked in this process at once.
+running server) stops working within that time, one revoked in this process at once; an answer that
+streams checks its key again the same way before each part it sends (``authenticate_hash``).
 
 Tenant and user names become folder names (``DATA_DIR/storage/<tenant>/<user>/``), hence their strict
 form (``check_name``). Every misuse is a ``ConfigError`` whose message names the fix.
@@ -188,7 +189,16 @@ def authenticate(db: Database, key: str) -> Principal | None:
     """Who ``key`` belongs to; None for a malformed, unknown or revoked key."""
     if not key.startswith(KEY_PREFIX) or len(key) > MAX_KEY_CHARS:
         return None
-    digest = hash_key(key)
+    return authenticate_hash(db, hash_key(key))
+
+
+def cached_principal(db: Database, digest: str) -> Principal | None:
+    """Who the key with this sha256 belongs to, when the cache knows (no database read); else None."""
+    return db.auth_cache.get(digest)
+
+
+def authenticate_hash(db: Database, digest: str) -> Principal | None:
+    """``authenticate`` for the key with this sha256 (what a long answer keeps to check its key again)."""
     cached = db.auth_cache.get(digest)
     if cached is not None:
         return cached

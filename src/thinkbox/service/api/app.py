@@ -1,8 +1,9 @@
 """The FastAPI application of ``thinkbox serve``: a thin layer over :class:`~thinkbox.service.core.Service`.
 
-Every route but ``/healthz`` (and the capability links of ``/v1/images``) needs
-``Authorization: Bearer KEY``; ``/mcp`` is the MCP server (:mod:`thinkbox.service.mcp.http`). Errors have
-one shape, ``{"error": {"code", "message"}}``, except on the
+Every route but ``/healthz``, the web page (``/``, ``/web/...``), the API's description (``/openapi.json``,
+``/docs``, ``/redoc``) and the capability links of ``/v1/images`` needs ``Authorization: Bearer KEY``
+(tests/service/test_api_auth.py walks them all); ``/mcp`` is the MCP server
+(:mod:`thinkbox.service.mcp.http`). Errors have one shape, ``{"error": {"code", "message"}}``, except on the
 OpenAI-compatible routes (``/v1/chat/...``, ``/v1/models``), which answer in OpenAI's shape
 (:mod:`.routes_openai`); another user's or tenant's ids are answered 404, as ids that do not exist
 (nothing says they exist).

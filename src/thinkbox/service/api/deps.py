@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +14,7 @@ from thinkbox.service.accounts import Principal
 from thinkbox.service.core import Service
 from thinkbox.service.errors import ApiError
 
+REVOKED = "invalid or revoked API key: ask an admin for a new one (thinkbox admin key create)"
 _bearer = HTTPBearer(auto_error=False, description="An API key from `thinkbox admin key create TENANT USER`.")
 
 
@@ -21,6 +22,8 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from `thinkbox ad
 class CallerInfo:
     principal: Principal
     service: Service
+    key_hash: str = field(default="", repr=False)
+    """The sha256 of the bearer key ("" for a local caller without one, ``thinkbox mcp`` over stdio)."""
 
 
 async def _caller(
@@ -38,12 +41,21 @@ async def authenticate(service: Service, key: str | None) -> CallerInfo:
         raise ApiError(401, "unauthorized", "invalid API key (not one this service issued)")
     principal = await asyncio.to_thread(accounts.authenticate, service.db, key)
     if principal is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "invalid or revoked API key: ask an admin for a new one (thinkbox admin key create)",
-        )
-    return CallerInfo(principal, service)
+        raise ApiError(401, "unauthorized", REVOKED)
+    return CallerInfo(principal, service, accounts.hash_key(key))
+
+
+async def still_authorised(caller: CallerInfo) -> bool:
+    """Whether the caller's key still works, as a new request would find: a stream asks before each part it
+    sends, so a key revoked while its stream is open gets nothing more (at once when revoked in this
+    process, within the auth cache's time when by another). Reads the database only when the cache
+    has forgotten the key."""
+    if not caller.key_hash:
+        return True
+    db = caller.service.db
+    if accounts.cached_principal(db, caller.key_hash) is not None:
+        return True
+    return await asyncio.to_thread(accounts.authenticate_hash, db, caller.key_hash) is not None
 
 
 Caller = Annotated[CallerInfo, Depends(_caller)]

@@ -38,8 +38,7 @@ from sqlalchemy import select
 from thinkbox.agent.events import parse_event
 from thinkbox.agent.loop import MAX_QUESTION_CHARS
 from thinkbox.agent.reply_format import system_prompt
-from thinkbox.service.accounts import Principal
-from thinkbox.service.api.deps import Caller, CallerInfo
+from thinkbox.service.api.deps import REVOKED, Caller, CallerInfo, still_authorised
 from thinkbox.service.api.openai_render import IMAGE_DIR, IMAGE_TYPES, ChatRender
 from thinkbox.service.api.openai_schemas import (
     AssistantMessage,
@@ -133,7 +132,7 @@ async def chat_completions(
                 await service.sessions.close(session_id, "its first run was refused")
         raise
     render = ChatRender(service.storage, who, row.id, str(request.base_url))
-    chat = _Chat(service, who, row.id, body.model, render, earlier, question, session_id, key)
+    chat = _Chat(caller, row.id, body.model, render, earlier, question, session_id, key)
     if body.stream:
         return StreamingResponse(
             chat.stream(),
@@ -197,8 +196,7 @@ class _Chat:
 
     def __init__(
         self,
-        service: Service,
-        owner: Principal,
+        caller: CallerInfo,
         run_id: str,
         model: str,
         render: ChatRender,
@@ -207,13 +205,18 @@ class _Chat:
         session_id: str,
         key: str | None,
     ) -> None:
-        self.service, self.owner, self.run_id, self.model = service, owner, run_id, model
+        self.caller, self.service, self.owner = caller, caller.service, caller.principal
+        self.run_id, self.model, self.revoked = run_id, model, False
         self.render, self.earlier, self.question = render, earlier, question
         self.session_id, self.key = session_id, key
         self.id, self.created = f"chatcmpl-{run_id}", int(time.time())
 
     async def _events(self) -> AsyncIterator[tuple[str, str]]:
         async for record in self.service.journal.follow(self.run_id):
+            if not await still_authorised(self.caller):  # revoked since the request came: nothing more
+                self.revoked = True
+                self._cancel("its API key was revoked")
+                return
             yield await self.render.feed(parse_event(record.data))
         self._remember()
 
@@ -237,6 +240,8 @@ class _Chat:
                 pass
         finally:
             watch.cancel()
+        if self.revoked:
+            raise ApiError(401, "unauthorized", REVOKED)
         render = self.render
         if render.finish_reason is None:  # OpenAI's SDKs retry a 5xx unless told not to: the run would rerun
             exc = self._failure()
@@ -255,8 +260,7 @@ class _Chat:
             pass
         self._cancel()
 
-    def _cancel(self) -> None:
-        why = "the chat client went away before the answer"
+    def _cancel(self, why: str = "the chat client went away before the answer") -> None:
         self.service.conversations.spawn(self.service.runs.cancel(self.owner, self.run_id, why))
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: bool = False) -> bytes:
@@ -283,6 +287,9 @@ class _Chat:
                     yield self._chunk({"reasoning_content": reasoning})
                 if content:
                     yield self._chunk({"content": content})
+            if self.revoked:
+                yield frame(json.dumps(openai_error(401, "unauthorized", REVOKED)))
+                return
             if self.render.finish_reason is None:
                 exc = self._failure()
                 body = openai_error(exc.status, exc.code, exc.message)
@@ -291,7 +298,7 @@ class _Chat:
                 yield self._chunk({}, self.render.finish_reason, usage=True)
             yield frame("[DONE]")
         finally:
-            if not self.render.finished:  # the client went away: stop its run
+            if not self.render.finished and not self.revoked:  # the client went away: stop its run
                 self._cancel()
 
 

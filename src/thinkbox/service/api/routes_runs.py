@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from thinkbox.notebook import transcript_to_notebook
-from thinkbox.service.api.deps import Caller
+from thinkbox.service.api.deps import Caller, CallerInfo, still_authorised
 from thinkbox.service.api.schemas import RunCreated, RunInfo, RunList, RunRequest
 from thinkbox.service.api.sse import frame
 from thinkbox.service.db.models import Run
@@ -102,7 +102,7 @@ async def run_events(
     start = after if after is not None else _event_id(last_event_id)
     records = service.journal.follow(run_id, start)
     return StreamingResponse(
-        _sse(records, request),
+        _sse(records, request, caller),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -122,8 +122,10 @@ def _event_id(header: str | None) -> int:
     return value
 
 
-async def _sse(records: AsyncIterator[Record], request: Request) -> AsyncIterator[bytes]:
-    """SSE frames; a comment line every KEEPALIVE_S while nothing happens (proxies close quiet streams)."""
+async def _sse(records: AsyncIterator[Record], request: Request, caller: CallerInfo) -> AsyncIterator[bytes]:
+    """SSE frames; a comment line every KEEPALIVE_S while nothing happens (proxies close quiet streams).
+    The stream ends, without ``run_finished``, once the caller's key is revoked: a client that reconnects
+    is answered 401."""
     iterator = aiter(records)
     pending: asyncio.Task[Record] | None = None
     try:
@@ -132,7 +134,7 @@ async def _sse(records: AsyncIterator[Record], request: Request) -> AsyncIterato
                 pending = asyncio.ensure_future(anext(iterator))
             done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
             if not done:
-                if await request.is_disconnected():
+                if await request.is_disconnected() or not await still_authorised(caller):
                     return
                 yield b": keep-alive\n\n"
                 continue
@@ -141,6 +143,8 @@ async def _sse(records: AsyncIterator[Record], request: Request) -> AsyncIterato
             except StopAsyncIteration:
                 return
             pending = None
+            if not await still_authorised(caller):
+                return
             yield frame(record.data, event=record.type, number=record.seq)
     finally:
         if pending is not None:

@@ -27,7 +27,7 @@ import thinkbox
 from thinkbox.agent.events import parse_event
 from thinkbox.errors import ThinkboxError
 from thinkbox.sandbox.types import DisplayData, ExecutionError, ExecutionResult, Language
-from thinkbox.service.api.deps import CallerInfo
+from thinkbox.service.api.deps import REVOKED, CallerInfo, still_authorised
 from thinkbox.service.errors import ApiError
 from thinkbox.service.mcp.trace import IMAGE_TYPES, AskResult, Trace, as_text, trim
 
@@ -153,14 +153,17 @@ def build_server(resolve: Resolve, on_session: OnSession | None = None) -> MCPSe
             run = await service.runs.submit(owner, question, session_id, [])
         trace = Trace(run.id)
         total = float(service.settings.agent.max_steps)
+        why = "the MCP client cancelled the call or went away"
         try:
             async for record in service.journal.follow(run.id):
+                if not await still_authorised(caller):  # revoked since the call came: nothing more
+                    why = "its API key was revoked"
+                    raise ToolError(REVOKED)
                 note = trace.feed(parse_event(record.data))
                 if note is not None:
                     await ctx.report_progress(trace.step, total, note)
         finally:
-            if trace.finished is None:  # the client cancelled or went away: stop the run
-                why = "the MCP client cancelled the call or went away"
+            if trace.finished is None:  # the client cancelled or went away, or the key was revoked
                 service.conversations.spawn(service.runs.cancel(owner, run.id, why))
         row = await asyncio.to_thread(service.runs.get, owner, run.id)
         if row.session_id is not None and session_id is None:
