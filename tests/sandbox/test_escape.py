@@ -474,6 +474,25 @@ len(held)
         await session.close()
 
 
+async def test_the_interpreter_holds_no_descriptor_the_engine_handed_its_launcher(session: Session) -> None:
+    """Stdio, the output capture's pipes and the session's socket, nothing else: bwrap hands on to its
+    child what the engine gave it (the user namespace of ``--userns``), so the kernel closes the rest."""
+    code = """
+import os
+held = {}
+for fd in os.listdir('/proc/self/fd'):
+    try:
+        held[int(fd)] = os.readlink('/proc/self/fd/' + fd)
+    except OSError:
+        pass  # the listing's own descriptor, closed by now
+held
+"""
+    held = await _report(session, code)
+    assert any(t.startswith("socket:") for t in held.values()), f"no socket seen: {held}"
+    others = {fd: t for fd, t in held.items() if not t.startswith(("pipe:", "socket:")) and t != "/dev/null"}
+    assert others == {}, f"the interpreter holds {others}"
+
+
 async def test_memory_bomb_gives_memory_error_or_kills_only_the_session(
     sandbox_backend: SandboxBackend,
 ) -> None:
