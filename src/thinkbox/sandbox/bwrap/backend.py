@@ -261,8 +261,8 @@ class BwrapBackend(SandboxBackend):
             self._bwrap = found
             runtime = Path(tempfile.mkdtemp(prefix="thinkbox-bwrap-"))
             try:
-                if os.geteuid() == 0 and self._owners is None and os.access(userns.UNSHARE, os.X_OK):
-                    self._owners = await asyncio.to_thread(uids.reserve)
+                if self._owners is None:
+                    self._owners = await asyncio.to_thread(userns.owners)
                 await asyncio.to_thread(self._prepare_runtime, runtime)
                 self._runtime = runtime
                 self._base_args = self._root_args()

@@ -12,12 +12,34 @@ descriptor keeps the namespace alive, so the helper ends at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+
+from thinkbox.sandbox.confine import uids
+
+log = logging.getLogger(__name__)
 
 UNSHARE = "/usr/bin/unshare"
 """util-linux's ``unshare``: the helper must be a program the owner uid may run (not the engine's Python,
 which may sit in a directory private to root)."""
+
+
+def owners() -> uids.UidBlock | None:
+    """A reserved block of owner uids, or None where sessions keep bwrap's own namespace: an engine that
+    is not root, no ``unshare``, or a host that lets no other uid make a user namespace (warned)."""
+    if os.geteuid() != 0 or not os.access(UNSHARE, os.X_OK):
+        return None
+    block = None
+    try:
+        block = uids.reserve()
+        os.close(make(block.base, 0, 0, 0))
+    except OSError as exc:
+        if block is not None:
+            block.release()
+        log.warning("bwrap sessions share root's per-user kernel quotas: %s", exc)
+        return None
+    return block
 
 
 def make(owner: int, inside_id: int, host_uid: int, host_gid: int) -> int:
