@@ -41,8 +41,9 @@ from typing import Any, ClassVar
 from thinkbox.errors import ConfigError, SandboxUnavailable, SessionStartError
 from thinkbox.sandbox import inside, procs
 from thinkbox.sandbox.backend import BackendInfo, ExitInfo, KernelProcess, SandboxBackend
+from thinkbox.sandbox.bwrap import userns
 from thinkbox.sandbox.bwrap.mounts import Sources
-from thinkbox.sandbox.confine import cgroups, rlimits
+from thinkbox.sandbox.confine import cgroups, rlimits, uids
 from thinkbox.sandbox.types import WORKSPACE, Limits, MiB, SessionConfig, check_language
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ INSTALL_HINT = (
 KILL_TIMEOUT_S = 5.0
 _OUTPUT_KEEP = 8 * 1024
 _USR_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_UNSHARE = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+"""``--unshare-all`` but the user namespace, which is bwrap's own or, as root, the session's (userns.py)."""
 _SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": WORKSPACE,
@@ -236,6 +239,7 @@ class BwrapBackend(SandboxBackend):
         self._live: dict[str, BwrapKernel] = {}
         self._sources: dict[str, Sources] = {}
         self._start_lock = asyncio.Lock()
+        self._owners: uids.UidBlock | None = None
 
     def info(self) -> BackendInfo:
         return BackendInfo(
@@ -257,6 +261,8 @@ class BwrapBackend(SandboxBackend):
             self._bwrap = found
             runtime = Path(tempfile.mkdtemp(prefix="thinkbox-bwrap-"))
             try:
+                if self._owners is None:
+                    self._owners = await asyncio.to_thread(userns.owners)
                 await asyncio.to_thread(self._prepare_runtime, runtime)
                 self._runtime = runtime
                 self._base_args = self._root_args()
@@ -341,11 +347,13 @@ class BwrapBackend(SandboxBackend):
                 f"(sysctl kernel.unprivileged_userns_clone=1 when not root); {INSTALL_HINT}"
             )
 
-    def _argv(self, uid: int, limits: Limits, mount_args: list[str], files: dict[str, int]) -> list[str]:
+    def _argv(
+        self, uid: int, limits: Limits, mount_args: list[str], files: dict[str, int], userns: int | None
+    ) -> list[str]:
         """bwrap's command line up to the interpreter: namespaces, identity, environment, filesystem."""
-        argv = [self._bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        argv = [self._bwrap, "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        argv += _UNSHARE + (["--unshare-user"] if userns is None else ["--userns", str(userns)])
         argv += [
-            "--unshare-user",
             "--uid",
             str(uid),
             "--gid",
@@ -403,7 +411,12 @@ class BwrapBackend(SandboxBackend):
             )
             for path in filters + self._mpl_files:
                 files[path.name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            argv = self._argv(self._uid_base + self._seq % 40000, limits, mount_args, files)
+            uid = self._uid_base + self._seq % 40000
+            if self._owners is not None:  # as root: a namespace of the session's own (userns.py)
+                owner = self._owners.base + self._seq % uids.BLOCK_SIZE
+                gid = os.getegid() if sources.gid is None else sources.gid
+                files["userns"] = await asyncio.to_thread(userns.make, owner, uid, 0, gid)
+            argv = self._argv(uid, limits, mount_args, files, files.get("userns"))
             argv += ["--json-status-fd", str(status_w), self._python, "-m", "thinkbox.sandbox.inside.launch"]
             options = {
                 "output_bytes": limits.output_bytes,
@@ -458,6 +471,9 @@ class BwrapBackend(SandboxBackend):
         if self._runtime is not None:
             shutil.rmtree(self._runtime, ignore_errors=True)
             self._runtime = None
+        if self._owners is not None:
+            self._owners.release()
+            self._owners = None
 
 
 def _binds_under_tmp(args: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ Stdlib only, like the kernel: inside a sandbox only the kernel's own files are p
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 
@@ -18,6 +19,10 @@ import sys
 def main(argv: list[str]) -> None:
     target = argv[1]
     options = json.loads(argv[2]) if len(argv) > 2 else {}
+    keep = int(target) if target.isdigit() else 2
+    # nothing but stdio and the socket: bwrap hands on what it was given (``--userns FD``)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
     if target.isdigit():
         sock = socket.socket(fileno=int(target))
     else:
