@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -32,6 +33,8 @@ from thinkbox.service.egress.upstream import pool_host
 
 if TYPE_CHECKING:
     from thinkbox.service.egress.manager import Egress, SessionEgress
+
+log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {
     b"connection",
@@ -319,7 +322,7 @@ class Connection:
             headers = [h for h in headers if h[0] != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
         url = httpcore.URL(scheme=scheme, host=pool_host(address, host), port=port, target=target)
         extensions = {"sni_hostname": host, "timeout": self.egress.timeouts}
-        status, down, why = 0, 0, ""
+        status, down, why, recorded = 0, 0, "", False
         try:
             async with self.egress.pool.stream(
                 method, url, headers=headers, content=body, extensions=extensions
@@ -369,6 +372,11 @@ class Connection:
                 if links is not None:
                     s.policy.learn_links(bytes(links), kind)
                 tail = s.secrets.scrub(b"".join(kept)) if whole else scrubber.flush()
+                # recorded before the answer ends: the session's code, which acts once it has the whole
+                # answer, never runs ahead of its request's event (nor loses it to a failure after it)
+                s.record(_event(host, port, method, path, started, status=status, up=len(body), down=down,
+                                secrets=used))  # fmt: skip
+                recorded = True
                 if whole:
                     out_headers.append((b"content-length", str(len(tail)).encode()))
                     self.writer.write(
@@ -404,6 +412,9 @@ class Connection:
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             why = s.secrets.scrub(why.encode()).decode(errors="replace")  # h11 quotes bad answer lines
+            if recorded:  # the answer was whole; closing the upstream connection failed
+                log.warning("closing the connection to %s:%s failed after its answer: %s", host, port, why)
+                return False
             s.record(
                 _event(
                     host,
@@ -427,9 +438,6 @@ class Connection:
         finally:
             if fill is not None:  # the answer did not arrive whole: keep nothing
                 fill.abort()
-        s.record(
-            _event(host, port, method, path, started, status=status, up=len(body), down=down, secrets=used)
-        )
         return True
 
     # -- helpers ------------------------------------------------------------------------------------
