@@ -192,6 +192,21 @@ async def proxy_socket(w: World, session_id: str) -> tuple[Path, str]:
     return session.folder / "proxy.sock", config.env.get("API_KEY", "")
 
 
+def connect(sock: Path) -> socket.socket:
+    """A client socket connected to the proxy's socket ``sock`` (60 s timeout), as the session's relay is."""
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(60)
+    folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # through the folder's fd: a socket path is limited to 108 bytes, pytest's folders are not
+        raw.connect(f"/proc/self/fd/{folder}/{sock.name}")
+    except OSError:
+        raw.close()
+        raise
+    finally:
+        os.close(folder)
+    return raw
+
+
 def ask(
     sock: Path,
     url: str,
@@ -201,13 +216,7 @@ def ask(
     ca: Path | None = None,
 ) -> ProxyAnswer:
     """One request through the proxy: absolute-form for http://, CONNECT then TLS when ``tunnel``."""
-    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    raw.settimeout(60)
-    folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:  # through the folder's fd: a socket path is limited to 108 bytes, pytest's folders are not
-        raw.connect(f"/proc/self/fd/{folder}/{sock.name}")
-    finally:
-        os.close(folder)
+    raw = connect(sock)
     stream: socket.socket = raw
     target = url
     if tunnel is not None:

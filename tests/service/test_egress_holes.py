@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import secrets
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,7 +28,7 @@ import pytest
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.egress.policy import Policy, index_pages
 
-from .egress_support import EchoServer, World, api_grant, ask, proxy_socket, serve, world
+from .egress_support import EchoServer, World, api_grant, ask, connect, proxy_socket, serve, world
 
 SID = "s_00000000000000a1"
 
@@ -212,13 +210,7 @@ class _Hang(BaseHTTPRequestHandler):
 def _write_after_the_answer(sock: Path, url: str) -> bytes:
     """A client slower than the proxy: it writes its request only once the refusal has arrived, then reads
     the rest. A proxy that closed right after answering makes the write fail (EPIPE), the answer unread."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(60)
-        folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:  # through the folder's fd: a socket path is limited to 108 bytes
-            client.connect(f"/proc/self/fd/{folder}/{sock.name}")
-        finally:
-            os.close(folder)
+    with connect(sock) as client:
         answer = client.recv(12)  # the proxy answers a connection past its limit without reading it
         client.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         while chunk := client.recv(65536):

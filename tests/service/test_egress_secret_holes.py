@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import gzip
 import json
-import os
 import secrets
 import socket
 import threading
@@ -39,7 +38,7 @@ from thinkbox.service.egress import swap
 from thinkbox.service.egress.swap import SessionSecrets
 from thinkbox.service.secrets.grant import SecretGrant
 
-from .egress_support import EchoServer, api_grant, ask, proxy_socket, serve, upstream_ca, world
+from .egress_support import EchoServer, api_grant, ask, connect, proxy_socket, serve, upstream_ca, world
 
 SID = "s_00000000000000a2"
 
@@ -340,13 +339,7 @@ async def test_a_request_smuggled_after_a_chunked_one_is_checked_on_its_own(tmp_
 
 def _raw_exchange(sock: Path, wire: bytes, answers: int) -> list[int]:
     """Send ``wire`` as it is and read ``answers`` responses (parsed by h11): their statuses."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
-        raw.settimeout(60)
-        folder = os.open(sock.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            raw.connect(f"/proc/self/fd/{folder}/{sock.name}")
-        finally:
-            os.close(folder)
+    with connect(sock) as raw:
         raw.sendall(wire)
         statuses: list[int] = []
         left = b""
