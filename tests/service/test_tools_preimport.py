@@ -13,6 +13,10 @@ from typing import Any
 
 import httpx
 
+from thinkbox.service.tools.agent import to_preimport, tools_section
+from thinkbox.service.tools.spec import Function
+from thinkbox.service.tools.store import ToolInfo
+
 from .conftest import Running
 from .service_support import program, read_sse, running_server
 
@@ -162,3 +166,43 @@ def test_a_first_run_resumed_after_a_restart_imports_before_its_cells_replay(tmp
         assert "run_resumed" in kinds and events[-1]["data"]["status"] == "answered", kinds
         assert outputs(events)[-1].startswith("Output:\n43 8\n"), outputs(events)
         assert IMPORTED.format(name=name) in system_prompt(second, question)
+
+
+def _tool(name: str, description: str, functions: list[str], updated: float = 1.0) -> ToolInfo:
+    return ToolInfo(
+        name=name,
+        version=1,
+        active_version=1,
+        description=description,
+        functions=[Function(f, "(x)", "") for f in functions],
+        source="",
+        tests="",
+        packages=[],
+        secrets=[],
+        private=False,
+        author="alice",
+        tests_passed=1,
+        created_at=updated,
+        updated_at=updated,
+    )
+
+
+def test_what_is_pre_imported_relevant_listed_tools_at_most_three_without_builtins_or_private_names() -> None:
+    tools = [
+        _tool("business_days", "Count business days between two dates", ["business_days", "_easter", "sum"]),
+        _tool("loan_payment", "Monthly payment of a loan", ["loan_payment"]),
+        _tool("only_builtins", "business helpers", ["max", "_hidden", "print"]),
+    ]
+    tools += [_tool(f"days_{i}", f"days helper {i}", [f"days_{i}"], updated=i) for i in range(5)]
+    wanted = to_preimport(tools, "How many business days are there in March 2026?", limit=8)
+    # score > 0 only (not loan_payment), at most 3, none whose functions are all builtins or private
+    assert list(wanted) == ["business_days", "days_4", "days_3"], wanted
+    assert wanted["business_days"] == ["business_days"]
+    assert to_preimport(tools, "What is the weather?", limit=8) == {}
+    # only tools the prompt lists: with a limit of 1, the best one
+    assert list(to_preimport(tools, "business days", limit=1)) == ["business_days"]
+    section = tools_section(tools[:2], "business days", 8, imported=["business_days"])
+    assert "- business_days(x): Count business days between two dates (already imported in this session " in (
+        section
+    )
+    assert "- from tools.loan_payment import loan_payment: loan_payment(x). Monthly payment" in section
