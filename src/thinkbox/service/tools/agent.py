@@ -144,18 +144,6 @@ def tools_section(
     return "\n".join(lines)
 
 
-def prompt_section(
-    store: ToolStore,
-    owner: Principal,
-    question: str,
-    limit: int,
-    harvest: bool = False,
-    imported: Collection[str] = (),
-) -> str:
-    """:func:`tools_section` for the tools ``owner`` sees (synchronous: call it in a thread)."""
-    return tools_section(store.list_tools(owner), question, limit, harvest, imported)
-
-
 async def from_run(store: ToolStore, owner: Principal, result: ExecutionResult) -> str:
     """Save the tools that the step's code asked for with ``save_tool``; what to tell the model ('' when
     it asked for none)."""
