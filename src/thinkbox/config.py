@@ -279,6 +279,14 @@ class ServiceSettings(BaseModel):
             "POST /v1/tools save tools."
         ),
     )
+    preimport_tools: bool = Field(
+        True,
+        description=(
+            "Before a session's first run, import the listed tools relevant to the question into the "
+            "session (at most 3; the prompt says they are imported, so the model calls them without "
+            "writing them); false: the model imports them itself (from tools.NAME import f)."
+        ),
+    )
     local_reuse: bool = Field(
         True,
         description=(

@@ -82,3 +82,39 @@ def test_a_tool_imported_then_written_again_does_not_count_as_used() -> None:
     assert _bound_by_tools(imported + again, set()) == set()
     assert _bound_by_tools(again + imported, set()) == {"business_days"}
     assert _bound_by_tools(again, {"business_days"}) == set()  # a later step writes it again
+
+
+def test_a_call_of_a_saved_tools_function_the_run_did_not_define_counts_as_used() -> None:
+    from thinkbox.bench.tools import ToolUse, _bound_by_tools
+
+    saved = {"business_days", "count_primes"}
+    call = "print(business_days('2026-03-02', '2026-04-17'))"
+    again = "def business_days(start, end):\n    return 0\n"
+    # pre-imported by the service: called without an import or a def of its own
+    assert _bound_by_tools(call, set(), saved) == {"business_days"}
+    assert _bound_by_tools(
+        "def main():\n    return business_days('a', 'b')\nprint(main())", set(), saved
+    ) == {"business_days"}
+    # the run's own: defined (or bound otherwise) before the call in the same step, or written again after
+    assert _bound_by_tools(again + call, set(), saved) == set()
+    assert _bound_by_tools("business_days = lambda s, e: 0\n" + call, set(), saved) == set()
+    assert _bound_by_tools("from mylib import business_days\n" + call, set(), saved) == set()
+    assert _bound_by_tools(call + "\n" + again, set(), saved) == set()
+    # not a saved tool's function
+    assert _bound_by_tools("print(len('abc'))", set(), saved) == set()
+
+    # across steps: a def in an earlier step (even one that failed after it) makes the call the run's own
+    use = ToolUse(saved=saved)
+    use.step(again + "raise ValueError('later')", ok=False)
+    use.step(call, ok=True)
+    assert use.from_tools == set()
+    # a call in a step that failed does not count; one in a step that ran does
+    use = ToolUse(saved=saved)
+    use.step("print(count_primes(10))\n1 / 0", ok=False)
+    assert use.from_tools == set()
+    use.step("print(count_primes(10))", ok=True)
+    assert use.from_tools == {"count_primes"}
+    # the explicit import still counts, as before
+    use = ToolUse(saved=set())
+    use.step("from tools.business_days import business_days\n" + call, ok=True)
+    assert use.from_tools == {"business_days"}

@@ -53,6 +53,8 @@ class QuestionModel:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.requests = 0
+        self.systems: dict[str, str] = {}
+        """The system prompt of the latest request for each program (the user message that holds it)."""
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         self.requests += 1
@@ -63,6 +65,8 @@ class QuestionModel:
         else:
             match = _PROGRAM.search(messages[starts[-1]]["content"])
             assert match is not None
+            if messages[0]["role"] == "system":
+                self.systems[messages[starts[-1]]["content"]] = messages[0]["content"]
             steps, answer = json.loads(match.group(1)), match.group(2)
             done = sum(1 for m in messages[starts[-1] :] if m["role"] == "assistant")
             reply = (
@@ -127,6 +131,7 @@ class ThreadServer:
 
     def __init__(self, settings: Settings, model: Any) -> None:
         self.settings = settings
+        self.model = model
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings, model=model)

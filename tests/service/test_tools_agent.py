@@ -67,7 +67,11 @@ def test_a_run_saves_a_tool_and_a_later_run_of_another_user_imports_it(running: 
         session = running.server.service.sessions.live(_session_of(bob, later))
         assert session is not None
         prompt = session.history[0]["content"]
-        assert f"- from tools.{name} import count_vowels: count_vowels(text). Count the vowels" in prompt
+        # relevant to the question (which names it): imported before the run (service.preimport_tools)
+        assert (
+            f"- count_vowels(text): Count the vowels of a text (already imported in this session from "
+            f"tools.{name}: call it directly" in prompt
+        )
 
 
 def _session_of(client: httpx.Client, events: list[dict[str, Any]]) -> str:

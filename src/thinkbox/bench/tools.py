@@ -4,10 +4,11 @@ One user of a fresh ``thinkbox serve`` (a child process on a loopback port, its 
 settings' model: the embedded one by default) asks :data:`QUESTIONS` one after another, then the same
 three again. Each question asks for a function, tested and saved as a tool (``save_tool``, a function in
 the session: see ``service/tools/agent.py``); in the second round the system prompt lists the saved tools
-and the model may import them. Per run: steps, tokens, seconds, the answer and whether it is right, whether
-a tool of that name exists after the first round (saved by the model's ``save_tool`` or by the service's
-harvest after the answer: :mod:`thinkbox.service.tools.harvest`), and whether the second round imported it
-(a step whose code imports from ``tools`` ran without an error). The figures compared are the sums over the
+and the model may import them (or, with ``service.preimport_tools``, call those the service imported into the
+session before the run). Per run: steps, tokens, seconds, the answer and whether it is right, whether a tool
+of that name exists after the first round (saved by the model's ``save_tool`` or by the service's harvest
+after the answer: :mod:`thinkbox.service.tools.harvest`), and whether the run used a saved tool (see
+:func:`_bound_by_tools`). The figures compared are the sums over the
 three questions of each round: steps, and seconds to the answer (the harvest, which runs after the answer,
 is reported on its own and is in the run's total seconds, not in the answer's). The questions are this
 benchmark's own, not items of ``bench reasoning``.
@@ -22,7 +23,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +88,12 @@ METHOD = {
     "after the answer (0: nothing to harvest)",
     "harvested": "tools the harvest saved from the run (tools_harvested outcome saved)",
     "saved": "a tool of the question's name exists (GET /v1/tools) after the first round",
-    "used_tool": "the run executed code importing a function from a saved tool's module (from tools.NAME "
-    "import f), that step ran without an error (an import tried inside try/except counts too), and no "
-    "later def of the run replaced f with its own code",
+    "used_tool": "a step of the run that ran without an error imported a function from a saved tool's "
+    "module (from tools.NAME import f; an import tried inside try/except counts too), or called a function f "
+    "of a saved tool (listed by GET /v1/tools before the run, or harvested earlier) that no earlier def of "
+    "the run (nor an earlier line of that step) had defined, so the call could only run through the "
+    "service's pre-import (service.preimport_tools); and no later def of the run replaced f with its own "
+    "code",
     "right": "the last number of the answer is within 0.01 (relative 1e-4) of the expected value",
 }
 
@@ -146,18 +151,25 @@ def is_right(answer: str, expected: float) -> bool:
     return abs(value - expected) <= max(0.01, abs(expected) * 1e-4)
 
 
-async def _ask(client: AsyncClient, name: str, question: str, expected: float, round_no: int) -> ToolRun:
+async def _ask(
+    client: AsyncClient,
+    name: str,
+    question: str,
+    expected: float,
+    round_no: int,
+    saved: Collection[str] = (),
+) -> ToolRun:
+    """One run of ``question``; ``saved``: the functions of the tools saved before it."""
     run = ToolRun(question=name, round=round_no)
     started = time.perf_counter()
     info = await client.create_run(question)
     code = ""
-    from_tools: set[str] = set()
+    use = ToolUse(saved=set(saved))
     async for event in client.run_events(info.id):
         if isinstance(event, ActionParsed):
             code = event.code
         elif isinstance(event, ExecutionFinished):
-            if event.result.error is None:
-                from_tools = _bound_by_tools(code, from_tools)
+            use.step(code, event.result.error is None)
             code = ""
         elif isinstance(event, FinalAnswer):
             run.answer_s = round(time.perf_counter() - started, 2)
@@ -169,27 +181,80 @@ async def _ask(client: AsyncClient, name: str, question: str, expected: float, r
             run.answer = (event.answer or "")[:300]
     run.seconds = round(time.perf_counter() - started, 2)
     run.right = is_right(run.answer, expected)
-    run.used_tool = bool(from_tools)
+    run.used_tool = bool(use.from_tools)
     return run
 
 
-def _bound_by_tools(code: str, names: set[str]) -> set[str]:
+@dataclass
+class ToolUse:
+    """Which saved tools' functions a run's code used, step by step (the JSON's ``method.used_tool``)."""
+
+    saved: set[str]
+    """The functions of the tools saved before the run."""
+    from_tools: set[str] = field(default_factory=set)
+    """Functions bound to a saved tool's after the steps so far."""
+    own: set[str] = field(default_factory=set)
+    """Names the run's own code bound (defs, assignments, imports not from ``tools``)."""
+
+    def step(self, code: str, ok: bool) -> None:
+        """A step whose ``code`` ran, without an error when ``ok`` (only then do its imports and calls
+        count; its bindings count either way: what ran before an error is defined)."""
+        if ok:
+            self.from_tools = _bound_by_tools(code, self.from_tools, self.saved - self.own)
+        self.own |= _own_names(code)
+
+
+def _bound_by_tools(code: str, names: set[str], preimported: Collection[str] = ()) -> set[str]:
     """``names`` (functions bound to a saved tool's) after ``code`` ran: its ``from tools.X import f`` add
-    f, its ``def f`` (the model writing f again) take it away, in the order of the code's lines."""
+    f, and so does a call of f in ``preimported`` (a saved tool's function that the run has not bound
+    itself) made before any binding of f in ``code``: only the service's pre-import can have defined it;
+    its ``def f`` (the model writing f again) take it away; in the order of the code's lines."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return names
     names = set(names)
     changes: list[tuple[int, bool, str]] = []
+    bound = _bindings(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tools."):
             changes += [(node.lineno, True, a.asname or a.name) for a in node.names]
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             changes.append((node.lineno, False, node.name))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in preimported:
+            first = min(bound.get(node.func.id, [node.lineno + 1]))
+            if node.lineno < first:
+                changes.append((node.lineno, True, node.func.id))
     for _, imported, name in sorted(changes):
         (names.add if imported else names.discard)(name)
     return names
+
+
+def _bindings(tree: ast.AST) -> dict[str, list[int]]:
+    """The names ``tree``'s own code binds -> the lines: defs, classes, assignments, imports (except
+    imports from a saved tool, ``from tools.X import f``, which bind the tool's function)."""
+    found: dict[str, list[int]] = {}
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names = [node.name]
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names = [node.id]
+        elif isinstance(node, ast.Import):
+            names = [(a.asname or a.name).split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not (node.module or "").startswith("tools."):
+            names = [a.asname or a.name for a in node.names]
+        for name in names:
+            found.setdefault(name, []).append(getattr(node, "lineno", 0))
+    return found
+
+
+def _own_names(code: str) -> set[str]:
+    """The names a step's code binds itself (see :func:`_bindings`); none when it does not parse."""
+    try:
+        return set(_bindings(ast.parse(code)))
+    except SyntaxError:
+        return set()
 
 
 async def run_tools_bench(progress: Progress = lambda _m: None, timeout_s: float = 3600.0) -> ToolsBench:
@@ -225,7 +290,9 @@ async def _rounds(server: ChildServer, key: str, report: ToolsBench, progress: P
         for round_no in (1, 2):
             for name, question, expected in QUESTIONS:
                 progress(f"round {round_no}: {name}")
-                run = await _ask(client, name, question, expected, round_no)
+                saved = await _saved_functions(server.url, headers)
+                saved |= {f for r in report.runs for f in r.harvested}
+                run = await _ask(client, name, question, expected, round_no, saved)
                 report.runs.append(run)
                 progress(
                     f"  {run.status}, {run.steps} steps, {run.answer_s} s to the answer, {run.seconds} s in "
@@ -241,6 +308,13 @@ async def _rounds(server: ChildServer, key: str, report: ToolsBench, progress: P
             report.model = str((await http.get("/v1/models")).json().get("data", [{}])[0].get("id", ""))
     finally:
         await client.aclose()
+
+
+async def _saved_functions(url: str, headers: dict[str, str]) -> set[str]:
+    """The functions of the tools the user can import now (GET /v1/tools)."""
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+        listed = (await http.get("/v1/tools")).json()
+    return {f["name"] for tool in listed["tools"] for f in tool.get("functions", [])}
 
 
 def _sum(report: ToolsBench) -> None:

@@ -60,6 +60,7 @@ from thinkbox.service.storage import Storage, StorageError
 from thinkbox.service.tools import ToolStore
 from thinkbox.service.tools import agent as tool_agent
 from thinkbox.service.tools.harvest import Harvest
+from thinkbox.service.tools.preimport import first_run_tools
 
 log = logging.getLogger(__name__)
 _STATUS = {"answered": "succeeded", "limit": "failed", "error": "failed", "cancelled": "cancelled"}
@@ -279,13 +280,13 @@ class RunManager:
     ) -> None:
         form, language = self.settings.agent.reply_format, self.settings.agent.language
         state = recorded_state(events, form, language) if events else None
+        question = state.question if state is not None else question
+        on_result = await self._tools_for(active.owner, live, question)  # tools imported before a replay
         if state is not None:
             failure = await replay(live.session, state.cells)
             if failure is not None:
                 raise _Stop("resume_failed", f"the run could not be resumed after a restart: {failure}")
-            question = state.question
         model = FairModel(self.model, self.model_gate, active.owner.tenant_id)
-        on_result = await self._tools_for(active.owner, live, question)
         agent = cast(
             AsyncGenerator[Event, None],
             run_routed(
@@ -329,14 +330,13 @@ class RunManager:
 
     async def _tools_for(self, owner: Principal, live: LiveSession, question: str) -> ResultHook | None:
         """The tenant's tools for this run: a session's first run gets the system prompt listing them (the
-        most relevant to its question), every run the hook that saves what ``save_tool`` asks for."""
+        most relevant to its question; those relevant imported first, service.preimport_tools), every run
+        the hook that saves what ``save_tool`` asks for."""
         store = self.tools
         if store is None:
             return None
         if not live.history:
-            svc = self.settings.service
-            args = (store, owner, question, svc.prompt_tools, svc.harvest_tools)
-            extra = await asyncio.to_thread(tool_agent.prompt_section, *args)
+            extra = await first_run_tools(store, owner, live.session, question, self.settings)
             files = await live.session.list_files()
             network = self.sessions.egress is not None
             form = self.settings.agent.reply_format

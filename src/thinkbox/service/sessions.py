@@ -39,7 +39,7 @@ from thinkbox.service.journal import stored_records
 from thinkbox.service.secrets.store import REFRESH_S, SecretStore
 from thinkbox.service.storage import Storage
 from thinkbox.service.tools import ToolStore
-from thinkbox.service.tools import agent as tool_agent
+from thinkbox.service.tools.preimport import first_run_tools
 
 log = logging.getLogger(__name__)
 TOUCH_ROW_EVERY_S = 30.0
@@ -215,13 +215,18 @@ class SessionManager:
         self, owner: Principal, session_id: str, *, unfinished: str | None = None
     ) -> LiveSession:
         """A fresh sandbox for the session, its state rebuilt from its finished runs (``unfinished``: a run
-        that will resume on it: its cells are replayed by the caller)."""
+        that will resume on it: its cells are replayed by the caller). As at the session's first run, the
+        tools relevant to the first question are imported before any cell runs (service.preimport_tools),
+        and the system prompt lists the tools for that question."""
         existing = self._live.get(session_id)
         if existing is not None:
             return existing
         runs = await asyncio.to_thread(self._recorded_runs, session_id, unfinished)
         live = LiveSession(session_id, owner, "run", await self._open_sandbox(owner, session_id))
         self._live[session_id] = live
+        extra = ""
+        if runs and self.tools is not None:
+            extra = await first_run_tools(self.tools, owner, live.session, runs[0].question, self.settings)
         cells: list[Cell] = [cell for state in runs for cell in state.cells]
         failure = await replay(live.session, cells)
         if failure is not None:
@@ -229,14 +234,6 @@ class SessionManager:
             raise ApiError(410, "session_gone", _gone(session_id, f"rebuilding it failed: {failure}"))
         if runs:
             files = await live.session.list_files()
-            extra = ""
-            if self.tools is not None:
-                limit = self.settings.service.prompt_tools
-                ask = runs[-1].question
-                harvest = self.settings.service.harvest_tools
-                extra = await asyncio.to_thread(
-                    tool_agent.prompt_section, self.tools, owner, ask, limit, harvest
-                )
             form = self.settings.agent.reply_format
             system = system_prompt(files, reply_format=form, extra=extra, network=self.egress is not None)
             live.history.append({"role": "system", "content": system})

@@ -8,14 +8,20 @@ names or first docstring lines counts its inverse document frequency over the te
 tool has says nothing); ties go to the most recently changed tool. Why this and not embeddings: no second
 model on a 2-core machine, the same answer every time for the same tools (the prompt, and so the model's
 KV cache, stay stable), and names and descriptions written by the agent itself use the question's words.
+
+Pre-import. Of the listed tools, those with a score above 0 (at most :data:`PREIMPORT_MAX`) may be
+imported into the session before the run (:func:`to_preimport`, done by :mod:`.preimport`); their lines
+then say so and show the call, not the import.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
+import keyword
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from thinkbox.sandbox.types import ExecutionResult
 from thinkbox.service.accounts import Principal
@@ -26,6 +32,8 @@ from thinkbox.service.tools.spec import ToolRefused, check
 from thinkbox.service.tools.store import ToolInfo, ToolStore
 
 MAX_REQUESTS_PER_STEP = 3
+PREIMPORT_MAX = 3
+"""Saved tools imported into a session before its first run, at most (service.preimport_tools)."""
 _WORD = re.compile(r"[a-z0-9]+")
 # fmt: off
 _STOP = frozenset((
@@ -55,8 +63,8 @@ def _text(tool: ToolInfo) -> str:
     return " ".join(parts)
 
 
-def rank(tools: Sequence[ToolInfo], question: str) -> list[ToolInfo]:
-    """``tools``, most relevant to ``question`` first (see the module docstring)."""
+def scores(tools: Sequence[ToolInfo], question: str) -> dict[str, float]:
+    """Each tool's lexical score for ``question`` (see the module docstring; 0: no word in common)."""
     stems = {t.name: _stems(_text(t)) for t in tools}
     df: dict[str, int] = {}
     for words in stems.values():
@@ -64,18 +72,54 @@ def rank(tools: Sequence[ToolInfo], question: str) -> list[ToolInfo]:
             df[w] = df.get(w, 0) + 1
     asked = _stems(question)
     n = len(tools)
-
-    def score(tool: ToolInfo) -> tuple[float, float]:
-        hits = asked & stems[tool.name]
-        return (sum(math.log(1 + n / df[w]) for w in hits), tool.updated_at)
-
-    return sorted(tools, key=score, reverse=True)
+    return {name: sum(math.log(1 + n / df[w]) for w in asked & words) for name, words in stems.items()}
 
 
-def tools_section(tools: Sequence[ToolInfo], question: str, limit: int, harvest: bool = False) -> str:
+def rank(tools: Sequence[ToolInfo], question: str) -> list[ToolInfo]:
+    """``tools``, most relevant to ``question`` first (see the module docstring)."""
+    score = scores(tools, question)
+    return sorted(tools, key=lambda t: (score[t.name], t.updated_at), reverse=True)
+
+
+def listed(tools: Sequence[ToolInfo], question: str, limit: int) -> list[ToolInfo]:
+    """The tools the system prompt lists: all of them by name, or past ``limit`` the most relevant."""
+    return rank(tools, question)[:limit] if len(tools) > limit else sorted(tools, key=lambda t: t.name)
+
+
+def importable(tool: ToolInfo) -> list[str]:
+    """The functions of ``tool`` that may be imported into a session unasked: not ``_private``, not a
+    keyword, not a builtin (importing ``sum`` would hide the builtin from the model's code)."""
+    return [
+        f.name
+        for f in tool.functions
+        if f.name.isidentifier()
+        and not f.name.startswith("_")
+        and not keyword.iskeyword(f.name)
+        and not hasattr(builtins, f.name)
+    ]
+
+
+def to_preimport(tools: Sequence[ToolInfo], question: str, limit: int) -> dict[str, list[str]]:
+    """The tools to import into a session before its first run (``service.preimport_tools``): of those the
+    prompt lists, the most relevant to ``question`` with a score above 0, at most :data:`PREIMPORT_MAX`
+    -> their importable functions."""
+    score = scores(tools, question)
+    relevant = [t for t in listed(tools, question, limit) if score[t.name] > 0 and importable(t)]
+    relevant.sort(key=lambda t: (score[t.name], t.updated_at), reverse=True)
+    return {t.name: importable(t) for t in relevant[:PREIMPORT_MAX]}
+
+
+def tools_section(
+    tools: Sequence[ToolInfo],
+    question: str,
+    limit: int,
+    harvest: bool = False,
+    imported: Collection[str] = (),
+) -> str:
     """The system prompt's lines about saved tools (name, signature, one line each) and how tools are made:
-    ``save_tool``, or with ``harvest`` (service.harvest_tools) that the run's functions are saved after it."""
-    shown = rank(tools, question)[:limit] if len(tools) > limit else sorted(tools, key=lambda t: t.name)
+    ``save_tool``, or with ``harvest`` (service.harvest_tools) that the run's functions are saved after it.
+    A tool named in ``imported`` was imported into the session before the run: its line says to call it."""
+    shown = listed(tools, question, limit)
     lines = []
     if shown:
         more = f"; {len(tools) - len(shown)} more: tools.available()" if len(tools) > len(shown) else ""
@@ -84,19 +128,20 @@ def tools_section(tools: Sequence[ToolInfo], question: str, limit: int, harvest:
             f"writing that code again{more}:"
         )
         for tool in shown:
-            names = ", ".join(f.name for f in tool.functions)
             about = tool.description.strip().split("\n")[0][:150]
+            if tool.name in imported:
+                funcs = [f for f in tool.functions if f.name in importable(tool)]
+                sigs = "; ".join(f"{f.name}{f.signature}" for f in funcs[:3])
+                lines.append(
+                    f"- {sigs}" + (f": {about}" if about else "") + f" (already imported in this session "
+                    f"from tools.{tool.name}: call it directly; do not write it again)"
+                )
+                continue
+            names = ", ".join(f.name for f in tool.functions)
             sigs = "; ".join(f"{f.name}{f.signature}" for f in tool.functions[:3])
             lines.append(f"- from tools.{tool.name} import {names}: {sigs}" + (f". {about}" if about else ""))
     lines.append(HARVEST_HINT if harvest else SAVE_HINT)
     return "\n".join(lines)
-
-
-def prompt_section(
-    store: ToolStore, owner: Principal, question: str, limit: int, harvest: bool = False
-) -> str:
-    """:func:`tools_section` for the tools ``owner`` sees (synchronous: call it in a thread)."""
-    return tools_section(store.list_tools(owner), question, limit, harvest)
 
 
 async def from_run(store: ToolStore, owner: Principal, result: ExecutionResult) -> str:
