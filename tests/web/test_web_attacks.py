@@ -193,3 +193,33 @@ def test_every_field_of_a_run_stays_text(open_page: Page) -> None:
                 assert tag == "img" and value.startswith(
                     ("data:image/png;base64,", "data:image/svg+xml;base64,")
                 )
+
+
+def test_the_page_refuses_html_strings_outside_its_sanitizer(web: Web, page: Page) -> None:
+    """Trusted Types: code that writes a string as HTML throws (a future mistake fails instead of
+    becoming a hole); the sanitizer's policy is the page's only one, and no script can make another."""
+    page.goto(web.url + "/")
+    page.get_by_test_id("api-key-input").wait_for()  # app.js ran
+    out = page.evaluate(
+        """async () => {
+            const tries = {
+                innerHTML: () => { document.createElement("div").innerHTML = "<b>x</b>"; },
+                insertAdjacentHTML: () => document.body.insertAdjacentHTML("beforeend", "<b>x</b>"),
+                DOMParser: () => new DOMParser().parseFromString("<b>x</b>", "text/html"),
+                policy: () => trustedTypes.createPolicy("thinkbox-html", { createHTML: (s) => s }),
+                another: () => trustedTypes.createPolicy("mine", { createHTML: (s) => s }),
+            };
+            const out = {};
+            for (const [name, attempt] of Object.entries(tries)) {
+                try { attempt(); out[name] = "allowed"; } catch (err) { out[name] = err.name; }
+            }
+            const { sanitizedHtml } = await import("/web/js/sanitize.js");
+            out.sanitized = sanitizedHtml("<table><tr><td>1</td></tr></table>").innerHTML;
+            return out;
+        }"""
+    )
+    assert out["sanitized"] == "<table><tbody><tr><td>1</td></tr></tbody></table>"
+    refused = {name: why for name, why in out.items() if name != "sanitized"}
+    assert refused == dict.fromkeys(
+        ("innerHTML", "insertAdjacentHTML", "DOMParser", "policy", "another"), "TypeError"
+    )
