@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
-from .web_support import Web
+from .web_support import Web, sign_in
 
 PAYLOADS = [
     "<img src=x onerror=window.ran=1>",
@@ -223,3 +223,27 @@ def test_the_page_refuses_html_strings_outside_its_sanitizer(web: Web, page: Pag
     assert refused == dict.fromkeys(
         ("innerHTML", "insertAdjacentHTML", "DOMParser", "policy", "another"), "TypeError"
     )
+
+
+BIDI = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "invoice\u202efdp.exe" reads as "invoiceexe.pdf"
+
+
+def test_a_shared_file_cannot_disguise_its_name_with_bidi_controls(web: Web, page: Page) -> None:
+    """A tenant mate's file named to read as a PDF while it ends in .exe shows its controls, and downloads
+    under a name without them."""
+    name = f"invoice{BIDI}fdp.exe"
+    with web.client(web.bob) as bob:
+        assert bob.put("/v1/files/" + name, params={"scope": "tenant"}, content=b"MZ").status_code == 201
+    try:
+        sign_in(page, web.url, web.alice)
+        row = page.get_by_test_id("shared-file-list").locator('[data-testid="file"]', has_text="invoice")
+        expect(row).to_have_count(1)
+        shown = row.locator(".name").inner_text()
+        assert BIDI not in shown and "U+202E" in shown and shown.endswith("fdp.exe"), shown
+        with page.expect_download() as download:
+            row.get_by_role("button", name="Download").click()
+        saved = download.value.suggested_filename
+        assert saved.endswith(".exe") and not any(0x202A <= ord(c) <= 0x202E for c in saved), saved
+    finally:
+        with web.client(web.bob) as bob:
+            bob.delete("/v1/files/" + name, params={"scope": "tenant"})
