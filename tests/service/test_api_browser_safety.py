@@ -142,3 +142,33 @@ def test_an_image_link_outlives_a_key_rotation_and_binds_run_name_and_bytes(tmp_
     assert not image_is_ours(
         Keyring(tmp_path / "elsewhere"), "r_01", name, b"figure"
     )  # another server's keys
+
+
+def test_no_other_site_can_read_an_answer_or_act_with_a_cookie_a_form_or_a_link(running: Running) -> None:
+    """The key travels only in ``Authorization``, which no other site can make a browser send: no CORS
+    (a preflight is refused, an answer names no allowed origin), and a key in a cookie, a form, the query
+    string or basic auth is not a key. Redirects (a trailing slash) stay on the server they came to."""
+    key, evil = running.alice.key, "https://evil.example"
+    preflight = httpx.options(
+        running.url + "/v1/runs",
+        headers={
+            "Origin": evil,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    read = httpx.get(running.url + "/v1/me", headers={**running.alice.headers, "Origin": evil})
+    assert preflight.status_code >= 400 and read.status_code == 200
+    for answer in (preflight, read):
+        assert not [h for h in answer.headers if h.startswith("access-control-")], dict(answer.headers)
+    not_keys = [
+        httpx.get(running.url + "/v1/me", headers={"Cookie": f"key={key}; Authorization=Bearer {key}"}),
+        httpx.get(running.url + "/v1/me", params={"api_key": key, "key": key, "access_token": key}),
+        httpx.post(running.url + "/v1/runs", data={"question": "hi", "Authorization": f"Bearer {key}"}),
+        httpx.get(running.url + "/v1/me", auth=(key, key)),
+    ]
+    assert [a.status_code for a in not_keys] == [401] * 4
+    for path in ("/v1/runs/", "//evil.example/", "//evil.example/v1/me/", "/%2F%2Fevil.example/"):
+        answer = httpx.get(running.url + path, headers=running.alice.headers)
+        location = answer.headers.get("location")
+        assert location is None or location.startswith(running.url + "/"), (path, location)
