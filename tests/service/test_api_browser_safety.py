@@ -237,3 +237,15 @@ def test_a_completion_shows_a_breakout_attempt_as_text(running: Running) -> None
     reasoning = reply.choices[0].message.reasoning_content  # type: ignore[attr-defined]
     assert "evil.example/pixel.png" in reasoning
     assert_no_remote_fetch(reasoning)
+
+
+def test_an_image_link_says_nothing_of_whether_its_run_exists(running: Running) -> None:
+    """``/v1/images`` answers without a key: a run id that exists (another tenant's) and one that does not
+    get the same 404, as ids do on every route."""
+    with running.client(running.carol) as carol:
+        run = carol.post("/v1/runs", json={"question": program([], "hi")}).json()["id"]
+    name = "1-" + "0" * 32 + ".png"
+    real = httpx.get(f"{running.url}/v1/images/{run}/{name}")
+    made_up = httpx.get(f"{running.url}/v1/images/r_{'0' * 16}/{name}")
+    assert real.status_code == made_up.status_code == 404
+    assert real.json() == made_up.json(), (real.json(), made_up.json())
