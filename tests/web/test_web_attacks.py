@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from .web_support import Web, sign_in
+from service.service_support import program
+
+from .web_support import Web, ask, sign_in
 
 PAYLOADS = [
     "<img src=x onerror=window.ran=1>",
@@ -247,3 +249,33 @@ def test_a_shared_file_cannot_disguise_its_name_with_bidi_controls(web: Web, pag
     finally:
         with web.client(web.bob) as bob:
             bob.delete("/v1/files/" + name, params={"scope": "tenant"})
+
+
+def test_an_answer_nested_thousands_deep_is_shown_and_breaks_nothing(web: Web, page: Page) -> None:
+    """An answer of thousands of '>' (block quotes in block quotes) once overflowed the renderer's stack:
+    the answer vanished and the page said the server could not be reached."""
+    sign_in(page, web.url, web.alice)
+    run = ask(page, program([], "> " * 3000 + "deep"))
+    expect(run.get_by_test_id("run-status")).to_have_attribute("data-status", "answered")
+    expect(run.get_by_test_id("answer")).to_contain_text("deep")
+    assert run.get_by_test_id("answer").locator("blockquote").count() <= 16
+    assert page.get_by_test_id("connection-banner").is_hidden()
+
+
+def test_an_event_the_page_cannot_show_is_said_and_the_run_goes_on(web: Web, page: Page) -> None:
+    """A renderer that throws on one event (a bug, or content no test foresaw) costs that event only: it is
+    not taken for a lost connection (a false banner, and the event skipped at the reconnection)."""
+    sign_in(page, web.url, web.alice)
+    page.evaluate(
+        """async () => {
+            const { RunView } = await import("/web/js/run_view.js");
+            RunView.prototype.on_display_produced = () => { throw new Error("no way to show this"); };
+        }"""
+    )
+    code = "class T:\n    def _repr_html_(self):\n        return '<b>t</b>'\ndisplay(T())\nprint('after')"
+    run = ask(page, program([code], "shown"))
+    expect(run.get_by_test_id("answer")).to_have_text("shown")
+    expect(run.get_by_test_id("step-output")).to_have_text("after\n")
+    expect(run.get_by_test_id("run-note")).to_contain_text("display_produced")
+    expect(run.get_by_test_id("run-note")).to_contain_text("no way to show this")
+    assert page.get_by_test_id("connection-banner").is_hidden()

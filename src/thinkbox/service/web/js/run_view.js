@@ -29,7 +29,11 @@ export class RunView {
     if (frame.id && frame.id <= this.lastSeq) return false;
     if (frame.id) this.lastSeq = frame.id;
     const handler = this[`on_${frame.type}`];
-    if (handler) handler.call(this, frame.data);
+    try {
+      if (handler) handler.call(this, frame.data);
+    } catch (err) { // that event only: not taken for a lost connection (a false banner, the event skipped)
+      this.note(`This ${frame.type} event could not be shown (${err.message}).`);
+    }
     return true;
   }
 
