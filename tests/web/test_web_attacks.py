@@ -279,3 +279,23 @@ def test_an_event_the_page_cannot_show_is_said_and_the_run_goes_on(web: Web, pag
     expect(run.get_by_test_id("run-note")).to_contain_text("display_produced")
     expect(run.get_by_test_id("run-note")).to_contain_text("no way to show this")
     assert page.get_by_test_id("connection-banner").is_hidden()
+
+
+def test_an_html_output_too_large_to_parse_is_shown_as_its_text(web: Web, page: Page) -> None:
+    """Chromium parses thousands of unclosed tags in quadratic time (a 16 MiB display, what a session may
+    send, would hold the tab for hours, at every reload): past 20,000 tags the text form is shown."""
+    page.goto(web.url + "/")
+    out = page.evaluate(
+        """async () => {
+            const { RunView } = await import("/web/js/run_view.js");
+            const view = new RunView("r_0000000000000001", "q");
+            document.body.append(view.el);
+            const frame = (id, html) => ({ id, type: "display_produced", data: { step: 1, mime: {
+                "text/html": html, "text/plain": `text form ${id}` } } });
+            view.add(frame(1, "<div>".repeat(20001)));
+            view.add(frame(2, "<table>" + "<tr><td>1</td></tr>".repeat(1000) + "</table>"));
+            const shown = [...view.el.querySelectorAll('[data-testid="output-display"]')];
+            return shown.map((d) => [d.firstElementChild.className, d.textContent.slice(0, 20)]);
+        }"""
+    )
+    assert out == [["output", "text form 1"], ["html-output", "1" * 20]], out
