@@ -299,3 +299,24 @@ def test_an_html_output_too_large_to_parse_is_shown_as_its_text(web: Web, page: 
         }"""
     )
     assert out == [["output", "text form 1"], ["html-output", "1" * 20]], out
+
+
+def test_a_native_submission_of_the_sign_in_form_never_puts_the_key_in_a_url(web: Web, page: Page) -> None:
+    """Should the page's script not handle the form (a failed load, a future bug), the browser's own
+    submission would send the key as ``/?api-key=KEY``: into the history, logs and the next Referer."""
+    page.goto(web.url + "/")
+    page.get_by_test_id("api-key-input").fill(web.alice.key)
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.evaluate(
+        """() => {
+            const form = document.getElementById("signin-form");
+            const bare = form.cloneNode(true);  // the same form without the page's listener
+            bare.querySelector("input").value = form.querySelector("input").value;
+            form.replaceWith(bare);
+            bare.requestSubmit();
+        }"""
+    )
+    page.wait_for_timeout(1000)
+    assert not [url for url in urls if web.alice.key in url], urls
+    assert web.alice.key not in page.url
