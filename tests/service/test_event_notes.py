@@ -35,7 +35,7 @@ LINES = [
 
 
 async def test_the_openai_reasoning_text_carries_each_note_and_no_content() -> None:
-    render = ChatRender(cast(Any, None), cast(Any, None), "r_1", "http://127.0.0.1/")
+    render = ChatRender(cast(Any, None), cast(Any, None), "r_1", "http://127.0.0.1/", cast(Any, None))
     for event in EVENTS:
         _, content = await render.feed(event)
         assert content == ""

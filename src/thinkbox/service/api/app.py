@@ -39,6 +39,7 @@ from thinkbox.service.api import (
     routes_web,
 )
 from thinkbox.service.api.deps import Caller
+from thinkbox.service.api.headers import SecurityHeaders
 from thinkbox.service.api.openai_schemas import openai_error
 from thinkbox.service.api.schemas import ErrorBody, Health, Me
 from thinkbox.service.core import Service
@@ -158,6 +159,7 @@ def create_app(
     app.include_router(routes_web.router)
     app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
     app.add_middleware(_BodyLimit)
+    app.add_middleware(SecurityHeaders)  # outside _BodyLimit: its 413 answers get the headers too
     return app
 
 

@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -86,11 +87,15 @@ async def put_file(path: str, request: Request, caller: Caller, scope: ScopeQuer
 
 @router.get("/{path:path}", responses={200: {"content": {"application/octet-stream": {}}}})
 async def get_file(path: str, caller: Caller, scope: ScopeQuery = "user") -> StreamingResponse:
-    """The file's bytes."""
+    """The file's bytes, as a download (``Content-Disposition: attachment``): sandbox code or a tenant mate
+    may have written an HTML or SVG page meant to run in a browser that opens it from this origin."""
     storage, who = caller.service.storage, caller.principal
     handle = await asyncio.to_thread(storage.read, who.tenant_name, who.user_name, scope, path)
     size = _size(handle)
-    headers = {"Content-Length": str(size)} if size is not None else {}
+    name = quote(path.rstrip("/").rsplit("/", 1)[-1], safe="")
+    headers = {"Content-Disposition": f"attachment; filename*=UTF-8''{name}", "Cache-Control": "no-store"}
+    if size is not None:
+        headers["Content-Length"] = str(size)
     return StreamingResponse(_chunks(handle), media_type="application/octet-stream", headers=headers)
 
 

@@ -39,7 +39,7 @@ from thinkbox.agent.events import parse_event
 from thinkbox.agent.loop import MAX_QUESTION_CHARS
 from thinkbox.agent.reply_format import system_prompt
 from thinkbox.service.api.deps import REVOKED, Caller, CallerInfo, still_authorised
-from thinkbox.service.api.openai_render import IMAGE_DIR, IMAGE_TYPES, ChatRender
+from thinkbox.service.api.openai_render import IMAGE_DIR, IMAGE_TYPES, ChatRender, image_is_ours
 from thinkbox.service.api.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -61,6 +61,8 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 OPENAI_PATHS = ("/v1/chat/", "/v1/models")
 MODEL = "thinkbox"
 KEEPALIVE_S = 15.0
+_NO_IMAGE = "no such image (the link is wrong, or the image was deleted)"
+"""One answer for every missing image: whether the run exists is not said (the route needs no key)."""
 _IMAGE_NAME = r"^[0-9]{1,6}-[0-9a-f]{32}\.(png|jpeg|gif|webp)$"
 _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": OpenAIError} for c in (400, 401, 404, 409, 429)}
 
@@ -131,7 +133,7 @@ async def chat_completions(
             with contextlib.suppress(Exception):
                 await service.sessions.close(session_id, "its first run was refused")
         raise
-    render = ChatRender(service.storage, who, row.id, str(request.base_url))
+    render = ChatRender(service.storage, who, row.id, str(request.base_url), service.secrets.keys)
     chat = _Chat(caller, row.id, body.model, render, earlier, question, session_id, key)
     if body.stream:
         return StreamingResponse(
@@ -340,15 +342,17 @@ async def get_image(
     service: Service = request.app.state.service
     owner = await asyncio.to_thread(_run_owner, service, run_id)
     if owner is None:
-        raise ApiError(404, "not_found", "no such image")
+        raise ApiError(404, "not_found", _NO_IMAGE)
     tenant, user = owner
     path = f"{IMAGE_DIR}/{run_id}/{name}"
     try:
         handle = await asyncio.to_thread(service.storage.read, tenant, user, "user", path)
     except StorageError:
-        raise ApiError(404, "not_found", "no such image (it may have been deleted)") from None
+        raise ApiError(404, "not_found", _NO_IMAGE) from None
     with handle:
         data = await asyncio.to_thread(handle.read)
+    if not image_is_ours(service.secrets.keys, run_id, name, data):  # written by code, not by the service
+        raise ApiError(404, "not_found", _NO_IMAGE)
     mime = next(m for m, ext in IMAGE_TYPES.items() if name.endswith("." + ext))
     headers = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
     return Response(data, media_type=mime, headers=headers)

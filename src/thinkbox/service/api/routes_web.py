@@ -5,6 +5,12 @@ in with an API key, which it sends as the bearer key of every request it makes.
 Every answer carries a Content-Security-Policy that allows scripts, styles and connections from this
 server only (images also from ``data:`` and ``blob:`` URLs, for the figures of runs and downloads): even
 a mistake in the page's escaping could not run a script that came in a question, an answer or an output.
+It also requires Trusted Types: a string given to an HTML sink (``innerHTML``, ``DOMParser``,
+``insertAdjacentHTML``, ...) throws, unless it went through the one policy the page has, ``thinkbox-html``,
+which only ``js/sanitize.js`` holds (to parse a display's HTML into an inert document it copies from); so
+code that one day writes a string as HTML fails at once instead of opening a hole. ``form-action 'none'``
+(and a key field without a name): the page's script handles its forms, and a submission by the browser
+itself would put the key in a URL (``/?api-key=KEY``: history, logs).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ TYPES = {
 }
 POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; font-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "require-trusted-types-for 'script'; trusted-types thinkbox-html"
 )
 HEADERS = {
     "Content-Security-Policy": POLICY,

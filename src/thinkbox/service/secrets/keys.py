@@ -6,11 +6,17 @@ is set, else from the file ``DATA_DIR/secrets.key`` (one key per line, newest fi
 (``MultiFernet``); :meth:`Keyring.rotate` puts a new key first and re-encrypts with it. The file is read
 again whenever it changes, so a running server follows a rotation done by ``thinkbox admin secrets
 rotate-key`` beside it.
+
+The same keys sign what the service hands out and must later recognise as its own (:meth:`Keyring.macs`:
+the names of image links, which sandbox code could otherwise mint); a key derived from each Fernet key is
+used, never the Fernet key itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import stat
 import threading
@@ -32,8 +38,8 @@ class Keyring:
         self.path = Path(data_dir) / KEY_FILE
         self.env = env if env is not None else os.environ.get(ENV_VAR)
         self._lock = threading.Lock()
-        self._loaded: tuple[int, MultiFernet] | None = None
-        """(the file's mtime when read, its keys); the environment's keys are read once."""
+        self._loaded: tuple[int, MultiFernet, list[bytes]] | None = None
+        """(the file's mtime when read, its keys, their MAC keys); the environment's keys are read once."""
 
     @property
     def source(self) -> str:
@@ -52,6 +58,11 @@ class Keyring:
                 f"a stored secret cannot be decrypted with the keys in {self.source}: restore the key it was "
                 f"encrypted with ({ENV_VAR} or {self.path}), or set the secret again"
             ) from None
+
+    def macs(self, message: bytes) -> list[str]:
+        """HMAC-SHA256 of ``message`` (hex) under each key, newest first: sign with the first, accept any
+        (a rotation leaves what the older keys signed valid until they are dropped from the key file)."""
+        return [hmac.new(key, message, hashlib.sha256).hexdigest() for key in self._keys()[1]]
 
     def rotate(self, tokens: Iterable[str]) -> list[str]:
         """``tokens`` re-encrypted with the newest key (call after :meth:`add_key`)."""
@@ -81,18 +92,21 @@ class Keyring:
 
     # -- loading ---------------------------------------------------------------------------------------
     def _fernet(self) -> MultiFernet:
+        return self._keys()[0]
+
+    def _keys(self) -> tuple[MultiFernet, list[bytes]]:
         with self._lock:
             if self.env:
                 if self._loaded is None:
-                    self._loaded = (0, _multi(self.env.split(","), ENV_VAR))
-                return self._loaded[1]
+                    self._loaded = (0, *_multi(self.env.split(","), ENV_VAR))
+                return self._loaded[1:]
             mtime = self._mtime()
             if self._loaded is None or self._loaded[0] != mtime:
                 if mtime is None:
                     self._create()
                     mtime = self._mtime()
-                self._loaded = (mtime or 0, _multi(self._read_file(), str(self.path)))
-            return self._loaded[1]
+                self._loaded = (mtime or 0, *_multi(self._read_file(), str(self.path)))
+            return self._loaded[1:]
 
     def _mtime(self) -> int | None:
         try:
@@ -120,13 +134,15 @@ class Keyring:
         return [line.strip() for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def _multi(keys: Iterable[str], where: str) -> MultiFernet:
-    fernets = []
+def _multi(keys: Iterable[str], where: str) -> tuple[MultiFernet, list[bytes]]:
+    """The keys as one MultiFernet, and a MAC key derived from each (see :meth:`Keyring.macs`)."""
+    fernets, macs = [], []
     for key in (k.strip() for k in keys):
         if not key:
             continue
         try:
             fernets.append(Fernet(key))
+            macs.append(hmac.new(key.encode(), b"thinkbox: signing key", hashlib.sha256).digest())
         except ValueError:
             raise ConfigError(
                 f"{where} holds something that is not a Fernet key (32 url-safe base64-encoded bytes): make "
@@ -134,7 +150,7 @@ def _multi(keys: Iterable[str], where: str) -> MultiFernet:
             ) from None
     if not fernets:
         raise ConfigError(f"{where} holds no key: give at least one Fernet key")
-    return MultiFernet(fernets)
+    return MultiFernet(fernets), macs
 
 
 def _write_keys(path: Path, keys: list[str]) -> None:

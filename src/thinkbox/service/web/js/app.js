@@ -3,7 +3,7 @@
 // and resumes a run that is still going, from its events.
 
 import { Api, ApiError, Unreachable } from "./api.js";
-import { clear, h } from "./dom.js";
+import { clear, h, shownName } from "./dom.js";
 import { FilesPanel } from "./files.js";
 import { follow } from "./follow.js";
 import { HistoryPanel } from "./history.js";
@@ -173,8 +173,8 @@ class Page {
   showAttachments() {
     const box = clear($("attached"));
     for (const path of this.attachments) {
-      box.append(h("span", { class: "chip", testid: "attachment" }, path,
-        h("button", { type: "button", "aria-label": `Remove ${path}`, onclick: () => { this.attachments.delete(path); this.showAttachments(); } }, "×")));
+      box.append(h("span", { class: "chip", testid: "attachment" }, shownName(path),
+        h("button", { type: "button", "aria-label": `Remove ${shownName(path)}`, onclick: () => { this.attachments.delete(path); this.showAttachments(); } }, "×")));
     }
   }
 

@@ -46,10 +46,20 @@ export function formatTime(unix) {
   return new Date(unix * 1000).toLocaleString();
 }
 
-// Save bytes the page fetched (with its key) as a download.
+// Characters that reorder the text around them (bidirectional overrides, embeddings, isolates, marks): in a
+// file name that sandbox code or a tenant mate chose, "invoice\u202Efdp.exe" reads as "invoiceexe.pdf".
+const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+// A file name as shown: those characters as their code points ("invoice[U+202E]fdp.exe").
+export function shownName(name) {
+  return name.replace(BIDI, (c) => `[U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}]`);
+}
+
+// Save bytes the page fetched (with its key) as a download, under the name's last part without those
+// characters.
 export function saveBlob(blob, name) {
   const url = URL.createObjectURL(blob);
-  const a = h("a", { href: url, download: name.split("/").pop() || "download" });
+  const a = h("a", { href: url, download: name.split("/").pop().replace(BIDI, "") || "download" });
   document.body.append(a);
   a.click();
   a.remove();

@@ -1,8 +1,9 @@
 // The files panel: the user's folder and the tenant's shared folder side by side; upload (button or
-// drop), download, delete, attach to the next question. Names are shown as text, whatever they contain.
+// drop), download, delete, attach to the next question. Names are shown as text, whatever they contain,
+// with the characters that would reorder them shown as code points (shownName).
 
 import { ApiError } from "./api.js";
-import { clear, formatBytes, h, saveBlob } from "./dom.js";
+import { clear, formatBytes, h, saveBlob, shownName } from "./dom.js";
 
 export class FilesPanel {
   constructor(api, { onAttach, mine, shared, error, input, drop, signal }) {
@@ -48,15 +49,16 @@ export class FilesPanel {
     const files = listing.files.filter((f) => !f.is_dir && !f.path.startsWith(".thinkbox/"));
     if (!files.length) list.append(h("li", { class: "hint" }, "No files"));
     for (const f of files) {
+      const name = shownName(f.path);
       const actions = [
-        h("button", { type: "button", "aria-label": `Download ${f.path}`, onclick: () => this.download(f.path, scope) }, "Download"),
-        h("button", { type: "button", "aria-label": `Delete ${f.path}`, onclick: () => this.remove(f.path, scope) }, "Delete"),
+        h("button", { type: "button", "aria-label": `Download ${name}`, onclick: () => this.download(f.path, scope) }, "Download"),
+        h("button", { type: "button", "aria-label": `Delete ${name}`, onclick: () => this.remove(f.path, scope) }, "Delete"),
       ];
       if (scope === "user") {
-        actions.unshift(h("button", { type: "button", "aria-label": `Attach ${f.path} to the question`, onclick: () => this.onAttach(f.path) }, "Attach"));
+        actions.unshift(h("button", { type: "button", "aria-label": `Attach ${name} to the question`, onclick: () => this.onAttach(f.path) }, "Attach"));
       }
       list.append(h("li", { testid: "file", "data-path": f.path },
-        h("span", { class: "name", title: f.path }, f.path),
+        h("span", { class: "name", title: name }, name),
         h("span", { class: "size" }, formatBytes(f.size)),
         h("span", { class: "actions" }, actions)));
     }
@@ -82,7 +84,7 @@ export class FilesPanel {
       const response = await this.api.download(path, scope);
       saveBlob(await response.blob(), path);
     } catch (err) {
-      this.showError(`${path}: ${err.message}`);
+      this.showError(`${shownName(path)}: ${err.message}`);
     }
   }
 
@@ -90,7 +92,7 @@ export class FilesPanel {
     try {
       await this.api.remove(path, scope);
     } catch (err) {
-      if (!(err instanceof ApiError && err.status === 404)) this.showError(`${path}: ${err.message}`);
+      if (!(err instanceof ApiError && err.status === 404)) this.showError(`${shownName(path)}: ${err.message}`);
     }
     await this.refresh();
   }

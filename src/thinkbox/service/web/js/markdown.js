@@ -5,7 +5,11 @@
 import { h } from "./dom.js";
 import { highlight } from "./highlight.js";
 
-export function renderMarkdown(text) {
+// Block quotes nest at most this deep; deeper '>' stay text. (Each level is a call: an answer of thousands
+// of '>' once overflowed the stack and crashed the tab, again at every reload of the conversation.)
+const MAX_QUOTE_DEPTH = 8;
+
+export function renderMarkdown(text, depth = 0) {
   const root = document.createDocumentFragment();
   const lines = text.replace(/\r\n?/g, "\n").split("\n");
   let i = 0;
@@ -30,7 +34,8 @@ export function renderMarkdown(text) {
     if (/^\s*>/.test(line)) {
       const body = [];
       for (; i < lines.length && /^\s*>/.test(lines[i]); i += 1) body.push(lines[i].replace(/^\s*>\s?/, ""));
-      root.append(h("blockquote", {}, renderMarkdown(body.join("\n"))));
+      const inner = depth + 1 < MAX_QUOTE_DEPTH ? renderMarkdown(body.join("\n"), depth + 1) : h("p", {}, body.join("\n"));
+      root.append(h("blockquote", {}, inner));
       continue;
     }
     if (isTableStart(lines, i)) {

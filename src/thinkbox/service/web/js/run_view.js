@@ -7,6 +7,11 @@ import { highlight } from "./highlight.js";
 import { renderMarkdown } from "./markdown.js";
 import { sanitizedHtml } from "./sanitize.js";
 
+// An HTML output with more tags than this is shown as its text form: Chromium parses thousands of unclosed
+// tags in quadratic time (a session may send 16 MiB of display data, which would hold the tab for hours,
+// at every reload). A pandas table of 60 rows has about a thousand.
+export const MAX_HTML_TAGS = 20000;
+
 const ENDED = { answered: "Answered", limit: "Stopped at a limit", error: "Failed", cancelled: "Stopped" };
 
 export class RunView {
@@ -29,7 +34,11 @@ export class RunView {
     if (frame.id && frame.id <= this.lastSeq) return false;
     if (frame.id) this.lastSeq = frame.id;
     const handler = this[`on_${frame.type}`];
-    if (handler) handler.call(this, frame.data);
+    try {
+      if (handler) handler.call(this, frame.data);
+    } catch (err) { // that event only: not taken for a lost connection (a false banner, the event skipped)
+      this.note(`This ${frame.type} event could not be shown (${err.message}).`);
+    }
     return true;
   }
 
@@ -145,10 +154,10 @@ export class RunView {
     } else if (mime["image/svg+xml"]) {
       const svg = btoa(unescape(encodeURIComponent(mime["image/svg+xml"])));
       el = h("img", { src: `data:image/svg+xml;base64,${svg}`, alt: "Figure from the code", testid: "output-image" });
-    } else if (mime["text/html"]) {
+    } else if (mime["text/html"] && tags(mime["text/html"]) <= MAX_HTML_TAGS) {
       el = sanitizedHtml(mime["text/html"]);
     } else {
-      el = h("pre", { class: "output" }, mime["text/plain"] || "");
+      el = h("pre", { class: "output" }, mime["text/plain"] || (mime["text/html"] ? "(an HTML output too large to show)" : ""));
     }
     step.extras.before(h("div", { class: "display", testid: "output-display" }, el));
   }
@@ -265,4 +274,10 @@ export class RunView {
     this.status.textContent = message;
     this.status.classList.add("error");
   }
+}
+
+function tags(html) {
+  let n = 0;
+  for (let at = html.indexOf("<"); at >= 0 && n <= MAX_HTML_TAGS; at = html.indexOf("<", at + 1)) n += 1;
+  return n;
 }
