@@ -35,6 +35,8 @@ from thinkbox.models.base import ModelEvent, ModelReply, ModelRequest, TextDelta
 from thinkbox.service import accounts
 from thinkbox.service.api.app import create_app
 from thinkbox.service.db.engine import Database
+from thinkbox.service.tools.spec import Function
+from thinkbox.service.tools.store import ToolInfo
 
 _PROGRAM = re.compile(r"steps:\s*(\[.*?\])\s*answer:\s*(.*?)\s*(?:\n|$)", re.S)
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,3 +286,25 @@ def require_embedded_model() -> None:
         install.locate_model(load_settings())
     except ConfigError as exc:
         pytest.skip(f"the embedded model is not installed: {exc}")
+
+
+def tool_info(
+    name: str, description: str, functions: list[str] | None = None, updated: float = 1.0
+) -> ToolInfo:
+    """A saved tool's listing as the store gives it (for the prompt's ranking, without a store)."""
+    return ToolInfo(
+        name=name,
+        version=1,
+        active_version=1,
+        description=description,
+        functions=[Function(f, "(x)", "") for f in functions or [name]],
+        source="",
+        tests="",
+        packages=[],
+        secrets=[],
+        private=False,
+        author="alice",
+        tests_passed=1,
+        created_at=updated,
+        updated_at=updated,
+    )

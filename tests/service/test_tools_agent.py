@@ -16,11 +16,11 @@ import pytest
 
 from thinkbox.service.tools import inside
 from thinkbox.service.tools.agent import rank, tools_section
-from thinkbox.service.tools.spec import Function, ToolRefused, check
+from thinkbox.service.tools.spec import ToolRefused, check
 from thinkbox.service.tools.store import ToolInfo
 
 from .conftest import Running
-from .service_support import program, read_sse
+from .service_support import program, read_sse, tool_info
 
 VOWELS = 'def count_vowels(text):\n    return sum(c in "aeiou" for c in text.lower())'
 SAVE = (
@@ -95,22 +95,7 @@ def test_a_saved_tool_with_helpers_and_imports_carries_them(running: Running) ->
 
 
 def _tool(name: str, description: str, updated: float) -> ToolInfo:
-    return ToolInfo(
-        name=name,
-        version=1,
-        active_version=1,
-        description=description,
-        functions=[Function(name, "(x)", "")],
-        source="",
-        tests="",
-        packages=[],
-        secrets=[],
-        private=False,
-        author="alice",
-        tests_passed=1,
-        created_at=updated,
-        updated_at=updated,
-    )
+    return tool_info(name, description, updated=updated)
 
 
 def test_the_prompt_lists_the_most_relevant_tools_when_there_are_many() -> None:

@@ -14,11 +14,10 @@ from typing import Any
 import httpx
 
 from thinkbox.service.tools.agent import to_preimport, tools_section
-from thinkbox.service.tools.spec import Function
 from thinkbox.service.tools.store import ToolInfo
 
 from .conftest import Running
-from .service_support import program, read_sse, running_server
+from .service_support import program, read_sse, running_server, tool_info
 
 IMPORTED = "(already imported in this session from tools.{name}: call it directly; do not write it again)"
 LIST_NAMES = "print(sorted(k for k in globals() if not k.startswith('_')))"
@@ -169,22 +168,7 @@ def test_a_first_run_resumed_after_a_restart_imports_before_its_cells_replay(tmp
 
 
 def _tool(name: str, description: str, functions: list[str], updated: float = 1.0) -> ToolInfo:
-    return ToolInfo(
-        name=name,
-        version=1,
-        active_version=1,
-        description=description,
-        functions=[Function(f, "(x)", "") for f in functions],
-        source="",
-        tests="",
-        packages=[],
-        secrets=[],
-        private=False,
-        author="alice",
-        tests_passed=1,
-        created_at=updated,
-        updated_at=updated,
-    )
+    return tool_info(name, description, functions, updated)
 
 
 def test_what_is_pre_imported_relevant_listed_tools_at_most_three_without_builtins_or_private_names() -> None:
