@@ -220,6 +220,12 @@ class ProcessServer:
                 self.kill()
 
 
+def directives(policy: str) -> dict[str, str]:
+    """A Content-Security-Policy header's directives, by name (``{"script-src": "'self'", ...}``)."""
+    parts = (part.strip().partition(" ") for part in policy.split(";") if part.strip())
+    return {name: value for name, _, value in parts}
+
+
 def read_sse(response: httpx.Response) -> list[dict[str, Any]]:
     """The events of an SSE response: dicts with id (int), event, data (parsed JSON)."""
     events: list[dict[str, Any]] = []

