@@ -247,6 +247,39 @@ async def test_a_session_holds_at_most_max_connections_to_its_proxy(tmp_path: Pa
     assert [a.status for a in answers] == [200, 200, 200] and again.status == 200
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_client_still_writing_a_refused_body_reads_why(tmp_path: Path, chunked: bool) -> None:
+    """A body over egress.max_body_bytes is refused before the rest of it arrives: by its Content-Length,
+    or once its chunks pass the limit. urllib sends the head and the body in two writes; a proxy that
+    closed right after its 403 made the session's relay fail writing the body (EPIPE) and drop the 403 it
+    held: the session's code got RemoteDisconnected instead of why."""
+    with EchoServer("t").running() as api:
+        async with world(tmp_path, max_body_bytes=1000) as (w, _):
+            w.allow("127.0.0.1")
+            sock, _ = await proxy_socket(w, SID)
+            url = api.url + "/big"
+            answer = await asyncio.to_thread(_body_after_the_answer, sock, url, chunked)
+    assert answer.startswith(b"HTTP/1.1 403") and b"over the limit of 1,000 bytes" in answer, answer
+    assert api.received == [] and [e.refused for e in _events(w)] == [True]
+
+
+def _body_after_the_answer(sock: Path, url: str, chunked: bool) -> bytes:
+    """A client slower than the proxy: it sends a request's head (and 1,500 bytes of a chunked body), reads
+    the whole answer (up to the proxy's end of it), then sends the rest of the body (5,000 bytes in all)."""
+    if chunked:
+        head, rest = "Transfer-Encoding: chunked\r\n\r\n5dc\r\n" + "x" * 1500 + "\r\n", b"dac\r\n"
+        rest += b"x" * 3500 + b"\r\n0\r\n\r\n"
+    else:
+        head, rest = "Content-Length: 5000\r\n\r\n", b"x" * 5000
+    with connect(sock) as client:
+        client.sendall(f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}".encode())
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        client.sendall(rest)
+        return answer
+
+
 # -- loopback under other spellings -----------------------------------------------------------------------
 @pytest.mark.parametrize("host", ["2130706433", "0177.0.0.1", "0x7f.1", "[::ffff:127.0.0.1]"])
 async def test_loopback_spelled_otherwise_is_refused_even_when_a_rule_names_the_spelling(

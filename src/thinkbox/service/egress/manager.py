@@ -41,6 +41,7 @@ from thinkbox.service.db.engine import Database
 from thinkbox.service.egress import rules
 from thinkbox.service.egress.artifacts import ArtifactCache
 from thinkbox.service.egress.ca import Authority
+from thinkbox.service.egress.linger import linger
 from thinkbox.service.egress.policy import Policy, index_pages, index_urls
 from thinkbox.service.egress.proxy import ADMIN_HINT, Connection
 from thinkbox.service.egress.swap import SessionSecrets
@@ -325,20 +326,14 @@ class Egress:
 
 
 async def _refuse_busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int) -> None:
-    """Answer a connection past egress.max_connections with :func:`_busy`, then read what the client still
-    sends (until it closes, :data:`_BUSY_LINGER_S` at most) before closing: a client whose request is
-    still being written when the socket closes gets EPIPE and never reads the answer that says why."""
+    """Answer a connection past egress.max_connections with :func:`_busy`, then close it in stages
+    (:func:`.linger.linger`): a client whose request is still being written when the socket closes gets
+    EPIPE and never reads the answer that says why. It counts toward no limit meanwhile."""
     writer.write(_busy(limit))
-    with contextlib.suppress(OSError, TimeoutError):
+    with contextlib.suppress(OSError):
         await writer.drain()
-        async with asyncio.timeout(_BUSY_LINGER_S):
-            while await reader.read(1 << 16):
-                pass
+        await linger(reader, writer)
     writer.close()
-
-
-_BUSY_LINGER_S = 2.0
-"""How long a refused connection is read from after its answer (it counts toward no limit meanwhile)."""
 
 
 def _busy(limit: int) -> bytes:

@@ -27,6 +27,7 @@ import httpcore
 from thinkbox.agent.events import NetworkRequest
 from thinkbox.service.egress.artifacts import CACHED, ArtifactCache, Fill, is_package_file
 from thinkbox.service.egress.headers import authority, content_length, decoding, head_size, pieces
+from thinkbox.service.egress.linger import linger
 from thinkbox.service.egress.policy import special_address
 from thinkbox.service.egress.swap import Refused
 from thinkbox.service.egress.upstream import pool_host
@@ -475,6 +476,8 @@ class Connection:
         self.writer.write(conn.send(h11.Data(data=body)))
         self.writer.write(conn.send(h11.EndOfMessage()))
         await self.writer.drain()
+        if close:  # the client may still be writing (a refused body): it must read this first (.linger)
+            await linger(self.reader, self.writer)
 
 
 class _Cut(Exception):
