@@ -56,7 +56,7 @@ class QuestionModel:
         self.delay_s = delay_s
         self.requests = 0
         self.systems: dict[str, str] = {}
-        """The system prompt of the latest request for each program (the user message that holds it)."""
+        """The system prompt of the latest request for each program (as :func:`program` wrote it)."""
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         self.requests += 1
@@ -68,7 +68,8 @@ class QuestionModel:
             match = _PROGRAM.search(messages[starts[-1]]["content"])
             assert match is not None
             if messages[0]["role"] == "system":
-                self.systems[messages[starts[-1]]["content"]] = messages[0]["content"]
+                # keyed by the program as program() wrote it: the user message may hold more than it
+                self.systems[f"steps: {match.group(1)} answer: {match.group(2)}"] = messages[0]["content"]
             steps, answer = json.loads(match.group(1)), match.group(2)
             done = sum(1 for m in messages[starts[-1] :] if m["role"] == "assistant")
             reply = (
