@@ -64,6 +64,7 @@ def test_bench_tools_runs_both_rounds_and_finds_the_saved_tools(tmp_path: Path) 
         (q, n) for n in (1, 2) for q in ("business_days", "loan_payment", "count_primes")
     ]
     assert all(r["status"] == "answered" and r["steps"] == 2 and r["tokens"] > 0 for r in runs)
+    assert all(r["code"] == [CODE] for r in runs)  # the step that ran, for reading how a run used a tool
     assert report["tools_saved"] == 3 and all(r["saved"] for r in runs if r["round"] == 1)
     # the import is tried in every run; in round 1 it fails inside try/except, which counts as a use
     assert all(r["used_tool"] for r in runs)

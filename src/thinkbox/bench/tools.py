@@ -78,6 +78,8 @@ COLUMNS = (
     "saved",
     "used tool",
 )
+CODE_CHARS = 4000
+"""Each step's code is kept in the JSON up to this many characters."""
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 METHOD = {
     "steps": "agent steps of the run (RunFinished.steps)",
@@ -94,6 +96,7 @@ METHOD = {
     "the run (nor an earlier line of that step) had defined, so the call could only run through the "
     "service's pre-import (service.preimport_tools); and no later def of the run replaced f with its own "
     "code",
+    "code": "the code of each step that ran, in order (cut at CODE_CHARS characters)",
     "right": "the last number of the answer is within 0.01 (relative 1e-4) of the expected value",
 }
 
@@ -112,6 +115,8 @@ class ToolRun(BaseModel):
     status: str = ""
     used_tool: bool = False
     saved: bool | None = None
+    code: list[str] = Field(default_factory=list)
+    """Each step's code (what ran), to see how a run used, or ignored, a saved tool."""
 
 
 class ToolsBench(BaseModel):
@@ -170,6 +175,7 @@ async def _ask(
             code = event.code
         elif isinstance(event, ExecutionFinished):
             use.step(code, event.result.error is None)
+            run.code.append(code[:CODE_CHARS])
             code = ""
         elif isinstance(event, FinalAnswer):
             run.answer_s = round(time.perf_counter() - started, 2)
